@@ -1,0 +1,47 @@
+"""tokbench: trustworthy per-token generation benchmarks for transformers causal LMs."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("tokbench")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0+unknown"
+
+if TYPE_CHECKING:
+    from tokbench.config import BenchmarkConfig
+    from tokbench.results import BenchmarkResult
+
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "__version__", "load_result", "run"]
+
+
+def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **options: Any) -> BenchmarkResult:
+    """Benchmark ``config``; pass an already-loaded ``model`` and ``tokenizer`` to skip loading.
+
+    Never raises for a bad or unsupported config: the result's ``status`` and ``reason`` say why.
+    """
+    from tokbench.runner import run as run_config
+
+    return run_config(config, model, tokenizer, **options)
+
+
+def load_result(path: Any) -> BenchmarkResult:
+    """Read a result JSON written by ``tokbench run --output`` or ``save_result``."""
+    from tokbench.results import load_result as load
+
+    return load(path)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so `import tokbench` stays cheap (torch is imported only when needed).
+    if name == "BenchmarkConfig":
+        from tokbench.config import BenchmarkConfig
+
+        return BenchmarkConfig
+    if name == "BenchmarkResult":
+        from tokbench.results import BenchmarkResult
+
+        return BenchmarkResult
+    raise AttributeError(f"module 'tokbench' has no attribute {name!r}")

@@ -1,0 +1,87 @@
+"""The one adapter for private torch / transformers APIs, each used only where no public API exists.
+
+Every function here checks the library version it was written against and degrades to a clear
+answer ("unknown") rather than guessing when the private attribute is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+import transformers
+from packaging.version import Version
+
+TORCH_VERSION = Version(torch.__version__.split("+")[0])
+TRANSFORMERS_VERSION = Version(transformers.__version__)
+
+# Versions these adapters were written and tested against; outside this range they still try,
+# but warn once so a changed private API does not silently mislabel a result.
+_TESTED_TORCH = (Version("2.4"), Version("2.14"))
+_TESTED_TRANSFORMERS = (Version("5.0"), Version("6.0"))
+
+
+def _in_range(version: Version, bounds: tuple[Version, Version]) -> bool:
+    return bounds[0] <= version < bounds[1]
+
+
+def check_versions() -> list[str]:
+    """Warnings for library versions outside the tested range (empty when all is known-good)."""
+    notes = []
+    if not _in_range(TORCH_VERSION, _TESTED_TORCH):
+        notes.append(f"torch {TORCH_VERSION} is outside the tested range {_TESTED_TORCH[0]}..{_TESTED_TORCH[1]}")
+    if not _in_range(TRANSFORMERS_VERSION, _TESTED_TRANSFORMERS):
+        notes.append(
+            f"transformers {TRANSFORMERS_VERSION} is outside the tested range "
+            f"{_TESTED_TRANSFORMERS[0]}..{_TESTED_TRANSFORMERS[1]}"
+        )
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return notes
+
+
+def make_compile_config(mode: str, device_type: str) -> Any:
+    """A transformers ``CompileConfig`` that really compiles on ``device_type``.
+
+    transformers only auto-compiles ``generate`` on accelerators; on CPU it silently skips compile
+    unless the private ``_compile_all_devices`` flag is set. Without it, a "compiled" CPU result
+    would be an eager one under a compiled label.
+    """
+    from transformers import CompileConfig
+
+    compile_config = CompileConfig(mode=mode)
+    if device_type not in ("cuda", "xpu"):
+        if not hasattr(compile_config, "_compile_all_devices"):
+            raise RuntimeError(
+                f"transformers {TRANSFORMERS_VERSION} has no CompileConfig._compile_all_devices; "
+                "tokbench cannot make generate compile on CPU with this version"
+            )
+        compile_config._compile_all_devices = True
+    return compile_config
+
+
+def attention_implementation(model: Any) -> str:
+    """The attention implementation the loaded model really uses (transformers keeps it private)."""
+    value = getattr(model.config, "_attn_implementation", None)
+    return str(value) if value is not None else "unknown"
+
+
+def compile_counters() -> dict[str, int]:
+    """How many graphs dynamo has compiled so far in this process (no public counter exists)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return {}
+    stats = counters.get("stats", {})
+    return {
+        "unique_graphs": int(stats.get("unique_graphs", 0)),
+        "calls_captured": int(stats.get("calls_captured", 0)),
+    }
+
+
+def reset_compiler() -> None:
+    """Forget compiled graphs so one configuration's compile does not leak into the next."""
+    with contextlib.suppress(AttributeError):  # torch without dynamo has nothing to forget
+        torch._dynamo.reset()

@@ -1,0 +1,42 @@
+"""Exception types. Each message says what to change, not only what went wrong."""
+
+from __future__ import annotations
+
+
+class TokbenchError(Exception):
+    """Base class of every error tokbench raises on purpose."""
+
+
+class ConfigError(TokbenchError, ValueError):
+    """A configuration value is invalid whatever the machine (e.g. batch_size=0)."""
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+class UnavailableFeatureError(TokbenchError):
+    """A valid configuration needs something this machine or environment lacks.
+
+    The runner turns it into a result with status ``skipped`` and this message as the reason.
+    """
+
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{field}: {problem}. Fix: {fix}")
+
+
+class GenerationError(TokbenchError):
+    """A generation call did something a measurement cannot accept (e.g. a wrong token count)."""
+
+
+class ModelSourceError(TokbenchError):
+    """The model could not be found or loaded from the given source."""
+
+
+class ResultFormatError(TokbenchError, ValueError):
+    """A stored result cannot be read back (unknown schema version, missing field)."""

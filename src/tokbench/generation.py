@@ -1,0 +1,151 @@
+"""One timed generation: a stamp for every generated token of every row, in integer ns.
+
+The streamer is handed each decoding step's tokens by ``generate`` after they were copied to the
+host (``StopCheck`` calls ``tokens.cpu()``, which waits for the device), so a stamp taken in
+``put`` is the instant the token became available to the program, never an async launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tokbench.clock import Clock, monotonic_ns
+from tokbench.devices import synchronize
+from tokbench.errors import GenerationError
+
+
+class TimestampStreamer:
+    """A ``generate`` streamer that records when each step's tokens reached the host.
+
+    ``generate`` first puts the whole prompt, then one ``[batch]`` tensor per step; the prompt
+    is skipped. The work per call is one clock read and one append, so it adds no measurable time.
+    """
+
+    def __init__(self, batch_size: int, clock: Clock = monotonic_ns) -> None:
+        self._batch_size = batch_size
+        self._clock = clock
+        self._seen_prompt = False
+        self.step_timestamps_ns: list[int] = []
+        self.step_tokens: list[torch.Tensor] = []
+        self.ended_ns: int | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        now_ns = self._clock()
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        if value.device.type != "cpu":  # never stamp before the token is on the host
+            value = value.cpu()
+            now_ns = self._clock()
+        self.step_timestamps_ns.append(now_ns)
+        self.step_tokens.append(value)
+
+    def end(self) -> None:
+        self.ended_ns = self._clock()
+
+
+@dataclass(frozen=True)
+class GenerationTrace:
+    """Raw record of one generate call. All times are absolute ``perf_counter_ns`` instants.
+
+    ``token_timestamps_ns[r][i]`` is when token ``i`` (0-based) of row ``r`` reached the host.
+    """
+
+    t0_ns: int
+    end_ns: int
+    token_timestamps_ns: tuple[tuple[int, ...], ...]
+    prompt_tokens: tuple[int, ...]
+    generated_tokens: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    decoded_sample: str = ""
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.token_timestamps_ns)
+
+    @property
+    def e2e_ns(self) -> int:
+        return self.end_ns - self.t0_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t0_ns": self.t0_ns,
+            "end_ns": self.end_ns,
+            "token_timestamps_ns": [list(row) for row in self.token_timestamps_ns],
+            "prompt_tokens": list(self.prompt_tokens),
+            "generated_tokens": list(self.generated_tokens),
+            "output_shape": list(self.output_shape),
+            "decoded_sample": self.decoded_sample,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationTrace:
+        return cls(
+            t0_ns=int(data["t0_ns"]),
+            end_ns=int(data["end_ns"]),
+            token_timestamps_ns=tuple(tuple(int(t) for t in row) for row in data["token_timestamps_ns"]),
+            prompt_tokens=tuple(int(n) for n in data["prompt_tokens"]),
+            generated_tokens=tuple(int(n) for n in data["generated_tokens"]),
+            output_shape=tuple(int(n) for n in data["output_shape"]),
+            decoded_sample=str(data.get("decoded_sample", "")),
+        )
+
+
+def time_generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    generation_config: Any,
+    new_tokens: int,
+    tokenizer: Any = None,
+    clock: Clock = monotonic_ns,
+    decode_sample: bool = False,
+) -> GenerationTrace:
+    """Run one ``generate`` call and return its raw trace; a wrong token count raises.
+
+    ``t0_ns`` is taken after the device is idle, just before the call; ``end_ns`` after the call
+    returned and the device is idle again.
+    """
+    device = input_ids.device
+    batch_size, prompt_length = (int(n) for n in input_ids.shape)
+    streamer = TimestampStreamer(batch_size, clock)
+    synchronize(device)
+    # generate runs under no_grad itself; inference_mode is avoided because its tensors cannot
+    # be reused by a compiled graph or a static cache on the next call.
+    t0_ns = clock()
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=generation_config,
+        streamer=streamer,
+    )
+    synchronize(device)
+    end_ns = clock()
+
+    generated = int(output.shape[1]) - prompt_length
+    steps = len(streamer.step_timestamps_ns)
+    if generated != new_tokens or steps != new_tokens:
+        raise GenerationError(
+            f"asked for exactly {new_tokens} new tokens per row, got {generated} in the output and "
+            f"{steps} streamed steps; something stopped generation early (an EOS or a stopping criterion)"
+        )
+    for step_tokens in streamer.step_tokens:
+        if step_tokens.shape[0] != batch_size:
+            raise GenerationError(f"a step streamed {step_tokens.shape[0]} tokens for a batch of {batch_size}")
+    stamps = tuple(streamer.step_timestamps_ns)
+    sample = ""
+    if decode_sample and tokenizer is not None:
+        sample = tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
+    return GenerationTrace(
+        t0_ns=t0_ns,
+        end_ns=end_ns,
+        # Plain generate advances every row in lockstep, so each row shares the step's stamp.
+        token_timestamps_ns=tuple(stamps for _ in range(batch_size)),
+        prompt_tokens=tuple(prompt_length for _ in range(batch_size)),
+        generated_tokens=tuple(generated for _ in range(batch_size)),
+        output_shape=tuple(int(n) for n in output.shape),
+        decoded_sample=sample,
+    )

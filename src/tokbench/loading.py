@@ -1,0 +1,349 @@
+"""Loading stage: model source, tokenizer (cached per model), exact-shape inputs, and the model.
+
+Every setting in the config reaches the model as asked, or loading fails with a reason:
+nothing is silently swapped for something that happens to work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokbench import compat, presets
+from tokbench.clock import Clock, monotonic_ns
+from tokbench.config import BenchmarkConfig
+from tokbench.devices import resolve_device, synchronize
+from tokbench.errors import ModelSourceError, UnavailableFeatureError
+
+# How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
+_ROW_OFFSET_TOKENS = 37
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a built-in preset, a local folder, or a Hugging Face Hub id."""
+
+    kind: str  # "preset" | "local" | "hub"
+    identifier: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "identifier": self.identifier}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> ModelSource:
+        return cls(kind=data["kind"], identifier=data["identifier"])
+
+
+def resolve_model_source(model: str) -> ModelSource:
+    if presets.is_preset(model):
+        return ModelSource("preset", model)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(
+                f"{model!r} is a folder but has no config.json; point --model at a saved transformers model"
+            )
+        return ModelSource("local", str(path.resolve()))
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelSourceError(
+            f"{model!r} is neither a preset ({', '.join(presets.PRESET_NAMES)}), an existing folder "
+            "with a config.json, nor a Hub id of the form owner/name"
+        )
+    return ModelSource("hub", model)
+
+
+@dataclass(frozen=True)
+class LoadTimings:
+    """Wall time of each loading phase, in ns. ``None`` means the phase did not happen."""
+
+    tokenizer_ns: int | None = None
+    weights_ns: int | None = None
+    to_device_ns: int | None = None
+    quantize_ns: int | None = None
+    tune_ns: int | None = None
+    tokenizer_cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tokenizer_ns": self.tokenizer_ns,
+            "weights_ns": self.weights_ns,
+            "to_device_ns": self.to_device_ns,
+            "quantize_ns": self.quantize_ns,
+            "tune_ns": self.tune_ns,
+            "tokenizer_cached": self.tokenizer_cached,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadTimings:
+        return cls(**data)
+
+
+class TokenizerCache:
+    """Loads each model's tokenizer once and hands the same object back for every later config."""
+
+    def __init__(self) -> None:
+        self._tokenizers: dict[tuple[str, bool], Any] = {}
+
+    def get(self, source: ModelSource, trust_remote_code: bool = False) -> tuple[Any, bool]:
+        """The tokenizer for ``source`` and whether it came from the cache."""
+        key = (source.identifier, trust_remote_code)
+        if key in self._tokenizers:
+            return self._tokenizers[key], True
+        tokenizer = load_tokenizer(source, trust_remote_code)
+        self._tokenizers[key] = tokenizer
+        return tokenizer, False
+
+    def __len__(self) -> int:
+        return len(self._tokenizers)
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    location = str(presets.tokenizer_dir()) if source.kind == "preset" else source.identifier
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise ModelSourceError(f"cannot load the tokenizer of {source.identifier!r}: {error}") from error
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> None:
+    """Give the tokenizer a pad token so batches work (EOS is the usual stand-in)."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            raise ModelSourceError("the tokenizer has no pad, eos or unk token to pad batches with")
+
+
+@dataclass(frozen=True)
+class BenchmarkInputs:
+    """The exact tensors every generation of one config starts from."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+def build_inputs(
+    tokenizer: Any,
+    batch_size: int,
+    sequence_length: int,
+    device: torch.device,
+    prompt: str | None = None,
+) -> BenchmarkInputs:
+    """Exactly ``batch_size`` rows of exactly ``sequence_length`` real prompt tokens, no padding.
+
+    The prompt is tokenized once and repeated until long enough (the seeds' system only truncated,
+    so asking for more tokens than the prompt had silently gave a shorter input). Rows start at
+    different offsets of the repeated text so they are not identical.
+    """
+    text = prompt if prompt is not None else presets.default_prompt()
+    prompt_ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not prompt_ids:
+        raise ModelSourceError("the prompt tokenized to zero tokens; use a non-empty prompt")
+    prefix: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    body_length = sequence_length - len(prefix)
+    if body_length < 0:  # sequence_length 1 with a BOS token: the BOS alone is the prompt
+        prefix, body_length = prefix[:sequence_length], 0
+    needed = body_length + _ROW_OFFSET_TOKENS * (batch_size - 1)
+    repeats = needed // len(prompt_ids) + 1
+    stream = (prompt_ids * repeats)[:needed]
+    rows = [
+        prefix + stream[row * _ROW_OFFSET_TOKENS : row * _ROW_OFFSET_TOKENS + body_length] for row in range(batch_size)
+    ]
+    input_ids = torch.tensor(rows, dtype=torch.long)
+    if tuple(input_ids.shape) != (batch_size, sequence_length):
+        raise AssertionError(f"built inputs of shape {tuple(input_ids.shape)}, wanted {(batch_size, sequence_length)}")
+    attention_mask = torch.ones_like(input_ids)
+    return BenchmarkInputs(input_ids.to(device), attention_mask.to(device))
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, with the tokenizer, inputs and generation settings of one config.
+
+    Not frozen and not serialized: it holds live tensors. What it learned goes into the result
+    through ``timings`` and ``effective_settings``.
+    """
+
+    model: Any
+    tokenizer: Any
+    inputs: BenchmarkInputs
+    generation_config: Any
+    device: torch.device
+    timings: LoadTimings
+    source: ModelSource
+    effective_settings: dict[str, Any] = field(default_factory=dict)
+
+
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _TORCH_DTYPES[name]
+
+
+def _load_weights(config: BenchmarkConfig, source: ModelSource) -> Any:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = torch_dtype(config.dtype)
+    if source.kind == "preset":
+        model_config = AutoConfig.for_model(**presets.preset_config_dict(source.identifier))
+        # Seeded so every run of a preset measures the very same weights.
+        torch.manual_seed(config.seed)
+        model = AutoModelForCausalLM.from_config(
+            model_config, dtype=dtype, attn_implementation=config.attn_implementation
+        )
+        if config.kernels:
+            model.set_use_kernels(True)
+        return model
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            source.identifier,
+            dtype=dtype,
+            attn_implementation=config.attn_implementation,
+            use_kernels=config.kernels,
+            trust_remote_code=config.trust_remote_code,
+            use_safetensors=None,  # safetensors when present, .bin only as a fallback
+        )
+    except OSError as error:
+        raise ModelSourceError(f"cannot load the weights of {source.identifier!r}: {error}") from error
+
+
+def make_generation_config(config: BenchmarkConfig, tokenizer: Any, device: torch.device) -> Any:
+    """Greedy decoding of exactly ``new_tokens`` tokens: no EOS stop, optional static cache + compile."""
+    from transformers import GenerationConfig
+
+    settings: dict[str, Any] = {
+        "max_new_tokens": config.new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "eos_token_id": None,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if config.static_cache:
+        settings["cache_implementation"] = "static"
+    if config.compile_mode is not None:
+        settings["compile_config"] = compat.make_compile_config(config.compile_mode, device.type)
+    else:
+        settings["disable_compile"] = True
+    return GenerationConfig(**settings)
+
+
+def prepare_model(model: Any) -> None:
+    """Eval mode and no EOS-based stopping, whichever way the model was loaded.
+
+    ``generate`` fills an unset ``eos_token_id`` from the model's own generation config, so the
+    EOS has to be cleared there too, or a model could stop early and measure fewer tokens.
+    """
+    model.eval()
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = None
+
+
+def load(
+    config: BenchmarkConfig,
+    tokenizers: TokenizerCache | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    clock: Clock = monotonic_ns,
+) -> LoadedModel:
+    """Load (or adopt) tokenizer and model for ``config``; time each phase separately."""
+    device = resolve_device(config.device)
+    source = resolve_model_source(config.model) if model is None else ModelSource("provided", config.model)
+
+    tokenizer_ns: int | None = None
+    tokenizer_cached = False
+    if tokenizer is None:
+        if source.kind == "provided":
+            raise ModelSourceError("a model was passed in without its tokenizer; pass tokenizer= too")
+        start_ns = clock()
+        tokenizer, tokenizer_cached = (tokenizers or TokenizerCache()).get(source, config.trust_remote_code)
+        tokenizer_ns = clock() - start_ns
+    else:
+        prepare_tokenizer(tokenizer)
+
+    weights_ns: int | None = None
+    to_device_ns: int | None = None
+    if model is None:
+        start_ns = clock()
+        model = _load_weights(config, source)
+        weights_ns = clock() - start_ns
+        start_ns = clock()
+        model.to(device)
+        synchronize(device)
+        to_device_ns = clock() - start_ns
+    else:
+        _check_provided_model(model, config, device)
+    prepare_model(model)
+
+    inputs = build_inputs(tokenizer, config.batch_size, config.sequence_length, device)
+    generation_config = make_generation_config(config, tokenizer, device)
+    effective = effective_settings(model, config, device)
+    timings = LoadTimings(
+        tokenizer_ns=tokenizer_ns,
+        weights_ns=weights_ns,
+        to_device_ns=to_device_ns,
+        tokenizer_cached=tokenizer_cached,
+    )
+    return LoadedModel(model, tokenizer, inputs, generation_config, device, timings, source, effective)
+
+
+def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.device) -> None:
+    """A passed-in model must match the config that will label its result."""
+    parameter = next(model.parameters())
+    if parameter.dtype != torch_dtype(config.dtype):
+        raise UnavailableFeatureError(
+            "dtype",
+            f"the model passed in is {str(parameter.dtype).removeprefix('torch.')}, the config says {config.dtype}",
+            "set dtype in the config to the model's dtype, or convert the model",
+        )
+    if parameter.device.type != device.type:
+        raise UnavailableFeatureError(
+            "device",
+            f"the model passed in is on {parameter.device}, the config resolves to {device}",
+            "move the model or set device in the config",
+        )
+    actual_attention = compat.attention_implementation(model)
+    if actual_attention not in ("unknown", config.attn_implementation):
+        raise UnavailableFeatureError(
+            "attn_implementation",
+            f"the model passed in uses {actual_attention}, the config says {config.attn_implementation}",
+            f"set attn_implementation={actual_attention!r} in the config",
+        )
+
+
+def effective_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> dict[str, Any]:
+    """What the loaded model really runs with, recorded next to what the config asked for."""
+    parameter = next(model.parameters())
+    settings = {
+        "device": str(device),
+        "dtype": str(parameter.dtype).removeprefix("torch."),
+        "attn_implementation": compat.attention_implementation(model),
+        "cache_implementation": "static" if config.static_cache else "dynamic",
+        "use_kernels": bool(getattr(model, "use_kernels", False)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": bool(model.training),
+    }
+    if settings["attn_implementation"] not in ("unknown", config.attn_implementation):
+        raise UnavailableFeatureError(
+            "attn_implementation",
+            f"transformers loaded {settings['attn_implementation']} instead of {config.attn_implementation}",
+            "pick an attention implementation this model supports",
+        )
+    return settings

@@ -1,0 +1,91 @@
+"""Pure metric functions: raw integer-ns traces in, metric samples out.
+
+One set of definitions for every generation path (see docs/architecture.md). For one request:
+``t0`` is the instant just before the generate call, ``t_i`` the instant its token ``i`` (1..N)
+reached the host, ``t_end`` the instant generate returned.
+
+    TTFT  = t_1 - t0                 TPOT = (t_N - t_1) / (N - 1)
+    ITL   = t_i - t_(i-1), i=2..N    E2E  = t_end - t0
+    prefill throughput = prompt tokens of the batch / (last first-token instant - t0)
+    decode throughput  = sum over requests of (N - 1) / (last t_N - first t_1)
+    overall throughput = generated tokens of the batch / (t_end - t0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+from tokbench.generation import GenerationTrace
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+
+# Metric name -> unit, in the order reports show them.
+METRIC_UNITS: dict[str, str] = {
+    "ttft_ms": "ms",
+    "tpot_ms": "ms",
+    "itl_ms": "ms",
+    "e2e_latency_ms": "ms",
+    "prefill_throughput_tok_s": "tok/s",
+    "decode_throughput_tok_s": "tok/s",
+    "overall_throughput_tok_s": "tok/s",
+}
+
+
+def time_to_first_token_ns(t0_ns: int, token_timestamps_ns: Sequence[int]) -> int:
+    return token_timestamps_ns[0] - t0_ns
+
+
+def time_per_output_token_ns(token_timestamps_ns: Sequence[int]) -> float:
+    """Mean decode time per token after the first; needs at least two tokens."""
+    if len(token_timestamps_ns) < 2:
+        raise ValueError("TPOT needs at least 2 generated tokens")
+    return (token_timestamps_ns[-1] - token_timestamps_ns[0]) / (len(token_timestamps_ns) - 1)
+
+
+def inter_token_latencies_ns(token_timestamps_ns: Sequence[int]) -> list[int]:
+    """The N-1 gaps between consecutive tokens (never the gap to generate's return)."""
+    return [later - earlier for earlier, later in pairwise(token_timestamps_ns)]
+
+
+def end_to_end_latency_ns(t0_ns: int, end_ns: int) -> int:
+    return end_ns - t0_ns
+
+
+def tokens_per_second(tokens: int, duration_ns: int) -> float:
+    if duration_ns <= 0:
+        raise ValueError(f"a throughput needs a positive duration, got {duration_ns} ns")
+    return tokens * NS_PER_S / duration_ns
+
+
+def prefill_throughput(trace: GenerationTrace) -> float:
+    last_first_token_ns = max(row[0] for row in trace.token_timestamps_ns)
+    return tokens_per_second(sum(trace.prompt_tokens), last_first_token_ns - trace.t0_ns)
+
+
+def decode_throughput(trace: GenerationTrace) -> float:
+    decode_tokens = sum(len(row) - 1 for row in trace.token_timestamps_ns)
+    first_ns = min(row[0] for row in trace.token_timestamps_ns)
+    last_ns = max(row[-1] for row in trace.token_timestamps_ns)
+    return tokens_per_second(decode_tokens, last_ns - first_ns)
+
+
+def overall_throughput(trace: GenerationTrace) -> float:
+    return tokens_per_second(sum(trace.generated_tokens), trace.e2e_ns)
+
+
+def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[float]]:
+    """Every metric's samples over ``traces``: per request for latencies, pooled gaps for ITL,
+    per call for throughputs. Converted to ms / tokens per second here, at the very end."""
+    samples: dict[str, list[float]] = {name: [] for name in METRIC_UNITS}
+    for trace in traces:
+        for row in trace.token_timestamps_ns:
+            samples["ttft_ms"].append(time_to_first_token_ns(trace.t0_ns, row) / NS_PER_MS)
+            samples["tpot_ms"].append(time_per_output_token_ns(row) / NS_PER_MS)
+            samples["itl_ms"].extend(gap / NS_PER_MS for gap in inter_token_latencies_ns(row))
+            samples["e2e_latency_ms"].append(end_to_end_latency_ns(trace.t0_ns, trace.end_ns) / NS_PER_MS)
+        samples["prefill_throughput_tok_s"].append(prefill_throughput(trace))
+        samples["decode_throughput_tok_s"].append(decode_throughput(trace))
+        samples["overall_throughput_tok_s"].append(overall_throughput(trace))
+    return samples

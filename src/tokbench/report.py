@@ -1,0 +1,110 @@
+"""Terminal rendering of results: one readable table per result, built with rich."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from tokbench.metrics import METRIC_UNITS, NS_PER_MS
+from tokbench.results import STATUS_OK, BenchmarkResult
+
+METRIC_LABELS = {
+    "ttft_ms": "TTFT",
+    "tpot_ms": "TPOT",
+    "itl_ms": "ITL",
+    "e2e_latency_ms": "E2E latency",
+    "prefill_throughput_tok_s": "prefill throughput",
+    "decode_throughput_tok_s": "decode throughput",
+    "overall_throughput_tok_s": "overall throughput",
+}
+_STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max")
+
+
+def _format(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.1f}"
+    if value >= 10:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ms(value_ns: int | None) -> str:
+    return "-" if value_ns is None else f"{value_ns / NS_PER_MS:,.1f} ms"
+
+
+def _model_line(model: str, parameters: object, device: object) -> str:
+    size = f" ({parameters:,} params)" if isinstance(parameters, int) else ""
+    return f"model {model}{size} on {device}"
+
+
+def header_lines(result: BenchmarkResult) -> list[str]:
+    config = result.config
+    effective = result.effective_settings
+    compile_text = "off"
+    if config.compile_mode:
+        compiled = result.phases.compile.compiled if result.phases.compile else False
+        compile_text = f"{config.compile_mode} ({'compiled' if compiled else 'NOT compiled'})"
+    lines = [
+        f"{config.name}  [{result.status}]  config {result.config_hash}",
+        _model_line(config.model, effective.get("parameters"), effective.get("device", config.device)),
+        f"batch {config.batch_size} × prompt {config.sequence_length} → {config.new_tokens} new tokens; "
+        f"dtype {config.dtype}; attention {config.attn_implementation}; "
+        f"cache {'static' if config.static_cache else 'dynamic'}; compile {compile_text}",
+    ]
+    phases = result.phases
+    if phases.cold_call_ns is not None:
+        curve = ", ".join(_ms(v).removesuffix(" ms") for v in phases.warmup_curve_ns) or "none"
+        lines.append(f"cold first call {_ms(phases.cold_call_ns)}; warmup E2E (ms): {curve}")
+    load = phases.load
+    lines.append(
+        f"load: tokenizer {_ms(load.tokenizer_ns)}{' (cached)' if load.tokenizer_cached else ''}, "
+        f"weights {_ms(load.weights_ns)}, to device {_ms(load.to_device_ns)}"
+    )
+    if result.reason:
+        lines.append(f"reason: {result.reason}")
+    return lines
+
+
+def result_table(result: BenchmarkResult) -> Table:
+    table = Table(title=None, show_lines=False, header_style="bold")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("unit")
+    table.add_column("n", justify="right")
+    for column in _STATISTIC_COLUMNS:
+        table.add_column(column, justify="right")
+    for name in METRIC_UNITS:
+        summary = result.summary.get(name)
+        if summary is None:
+            continue
+        table.add_row(
+            METRIC_LABELS[name],
+            summary.unit,
+            str(summary.count),
+            *(_format(getattr(summary, column)) for column in _STATISTIC_COLUMNS),
+        )
+    return table
+
+
+def render(result: BenchmarkResult) -> Group:
+    style = "green" if result.status == STATUS_OK else "yellow" if result.status == "skipped" else "red"
+    parts: list[Text | Table] = [
+        Text(line, style=style if i == 0 else "") for i, line in enumerate(header_lines(result))
+    ]
+    if result.summary:
+        parts.append(result_table(result))
+    return Group(*parts)
+
+
+def make_console() -> Console:
+    """A console wide enough for the table even when output is piped (rich assumes 80 there)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 132))
+    return console
+
+
+def print_result(result: BenchmarkResult, console: Console | None = None) -> None:
+    (console or make_console()).print(render(result))

@@ -1,0 +1,31 @@
+"""Shared fixtures: small, fast configs on the real tiny preset (no mocks, no network)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads() -> None:
+    # Two cores in CI: keep torch from oversubscribing them while tests run.
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def fast_config_fields() -> dict[str, object]:
+    """A config small enough to run end to end in about a second on 2 cores."""
+    return {
+        "model": "tiny-llama",
+        "sequence_length": 16,
+        "new_tokens": 6,
+        "warmup_iterations": 1,
+        "measurement_iterations": 2,
+        "device": "cpu",
+    }
+

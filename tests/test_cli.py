@@ -1,0 +1,82 @@
+"""The command line as a user runs it: real subprocesses, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAST = [
+    "--model", "tiny-llama", "--sequence-length", "16", "--new-tokens", "4",
+    "--warmup-iterations", "1", "--measurement-iterations", "2", "--device", "cpu", "--no-progress",
+]  # fmt: skip
+
+
+def tokbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "140"}
+    return subprocess.run(
+        [sys.executable, "-m", "tokbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_run_prints_a_table_and_writes_the_result(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    completed = tokbench("run", *FAST, "--batch-size", "2", "--output", str(out), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    for label in ("TTFT", "TPOT", "ITL", "E2E latency", "decode throughput", "median", "p99"):
+        assert label in completed.stdout
+    data = json.loads(out.read_text())
+    assert data["status"] == "ok"
+    assert data["config"]["batch_size"] == 2
+    assert len(data["iterations"]) == 2
+    assert all(len(row) == 4 for it in data["iterations"] for row in it["token_timestamps_ns"])
+
+
+def test_default_output_goes_to_a_results_folder(tmp_path: Path) -> None:
+    completed = tokbench("run", *FAST, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    written = list((tmp_path / "tokbench-results").glob("tiny-llama-*.json"))
+    assert len(written) == 1
+
+
+def test_config_file_with_flag_override(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("batch_size: 3\nattn_implementation: eager\nnew_tokens: 9\n")
+    out = tmp_path / "r.json"
+    completed = tokbench("run", "--config", str(config), *FAST, "--output", str(out), cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    data = json.loads(out.read_text())["config"]
+    assert (data["batch_size"], data["attn_implementation"], data["new_tokens"]) == (3, "eager", 4)
+
+
+def test_skipped_config_exits_non_zero_with_one_line_reason(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    completed = tokbench("run", *FAST, "--attn", "flash_attention_2", "--output", str(out), cwd=tmp_path)
+    assert completed.returncode == 3
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("tokbench: skipped: attn_implementation: flash_attention_2 needs the flash-attn")
+    assert json.loads(out.read_text())["status"] == "skipped"
+
+
+def test_invalid_config_is_a_usage_error(tmp_path: Path) -> None:
+    completed = tokbench("run", *FAST, "--batch-size", "0", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "batch_size: must be >= 1, got 0. Fix: use a batch size of at least 1" in completed.stderr
+    assert not (tmp_path / "tokbench-results").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"]])
+def test_help_is_complete(tmp_path: Path, args: list[str]) -> None:
+    completed = tokbench(*args, cwd=tmp_path)
+    assert completed.returncode == 0
+    if args == ["--help"]:
+        assert "run" in completed.stdout
+    else:
+        for flag in ("--model", "--config", "--batch-size", "--sequence-length", "--new-tokens", "--dtype", "--attn",
+                     "--compile", "--static-cache", "--kernels", "--device", "--warmup-iterations",
+                     "--measurement-iterations", "--no-monitor", "--output"):  # fmt: skip
+            assert flag in completed.stdout, flag

@@ -1,0 +1,118 @@
+"""Config validation, defaults, hashing, and config files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokbench.config import BenchmarkConfig, check_runnable, load_config_file
+from tokbench.errors import ConfigError, UnavailableFeatureError
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    config = BenchmarkConfig()
+    assert (config.model, config.batch_size, config.sequence_length, config.new_tokens) == ("tiny-llama", 1, 128, 128)
+    assert (config.dtype, config.attn_implementation, config.compile_mode) == ("bfloat16", "sdpa", None)
+    assert (config.static_cache, config.kernels, config.device) == (False, False, "auto")
+    assert (config.warmup_iterations, config.measurement_iterations, config.monitor) == (5, 20, True)
+    assert config.name == "tiny-llama-sdpa-bfloat16-b1-s128-n128"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name", "fix_words"),
+    [
+        ({"batch_size": 0}, "batch_size", "at least 1"),
+        ({"new_tokens": 1}, "new_tokens", "at least 2"),
+        ({"attn_implementation": "flash"}, "attn_implementation", "sdpa"),
+        ({"dtype": "int8"}, "dtype", "bfloat16"),
+        ({"compile_mode": "fast"}, "compile_mode", "max-autotune"),
+        ({"device": "tpu:x"}, "device", "auto"),
+        ({"sequence_length": "128"}, "sequence_length", "at least 1"),
+        ({"static_cache": "yes"}, "static_cache", "boolean"),
+        ({"batch_size": True}, "batch_size", "at least 1"),
+    ],
+)
+def test_invalid_values_raise_an_error_naming_field_and_fix(
+    fields: dict[str, object], field_name: str, fix_words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        BenchmarkConfig(**fields)  # type: ignore[arg-type]
+    assert caught.value.field == field_name
+    assert str(caught.value).startswith(f"{field_name}:")
+    assert fix_words in caught.value.fix
+
+
+def test_compile_turns_the_static_cache_on_and_the_name_says_so() -> None:
+    config = BenchmarkConfig(compile_mode="default")
+    assert config.static_cache is True
+    assert config.name.endswith("compile-default")
+
+
+def test_config_hash_is_stable_and_ignores_the_name() -> None:
+    config = BenchmarkConfig()
+    # Golden value: a change here changes every stored result's identity; bump the hash version instead.
+    assert config.config_hash == "f38275d0b4dc208a"
+    assert BenchmarkConfig(name="my run").config_hash == config.config_hash
+    assert BenchmarkConfig(batch_size=2).config_hash != config.config_hash
+    assert BenchmarkConfig(profile_tokens=8).config_hash == config.config_hash
+
+
+def test_round_trip_and_unknown_fields() -> None:
+    config = BenchmarkConfig(batch_size=4, compile_mode="max-autotune", name="x")
+    assert BenchmarkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown config field"):
+        BenchmarkConfig.from_dict({"batchsize": 4})
+
+
+def test_replace_derives_the_name_again_unless_it_was_given() -> None:
+    assert BenchmarkConfig().replace(batch_size=4).name == "tiny-llama-sdpa-bfloat16-b4-s128-n128"
+    assert BenchmarkConfig(name="mine").replace(batch_size=4).name == "mine"
+
+
+def test_yaml_and_json_files(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("batch_size: 4\nattn_implementation: eager\n")
+    assert load_config_file(yaml_file) == {"batch_size": 4, "attn_implementation": "eager"}
+    json_file = tmp_path / "c.json"
+    json_file.write_text('{"new_tokens": 8}')
+    assert load_config_file(json_file) == {"new_tokens": 8}
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    hostile = tmp_path / "c.yaml"
+    hostile.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_file(hostile)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config_file(tmp_path / "missing.yaml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config_file(listing)
+
+
+def test_flash_attention_without_its_package_is_unavailable_not_rewritten() -> None:
+    config = BenchmarkConfig(attn_implementation="flash_attention_2", device="cpu")
+    with pytest.raises(UnavailableFeatureError) as caught:
+        check_runnable(config)
+    assert caught.value.field == "attn_implementation"
+    assert config.attn_implementation == "flash_attention_2"
+
+
+def test_kernels_without_the_library_is_unavailable() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("kernels") is not None:
+        pytest.skip("the kernels library is installed here")
+    with pytest.raises(UnavailableFeatureError, match="kernels"):
+        check_runnable(BenchmarkConfig(kernels=True, device="cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_device_on_a_cpu_machine_is_unavailable() -> None:
+    with pytest.raises(UnavailableFeatureError, match="CUDA") as caught:
+        check_runnable(BenchmarkConfig(device="cuda"))
+    assert caught.value.field == "device"

@@ -1,0 +1,41 @@
+"""Environment capture and device warmup on the real machine."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tokbench.environment import capture_environment, git_state
+from tokbench.warmup import device_warmup
+
+
+def test_environment_names_versions_and_hardware() -> None:
+    env = capture_environment()
+    for key in ("python", "torch", "transformers", "tokbench", "os", "cpu", "cpu_count", "memory_bytes"):
+        assert env[key], key
+    assert env["torch"] == torch.__version__
+    assert env["memory_bytes"] > 2**30
+    if not torch.cuda.is_available():
+        assert env["gpus"] == [] and env["gpu_driver"] is None
+
+
+def test_git_state_of_a_repository(tmp_path: Path) -> None:
+    assert git_state(tmp_path) is None
+    run = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (tmp_path / "f").write_text("a")
+    run("add", "f")
+    run("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    state = git_state(tmp_path)
+    assert state is not None and len(state["commit"]) == 40 and state["dirty"] is False
+    (tmp_path / "f").write_text("b")
+    assert git_state(tmp_path)["dirty"] is True  # type: ignore[index]
+
+
+def test_device_warmup_runs_until_its_budget_is_spent() -> None:
+    report = device_warmup(torch.device("cpu"), budget_s=0.05, matrix_size=64)
+    assert report.elapsed_ns >= 50_000_000
+    assert report.matmuls >= 1
+    assert report.device == "cpu"

@@ -1,0 +1,112 @@
+"""End to end on the real tiny model: statuses, reasons, raw stamps, and summaries that recompute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import tokbench
+from tokbench.config import BenchmarkConfig
+from tokbench.loading import load
+from tokbench.results import load_result, recompute_summary, save_result
+
+
+def _check_complete(result: tokbench.BenchmarkResult) -> None:
+    config = result.config
+    assert result.status == "ok", result.reason
+    assert len(result.iterations) == config.measurement_iterations
+    assert len(result.phases.warmup_curve_ns) == config.warmup_iterations
+    for trace in result.iterations:
+        assert len(trace.token_timestamps_ns) == config.batch_size
+        assert all(len(row) == config.new_tokens for row in trace.token_timestamps_ns)
+        assert trace.prompt_tokens == (config.sequence_length,) * config.batch_size
+    assert result.summary == recompute_summary(result)
+    assert result.summary["itl_ms"].count == config.measurement_iterations * config.batch_size * (config.new_tokens - 1)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa", "flex_attention"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_attention_dtype_batch_matrix(
+    fast_config_fields: dict[str, object], attention: str, dtype: str, batch_size: int
+) -> None:
+    config = BenchmarkConfig(
+        **fast_config_fields,  # type: ignore[arg-type]
+        attn_implementation=attention,
+        dtype=dtype,
+        batch_size=batch_size,
+    )
+    result = tokbench.run(config, progress=False, device_warmup_s=0.01)
+    _check_complete(result)
+    assert result.effective_settings["attn_implementation"] == attention
+    assert result.effective_settings["dtype"] == dtype
+
+
+def test_result_survives_a_json_round_trip(fast_config_fields: dict[str, object], tmp_path: Path) -> None:
+    result = tokbench.run(BenchmarkConfig(**fast_config_fields), progress=False, device_warmup_s=0.01)  # type: ignore[arg-type]
+    path = save_result(result, tmp_path / "r.json")
+    assert load_result(path) == result
+    assert tokbench.load_result(path).summary == result.summary
+    assert result.environment["torch"] == torch.__version__
+    assert result.phases.device_warmup is not None and result.phases.device_warmup.matmuls > 0
+    assert result.sample_output is not None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [({"attn_implementation": "flash_attention_2"}, "attn_implementation"), ({"kernels": True}, "kernels")],
+)
+def test_features_missing_here_are_skipped_with_the_reason(
+    fast_config_fields: dict[str, object], fields: dict[str, object], field_name: str
+) -> None:
+    import importlib.util
+
+    if field_name == "kernels" and importlib.util.find_spec("kernels") is not None:
+        pytest.skip("the kernels library is installed here")
+    result = tokbench.run(BenchmarkConfig(**{**fast_config_fields, **fields}), progress=False)  # type: ignore[arg-type]
+    assert result.status == "skipped"
+    assert result.reason.startswith(field_name)
+    assert not result.iterations and not result.summary
+
+
+def test_a_config_that_raises_is_recorded_as_failed(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**fast_config_fields)  # type: ignore[arg-type]
+    loaded = load(config)
+
+    def explode(module: torch.nn.Module, args: object) -> None:
+        raise RuntimeError("simulated kernel failure")
+
+    handle = loaded.model.model.layers[0].register_forward_pre_hook(explode)
+    try:
+        result = tokbench.run(config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False)
+    finally:
+        handle.remove()
+    assert result.status == "failed"
+    assert result.reason == "validation call failed: RuntimeError: simulated kernel failure"
+    assert not result.iterations
+
+
+def test_a_provided_model_is_measured_and_left_as_it_was(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**fast_config_fields)  # type: ignore[arg-type]
+    loaded = load(config)
+    loaded.model.generation_config.eos_token_id = 1
+    result = tokbench.run(config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False)
+    _check_complete(result)
+    assert result.model_source["kind"] == "provided"
+    assert result.phases.load.weights_ns is None
+    assert loaded.model.generation_config.eos_token_id == 1
+
+
+@pytest.mark.slow
+def test_compiled_run_really_compiles_and_its_first_call_is_the_slow_one(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**{**fast_config_fields, "compile_mode": "default", "measurement_iterations": 3})  # type: ignore[arg-type]
+    result = tokbench.run(config, progress=False, device_warmup_s=0.01)
+    _check_complete(result)
+    record = result.phases.compile
+    assert record is not None and record.requested and record.compiled
+    assert record.graphs_after_validation > record.graphs_before
+    assert result.effective_settings["cache_implementation"] == "static"
+    slowest_later_call = max(max(result.phases.warmup_curve_ns), max(t.e2e_ns for t in result.iterations))
+    assert result.phases.cold_call_ns > 3 * slowest_later_call
