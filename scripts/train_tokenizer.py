@@ -137,8 +137,7 @@ def check(committed: Path) -> int:
         bad = [
             name
             for name in OUTPUT_FILES
-            if not (committed / name).is_file()
-            or not filecmp.cmp(committed / name, fresh / name, shallow=False)
+            if not (committed / name).is_file() or not filecmp.cmp(committed / name, fresh / name, shallow=False)
         ]
     if bad:
         print(

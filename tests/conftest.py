@@ -28,4 +28,3 @@ def fast_config_fields() -> dict[str, object]:
         "measurement_iterations": 2,
         "device": "cpu",
     }
-

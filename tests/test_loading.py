@@ -34,7 +34,7 @@ def test_model_sources(tmp_path: Path) -> None:
     assert resolve_model_source(str(tmp_path)) == ModelSource("local", str(tmp_path.resolve()))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelSourceError, match="no config.json"):
+    with pytest.raises(ModelSourceError, match=r"no config\.json"):
         resolve_model_source(str(empty))
     with pytest.raises(ModelSourceError, match="existing folder"):
         resolve_model_source("./no/such/folder")
