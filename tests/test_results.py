@@ -43,7 +43,7 @@ def _result() -> BenchmarkResult:
         phases=Phases(
             load=LoadTimings(tokenizer_ns=1, weights_ns=2, to_device_ns=3),
             device_warmup=DeviceWarmupReport("cpu", 512, 10, 123),
-            cold_call_ns=999,
+            cold_call=traces[0],
             warmup_curve_ns=(5, 4),
             measurement_wall_ns=77,
             compile=CompileRecord(True, 0, 1, 1, 1),
@@ -52,7 +52,6 @@ def _result() -> BenchmarkResult:
         summary=summarize_traces(traces),
         effective_settings={"dtype": "bfloat16"},
         model_source={"kind": "preset", "identifier": "tiny-llama"},
-        sample_output="hello",
         started_at="2026-11-23T00:00:00+00:00",
     )
 

@@ -51,7 +51,9 @@ def test_result_survives_a_json_round_trip(fast_config_fields: dict[str, object]
     assert tokbench.load_result(path).summary == result.summary
     assert result.environment["torch"] == torch.__version__
     assert result.phases.device_warmup is not None and result.phases.device_warmup.matmuls > 0
-    assert result.sample_output is not None
+    cold = result.phases.cold_call
+    assert cold is not None and cold.generated_tokens == (result.config.new_tokens,)
+    assert result.sample_output == cold.decoded_sample
 
 
 @pytest.mark.parametrize(
@@ -86,6 +88,14 @@ def test_a_config_that_raises_is_recorded_as_failed(fast_config_fields: dict[str
     assert result.status == "failed"
     assert result.reason == "validation call failed: RuntimeError: simulated kernel failure"
     assert not result.iterations
+
+
+def test_a_model_that_cannot_be_loaded_is_recorded_as_failed(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**{**fast_config_fields, "model": "tokbench-test/does-not-exist"})  # type: ignore[arg-type]
+    result = tokbench.run(config, progress=False)  # offline (conftest): the Hub is never reached
+    assert result.status == "failed"
+    assert result.reason.startswith("loading failed: ModelSourceError: cannot load the tokenizer")
+    assert result.environment["torch"] == torch.__version__
 
 
 def test_a_provided_model_is_measured_and_left_as_it_was(fast_config_fields: dict[str, object]) -> None:

@@ -198,12 +198,23 @@ def torch_dtype(name: str) -> torch.dtype:
     return _TORCH_DTYPES[name]
 
 
-def _load_weights(config: BenchmarkConfig, source: ModelSource) -> Any:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _preset_model_config(source: ModelSource) -> Any:
+    """The preset's transformers config, with its model code imported.
+
+    Called before the weights timer starts: importing Python modules is not loading weights.
+    """
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
+
+    model_config = AutoConfig.for_model(**presets.preset_config_dict(source.identifier))
+    _ = MODEL_FOR_CAUSAL_LM_MAPPING[type(model_config)]  # imports modeling_<arch>
+    return model_config
+
+
+def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: Any = None) -> Any:
+    from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(config.dtype)
     if source.kind == "preset":
-        model_config = AutoConfig.for_model(**presets.preset_config_dict(source.identifier))
         # Seeded so every run of a preset measures the very same weights.
         torch.manual_seed(config.seed)
         model = AutoModelForCausalLM.from_config(
@@ -281,8 +292,9 @@ def load(
     weights_ns: int | None = None
     to_device_ns: int | None = None
     if model is None:
+        model_config = _preset_model_config(source) if source.kind == "preset" else None
         start_ns = clock()
-        model = _load_weights(config, source)
+        model = _load_weights(config, source, model_config)
         weights_ns = clock() - start_ns
         start_ns = clock()
         model.to(device)

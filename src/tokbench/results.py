@@ -75,16 +75,21 @@ class Phases:
 
     load: LoadTimings = field(default_factory=LoadTimings)
     device_warmup: DeviceWarmupReport | None = None
-    cold_call_ns: int | None = None  # the validation call: the cold-start figure
+    cold_call: GenerationTrace | None = None  # the validation call: the cold-start figure, raw
     warmup_curve_ns: tuple[int, ...] = ()  # E2E latency of each untimed warmup iteration
     measurement_wall_ns: int | None = None
     compile: CompileRecord | None = None
+
+    @property
+    def cold_call_ns(self) -> int | None:
+        """E2E latency of the validation call, the first generation after loading."""
+        return self.cold_call.e2e_ns if self.cold_call else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "load": self.load.to_dict(),
             "device_warmup": self.device_warmup.to_dict() if self.device_warmup else None,
-            "cold_call_ns": self.cold_call_ns,
+            "cold_call": self.cold_call.to_dict() if self.cold_call else None,
             "warmup_curve_ns": list(self.warmup_curve_ns),
             "measurement_wall_ns": self.measurement_wall_ns,
             "compile": self.compile.to_dict() if self.compile else None,
@@ -95,7 +100,7 @@ class Phases:
         return cls(
             load=LoadTimings.from_dict(data["load"]),
             device_warmup=DeviceWarmupReport.from_dict(data["device_warmup"]) if data.get("device_warmup") else None,
-            cold_call_ns=data.get("cold_call_ns"),
+            cold_call=GenerationTrace.from_dict(data["cold_call"]) if data.get("cold_call") else None,
             warmup_curve_ns=tuple(int(v) for v in data.get("warmup_curve_ns", ())),
             measurement_wall_ns=data.get("measurement_wall_ns"),
             compile=CompileRecord.from_dict(data["compile"]) if data.get("compile") else None,
@@ -113,7 +118,6 @@ class BenchmarkResult:
     summary: dict[str, Summary] = field(default_factory=dict)
     effective_settings: dict[str, Any] = field(default_factory=dict)
     model_source: dict[str, str] = field(default_factory=dict)
-    sample_output: str = ""
     started_at: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -124,6 +128,11 @@ class BenchmarkResult:
     @property
     def config_hash(self) -> str:
         return self.config.config_hash
+
+    @property
+    def sample_output(self) -> str:
+        """Decoded text of row 0 of the validation call (what the model generated)."""
+        return self.phases.cold_call.decoded_sample if self.phases.cold_call else ""
 
     @property
     def ok(self) -> bool:
@@ -142,7 +151,6 @@ class BenchmarkResult:
             "effective_settings": self.effective_settings,
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
-            "sample_output": self.sample_output,
             "iterations": [trace.to_dict() for trace in self.iterations],
         }
 
@@ -166,7 +174,6 @@ class BenchmarkResult:
                 summary={name: Summary.from_dict(s) for name, s in data.get("summary", {}).items()},
                 effective_settings=data.get("effective_settings", {}),
                 model_source=data.get("model_source", {}),
-                sample_output=data.get("sample_output", ""),
                 started_at=data.get("started_at", ""),
             )
         except (KeyError, TypeError) as error:

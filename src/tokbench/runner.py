@@ -140,7 +140,7 @@ def _measure(
         phases = Phases(
             load=loaded.timings,
             device_warmup=warmup_report,
-            cold_call_ns=cold_trace.e2e_ns,
+            cold_call=cold_trace,
             warmup_curve_ns=tuple(warmup_curve_ns),
         )
         return finished(STATUS_FAILED, failure + _describe(error), phases=phases, iterations=tuple(traces), **common)
@@ -155,7 +155,7 @@ def _measure(
     phases = Phases(
         load=loaded.timings,
         device_warmup=warmup_report,
-        cold_call_ns=cold_trace.e2e_ns,
+        cold_call=cold_trace,
         warmup_curve_ns=tuple(warmup_curve_ns),
         measurement_wall_ns=measurement_end_ns - measurement_start_ns,
         compile=compile_record,
@@ -170,6 +170,5 @@ def _measure(
         phases=phases,
         iterations=tuple(traces),
         summary=summarize_traces(traces),
-        sample_output=cold_trace.decoded_sample,
         **common,
     )
