@@ -1,0 +1,385 @@
+"""Group-wise asymmetric int4 weight-only quantization, packing, and the ``QuantizedLinear`` module.
+
+Format (one layer, ``N = out_features``, ``K = in_features``, ``g = group_size``):
+
+* ``K`` is padded with zero weights up to ``K_pad``, a multiple of ``g`` (so layers like an MLP with
+  ``intermediate_size = 688`` and ``g = 128`` are supported; inputs are never padded except for the
+  native op, see ``native_ops``). ``N`` can be anything: packing runs along ``K``.
+* ``qweight``: int32 ``[N, K_pad / 8]``, 8 values per int32. Within each group of ``g`` values, the
+  value at bit offset ``8 * b + 4 * h`` of word ``w`` (byte ``b``, low ``h = 0`` or high ``h = 1``
+  nibble) is element ``h * g / 2 + 4 * w + b``. Seen as bytes (little-endian), byte ``j`` of a group
+  holds elements ``j`` (low nibble) and ``j + g / 2`` (high nibble), so the torch split-K kernel
+  unpacks a whole block with two contiguous byte ops (``& 15`` and ``>> 4``) instead of a gather.
+* ``scales``: float32 ``[N, K_pad / g]``; ``zeros``: uint8 ``[N, K_pad / g]`` (integer zero points).
+* ``W ≈ (q - z) * s``. The range of each group always includes 0 (as GPTQ does): 0 is then exact,
+  which keeps padding exact and makes a constant group exact (``c = 15 * (c / 15)``), and an all-zero
+  group gets ``s = 1`` instead of a division by zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from tokbench.errors import TokbenchError
+
+SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
+PACK_FACTOR = 8  # int4 values per int32 word
+_QMAX = 15
+
+
+class QuantizationError(TokbenchError, ValueError):
+    """A model or weight cannot be quantized as asked (bad group size, non-finite weights...)."""
+
+
+def check_group_size(group_size: int) -> None:
+    if group_size not in SUPPORTED_GROUP_SIZES:
+        raise QuantizationError(f"group_size={group_size} is not supported. Fix: use one of {SUPPORTED_GROUP_SIZES}")
+
+
+def padded_in_features(in_features: int, group_size: int) -> int:
+    return math.ceil(in_features / group_size) * group_size
+
+
+def _nibble_shifts(device: torch.device) -> torch.Tensor:
+    """Bit offset of (half h, byte b) in a word: ``[2, 1, 4]`` broadcast against ``[.., 2, words, 4]``."""
+    half = torch.arange(2, dtype=torch.int32, device=device).view(2, 1, 1) * 4
+    byte = torch.arange(4, dtype=torch.int32, device=device).view(1, 1, 4) * 8
+    return half + byte
+
+
+def pack_int4(q: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Pack int values 0..15 ``[N, K_pad]`` into int32 ``[N, K_pad / 8]`` (layout in the module doc)."""
+    check_group_size(group_size)
+    out_features, in_padded = q.shape
+    if in_padded % group_size:
+        raise QuantizationError(f"packed width {in_padded} is not a multiple of group_size={group_size}")
+    if q.numel() and (int(q.min()) < 0 or int(q.max()) > _QMAX):
+        raise QuantizationError("int4 values must lie in 0..15")
+    words = group_size // PACK_FACTOR
+    # [N, G, half, word, byte]: element h * g/2 + 4 * w + b of each group.
+    grouped = q.to(torch.int64).view(out_features, in_padded // group_size, 2, words, 4)
+    shifts = _nibble_shifts(q.device).to(torch.int64)
+    packed = (grouped << shifts).sum(dim=(2, 4))
+    # Values are < 2**32; wrap the top half into int32's negative range (same bits).
+    packed = torch.where(packed >= 2**31, packed - 2**32, packed)
+    return packed.to(torch.int32).view(out_features, in_padded // PACK_FACTOR)
+
+
+def unpack_int4(packed: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`: int32 ``[N, K_pad / 8]`` to int32 values 0..15 ``[N, K_pad]``."""
+    out_features, packed_width = packed.shape
+    words = group_size // PACK_FACTOR
+    groups = packed_width // words
+    # Arithmetic shift sign-extends negative words; the mask drops those bits.
+    values = (packed.view(out_features, groups, 1, words, 1) >> _nibble_shifts(packed.device)) & _QMAX
+    return values.reshape(out_features, groups * group_size)
+
+
+@dataclass(frozen=True)
+class QuantizedWeight:
+    """Unpacked result of quantizing one weight (internal hand-off; tensors, so no to_dict)."""
+
+    q: torch.Tensor  # int32 [N, K_pad], 0..15
+    scales: torch.Tensor  # float32 [N, G]
+    zeros: torch.Tensor  # uint8 [N, G]
+    in_features: int
+    group_size: int
+
+
+def quantize_weight(weight: torch.Tensor, group_size: int = 128) -> QuantizedWeight:
+    """Quantize a ``[N, K]`` weight group-wise along K (asymmetric, zero always in range)."""
+    check_group_size(group_size)
+    if weight.dim() != 2:
+        raise QuantizationError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
+    w = weight.detach().to(torch.float32)
+    if not bool(torch.isfinite(w).all()):
+        raise QuantizationError("the weight has NaN or infinite values; int4 cannot represent them")
+    out_features, in_features = w.shape
+    in_padded = padded_in_features(in_features, group_size)
+    if in_padded != in_features:
+        w = torch.nn.functional.pad(w, (0, in_padded - in_features))
+    grouped = w.view(out_features, in_padded // group_size, group_size)
+    low = grouped.amin(dim=-1).clamp(max=0.0)
+    high = grouped.amax(dim=-1).clamp(min=0.0)
+    scales = (high - low) / _QMAX
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+    zeros = torch.round(-low / scales).clamp(0, _QMAX)
+    q = torch.round(grouped / scales.unsqueeze(-1)) + zeros.unsqueeze(-1)
+    q = q.clamp(0, _QMAX).to(torch.int32).view(out_features, in_padded)
+    return QuantizedWeight(q, scales.contiguous(), zeros.to(torch.uint8).contiguous(), in_features, group_size)
+
+
+def dequantize(
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    group_size: int,
+    in_features: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The full ``[N, in_features]`` weight ``(q - z) * s`` computed in float32 (the oracle's weight)."""
+    q = unpack_int4(packed, group_size)
+    out_features, in_padded = q.shape
+    grouped = q.view(out_features, in_padded // group_size, group_size).to(torch.float32)
+    weight = (grouped - zeros.to(torch.float32).unsqueeze(-1)) * scales.to(torch.float32).unsqueeze(-1)
+    return weight.view(out_features, in_padded)[:, :in_features].to(dtype)
+
+
+class QuantizedLinear(nn.Module):
+    """An ``nn.Linear`` replacement holding int4 weights, with several kernels behind one ``forward``.
+
+    Kernel selection, most specific first:
+
+    * ``dispatch``: ``{M: KernelChoice}`` set by the tuner, where ``M`` is the number of rows of the
+      flattened input (batch x sequence for prefill, batch for decode). An ``M`` that was not tuned
+      uses the tuned ``M`` nearest in log2 (so a decode-sized input gets the decode winner).
+    * ``kernel`` / ``split_k``: a fixed choice for every ``M`` when ``kernel != "auto"``.
+    * ``"auto"``: the untuned default, :func:`tokbench.quant.kernels.default_choice`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        group_size: int = 128,
+        bias: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        check_group_size(group_size)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.group_size = group_size
+        self.in_features_padded = padded_in_features(in_features, group_size)
+        self.num_groups = self.in_features_padded // group_size
+        self.compute_dtype = dtype  # the dense layer's dtype, what the model feeds this layer
+        self.register_buffer(
+            "qweight",
+            torch.zeros(out_features, self.in_features_padded // PACK_FACTOR, dtype=torch.int32, device=device),
+        )
+        self.register_buffer("scales", torch.ones(out_features, self.num_groups, device=device))
+        self.register_buffer("zeros", torch.zeros(out_features, self.num_groups, dtype=torch.uint8, device=device))
+        self.bias: torch.Tensor | None
+        if bias:
+            self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device))
+        else:
+            self.bias = None
+        self.kernel = "auto"
+        self.split_k = 1
+        self.dispatch: dict[int, Any] = {}
+        # Derived tensors (scales in the compute dtype, the native op's packed copy...), built once per
+        # (purpose, device, dtype) and dropped whenever the buffers move or are reloaded.
+        self._derived: dict[tuple[Any, ...], Any] = {}
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> QuantizedLinear:
+        weight = linear.weight
+        quantized = quantize_weight(weight, group_size)
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            group_size,
+            bias=linear.bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        layer.load_quantized(quantized)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias.detach())  # type: ignore[union-attr]
+        return layer
+
+    def load_quantized(self, quantized: QuantizedWeight) -> None:
+        with torch.no_grad():
+            self.qweight.copy_(pack_int4(quantized.q, self.group_size))
+            self.scales.copy_(quantized.scales)
+            self.zeros.copy_(quantized.zeros)
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Forget derived tensors (call after editing the buffers by hand)."""
+        self._derived.clear()
+
+    def derived(self, key: tuple[Any, ...], build: Any) -> Any:
+        """Return the cached ``build()`` result for ``key`` (built at most once while buffers are unchanged)."""
+        if key not in self._derived:
+            # Outside inference mode, so a copy first built during an inference_mode forward stays usable
+            # by later forwards that run with autograd on.
+            with torch.inference_mode(False), torch.no_grad():
+                self._derived[key] = build()
+        return self._derived[key]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        result = super()._apply(fn, recurse)
+        self._derived.clear()  # derived copies live on the old device / dtype
+        return result
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._derived.clear()
+
+    def packed_bytes(self) -> int:
+        """Bytes of the int4 state itself: packed weights, scales, zeros and bias."""
+        tensors = [self.qweight, self.scales, self.zeros] + ([self.bias] if self.bias is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def derived_bytes(self) -> int:
+        """Bytes held in derived copies (e.g. the native op's own packing), not counted in packed_bytes."""
+        total = 0
+        for value in self._derived.values():
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+            elif hasattr(value, "nbytes"):
+                total += int(value.nbytes)
+        return total
+
+    def set_choice(self, kernel: str, split_k: int = 1) -> None:
+        """Use one kernel for every M (clears the tuned dispatch table)."""
+        from tokbench.quant.kernels import KernelChoice, check_choice
+
+        choice = KernelChoice(kernel, split_k)
+        if kernel != "auto":
+            check_choice(self, choice)
+        self.kernel, self.split_k = kernel, split_k
+        self.dispatch = {}
+
+    def choice_for(self, m: int, device: torch.device, dtype: torch.dtype) -> Any:
+        from tokbench.quant.kernels import KernelChoice, default_choice
+
+        if self.dispatch:
+            if m in self.dispatch:
+                return self.dispatch[m]
+            nearest = min(self.dispatch, key=lambda tuned: (abs(math.log2(tuned) - math.log2(max(m, 1))), tuned))
+            return self.dispatch[nearest]
+        if self.kernel != "auto":
+            return KernelChoice(self.kernel, self.split_k)
+        return default_choice(self, m, device, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from tokbench.quant.kernels import run_kernel
+
+        if x.shape[-1] != self.in_features:
+            raise QuantizationError(f"input has {x.shape[-1]} features but the layer takes {self.in_features}")
+        x2d = x.reshape(-1, self.in_features)
+        choice = self.choice_for(x2d.shape[0], x2d.device, x2d.dtype)
+        out = run_kernel(self, x2d, choice)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
+            f"bias={self.bias is not None}, kernel={self.kernel}, tuned_m={sorted(self.dispatch)}"
+        )
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """What :func:`quantize_model` did, for the runner's load-phase record."""
+
+    layers_quantized: int
+    unique_shapes: tuple[tuple[int, int], ...]  # (in_features, out_features)
+    bytes_before: int  # dense weights (and biases) of the replaced layers
+    bytes_after: int  # packed int4 + scales + zeros (+ biases) of their replacements
+    derived_bytes: int  # op-specific copies prepared at quantize time (e.g. native packing)
+    group_size: int
+    kernel: str
+    skipped: tuple[str, ...]  # module names left dense on purpose (the LM head)
+    elapsed_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers_quantized": self.layers_quantized,
+            "unique_shapes": [list(shape) for shape in self.unique_shapes],
+            "bytes_before": self.bytes_before,
+            "bytes_after": self.bytes_after,
+            "derived_bytes": self.derived_bytes,
+            "group_size": self.group_size,
+            "kernel": self.kernel,
+            "skipped": list(self.skipped),
+            "elapsed_ns": self.elapsed_ns,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantizationReport:
+        return cls(
+            layers_quantized=int(data["layers_quantized"]),
+            unique_shapes=tuple((int(a), int(b)) for a, b in data["unique_shapes"]),
+            bytes_before=int(data["bytes_before"]),
+            bytes_after=int(data["bytes_after"]),
+            derived_bytes=int(data["derived_bytes"]),
+            group_size=int(data["group_size"]),
+            kernel=str(data["kernel"]),
+            skipped=tuple(str(name) for name in data["skipped"]),
+            elapsed_ns=int(data["elapsed_ns"]),
+        )
+
+
+def _output_embedding_ids(model: nn.Module) -> set[int]:
+    ids: set[int] = set()
+    getter = getattr(model, "get_output_embeddings", None)
+    if callable(getter):
+        try:
+            head = getter()
+        except (NotImplementedError, AttributeError):
+            head = None
+        if isinstance(head, nn.Module):
+            ids.add(id(head))
+    return ids
+
+
+def quantize_model(model: nn.Module, group_size: int = 128, kernel: str = "auto") -> QuantizationReport:
+    """Replace every ``nn.Linear`` except the LM head by a :class:`QuantizedLinear`, in place.
+
+    The LM head is any module named ``lm_head`` and whatever ``model.get_output_embeddings()``
+    returns. ``kernel`` is ``"auto"`` (see :class:`QuantizedLinear`) or a kernel name every layer
+    will use (``"reference"``, ``"splitk"``, ``"native"``, ``"triton"``); layers that cannot run a
+    fixed kernel raise :class:`tokbench.quant.kernels.KernelUnavailableError` here, not mid-run.
+    """
+    from tokbench.clock import monotonic_ns
+    from tokbench.quant.kernels import prepare_for
+
+    check_group_size(group_size)
+    start_ns = monotonic_ns()
+    head_ids = _output_embedding_ids(model)
+    targets: list[tuple[str, nn.Linear]] = []
+    skipped: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or isinstance(module, QuantizedLinear):
+            continue
+        if name.split(".")[-1] == "lm_head" or id(module) in head_ids:
+            skipped.append(name)
+            continue
+        targets.append((name, module))
+    bytes_before = bytes_after = derived = 0
+    shapes: list[tuple[int, int]] = []
+    for name, linear in targets:
+        layer = QuantizedLinear.from_linear(linear, group_size)
+        if kernel != "auto":
+            layer.set_choice(kernel, 1)
+        prepare_for(layer, layer.qweight.device, layer.compute_dtype)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer)
+        bytes_before += sum(p.numel() * p.element_size() for p in linear.parameters(recurse=False))
+        bytes_after += layer.packed_bytes()
+        derived += layer.derived_bytes()
+        if (linear.in_features, linear.out_features) not in shapes:
+            shapes.append((linear.in_features, linear.out_features))
+    return QuantizationReport(
+        layers_quantized=len(targets),
+        unique_shapes=tuple(shapes),
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+        derived_bytes=derived,
+        group_size=group_size,
+        kernel=kernel,
+        skipped=tuple(skipped),
+        elapsed_ns=monotonic_ns() - start_ns,
+    )

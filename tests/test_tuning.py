@@ -1,0 +1,369 @@
+"""The int4 kernel autotuner: timing logic on synthetic timings, the cache, and tune_model end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import tokbench.warmup
+from tokbench.clock import FakeClock
+from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
+from tokbench.quant import kernels as kernels_module
+from tokbench.tuning import (
+    CandidateTiming,
+    ClockTimer,
+    HighDispersionWarning,
+    TuningCache,
+    TuningCacheWarning,
+    TuningError,
+    TuningReport,
+    cache_key,
+    default_cache_dir,
+    is_near_tie,
+    measure_round_robin,
+    pick_winner,
+    plan_rounds,
+    render_tuning_table,
+    round_robin_order,
+    tune_model,
+    tuned_ms,
+    warn_dispersion,
+)
+
+CPU = torch.device("cpu")
+NATIVE = KernelChoice("native")
+SPLITK1 = KernelChoice("splitk", 1)
+SPLITK2 = KernelChoice("splitk", 2)
+SPLITK4 = KernelChoice("splitk", 4)
+
+
+def _timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
+    return CandidateTiming.from_samples(choice, samples)
+
+
+class ScriptedTimer:
+    """A RoundTimer returning scripted durations per call index; records every round's call order."""
+
+    def __init__(self, durations: Callable[[int, int], int], labels: Sequence[str]) -> None:
+        self.durations = durations  # (candidate index, how many times it was timed) -> ns
+        self.labels = list(labels)
+        self.rounds: list[list[str]] = []
+        self.counts = [0] * len(labels)
+
+    def time_round(self, calls: Sequence[Callable[[], object]]) -> list[int]:
+        order = [int(call()) for call in calls]  # each fake call returns its candidate index
+        self.rounds.append([self.labels[i] for i in order])
+        result = []
+        for index in order:
+            result.append(self.durations(index, self.counts[index]))
+            self.counts[index] += 1
+        return result
+
+
+# --- round-robin measurement ----------------------------------------------------------------------------
+
+
+def test_round_robin_order_rotates_the_first_candidate() -> None:
+    assert round_robin_order(3, 0) == [0, 1, 2]
+    assert round_robin_order(3, 1) == [1, 2, 0]
+    assert round_robin_order(3, 4) == [1, 2, 0]
+
+
+def test_measurement_interleaves_candidates_and_plans_from_the_budget() -> None:
+    calls = [lambda i=i: i for i in range(3)]  # type: ignore[misc]
+    timer = ScriptedTimer(lambda index, _: 1_000 * (index + 1), ["a", "b", "c"])
+    samples, plan = measure_round_robin(calls, timer, budget_ns=66_000, min_rounds=2, max_rounds=100)
+    # Estimate round costs 6 us; 60 us left affords 10 rounds: 1 warmup + 9 timed.
+    assert plan.estimate_round_ns == 6_000 and plan.warmup_rounds == 1 and plan.timed_rounds == 9
+    assert timer.rounds[0] == ["a", "b", "c"]  # the estimate round
+    timed_rounds = timer.rounds[1 + plan.warmup_rounds :]
+    assert timed_rounds[:4] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert [len(s) for s in samples] == [9, 9, 9]
+    assert samples[1] == [2_000] * 9  # samples come back in candidate order, not call order
+
+
+def test_plan_respects_min_and_max_rounds() -> None:
+    assert plan_rounds(10**9, 10**6, min_rounds=5).timed_rounds == 5  # budget too small: still 5
+    assert plan_rounds(1, 10**9, max_rounds=50).timed_rounds == 50
+    assert plan_rounds(1_000, 100_000).warmup_rounds == 10
+
+
+def test_clock_timer_uses_the_injected_clock() -> None:
+    clock = FakeClock(ticks=[0, 700, 1_000, 1_250])
+    assert ClockTimer(CPU, clock).time_round([lambda: None, lambda: None]) == [700, 250]
+
+
+def test_clock_timer_runs_before_call_outside_the_timed_window() -> None:
+    events: list[str] = []
+
+    def clock() -> int:
+        events.append("clock")
+        return 10 * len(events)
+
+    timer = ClockTimer(CPU, clock, before_call=lambda: events.append("flush"))
+    timer.time_round([lambda: events.append("call")])
+    assert events == ["flush", "clock", "call", "clock"]
+
+
+# --- winner selection ----------------------------------------------------------------------------------
+
+
+def test_lowest_median_wins_when_clearly_faster() -> None:
+    timings = [
+        _timing(NATIVE, [1_300, 1_310, 1_290, 1_305, 1_295] * 4),
+        _timing(SPLITK1, [1_000, 1_010, 990, 1_005, 995] * 4),
+        _timing(SPLITK4, [1_150, 1_140, 1_160, 1_150, 1_155] * 4),
+    ]
+    winner, tie_break = pick_winner(timings)
+    assert winner == SPLITK1 and not tie_break
+
+
+def test_near_tie_goes_to_the_simpler_candidate() -> None:
+    # splitk/4 is 0.5 % faster than splitk/1: within the 1 % tie threshold, so the simpler one wins.
+    timings = [
+        _timing(SPLITK4, [995] * 20),
+        _timing(SPLITK1, [1_000] * 20),
+        _timing(SPLITK2, [1_200] * 20),
+    ]
+    winner, tie_break = pick_winner(timings)
+    assert winner == SPLITK1 and tie_break
+    # Noise widens the tie: 5 % apart but with a wide spread over few samples is still a tie...
+    noisy_fast = _timing(SPLITK4, [800, 900, 950, 1_000, 1_100, 1_200])
+    noisy_slow = _timing(SPLITK1, [850, 950, 1_000, 1_050, 1_150, 1_250])
+    assert is_near_tie(noisy_fast, noisy_slow)
+    assert pick_winner([noisy_fast, noisy_slow]) == (SPLITK1, True)
+    # ...while the same 5 % gap measured tightly is not.
+    assert pick_winner([_timing(SPLITK4, [950] * 50), _timing(SPLITK1, [1_000] * 50)]) == (SPLITK4, False)
+
+
+def test_high_dispersion_warns() -> None:
+    steady = _timing(NATIVE, [1_000, 1_001, 999, 1_000])
+    noisy = _timing(SPLITK1, [1_000, 1_500, 700, 1_300, 900])
+    assert noisy.dispersion > 0.1 >= steady.dispersion
+    with pytest.warns(HighDispersionWarning, match="splitk/1"):
+        assert warn_dispersion([steady, noisy], "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_dispersion([steady], "test")
+
+
+def test_candidate_timing_statistics_and_roundtrip() -> None:
+    timing = _timing(SPLITK2, [10, 20, 30, 40, 50])
+    assert (timing.median_ns, timing.iqr_ns) == (30, 20)
+    assert CandidateTiming.from_dict(json.loads(json.dumps(timing.to_dict()))) == timing
+
+
+# --- cache -------------------------------------------------------------------------------------------------
+
+
+def _key(**overrides: object) -> dict[str, object]:
+    key = cache_key(
+        device=CPU,
+        dtype=torch.bfloat16,
+        group_size=128,
+        in_features=256,
+        out_features=512,
+        m=8,
+        candidates=[NATIVE, SPLITK1],
+    )
+    key.update(overrides)
+    return key
+
+
+def test_cache_roundtrip_is_atomic_and_keyed(tmp_path: Path) -> None:
+    cache = TuningCache(tmp_path)
+    key = _key()
+    payload = {"winner": NATIVE.to_dict(), "tie_break": False, "candidates": [_timing(NATIVE, [5]).to_dict()]}
+    path = cache.store(key, payload)
+    assert path is not None and path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    assert cache.load(key)["winner"] == NATIVE.to_dict()  # type: ignore[index]
+    assert cache.load(_key(m=9)) is None  # a different key is a different file
+    assert key["torch"] == torch.__version__ and key["threads"] == torch.get_num_threads()
+    assert key["candidates"] == ["native", "splitk/1"]
+
+
+def test_corrupted_or_mismatched_cache_entries_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    cache = TuningCache(tmp_path)
+    key = _key()
+    path = cache.path_for(key)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.warns(TuningCacheWarning, match="unreadable"):
+        assert cache.load(key) is None
+    path.write_text(
+        json.dumps({"schema": 1, "key": _key(torch="1.0"), "winner": NATIVE.to_dict(), "candidates": []}),
+        encoding="utf-8",
+    )
+    with pytest.warns(TuningCacheWarning, match="different key"):
+        assert cache.load(key) is None
+    path.write_text(
+        json.dumps({"schema": 1, "key": key, "winner": {"kernel": "native"}, "candidates": []}), encoding="utf-8"
+    )
+    with pytest.warns(TuningCacheWarning, match="unreadable"):
+        assert cache.load(key) is None
+
+
+def test_cache_dir_default_and_environment_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TOKBENCH_CACHE_DIR", raising=False)
+    assert default_cache_dir() == Path.home() / ".cache" / "tokbench" / "tuning"
+    monkeypatch.setenv("TOKBENCH_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "tuning"
+    assert TuningCache().directory == tmp_path / "tuning"
+
+
+def test_unwritable_cache_warns_instead_of_failing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.warns(TuningCacheWarning, match="could not write"):
+        assert TuningCache(blocker / "sub").store(_key(), {"winner": NATIVE.to_dict(), "candidates": []}) is None
+
+
+# --- tune_model ------------------------------------------------------------------------------------------
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 512))
+    quantize_model(model, group_size=64)
+    return model
+
+
+class KernelScriptedTimer:
+    """Runs each call (so the real kernels run) and reports a synthetic duration per kernel choice."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, durations: Callable[[KernelChoice, int], int]) -> None:
+        self.durations = durations
+        self.rounds = 0
+        self._seen: list[tuple[KernelChoice, int]] = []
+        original = kernels_module.run_kernel
+
+        def spy(layer: QuantizedLinear, x2d: torch.Tensor, choice: KernelChoice) -> torch.Tensor:
+            self._seen.append((choice, x2d.shape[0]))
+            return original(layer, x2d, choice)
+
+        monkeypatch.setattr("tokbench.tuning.run_kernel", spy)
+
+    def time_round(self, calls: Sequence[Callable[[], object]]) -> list[int]:
+        self.rounds += 1
+        result = []
+        for call in calls:
+            call()
+            choice, m = self._seen[-1]
+            result.append(self.durations(choice, m))
+        return result
+
+
+def _synthetic(choice: KernelChoice, m: int) -> int:
+    # Decode: native fastest. Prefill: splitk/4 fastest, but splitk/2 is within 0.5 % of it: a near-tie,
+    # so the simpler splitk/2 must win.
+    if m <= 2:
+        return 1_000 if choice == NATIVE else 5_000 + 100 * choice.split_k
+    table = {NATIVE: 9_000, SPLITK1: 6_000, SPLITK2: 4_020, SPLITK4: 4_000}
+    return table.get(choice, 7_000)
+
+
+@pytest.fixture
+def no_device_warmup(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    budgets: list[float] = []
+    original = tokbench.warmup.device_warmup
+
+    def counting(device: torch.device, budget_s: float = 0.5, **kwargs: object) -> object:
+        budgets.append(budget_s)
+        return original(device, 0.0, matrix_size=8)
+
+    monkeypatch.setattr(tokbench.warmup, "device_warmup", counting)
+    return budgets
+
+
+def test_tune_model_applies_winners_and_second_run_uses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _model()
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    report = tune_model(
+        model, 2, 16, cache_dir=tmp_path, budget_s_per_shape=0.002, timer=timer, min_rounds=3, max_rounds=5
+    )
+    assert no_device_warmup == [0.5]  # warmed once, before anything was timed
+    assert {(e.in_features, e.out_features, e.m) for e in report.entries} == {
+        (256, 512, 2),
+        (256, 512, 32),
+        (512, 256, 2),
+        (512, 256, 32),
+    }
+    for entry in report.entries:
+        assert not entry.from_cache and entry.plan is not None
+        if entry.m == 2:
+            assert entry.phase == "decode" and entry.winner == NATIVE and entry.default == NATIVE
+            assert entry.speedup_vs_default == pytest.approx(1.0)
+        else:
+            assert entry.phase == "prefill" and entry.winner == SPLITK2 and entry.tie_break
+            assert entry.default == SPLITK1 and entry.speedup_vs_default == pytest.approx(6_000 / 4_020)
+    first, third = model[0], model[4]  # same shape: both get the winners
+    for layer in (first, third):
+        assert layer.dispatch == {2: NATIVE, 32: SPLITK2}
+    assert TuningReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+    rounds_before = timer.rounds
+    again = _model()
+    second = tune_model(again, 2, 16, cache_dir=tmp_path, budget_s_per_shape=0.002, timer=timer)
+    assert timer.rounds == rounds_before  # nothing timed
+    assert no_device_warmup == [0.5]  # and no warmup either
+    assert all(e.from_cache for e in second.entries) and second.cache_hits == 4
+    assert second.total_tuning_ns < 0.5e9
+    assert again[0].dispatch == {2: NATIVE, 32: SPLITK2}
+
+    table = render_tuning_table(second)
+    assert isinstance(table, Table) and table.row_count == sum(len(e.candidates) for e in second.entries)
+    console = Console(width=160, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "WINNER (tie->simpler)" in text and "splitk/2" in text
+
+
+def test_tune_model_warns_on_noisy_timings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _model()
+
+    def noisy(choice: KernelChoice, m: int) -> int:
+        noisy.calls += 1  # type: ignore[attr-defined]
+        return 1_000 + (600 if noisy.calls % 2 else 0)  # type: ignore[attr-defined]
+
+    noisy.calls = 0  # type: ignore[attr-defined]
+    timer = KernelScriptedTimer(monkeypatch, noisy)
+    with pytest.warns(HighDispersionWarning):
+        report = tune_model(
+            model, 1, 4, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, min_rounds=4, max_rounds=4
+        )
+    assert any(e.high_dispersion for e in report.entries)
+
+
+@pytest.mark.filterwarnings("ignore::tokbench.tuning.HighDispersionWarning")  # busy 2-core hosts
+def test_tune_model_with_the_real_clock(tmp_path: Path, no_device_warmup: list[float]) -> None:
+    model = _model()
+    report = tune_model(model, 1, 8, cache_dir=tmp_path, budget_s_per_shape=0.2, min_rounds=3, max_rounds=20)
+    for entry in report.entries:
+        assert entry.winner in {t.choice for t in entry.candidates}
+        assert all(t.median_ns > 0 and len(t.samples) >= 3 for t in entry.candidates)
+    with torch.no_grad():
+        out = model(torch.randn(1, 8, 256))
+    assert out.shape == (1, 8, 512)
+    assert report.total_tuning_ns > 0 and os.listdir(tmp_path)
+
+
+def test_tune_model_needs_quantized_layers_and_valid_sizes() -> None:
+    with pytest.raises(TuningError, match="quantize_model"):
+        tune_model(nn.Linear(4, 4), 1, 1)
+    with pytest.raises(TuningError):
+        tuned_ms(0, 4)
+    assert tuned_ms(4, 1) == {4: "prefill+decode"}
+    assert tuned_ms(2, 8) == {2: "decode", 16: "prefill"}
