@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,21 @@ def test_run_prints_a_table_and_writes_the_result(tmp_path: Path) -> None:
     assert data["config"]["batch_size"] == 2
     assert len(data["iterations"]) == 2
     assert all(len(row) == 4 for it in data["iterations"] for row in it["token_timestamps_ns"])
+    # Recompute the headline figures from the raw stamps in the file, independently of tokbench's code.
+    ttft_ms = [(it["token_timestamps_ns"][0][0] - it["t0_ns"]) / 1e6 for it in data["iterations"]]
+    gaps_ms = [
+        (later - earlier) / 1e6
+        for it in data["iterations"]
+        for earlier, later in itertools.pairwise(it["token_timestamps_ns"][0])
+    ]
+    e2e_ms = [(it["end_ns"] - it["t0_ns"]) / 1e6 for it in data["iterations"]]
+    summary = data["summary"]
+    assert summary["ttft_ms"]["median"] == pytest.approx(statistics.median(ttft_ms), rel=1e-12)
+    assert summary["ttft_ms"]["std"] == pytest.approx(statistics.stdev(ttft_ms), rel=1e-12)
+    assert summary["itl_ms"]["median"] == pytest.approx(statistics.median(gaps_ms), rel=1e-12)
+    assert summary["itl_ms"]["mean"] == pytest.approx(statistics.fmean(gaps_ms), rel=1e-12)
+    assert summary["itl_ms"]["count"] == len(gaps_ms) == 2 * 3
+    assert summary["e2e_latency_ms"]["max"] == pytest.approx(max(e2e_ms), rel=1e-12)
 
 
 def test_default_output_goes_to_a_results_folder(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"sequence_length": "128"}, "sequence_length", "at least 1"),
         ({"static_cache": "yes"}, "static_cache", "boolean"),
         ({"batch_size": True}, "batch_size", "at least 1"),
+        ({"device": 0}, "device", "quote"),
+        ({"name": 5}, "name", "quote"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_field_and_fix(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tokbench.clock import FakeClock
 from tokbench.environment import capture_environment, git_state
 from tokbench.warmup import device_warmup
 
@@ -39,3 +40,9 @@ def test_device_warmup_runs_until_its_budget_is_spent() -> None:
     assert report.elapsed_ns >= 50_000_000
     assert report.matmuls >= 1
     assert report.device == "cpu"
+
+
+def test_device_warmup_is_bounded_even_if_the_clock_stands_still() -> None:
+    report = device_warmup(torch.device("cpu"), budget_s=1.0, matrix_size=8, clock=FakeClock(), max_matmuls=50)
+    assert report.matmuls == 50
+    assert report.elapsed_ns == 0

@@ -9,7 +9,7 @@ import torch
 
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
-from tokbench.errors import ModelSourceError, UnavailableFeatureError
+from tokbench.errors import ModelMismatchError, ModelSourceError
 from tokbench.loading import (
     ModelSource,
     TokenizerCache,
@@ -74,7 +74,6 @@ def test_load_applies_the_config_and_times_each_phase() -> None:
     assert next(loaded.model.parameters()).dtype == torch.float32
     assert loaded.effective_settings["attn_implementation"] == "eager"
     assert loaded.effective_settings["dtype"] == "float32"
-    assert loaded.model.generation_config.eos_token_id is None
     assert loaded.generation_config.max_new_tokens == config.new_tokens
     # each phase is one clock interval of the fake clock
     assert (loaded.timings.tokenizer_ns, loaded.timings.weights_ns, loaded.timings.to_device_ns) == (1000, 1000, 1000)
@@ -89,22 +88,25 @@ def test_preset_weights_are_seeded() -> None:
     assert not torch.equal(first, other_seed)
 
 
-def test_local_folder_loads_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_local_folder_loads_offline_and_prefers_safetensors(tmp_path: Path) -> None:
+    # HF_HUB_OFFLINE=1 is set by conftest before huggingface_hub is imported
     original = load(BenchmarkConfig(device="cpu", dtype="float32"))
-    original.model.save_pretrained(tmp_path)
+    original.model.save_pretrained(tmp_path)  # model.safetensors
     original.tokenizer.save_pretrained(tmp_path)
+    older = load(BenchmarkConfig(device="cpu", dtype="float32", seed=1))
+    torch.save(older.model.state_dict(), tmp_path / "pytorch_model.bin")  # different weights, legacy format
+    assert (tmp_path / "pytorch_model.bin").is_file() and (tmp_path / "model.safetensors").is_file()
     loaded = load(BenchmarkConfig(model=str(tmp_path), device="cpu", dtype="float32"))
     assert loaded.source.kind == "local"
     assert torch.equal(next(loaded.model.parameters()), next(original.model.parameters()))
-    assert (tmp_path / "model.safetensors").is_file()
+    assert not loaded.model.training
 
 
 def test_a_provided_model_must_match_its_config() -> None:
     loaded = load(BenchmarkConfig(device="cpu", dtype="float32"))
-    with pytest.raises(UnavailableFeatureError, match="dtype"):
+    with pytest.raises(ModelMismatchError, match="dtype"):
         load(BenchmarkConfig(device="cpu", dtype="bfloat16"), model=loaded.model, tokenizer=loaded.tokenizer)
-    with pytest.raises(UnavailableFeatureError, match="attn_implementation"):
+    with pytest.raises(ModelMismatchError, match="attn_implementation"):
         load(
             BenchmarkConfig(device="cpu", dtype="float32", attn_implementation="eager"),
             model=loaded.model,

@@ -66,13 +66,33 @@ def test_throughputs_by_hand() -> None:
 
 def test_metric_samples_pool_requests_and_iterations() -> None:
     ms = 1_000_000
-    traces = [make_trace(0, [2 * ms, 3 * ms, 5 * ms], 6 * ms, batch=2), make_trace(0, [4 * ms, 5 * ms, 6 * ms], 7 * ms)]
+    lockstep_batch = make_trace(0, [2 * ms, 3 * ms, 5 * ms], 6 * ms, batch=2)
+    traces = [lockstep_batch, make_trace(0, [4 * ms, 5 * ms, 6 * ms], 7 * ms)]
     samples = metric_samples(traces)
-    assert samples["ttft_ms"] == [2.0, 2.0, 4.0]
-    assert samples["tpot_ms"] == [1.5, 1.5, 1.0]
-    assert samples["itl_ms"] == [1.0, 2.0, 1.0, 2.0, 1.0, 1.0]
-    assert samples["e2e_latency_ms"] == [6.0, 6.0, 7.0]
+    # the lockstep batch's two identical rows are one timing sample
+    assert samples["ttft_ms"] == [2.0, 4.0]
+    assert samples["tpot_ms"] == [1.5, 1.0]
+    assert samples["itl_ms"] == [1.0, 2.0, 1.0, 1.0]
+    assert samples["e2e_latency_ms"] == [6.0, 7.0]
     assert len(samples["decode_throughput_tok_s"]) == 2
+
+
+def test_rows_with_their_own_stamps_each_count() -> None:
+    ms = 1_000_000
+    trace = GenerationTrace(
+        t0_ns=0,
+        end_ns=10 * ms,
+        token_timestamps_ns=((1 * ms, 2 * ms, 4 * ms), (3 * ms, 5 * ms, 9 * ms)),
+        prompt_tokens=(8, 4),
+        generated_tokens=(3, 3),
+        output_shape=(2, 11),
+    )
+    samples = metric_samples([trace])
+    assert samples["ttft_ms"] == [1.0, 3.0]
+    assert samples["tpot_ms"] == [1.5, 3.0]
+    assert samples["itl_ms"] == [1.0, 2.0, 2.0, 4.0]
+    assert prefill_throughput(trace) == pytest.approx(12 / 0.003)  # until the last first token
+    assert decode_throughput(trace) == pytest.approx(4 / 0.008)  # first t_1 (1 ms) to last t_N (9 ms)
 
 
 def test_throughput_needs_positive_duration() -> None:

@@ -46,13 +46,14 @@ def _result() -> BenchmarkResult:
             cold_call=traces[0],
             warmup_curve_ns=(5, 4),
             measurement_wall_ns=77,
-            compile=CompileRecord(True, 0, 1, 1, 1),
+            compile=CompileRecord(True, True, 0, 1, 1, 1),
         ),
         iterations=traces,
         summary=summarize_traces(traces),
         effective_settings={"dtype": "bfloat16"},
         model_source={"kind": "preset", "identifier": "tiny-llama"},
         started_at="2026-11-23T00:00:00+00:00",
+        notes=("monitor: not implemented",),
     )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tokbench
+from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.loading import load
 from tokbench.results import load_result, recompute_summary, save_result
@@ -23,7 +24,9 @@ def _check_complete(result: tokbench.BenchmarkResult) -> None:
         assert all(len(row) == config.new_tokens for row in trace.token_timestamps_ns)
         assert trace.prompt_tokens == (config.sequence_length,) * config.batch_size
     assert result.summary == recompute_summary(result)
-    assert result.summary["itl_ms"].count == config.measurement_iterations * config.batch_size * (config.new_tokens - 1)
+    # a plain generate batch runs in lockstep: one timing sample per call, not one per row
+    assert result.summary["ttft_ms"].count == config.measurement_iterations
+    assert result.summary["itl_ms"].count == config.measurement_iterations * (config.new_tokens - 1)
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa", "flex_attention"])
@@ -101,22 +104,73 @@ def test_a_model_that_cannot_be_loaded_is_recorded_as_failed(fast_config_fields:
 def test_a_provided_model_is_measured_and_left_as_it_was(fast_config_fields: dict[str, object]) -> None:
     config = BenchmarkConfig(**fast_config_fields)  # type: ignore[arg-type]
     loaded = load(config)
-    loaded.model.generation_config.eos_token_id = 1
-    result = tokbench.run(config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    tokenizer.pad_token = None  # tokbench must pad with EOS without writing into the tokenizer
+    model.train()
+    own_generation_config = model.generation_config
+    own_generation_config.eos_token_id = 1
+    rng_state = torch.random.get_rng_state()
+    result = tokbench.run(config, model=model, tokenizer=tokenizer, progress=False)
     _check_complete(result)
     assert result.model_source["kind"] == "provided"
     assert result.phases.load.weights_ns is None
-    assert loaded.model.generation_config.eos_token_id == 1
+    assert model.training and model.generation_config is own_generation_config
+    assert own_generation_config.eos_token_id == 1 and tokenizer.pad_token is None
+    assert torch.equal(torch.random.get_rng_state(), rng_state)
+
+
+def test_the_models_own_generation_defaults_do_not_leak_into_the_run(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**fast_config_fields)  # type: ignore[arg-type]
+    clean = tokbench.run(config, progress=False)
+    loaded = load(config)
+    # what a Hub generation_config.json can carry: each would change what or how much is generated
+    loaded.model.generation_config.repetition_penalty = 5.0
+    loaded.model.generation_config.cache_implementation = "static"
+    loaded.model.generation_config.no_repeat_ngram_size = 1
+    result = tokbench.run(config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False)
+    _check_complete(result)
+    assert result.phases.cold_call is not None and clean.phases.cold_call is not None
+    assert result.phases.cold_call.sample_token_ids == clean.phases.cold_call.sample_token_ids
+    assert "cache_implementation" not in result.effective_settings["generation_config"]
+    assert "repetition_penalty" not in result.effective_settings["generation_config"]
+
+
+def test_run_never_raises_even_when_the_clock_breaks(fast_config_fields: dict[str, object]) -> None:
+    frozen_clock = FakeClock(start_ns=5)  # every reading is the same instant: every duration is 0
+    config = BenchmarkConfig(**fast_config_fields)  # type: ignore[arg-type]
+    result = tokbench.run(config, progress=False, clock=frozen_clock, device_warmup_s=0.0)
+    assert result.status == "failed"
+    assert result.reason.startswith("metrics could not be computed from the raw stamps: ValueError")
+    assert len(result.iterations) == 2  # the raw data is kept for inspection
+
+
+def test_flex_attention_with_a_static_cache_is_skipped_with_the_libraries_reason(
+    fast_config_fields: dict[str, object],
+) -> None:
+    config = BenchmarkConfig(**{**fast_config_fields, "attn_implementation": "flex_attention", "static_cache": True})  # type: ignore[arg-type]
+    result = tokbench.run(config, progress=False)
+    assert result.status == "skipped"
+    assert "flex_attention with a static KV cache" in result.reason
+
+
+def test_unimplemented_stages_are_noted_not_implied(fast_config_fields: dict[str, object]) -> None:
+    config = BenchmarkConfig(**{**fast_config_fields, "monitor": True, "profile_tokens": 4})  # type: ignore[arg-type]
+    result = tokbench.run(config, progress=False)
+    assert result.status == "ok"
+    assert [note.split(":")[0] for note in result.notes] == ["monitor", "profile_tokens"]
 
 
 @pytest.mark.slow
 def test_compiled_run_really_compiles_and_its_first_call_is_the_slow_one(fast_config_fields: dict[str, object]) -> None:
-    config = BenchmarkConfig(**{**fast_config_fields, "compile_mode": "default", "measurement_iterations": 3})  # type: ignore[arg-type]
+    config = BenchmarkConfig(
+        **{**fast_config_fields, "compile_mode": "default", "measurement_iterations": 3, "batch_size": 2}
+    )  # type: ignore[arg-type]
     result = tokbench.run(config, progress=False, device_warmup_s=0.01)
     _check_complete(result)
     record = result.phases.compile
     assert record is not None and record.requested and record.compiled
     assert record.graphs_after_validation > record.graphs_before
-    assert result.effective_settings["cache_implementation"] == "static"
+    assert result.effective_settings["generation_config"]["cache_implementation"] == "static"
+    assert record.forward_compiled
     slowest_later_call = max(max(result.phases.warmup_curve_ns), max(t.e2e_ns for t in result.iterations))
     assert result.phases.cold_call_ns > 3 * slowest_later_call

@@ -68,17 +68,45 @@ def attention_implementation(model: Any) -> str:
     return str(value) if value is not None else "unknown"
 
 
-def compile_counters() -> dict[str, int]:
-    """How many graphs dynamo has compiled so far in this process (no public counter exists)."""
+def compiled_graph_count() -> int:
+    """How many graphs dynamo has compiled so far in this process (no public counter exists).
+
+    Process-wide: flex_attention compiles its own kernels even in an eager model, so a rising count
+    alone does not prove the model's forward was compiled (see ``generate_used_compiled_forward``).
+    """
     try:
         from torch._dynamo.utils import counters
     except ImportError:  # pragma: no cover - torch without dynamo
-        return {}
-    stats = counters.get("stats", {})
-    return {
-        "unique_graphs": int(stats.get("unique_graphs", 0)),
-        "calls_captured": int(stats.get("calls_captured", 0)),
-    }
+        return 0
+    return int(counters.get("stats", {}).get("unique_graphs", 0))
+
+
+# generate keeps its torch.compile'd forward here (PreTrainedModel.get_compiled_call); it is created
+# only when generate decides to compile, so its presence after a run shows the compiled path was taken.
+_COMPILED_CALL_ATTRIBUTES = ("_compiled_call", "_last_compile_config")
+
+
+def forget_compiled_forward(model: Any) -> None:
+    """Drop generate's cached compiled forward, so the next call compiles (cold) and is observed."""
+    for name in _COMPILED_CALL_ATTRIBUTES:
+        if name in vars(model):
+            delattr(model, name)
+
+
+def generate_used_compiled_forward(model: Any) -> bool:
+    """Whether generate created (and so used) a compiled forward for ``model``."""
+    return vars(model).get(_COMPILED_CALL_ATTRIBUTES[0]) is not None
+
+
+# Combinations that valid configs can ask for but a library version cannot run, with the reason
+# the result gets. Checked before loading so they are skipped, not reported as crashes.
+def known_incompatibility(attn_implementation: str, static_cache: bool) -> str | None:
+    if attn_implementation == "flex_attention" and static_cache and Version("6.0") > TRANSFORMERS_VERSION:
+        return (
+            f"transformers {TRANSFORMERS_VERSION} cannot run flex_attention with a static KV cache (so neither "
+            "with compile): its BlockMask has no .contiguous() in the static-cache path"
+        )
+    return None
 
 
 def reset_compiler() -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tokbench.devices import parse_device
 from tokbench.errors import ConfigError, UnavailableFeatureError
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -75,6 +74,8 @@ class BenchmarkConfig:
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, f"expected true or false, got {getattr(self, flag)!r}", "use a boolean")
         parse_device(self.device)
+        if not isinstance(self.name, str):
+            raise ConfigError("name", f"expected a string, got {self.name!r}", "quote the name")
         if not self.name:
             object.__setattr__(self, "name", self.derived_name())
 
@@ -125,6 +126,25 @@ class BenchmarkConfig:
         return dataclasses.replace(self, **changes)
 
 
+_KNOWN_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def parse_device(spec: str) -> str:
+    """Check a device string's form (``auto``, ``cpu``, ``cuda``, ``cuda:1``...) without touching hardware."""
+    if not isinstance(spec, str):
+        raise ConfigError("device", f"expected a string such as 'cpu' or 'cuda:0', got {spec!r}", "quote the value")
+    if spec == "auto":
+        return spec
+    device_type, _, index = spec.partition(":")
+    if device_type not in _KNOWN_DEVICE_TYPES or (index and not index.isdigit()):
+        raise ConfigError(
+            "device",
+            f"unknown device {spec!r}",
+            f"use 'auto' or one of {', '.join(_KNOWN_DEVICE_TYPES)} (optionally with ':N')",
+        )
+    return spec
+
+
 def _check_int(value: object, field_name: str, minimum: int, fix: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field_name, f"expected an integer, got {value!r}", fix)
@@ -167,9 +187,22 @@ def check_runnable(config: BenchmarkConfig) -> None:
 
     Nothing is rewritten: a feature that is missing makes the whole config skipped, with the reason.
     """
+    from tokbench import compat
     from tokbench.devices import resolve_device
 
     device = resolve_device(config.device)
+    if device.type == "mps":
+        raise UnavailableFeatureError(
+            "device",
+            "on MPS transformers streams each token one decoding step late (it defers its stop check), "
+            "so per-token stamps would be wrong",
+            "use --device cpu, or a CUDA GPU",
+        )
+    incompatibility = compat.known_incompatibility(config.attn_implementation, config.static_cache)
+    if incompatibility:
+        raise UnavailableFeatureError(
+            "attn_implementation", incompatibility, "use sdpa or eager with a static cache or compile"
+        )
     if config.attn_implementation == "flash_attention_2":
         if importlib.util.find_spec("flash_attn") is None:
             raise UnavailableFeatureError(

@@ -4,23 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tokbench.errors import ConfigError, UnavailableFeatureError
-
-_KNOWN_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
-
-
-def parse_device(spec: str) -> str:
-    """Check a device string's form (``auto``, ``cpu``, ``cuda``, ``cuda:1``...) without touching hardware."""
-    if spec == "auto":
-        return spec
-    device_type, _, index = spec.partition(":")
-    if device_type not in _KNOWN_DEVICE_TYPES or (index and not index.isdigit()):
-        raise ConfigError(
-            "device",
-            f"unknown device {spec!r}",
-            f"use 'auto' or one of {', '.join(_KNOWN_DEVICE_TYPES)} (optionally with ':N')",
-        )
-    return spec
+from tokbench.config import parse_device
+from tokbench.errors import UnavailableFeatureError
 
 
 def resolve_device(spec: str) -> torch.device:

@@ -7,8 +7,8 @@ class TokbenchError(Exception):
     """Base class of every error tokbench raises on purpose."""
 
 
-class ConfigError(TokbenchError, ValueError):
-    """A configuration value is invalid whatever the machine (e.g. batch_size=0)."""
+class FieldError(TokbenchError):
+    """An error about one config field: the message names the field, the problem and the fix."""
 
     def __init__(self, field: str, problem: str, fix: str) -> None:
         self.field = field
@@ -17,21 +17,27 @@ class ConfigError(TokbenchError, ValueError):
         super().__init__(f"{field}: {problem}. Fix: {fix}")
 
 
-class UnavailableFeatureError(TokbenchError):
+class ConfigError(FieldError, ValueError):
+    """A configuration value is invalid whatever the machine (e.g. batch_size=0)."""
+
+
+class UnavailableFeatureError(FieldError):
     """A valid configuration needs something this machine or environment lacks.
 
     The runner turns it into a result with status ``skipped`` and this message as the reason.
     """
 
-    def __init__(self, field: str, problem: str, fix: str) -> None:
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{field}: {problem}. Fix: {fix}")
-
 
 class GenerationError(TokbenchError):
     """A generation call did something a measurement cannot accept (e.g. a wrong token count)."""
+
+
+class ModelMismatchError(FieldError):
+    """A model passed in does not match the config that would label its result (a caller error)."""
+
+
+class InputShapeError(TokbenchError):
+    """Built inputs do not have the exact requested shape."""
 
 
 class ModelSourceError(TokbenchError):

@@ -7,7 +7,6 @@ host (``StopCheck`` calls ``tokens.cpu()``, which waits for the device), so a st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ import torch
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.devices import synchronize
 from tokbench.errors import GenerationError
+from tokbench.records import GenerationTrace
 
 
 class TimestampStreamer:
@@ -24,13 +24,11 @@ class TimestampStreamer:
     is skipped. The work per call is one clock read and one append, so it adds no measurable time.
     """
 
-    def __init__(self, batch_size: int, clock: Clock = monotonic_ns) -> None:
-        self._batch_size = batch_size
+    def __init__(self, clock: Clock = monotonic_ns) -> None:
         self._clock = clock
         self._seen_prompt = False
         self.step_timestamps_ns: list[int] = []
         self.step_tokens: list[torch.Tensor] = []
-        self.ended_ns: int | None = None
 
     def put(self, value: torch.Tensor) -> None:
         now_ns = self._clock()
@@ -44,54 +42,7 @@ class TimestampStreamer:
         self.step_tokens.append(value)
 
     def end(self) -> None:
-        self.ended_ns = self._clock()
-
-
-@dataclass(frozen=True)
-class GenerationTrace:
-    """Raw record of one generate call. All times are absolute ``perf_counter_ns`` instants.
-
-    ``token_timestamps_ns[r][i]`` is when token ``i`` (0-based) of row ``r`` reached the host.
-    """
-
-    t0_ns: int
-    end_ns: int
-    token_timestamps_ns: tuple[tuple[int, ...], ...]
-    prompt_tokens: tuple[int, ...]
-    generated_tokens: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    decoded_sample: str = ""
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.token_timestamps_ns)
-
-    @property
-    def e2e_ns(self) -> int:
-        return self.end_ns - self.t0_ns
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "t0_ns": self.t0_ns,
-            "end_ns": self.end_ns,
-            "token_timestamps_ns": [list(row) for row in self.token_timestamps_ns],
-            "prompt_tokens": list(self.prompt_tokens),
-            "generated_tokens": list(self.generated_tokens),
-            "output_shape": list(self.output_shape),
-            "decoded_sample": self.decoded_sample,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationTrace:
-        return cls(
-            t0_ns=int(data["t0_ns"]),
-            end_ns=int(data["end_ns"]),
-            token_timestamps_ns=tuple(tuple(int(t) for t in row) for row in data["token_timestamps_ns"]),
-            prompt_tokens=tuple(int(n) for n in data["prompt_tokens"]),
-            generated_tokens=tuple(int(n) for n in data["generated_tokens"]),
-            output_shape=tuple(int(n) for n in data["output_shape"]),
-            decoded_sample=str(data.get("decoded_sample", "")),
-        )
+        """Nothing to record: ``time_generate`` stamps the end after the device is idle."""
 
 
 def time_generate(
@@ -109,9 +60,18 @@ def time_generate(
     ``t0_ns`` is taken after the device is idle, just before the call; ``end_ns`` after the call
     returned and the device is idle again.
     """
+    # EOS would let rows finish early and be padded while the call still returns N columns, which no
+    # count check after the call can see: refuse to time a call that could stop at EOS at all.
+    model_generation_config = getattr(model, "generation_config", None)
+    for source, settings in (("the generation config", generation_config), ("the model", model_generation_config)):
+        if settings is not None and getattr(settings, "eos_token_id", None) is not None:
+            raise GenerationError(
+                f"{source} sets eos_token_id={settings.eos_token_id}: rows could stop early; "
+                "run under loading.benchmark_mode and without an EOS in the generation config"
+            )
     device = input_ids.device
     batch_size, prompt_length = (int(n) for n in input_ids.shape)
-    streamer = TimestampStreamer(batch_size, clock)
+    streamer = TimestampStreamer(clock)
     synchronize(device)
     # generate runs under no_grad itself; inference_mode is avoided because its tensors cannot
     # be reused by a compiled graph or a static cache on the next call.
@@ -137,8 +97,11 @@ def time_generate(
             raise GenerationError(f"a step streamed {step_tokens.shape[0]} tokens for a batch of {batch_size}")
     stamps = tuple(streamer.step_timestamps_ns)
     sample = ""
-    if decode_sample and tokenizer is not None:
-        sample = tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True)
+    sample_ids: tuple[int, ...] = ()
+    if decode_sample:
+        sample_ids = tuple(int(n) for n in output[0, prompt_length:].tolist())
+        if tokenizer is not None:
+            sample = tokenizer.decode(sample_ids, skip_special_tokens=True)
     return GenerationTrace(
         t0_ns=t0_ns,
         end_ns=end_ns,
@@ -148,4 +111,5 @@ def time_generate(
         generated_tokens=tuple(generated for _ in range(batch_size)),
         output_shape=tuple(int(n) for n in output.shape),
         decoded_sample=sample,
+        sample_token_ids=sample_ids,
     )

@@ -6,6 +6,9 @@ nothing is silently swapped for something that happens to work.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ from tokbench import compat, presets
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.devices import resolve_device, synchronize
-from tokbench.errors import ModelSourceError, UnavailableFeatureError
+from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
+from tokbench.records import LoadTimings
 
 # How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
 _ROW_OFFSET_TOKENS = 37
@@ -26,7 +30,7 @@ _ROW_OFFSET_TOKENS = 37
 class ModelSource:
     """Where a model comes from: a built-in preset, a local folder, or a Hugging Face Hub id."""
 
-    kind: str  # "preset" | "local" | "hub"
+    kind: str  # "preset" | "local" | "hub" | "provided" (a model object passed in by the caller)
     identifier: str
 
     def to_dict(self) -> dict[str, str]:
@@ -53,32 +57,6 @@ def resolve_model_source(model: str) -> ModelSource:
             "with a config.json, nor a Hub id of the form owner/name"
         )
     return ModelSource("hub", model)
-
-
-@dataclass(frozen=True)
-class LoadTimings:
-    """Wall time of each loading phase, in ns. ``None`` means the phase did not happen."""
-
-    tokenizer_ns: int | None = None
-    weights_ns: int | None = None
-    to_device_ns: int | None = None
-    quantize_ns: int | None = None
-    tune_ns: int | None = None
-    tokenizer_cached: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokenizer_ns": self.tokenizer_ns,
-            "weights_ns": self.weights_ns,
-            "to_device_ns": self.to_device_ns,
-            "quantize_ns": self.quantize_ns,
-            "tune_ns": self.tune_ns,
-            "tokenizer_cached": self.tokenizer_cached,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoadTimings:
-        return cls(**data)
 
 
 class TokenizerCache:
@@ -108,19 +86,18 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise ModelSourceError(f"cannot load the tokenizer of {source.identifier!r}: {error}") from error
-    prepare_tokenizer(tokenizer)
     return tokenizer
 
 
-def prepare_tokenizer(tokenizer: Any) -> None:
-    """Give the tokenizer a pad token so batches work (EOS is the usual stand-in)."""
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-        elif tokenizer.unk_token is not None:
-            tokenizer.pad_token = tokenizer.unk_token
-        else:
-            raise ModelSourceError("the tokenizer has no pad, eos or unk token to pad batches with")
+def pad_token_id_for(tokenizer: Any) -> int:
+    """The id generate pads with: the tokenizer's pad token, else EOS, else UNK.
+
+    Read, never written: a tokenizer passed in by a caller is left exactly as it was.
+    """
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ModelSourceError("the tokenizer has no pad, eos or unk token to pad batches with; give it a pad token")
 
 
 @dataclass(frozen=True)
@@ -168,7 +145,7 @@ def build_inputs(
     ]
     input_ids = torch.tensor(rows, dtype=torch.long)
     if tuple(input_ids.shape) != (batch_size, sequence_length):
-        raise AssertionError(f"built inputs of shape {tuple(input_ids.shape)}, wanted {(batch_size, sequence_length)}")
+        raise InputShapeError(f"built inputs of shape {tuple(input_ids.shape)}, wanted {(batch_size, sequence_length)}")
     attention_mask = torch.ones_like(input_ids)
     return BenchmarkInputs(input_ids.to(device), attention_mask.to(device))
 
@@ -215,11 +192,13 @@ def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: An
 
     dtype = torch_dtype(config.dtype)
     if source.kind == "preset":
-        # Seeded so every run of a preset measures the very same weights.
-        torch.manual_seed(config.seed)
-        model = AutoModelForCausalLM.from_config(
-            model_config, dtype=dtype, attn_implementation=config.attn_implementation
-        )
+        # Seeded so every run of a preset measures the very same weights; forked so the caller's
+        # global RNG state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = AutoModelForCausalLM.from_config(
+                model_config, dtype=dtype, attn_implementation=config.attn_implementation
+            )
         if config.kernels:
             model.set_use_kernels(True)
         return model
@@ -236,7 +215,7 @@ def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: An
         raise ModelSourceError(f"cannot load the weights of {source.identifier!r}: {error}") from error
 
 
-def make_generation_config(config: BenchmarkConfig, tokenizer: Any, device: torch.device) -> Any:
+def make_generation_config(config: BenchmarkConfig, pad_token_id: int, device: torch.device) -> Any:
     """Greedy decoding of exactly ``new_tokens`` tokens: no EOS stop, optional static cache + compile."""
     from transformers import GenerationConfig
 
@@ -245,7 +224,7 @@ def make_generation_config(config: BenchmarkConfig, tokenizer: Any, device: torc
         "do_sample": False,
         "num_beams": 1,
         "eos_token_id": None,
-        "pad_token_id": tokenizer.pad_token_id,
+        "pad_token_id": pad_token_id,
     }
     if config.static_cache:
         settings["cache_implementation"] = "static"
@@ -256,15 +235,25 @@ def make_generation_config(config: BenchmarkConfig, tokenizer: Any, device: torc
     return GenerationConfig(**settings)
 
 
-def prepare_model(model: Any) -> None:
-    """Eval mode and no EOS-based stopping, whichever way the model was loaded.
+@contextmanager
+def benchmark_mode(model: Any) -> Iterator[None]:
+    """Eval mode and neutral generation defaults for the run; the model's own state comes back after.
 
-    ``generate`` fills an unset ``eos_token_id`` from the model's own generation config, so the
-    EOS has to be cleared there too, or a model could stop early and measure fewer tokens.
+    ``generate`` fills every setting the passed config leaves unset from ``model.generation_config``
+    (a Hub model's EOS, repetition penalty, cache implementation...). Swapping in a default
+    ``GenerationConfig`` for the run means only what tokbench asks for reaches ``generate``.
     """
+    from transformers import GenerationConfig
+
+    was_training = model.training
+    own_generation_config = getattr(model, "generation_config", None)
     model.eval()
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.eos_token_id = None
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = own_generation_config
+        model.train(was_training)
 
 
 def load(
@@ -286,8 +275,6 @@ def load(
         start_ns = clock()
         tokenizer, tokenizer_cached = (tokenizers or TokenizerCache()).get(source, config.trust_remote_code)
         tokenizer_ns = clock() - start_ns
-    else:
-        prepare_tokenizer(tokenizer)
 
     weights_ns: int | None = None
     to_device_ns: int | None = None
@@ -295,6 +282,7 @@ def load(
         model_config = _preset_model_config(source) if source.kind == "preset" else None
         start_ns = clock()
         model = _load_weights(config, source, model_config)
+        model.eval()  # from_config builds in train mode; dropout and friends must be off
         weights_ns = clock() - start_ns
         start_ns = clock()
         model.to(device)
@@ -302,11 +290,10 @@ def load(
         to_device_ns = clock() - start_ns
     else:
         _check_provided_model(model, config, device)
-    prepare_model(model)
 
     inputs = build_inputs(tokenizer, config.batch_size, config.sequence_length, device)
-    generation_config = make_generation_config(config, tokenizer, device)
-    effective = effective_settings(model, config, device)
+    generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
+    effective = effective_settings(model, config, device, generation_config)
     timings = LoadTimings(
         tokenizer_ns=tokenizer_ns,
         weights_ns=weights_ns,
@@ -320,37 +307,42 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
     """A passed-in model must match the config that will label its result."""
     parameter = next(model.parameters())
     if parameter.dtype != torch_dtype(config.dtype):
-        raise UnavailableFeatureError(
+        raise ModelMismatchError(
             "dtype",
             f"the model passed in is {str(parameter.dtype).removeprefix('torch.')}, the config says {config.dtype}",
             "set dtype in the config to the model's dtype, or convert the model",
         )
-    if parameter.device.type != device.type:
-        raise UnavailableFeatureError(
+    if parameter.device != device:
+        raise ModelMismatchError(
             "device",
             f"the model passed in is on {parameter.device}, the config resolves to {device}",
             "move the model or set device in the config",
         )
     actual_attention = compat.attention_implementation(model)
     if actual_attention not in ("unknown", config.attn_implementation):
-        raise UnavailableFeatureError(
+        raise ModelMismatchError(
             "attn_implementation",
             f"the model passed in uses {actual_attention}, the config says {config.attn_implementation}",
             f"set attn_implementation={actual_attention!r} in the config",
         )
 
 
-def effective_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> dict[str, Any]:
-    """What the loaded model really runs with, recorded next to what the config asked for."""
+def effective_settings(
+    model: Any, config: BenchmarkConfig, device: torch.device, generation_config: Any
+) -> dict[str, Any]:
+    """What the loaded model really runs with, recorded next to what the config asked for.
+
+    ``generation_config`` lists every generate setting that differs from transformers' defaults;
+    under ``benchmark_mode`` nothing else reaches ``generate``.
+    """
     parameter = next(model.parameters())
     settings = {
         "device": str(device),
         "dtype": str(parameter.dtype).removeprefix("torch."),
         "attn_implementation": compat.attention_implementation(model),
-        "cache_implementation": "static" if config.static_cache else "dynamic",
         "use_kernels": bool(getattr(model, "use_kernels", False)),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "training": bool(model.training),
+        "generation_config": json.loads(generation_config.to_json_string(use_diff=True)),
     }
     if settings["attn_implementation"] not in ("unknown", config.attn_implementation):
         raise UnavailableFeatureError(

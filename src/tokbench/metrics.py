@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-from tokbench.generation import GenerationTrace
+from tokbench.records import GenerationTrace
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -75,12 +75,22 @@ def overall_throughput(trace: GenerationTrace) -> float:
     return tokens_per_second(sum(trace.generated_tokens), trace.e2e_ns)
 
 
+def distinct_requests(trace: GenerationTrace) -> list[tuple[int, ...]]:
+    """The rows of a call that are distinct requests in time.
+
+    Plain ``generate`` advances a batch in lockstep, so all its rows carry the same stamps: they are
+    one timing sample, not B independent ones (counting them B times would inflate n and shrink
+    the spread). Rows with their own stamps (continuous batching) each count.
+    """
+    return list(dict.fromkeys(trace.token_timestamps_ns))
+
+
 def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[float]]:
-    """Every metric's samples over ``traces``: per request for latencies, pooled gaps for ITL,
-    per call for throughputs. Converted to ms / tokens per second here, at the very end."""
+    """Every metric's samples over ``traces``: per distinct request for latencies, pooled gaps for
+    ITL, per call for throughputs. Converted to ms / tokens per second here, at the very end."""
     samples: dict[str, list[float]] = {name: [] for name in METRIC_UNITS}
     for trace in traces:
-        for row in trace.token_timestamps_ns:
+        for row in distinct_requests(trace):
             samples["ttft_ms"].append(time_to_first_token_ns(trace.t0_ns, row) / NS_PER_MS)
             samples["tpot_ms"].append(time_per_output_token_ns(row) / NS_PER_MS)
             samples["itl_ms"].extend(gap / NS_PER_MS for gap in inter_token_latencies_ns(row))

@@ -44,9 +44,12 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     config = result.config
     effective = result.effective_settings
     compile_text = "off"
+    record = result.phases.compile
     if config.compile_mode:
-        compiled = result.phases.compile.compiled if result.phases.compile else False
-        compile_text = f"{config.compile_mode} ({'compiled' if compiled else 'NOT compiled'})"
+        state = "NOT compiled"
+        if record is not None and record.compiled:
+            state = f"compiled, {record.recompiles_during_measurement} recompiles while measuring"
+        compile_text = f"{config.compile_mode} ({state})"
     lines = [
         f"{config.name}  [{result.status}]  config {result.config_hash}",
         _model_line(config.model, effective.get("parameters"), effective.get("device", config.device)),
@@ -65,6 +68,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     )
     if result.reason:
         lines.append(f"reason: {result.reason}")
+    lines.extend(f"note: {note}" for note in result.notes)
     return lines
 
 

@@ -15,11 +15,9 @@ from typing import Any
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
-from tokbench.generation import GenerationTrace
-from tokbench.loading import LoadTimings
 from tokbench.metrics import METRIC_UNITS, metric_samples
+from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
 from tokbench.stats import Summary, summarize
-from tokbench.warmup import DeviceWarmupReport
 
 SCHEMA_VERSION = 1
 
@@ -31,9 +29,10 @@ STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
 
 @dataclass(frozen=True)
 class CompileRecord:
-    """Whether torch.compile really ran, from dynamo's graph counter around each phase."""
+    """Whether torch.compile really ran: generate's compiled forward, and dynamo's graphs per phase."""
 
     requested: bool
+    forward_compiled: bool
     graphs_before: int
     graphs_after_validation: int
     graphs_after_warmup: int
@@ -41,7 +40,7 @@ class CompileRecord:
 
     @property
     def compiled(self) -> bool:
-        return self.graphs_after_measurement > self.graphs_before
+        return self.forward_compiled and self.graphs_after_validation > self.graphs_before
 
     @property
     def recompiles_during_measurement(self) -> int:
@@ -50,6 +49,7 @@ class CompileRecord:
     def to_dict(self) -> dict[str, Any]:
         return {
             "requested": self.requested,
+            "forward_compiled": self.forward_compiled,
             "graphs_before": self.graphs_before,
             "graphs_after_validation": self.graphs_after_validation,
             "graphs_after_warmup": self.graphs_after_warmup,
@@ -62,6 +62,7 @@ class CompileRecord:
     def from_dict(cls, data: dict[str, Any]) -> CompileRecord:
         return cls(
             requested=bool(data["requested"]),
+            forward_compiled=bool(data["forward_compiled"]),
             graphs_before=int(data["graphs_before"]),
             graphs_after_validation=int(data["graphs_after_validation"]),
             graphs_after_warmup=int(data["graphs_after_warmup"]),
@@ -119,6 +120,7 @@ class BenchmarkResult:
     effective_settings: dict[str, Any] = field(default_factory=dict)
     model_source: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
+    notes: tuple[str, ...] = ()  # things a reader must know that are not failures
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -146,6 +148,7 @@ class BenchmarkResult:
             "status": self.status,
             "reason": self.reason,
             "started_at": self.started_at,
+            "notes": list(self.notes),
             "model_source": dict(self.model_source),
             "environment": self.environment,
             "effective_settings": self.effective_settings,
@@ -175,6 +178,7 @@ class BenchmarkResult:
                 effective_settings=data.get("effective_settings", {}),
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
+                notes=tuple(str(note) for note in data.get("notes", ())),
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

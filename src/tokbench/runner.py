@@ -1,13 +1,14 @@
 """The runner only orchestrates: load → device warmup → validation → warmup → measurement.
 
-Every way a config can go wrong ends as a result with a status and a reason; nothing here
-raises for a bad config, so a caller running many configs always gets one result per config.
+Every way a config can go wrong ends as a result with a status and a reason; ``run`` does not
+raise for a bad config or a failing stage, so a caller running many configs always gets one
+result per config.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,9 +18,10 @@ from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.environment import capture_environment
-from tokbench.errors import UnavailableFeatureError
-from tokbench.generation import GenerationTrace, time_generate
-from tokbench.loading import LoadedModel, TokenizerCache, load
+from tokbench.errors import ModelMismatchError, UnavailableFeatureError
+from tokbench.generation import time_generate
+from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.records import GenerationTrace
 from tokbench.results import (
     STATUS_FAILED,
     STATUS_OK,
@@ -32,6 +34,14 @@ from tokbench.results import (
 from tokbench.warmup import device_warmup
 
 DEFAULT_DEVICE_WARMUP_S = 0.5
+
+# Accepted config fields whose stage does not exist yet: the result says so instead of implying it ran.
+_NOT_YET_IMPLEMENTED = {
+    "monitor": "hardware monitoring is not implemented in this version: no samples were recorded",
+    "profile_tokens": "profiling is not implemented in this version: no trace was written",
+}
+
+Finish = Callable[..., BenchmarkResult]
 
 
 def _describe(error: BaseException) -> str:
@@ -58,6 +68,26 @@ def _progress(count: int, label: str, enabled: bool) -> Iterable[int]:
     return tqdm(range(count), desc=label, disable=not enabled, leave=False, file=sys.stderr, unit="it")
 
 
+def _environment() -> dict[str, Any]:
+    try:
+        environment = capture_environment()
+    except Exception as error:  # a broken driver must not cost the measurement its result
+        environment = {"capture_error": _describe(error)}
+    notes = compat.check_versions()
+    if notes:
+        environment["compat_warnings"] = notes
+    return environment
+
+
+def _notes(config: BenchmarkConfig) -> tuple[str, ...]:
+    notes = []
+    if config.monitor:
+        notes.append(f"monitor: {_NOT_YET_IMPLEMENTED['monitor']}")
+    if config.profile_tokens:
+        notes.append(f"profile_tokens: {_NOT_YET_IMPLEMENTED['profile_tokens']}")
+    return tuple(notes)
+
+
 def run(
     config: BenchmarkConfig,
     model: Any = None,
@@ -68,19 +98,25 @@ def run(
     progress: bool = True,
     device_warmup_s: float = DEFAULT_DEVICE_WARMUP_S,
 ) -> BenchmarkResult:
-    """Benchmark ``config`` and return its result; a model and tokenizer may be passed in ready-made."""
+    """Benchmark ``config`` and return its result; a model and tokenizer may be passed in ready-made.
+
+    Pass one ``tokenizers`` cache to many calls to load each model's tokenizer once.
+    """
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    environment = capture_environment()
-    compat_notes = compat.check_versions()
-    if compat_notes:
-        environment["compat_warnings"] = compat_notes
+    environment = _environment()
+    notes = _notes(config)
 
     def finished(status: str, reason: str = "", **fields: Any) -> BenchmarkResult:
         return BenchmarkResult(
-            config=config, status=status, reason=reason, environment=environment, started_at=started_at, **fields
+            config=config,
+            status=status,
+            reason=reason,
+            environment=environment,
+            started_at=started_at,
+            notes=notes,
+            **fields,
         )
 
-    original_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     try:
         check_runnable(config)
         if config.compile_mode is not None:
@@ -88,16 +124,18 @@ def run(
         loaded = load(config, tokenizers, model, tokenizer, clock)
     except UnavailableFeatureError as error:
         return finished(STATUS_SKIPPED, str(error))
-    except ImportError as error:  # an optional package a feature needs is missing
+    except ModelMismatchError as error:
+        return finished(STATUS_FAILED, f"the model passed in does not match the config: {error}")
+    except ModuleNotFoundError as error:  # an optional package a feature needs is missing
         return finished(STATUS_SKIPPED, f"a package this config needs is missing: {_describe(error)}")
     except Exception as error:
         return finished(STATUS_FAILED, f"loading failed: {_describe(error)}")
 
     try:
-        return _measure(config, loaded, clock, progress, device_warmup_s, finished)
-    finally:
-        if model is not None and getattr(model, "generation_config", None) is not None:
-            model.generation_config.eos_token_id = original_eos  # leave a caller's model as it was
+        with benchmark_mode(loaded.model):
+            return _measure(config, loaded, clock, progress, device_warmup_s, finished)
+    except Exception as error:  # anything _measure did not classify itself
+        return finished(STATUS_FAILED, f"measurement failed: {_describe(error)}")
 
 
 def _measure(
@@ -106,31 +144,35 @@ def _measure(
     clock: Clock,
     progress: bool,
     device_warmup_s: float,
-    finished: Any,
+    finished: Finish,
 ) -> BenchmarkResult:
     common: dict[str, Any] = {
         "effective_settings": loaded.effective_settings,
         "model_source": loaded.source.to_dict(),
     }
-    warmup_report = device_warmup(loaded.device, budget_s=device_warmup_s, clock=clock)
-    graphs_before = compat.compile_counters().get("unique_graphs", 0)
+    try:
+        warmup_report = device_warmup(loaded.device, budget_s=device_warmup_s, clock=clock)
+    except Exception as error:
+        phases = Phases(load=loaded.timings)
+        return finished(STATUS_FAILED, f"device warmup failed: {_describe(error)}", phases=phases, **common)
+    if config.compile_mode is not None:
+        compat.forget_compiled_forward(loaded.model)  # observe this run's own compile
+    graphs_before = compat.compiled_graph_count()
 
-    # Validation: one full generation that fails fast; it is also the cold-start figure.
+    # Validation: one full generation that fails fast; it is also the cold-start record.
     try:
         cold_trace = _generate(loaded, config, clock, decode_sample=True)
     except Exception as error:
         phases = Phases(load=loaded.timings, device_warmup=warmup_report)
         return finished(STATUS_FAILED, f"validation call failed: {_describe(error)}", phases=phases, **common)
-    graphs_after_validation = compat.compile_counters().get("unique_graphs", 0)
+    graphs_after_validation = compat.compiled_graph_count()
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []
-    measurement_start_ns = measurement_end_ns = None
-    graphs_after_warmup = graphs_after_validation
     try:
         for _ in _progress(config.warmup_iterations, "Warmup", progress):
             warmup_curve_ns.append(_generate(loaded, config, clock).e2e_ns)
-        graphs_after_warmup = compat.compile_counters().get("unique_graphs", 0)
+        graphs_after_warmup = compat.compiled_graph_count()
         measurement_start_ns = clock()
         for _ in _progress(config.measurement_iterations, "Measure", progress):
             traces.append(_generate(loaded, config, clock))
@@ -147,10 +189,11 @@ def _measure(
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
+        forward_compiled=compat.generate_used_compiled_forward(loaded.model),
         graphs_before=graphs_before,
         graphs_after_validation=graphs_after_validation,
         graphs_after_warmup=graphs_after_warmup,
-        graphs_after_measurement=compat.compile_counters().get("unique_graphs", 0),
+        graphs_after_measurement=compat.compiled_graph_count(),
     )
     phases = Phases(
         load=loaded.timings,
@@ -160,15 +203,12 @@ def _measure(
         measurement_wall_ns=measurement_end_ns - measurement_start_ns,
         compile=compile_record,
     )
-    reason = ""
     if compile_record.requested and not compile_record.compiled:
-        reason = "torch.compile was requested but dynamo compiled no graph: this result ran eagerly"
+        reason = "torch.compile was requested but generate ran the model's forward uncompiled"
         return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
-    return finished(
-        STATUS_OK,
-        reason,
-        phases=phases,
-        iterations=tuple(traces),
-        summary=summarize_traces(traces),
-        **common,
-    )
+    try:
+        summary = summarize_traces(traces)
+    except ValueError as error:  # e.g. a zero-length interval from a broken clock
+        reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
+        return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
+    return finished(STATUS_OK, phases=phases, iterations=tuple(traces), summary=summary, **common)

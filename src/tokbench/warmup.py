@@ -7,39 +7,11 @@ happened when this function returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.devices import synchronize
-
-
-@dataclass(frozen=True)
-class DeviceWarmupReport:
-    """What a device warmup did: how many matmuls of which size, and for how long."""
-
-    device: str
-    matrix_size: int
-    matmuls: int
-    elapsed_ns: int
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "device": self.device,
-            "matrix_size": self.matrix_size,
-            "matmuls": self.matmuls,
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> DeviceWarmupReport:
-        return cls(
-            device=str(data["device"]),
-            matrix_size=int(data["matrix_size"]),  # type: ignore[arg-type]
-            matmuls=int(data["matmuls"]),  # type: ignore[arg-type]
-            elapsed_ns=int(data["elapsed_ns"]),  # type: ignore[arg-type]
-        )
+from tokbench.records import DeviceWarmupReport
 
 
 def default_matrix_size(device: torch.device) -> int:
@@ -53,11 +25,12 @@ def device_warmup(
     matrix_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     clock: Clock = monotonic_ns,
+    max_matmuls: int = 10_000,
 ) -> DeviceWarmupReport:
     """Run dummy matmuls on ``device`` until ``budget_s`` seconds have passed, then synchronize.
 
     The budget is checked after a synchronize every few launches, so queued-but-unrun work does not
-    count as time spent.
+    count as time spent. ``max_matmuls`` bounds the loop even if the clock does not advance.
     """
     size = matrix_size or default_matrix_size(device)
     budget_ns = int(budget_s * 1e9)
@@ -72,7 +45,7 @@ def device_warmup(
             torch.matmul(left, right)
             matmuls += 1
         synchronize(device)
-        if clock() - start_ns >= budget_ns:
+        if clock() - start_ns >= budget_ns or matmuls >= max_matmuls:
             break
     elapsed_ns = clock() - start_ns
     return DeviceWarmupReport(str(device), size, matmuls, elapsed_ns)
