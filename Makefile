@@ -18,10 +18,13 @@ $(PY):
 		$(PYTHON) -m venv $(VENV); \
 	fi
 
+# The torch that is importable (the user's, or the pin just installed) becomes a constraint, so
+# resolving tokbench's dependencies can never replace it with another torch from the registry.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[test]"
+	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[test]"
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -57,12 +57,22 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--compile", dest="compile_mode", choices=COMPILE_MODES, help="torch.compile mode; turns on the static cache")
     add("--static-cache", action="store_true", default=None, help="use a static KV cache")
     add("--kernels", action="store_true", default=None, help="transformers use_kernels (needs the kernels library)")
-    add("--device", help="auto, cpu, cuda, cuda:N, mps (default: auto)")
+    add("--device", help="auto, cpu, cuda, cuda:N (default: auto; mps is skipped: its stamps would be late)")
     add("--warmup-iterations", type=int, help="untimed generations after the validation call (default: 5)")
     add("--measurement-iterations", type=int, help="timed generations (default: 20)")
-    add("--no-monitor", dest="monitor", action="store_false", default=None, help="do not sample hardware")
-    add("--profile-tokens", type=int, help="profile this many tokens after measuring (0 = off)")
-    add("--seed", type=int, help="seed for preset weights and inputs (default: 0)")
+    add(
+        "--no-monitor",
+        dest="monitor",
+        action="store_false",
+        default=None,
+        help="do not sample hardware (sampling is not implemented yet; the result notes that)",
+    )
+    add(
+        "--profile-tokens",
+        type=int,
+        help="profile this many tokens after measuring (accepted; not implemented yet, the result notes that)",
+    )
+    add("--seed", type=int, help="seed of the preset's random weights (inputs are fixed text) (default: 0)")
     add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
     add("--name", help="a name for this run (default: derived from the config)")
     add(
