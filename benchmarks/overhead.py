@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from collections.abc import Callable
 import torch
 
 from tokbench.config import BenchmarkConfig
-from tokbench.generation import time_generate
-from tokbench.loading import LoadedModel, load
+from tokbench.generation import TimestampStreamer, time_generate
+from tokbench.loading import LoadedModel, benchmark_mode, load
 from tokbench.metrics import decode_throughput
 
 
@@ -35,6 +36,23 @@ def bare_call(loaded: LoadedModel, generation_config: object) -> int:
         generation_config=generation_config,
     )
     return time.perf_counter_ns() - start
+
+
+def streamer_cost_ns(calls: int = 100_000) -> float:
+    """What tokbench adds per generated token, timed directly: one ``put`` of a ``[batch]`` tensor."""
+    streamer = TimestampStreamer()
+    step_tokens = torch.zeros(1, dtype=torch.long)
+    streamer.put(torch.zeros(1, 8, dtype=torch.long))  # the prompt
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        streamer.put(step_tokens)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def bootstrap_median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    generator = random.Random(seed)
+    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def main() -> None:
@@ -78,16 +96,22 @@ def main() -> None:
         lambda: bare_n.append(bare_call(loaded, loaded.generation_config)),
         lambda: bare_1.append(bare_call(loaded, one_token)),
     ]
-    for call in calls * 3:  # warm every path
-        call()
-    for sample in (tokbench_decode, tokbench_e2e, bare_n, bare_1):
-        sample.clear()
-    for round_index in range(args.rounds):
-        shift = round_index % len(calls)
-        for call in calls[shift:] + calls[:shift]:
+    # Both sides run under the same neutral generation settings tokbench measures with.
+    with benchmark_mode(loaded.model):
+        for call in calls * 3:  # warm every path
             call()
+        for sample in (tokbench_decode, tokbench_e2e, bare_n, bare_1):
+            sample.clear()
+        for round_index in range(args.rounds):
+            shift = round_index % len(calls)
+            for call in calls[shift:] + calls[:shift]:
+                call()
 
     batch, new = config.batch_size, config.new_tokens
+    # Paired per round: the tokbench call and the bare N-token call of the same round.
+    paired_ratios = [bare / timed for timed, bare in zip(tokbench_e2e, bare_n, strict=True)]
+    low, high = bootstrap_median_ci(paired_ratios)
+    put_ns = streamer_cost_ns()
     bare_decode = batch * (new - 1) * 1e9 / (statistics.median(bare_n) - statistics.median(bare_1))
     tokbench_decode_median = statistics.median(tokbench_decode)
     bare_overall = batch * new * 1e9 / statistics.median(bare_n)
@@ -102,7 +126,13 @@ def main() -> None:
           f"ratio {decode_ratio:.4f}")  # fmt: skip
     print(f"overall tok/s (median): tokbench {tokbench_overall:9.1f}  bare {bare_overall:9.1f}  "
           f"ratio {overall_ratio:.4f}")  # fmt: skip
-    print(f"target decode ratio >= 0.99: {'met' if decode_ratio >= 0.99 else 'NOT met'}")
+    print(f"overall tok/s ratio, paired per round: median {statistics.median(paired_ratios):.4f}, "
+          f"95% bootstrap CI [{low:.4f}, {high:.4f}]")  # fmt: skip
+    tpot_ns = (statistics.median(bare_n) - statistics.median(bare_1)) / (new - 1)
+    print(f"streamer cost: {put_ns:.0f} ns per token = {put_ns / tpot_ns:.2e} of a {tpot_ns / 1e6:.2f} ms decode "
+          f"step: the ratio this adds is {1 - put_ns / tpot_ns:.5f}")  # fmt: skip
+    print(f"target decode ratio >= 0.99: {'met' if decode_ratio >= 0.99 else 'NOT met'}"
+          f"{'' if low <= 1 <= high else ' (paired CI excludes 1.0)'}")  # fmt: skip
 
 
 if __name__ == "__main__":
