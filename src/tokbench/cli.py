@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, DTYPES
+from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, DTYPES, BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, TokbenchError
 
 EXIT_OK = 0
@@ -106,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from tokbench.config import BenchmarkConfig, load_config_file
-
+def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     fields: dict[str, Any] = load_config_file(args.config) if args.config else {}
     for name in _CONFIG_FLAGS:
         value = getattr(args, name, None)
