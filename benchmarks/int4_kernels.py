@@ -62,10 +62,9 @@ def _cache_flusher(flush: bool) -> Callable[[], object] | None:
 
 
 def _careful(
-    calls: dict[str, Callable[[], object]], budget_s: float, min_rounds: int, flush: bool
+    calls: dict[str, Callable[[], object]], budget_s: float, min_rounds: int, timer: ClockTimer
 ) -> dict[str, CandidateTiming]:
     names = list(calls)
-    timer = ClockTimer(torch.device("cpu"), before_call=_cache_flusher(flush))
     samples, _ = measure_round_robin(
         [calls[n] for n in names], timer, int(budget_s * 1e9), min_rounds=min_rounds, max_rounds=2000
     )
@@ -80,7 +79,12 @@ def run(quick: bool, threads: int | None, flush: bool) -> int:
     dtype = torch.bfloat16
     budget_scale = 0.25 if quick else 1.0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bfloat16, group size 128")
-    print(f"caches {'flushed (128 MiB written, untimed)' if flush else 'NOT flushed'} before each timed call")
+    print(
+        f"caches {'flushed (128 MiB written, untimed)' if flush else 'NOT flushed'} before each timed call, "
+        "in the exhaustive timings and in the tuner alike (its pick is compared with them)"
+    )
+    # One timer for both, so the tuner's medians and the exhaustive ones are measured the same way.
+    timer = ClockTimer(device, before_call=_cache_flusher(flush))
     print(f"load average at start: {_loadavg()} (other processes on these cores distort every timing)")
     warmup = device_warmup(device, 1.0)
     print(f"device warmup: {warmup.matmuls} matmuls in {warmup.elapsed_ns / 1e9:.2f} s\n")
@@ -103,9 +107,9 @@ def run(quick: bool, threads: int | None, flush: bool) -> int:
             with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", HighDispersionWarning)
                 budget = (4.0 if m == 1 else 16.0) * budget_scale
-                exhaustive = _careful(calls, budget, min_rounds=5 if quick else 7, flush=flush)
+                exhaustive = _careful(calls, budget, min_rounds=5 if quick else 7, timer=timer)
                 reference = _careful(
-                    {"reference": lambda x=x, q=layer: run_kernel(q, x, KernelChoice("reference"))}, 0.0, 3, flush
+                    {"reference": lambda x=x, q=layer: run_kernel(q, x, KernelChoice("reference"))}, 0.0, 3, timer
                 )["reference"]
                 layer.dispatch = {}
                 with tempfile.TemporaryDirectory() as cache_dir:
@@ -118,6 +122,7 @@ def run(quick: bool, threads: int | None, flush: bool) -> int:
                         cache_dir=cache_dir,
                         budget_s_per_shape=(1.0 if m == 1 else 6.0) * budget_scale,
                         warmup_s=0.0,
+                        timer=timer,
                     )
                     tuning_s = (time.perf_counter_ns() - start) / 1e9
             entry = report.entries[0]

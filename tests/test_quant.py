@@ -12,6 +12,7 @@ from torch import nn
 
 from tokbench.errors import TokbenchError
 from tokbench.quant import (
+    Int4Runtime,
     KernelChoice,
     KernelUnavailableError,
     QuantizationError,
@@ -204,6 +205,14 @@ def test_triton_is_unavailable_on_cpu_with_a_reason() -> None:
         run_kernel(layer, torch.randn(1, 128, dtype=torch.bfloat16), KernelChoice("triton", 1))
 
 
+def test_triton_needs_sm80(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    layer = _layer(128, 32, 64, torch.bfloat16)
+    reason = kernels_module.unavailable_reason(layer, KernelChoice("triton", 1), torch.device("cuda"), torch.bfloat16)
+    assert reason is not None and "8.0" in reason and "7.5" in reason
+
+
 # --- the native op adapter ----------------------------------------------------------------------------
 
 
@@ -247,13 +256,18 @@ def test_native_rejects_shapes_it_cannot_pack() -> None:
 def test_forward_dispatches_on_m(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = _layer(256, 64, 128, torch.float32)
     used: list[tuple[int, str]] = []
-    original = kernels_module.run_kernel
+    original = kernels_module.bind_kernel
 
-    def spy(module: QuantizedLinear, x2d: torch.Tensor, choice: KernelChoice) -> torch.Tensor:
-        used.append((x2d.shape[0], choice.label))
-        return original(module, x2d, choice)
+    def spy(module: QuantizedLinear, choice: KernelChoice, device: torch.device, dtype: torch.dtype) -> object:
+        bound = original(module, choice, device, dtype)
 
-    monkeypatch.setattr(kernels_module, "run_kernel", spy)
+        def call(x2d: torch.Tensor) -> torch.Tensor:
+            used.append((x2d.shape[0], choice.label))
+            return bound(x2d)
+
+        return call
+
+    monkeypatch.setattr(kernels_module, "bind_kernel", spy)
     with torch.no_grad():
         layer(torch.randn(1, 1, 256))  # untuned, decode-sized: native
         layer(torch.randn(2, 40, 256))  # untuned, prefill-sized: splitk/1
@@ -288,7 +302,6 @@ def test_bias_three_dimensional_input_and_wrong_width() -> None:
 
 def test_inference_mode_then_autograd_mode_forward() -> None:
     """Scratch and derived copies first built under inference_mode must stay usable afterwards."""
-    kernels_module.release_scratch()
     layer = _layer(256, 32, 64, torch.float32, seed=7)
     layer.set_choice("splitk", 2)
     x = torch.randn(3, 256)
@@ -307,6 +320,76 @@ def test_moving_the_layer_drops_derived_copies() -> None:
     assert layer.derived_bytes() > 0
     layer.to(torch.device("cpu"))
     assert layer.derived_bytes() == 0
+
+
+def test_to_dtype_keeps_float32_scales_follows_the_dtype_and_drops_stale_choices() -> None:
+    torch.manual_seed(11)
+    layer = QuantizedLinear.from_linear(nn.Linear(256, 64), 128)
+    scales = layer.scales.clone()
+    layer.dispatch = {1: KernelChoice("native")}
+    layer.to(torch.bfloat16)
+    assert layer.scales.dtype == torch.float32 and torch.equal(layer.scales, scales)  # no bf16 rounding
+    assert layer.compute_dtype == torch.bfloat16 and layer.bias is not None and layer.bias.dtype == torch.bfloat16
+    assert dict(layer.dispatch) == {}  # timed on float32: stale
+    layer.dispatch = {1: KernelChoice("native")}
+    layer.to(torch.float64)
+    assert layer.compute_dtype == torch.float64 and dict(layer.dispatch) == {}
+    # A stored choice that cannot run this dtype (the CPU op has no float64) falls back to the default.
+    layer.dispatch = {1: KernelChoice("native")}
+    assert layer.choice_for(1, CPU, torch.float64) == KernelChoice("splitk", 1)
+    x = torch.randn(1, 256, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(x)
+        expected = run_kernel(layer, x, KernelChoice("reference")) + layer.bias
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)  # the reference rounds to float32
+
+
+def test_device_change_clears_dispatch_but_a_no_op_move_keeps_it() -> None:
+    layer = _layer(128, 32, 64, torch.float32)
+    layer.dispatch = {1: KernelChoice("native")}
+    layer.to(CPU)  # same device and dtype: the tuned table still holds
+    assert dict(layer.dispatch) == {1: KernelChoice("native")}
+    layer.to(torch.device("meta"))
+    assert dict(layer.dispatch) == {} and layer.scales.device.type == "meta"
+    assert layer.scales.dtype == torch.float32 and layer.compute_dtype == torch.float32
+
+
+def test_bound_kernels_follow_selection_changes_and_copies() -> None:
+    layer = _layer(128, 32, 64, torch.float32, seed=3)
+    x = torch.randn(2, 128)
+    with torch.no_grad():
+        first = layer(x)
+        layer.set_tuned(2, KernelChoice("splitk", 2))
+        assert layer.bound_kernel(2, CPU, torch.float32).keywords == {"split_k": 2}  # type: ignore[attr-defined]
+        clone = copy.deepcopy(layer)
+        clone.qweight.zero_()
+        clone.invalidate()
+        torch.testing.assert_close(layer(x), first, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(clone(x), first)  # the copy runs its own (zeroed) weight, not the original's
+
+
+def test_runtime_is_owned_by_the_model_and_caps_its_scratch() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(256, 64), nn.Linear(64, 32))
+    other = nn.Sequential(nn.Linear(256, 64))
+    quantize_model(model, group_size=32)
+    quantize_model(other, group_size=32)
+    first, second = model[0], model[1]
+    assert first.runtime is second.runtime and first.runtime is not other[0].runtime
+    first.set_choice("splitk", 1)
+    with torch.no_grad():
+        first(torch.randn(40, 256))
+    assert first.runtime.scratch_bytes() > 0 and other[0].runtime.scratch_bytes() == 0
+    clone = copy.deepcopy(model)
+    assert clone[0].runtime is clone[1].runtime and clone[0].runtime is not first.runtime
+    first.runtime.release_scratch()
+    assert first.runtime.scratch_bytes() == 0
+    capped = Int4Runtime(scratch_cap_bytes=1024)
+    big = capped.scratch(CPU, torch.float32, 512, 0)  # 2 KiB: served, not kept
+    assert big.numel() == 512 and capped.scratch_bytes() == 0
+    capped.scratch(CPU, torch.float32, 64, 0)
+    assert capped.scratch_bytes() == 256
+    assert capped.native_availability(CPU, torch.float32) is capped.native_availability("cpu", torch.float32)
 
 
 # --- whole models ---------------------------------------------------------------------------------------

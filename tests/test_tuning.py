@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,6 +20,8 @@ from tokbench.clock import FakeClock
 from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
 from tokbench.quant import kernels as kernels_module
 from tokbench.tuning import (
+    CACHE_SCHEMA_VERSION,
+    CandidateRejectedWarning,
     CandidateTiming,
     ClockTimer,
     HighDispersionWarning,
@@ -200,13 +203,16 @@ def test_corrupted_or_mismatched_cache_entries_are_ignored_with_a_warning(tmp_pa
     with pytest.warns(TuningCacheWarning, match="unreadable"):
         assert cache.load(key) is None
     path.write_text(
-        json.dumps({"schema": 1, "key": _key(torch="1.0"), "winner": NATIVE.to_dict(), "candidates": []}),
+        json.dumps(
+            {"schema": CACHE_SCHEMA_VERSION, "key": _key(torch="1.0"), "winner": NATIVE.to_dict(), "candidates": []}
+        ),
         encoding="utf-8",
     )
     with pytest.warns(TuningCacheWarning, match="different key"):
         assert cache.load(key) is None
     path.write_text(
-        json.dumps({"schema": 1, "key": key, "winner": {"kernel": "native"}, "candidates": []}), encoding="utf-8"
+        json.dumps({"schema": CACHE_SCHEMA_VERSION, "key": key, "winner": {"kernel": "native"}, "candidates": []}),
+        encoding="utf-8",
     )
     with pytest.warns(TuningCacheWarning, match="unreadable"):
         assert cache.load(key) is None
@@ -367,3 +373,108 @@ def test_tune_model_needs_quantized_layers_and_valid_sizes() -> None:
         tuned_ms(0, 4)
     assert tuned_ms(4, 1) == {4: "prefill+decode"}
     assert tuned_ms(2, 8) == {2: "decode", 16: "prefill"}
+
+
+def test_tuner_times_with_the_runtime_dtype_after_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _model().to(torch.bfloat16)
+    dtypes: list[torch.dtype] = []
+    original = kernels_module.bind_kernel
+
+    def spy(layer: QuantizedLinear, choice: KernelChoice, device: torch.device, dtype: torch.dtype) -> object:
+        dtypes.append(dtype)
+        return original(layer, choice, device, dtype)
+
+    monkeypatch.setattr(kernels_module, "bind_kernel", spy)
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    report = tune_model(model, 1, 4, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3)
+    assert report.dtype == "bfloat16" and set(dtypes) == {torch.bfloat16}
+    assert all(json.loads(p.read_text())["key"]["dtype"] == "bfloat16" for p in tmp_path.glob("*.json"))
+    with torch.no_grad():
+        assert model(torch.randn(4, 256, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def _single_layer_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 64))
+    quantize_model(model, group_size=128)  # 2 groups: splitk/1..2 only
+    return model
+
+
+def test_cached_winner_that_cannot_run_is_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _single_layer_model()
+    layer = model[0]
+    candidates = kernels_module.candidate_choices(layer, CPU, torch.float32)
+    key = cache_key(
+        device=CPU, dtype=torch.float32, group_size=128, in_features=256, out_features=64, m=1, candidates=candidates
+    )
+    bad = KernelChoice("splitk", 32)
+    timings = [_timing(c, [100]).to_dict() for c in [*candidates, bad] if c != SPLITK2]
+    TuningCache(tmp_path).store(key, {"winner": bad.to_dict(), "tie_break": False, "candidates": timings})
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    with pytest.warns(TuningCacheWarning, match="invalid"):
+        report = tune_model(model, 1, 1, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3)
+    assert not report.entries[0].from_cache and layer.dispatch[1] in candidates
+    with torch.no_grad():
+        layer(torch.randn(1, 256))
+    # Right labels but a winner that is not a candidate: also rejected.
+    timings = [_timing(c, [100]).to_dict() for c in candidates]
+    TuningCache(tmp_path).store(key, {"winner": bad.to_dict(), "tie_break": False, "candidates": timings})
+    with pytest.warns(TuningCacheWarning, match="not among the current candidates"):
+        tune_model(model, 1, 1, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3)
+
+
+def test_a_failing_candidate_is_dropped_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _model()
+    original = kernels_module.splitk_matmul
+
+    def broken(layer: QuantizedLinear, x2d: torch.Tensor, split_k: int) -> torch.Tensor:
+        if split_k == 2:
+            raise RuntimeError("boom")
+        return original(layer, x2d, split_k)
+
+    monkeypatch.setattr(kernels_module, "splitk_matmul", broken)
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    with pytest.warns(CandidateRejectedWarning, match="splitk/2"):
+        report = tune_model(model, 2, 16, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3)
+    for entry in report.entries:
+        assert entry.rejected == (("splitk/2", "RuntimeError: boom"),)
+        assert SPLITK2 not in {t.choice for t in entry.candidates} and entry.winner != SPLITK2
+    assert TuningReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    again = tune_model(_model(), 2, 16, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer)
+    assert all(e.from_cache and e.rejected == (("splitk/2", "RuntimeError: boom"),) for e in again.entries)
+
+
+def test_default_is_timed_as_a_baseline_and_the_report_is_strict_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    model = _model()
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    report = tune_model(
+        model, 2, 16, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3, kernels=("splitk",)
+    )
+    for entry in report.entries:
+        if entry.m == 2:  # the default (native) is not a candidate: timed, but it cannot win
+            assert entry.default == NATIVE and entry.timing_of(NATIVE) is not None and entry.winner != NATIVE
+            assert entry.speedup_vs_default == pytest.approx(1_000 / 5_100)
+        assert entry.speedup_vs_default is not None and math.isfinite(entry.speedup_vs_default)
+    text = json.dumps(report.to_dict(), allow_nan=False)
+    assert TuningReport.from_dict(json.loads(text)) == report
+
+
+def test_kernel_revision_is_part_of_the_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_device_warmup: list[float]
+) -> None:
+    timer = KernelScriptedTimer(monkeypatch, _synthetic)
+    tune_model(_single_layer_model(), 1, 1, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer, max_rounds=3)
+    hit = tune_model(_single_layer_model(), 1, 1, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer)
+    assert hit.entries[0].from_cache
+    assert _key()["kernel_revision"] == kernels_module.KERNEL_REVISION
+    monkeypatch.setattr(kernels_module, "KERNEL_REVISION", kernels_module.KERNEL_REVISION + 1)
+    miss = tune_model(_single_layer_model(), 1, 1, cache_dir=tmp_path, budget_s_per_shape=0.001, timer=timer)
+    assert not miss.entries[0].from_cache

@@ -6,7 +6,10 @@ tuner timed ``M = 1`` only, which its GEMV path never split, so it never changed
 
 How it times (the practice of Triton's do_bench, torch.utils.benchmark and pyperf):
 
-* every candidate is called once untimed (first-call costs), then one timed round gives an estimate;
+* every candidate is called once untimed (first-call costs); one that raises there is dropped with a
+  CandidateRejectedWarning and its reason kept in the report. The untuned default is always timed too
+  (as a baseline when it is not a candidate, it cannot win then) so the speedup is always measured;
+* one timed round gives an estimate;
   the remaining budget picks the number of warmup rounds (~10 %) and timed rounds;
 * candidates are interleaved round-robin, the starting candidate rotating each round, so clock drift
   and thermal or frequency changes spread over all candidates instead of biasing the last one;
@@ -20,7 +23,9 @@ How it times (the practice of Triton's do_bench, torch.utils.benchmark and pyper
   ``1.2533 * sigma / sqrt(n)`` with ``sigma = IQR / 1.349``). This is a noise-aware version of "within
   the IQR" that still separates candidates whose medians are well measured.
 
-Winners are cached as JSON, one file per key, keyed by everything that changes the answer.
+Winners are cached as JSON, one file per key, keyed by everything that changes the answer (the kernel
+code's :data:`tokbench.quant.kernels.KERNEL_REVISION` included); an entry whose winner cannot run the
+layer now, or whose candidates differ, is ignored with a TuningCacheWarning.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from torch import nn
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.devices import device_name, synchronize
 from tokbench.errors import TokbenchError
+from tokbench.quant import kernels as quant_kernels
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
     TUNABLE_KERNELS,
@@ -52,13 +58,14 @@ from tokbench.quant.kernels import (
     prepare_choice,
     run_kernel,
     simplicity_rank,
+    unavailable_reason,
 )
 from tokbench.stats import percentile
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-CACHE_SCHEMA_VERSION = 1
+CACHE_SCHEMA_VERSION = 2  # 2: baseline and rejected candidates, kernel revision in the key
 CACHE_ENV_VAR = "TOKBENCH_CACHE_DIR"
 HIGH_DISPERSION = 0.1  # IQR / median above this is reported (torch.utils.benchmark uses the same bound)
 TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
@@ -75,6 +82,10 @@ class HighDispersionWarning(UserWarning):
 
 class TuningCacheWarning(UserWarning):
     """A tuning cache entry was unreadable or did not match, and was ignored."""
+
+
+class CandidateRejectedWarning(UserWarning):
+    """A candidate kernel failed its first (untimed) call and was dropped from the tuning run."""
 
 
 # --- timing ------------------------------------------------------------------------------------------
@@ -364,10 +375,13 @@ def cache_key(
     out_features: int,
     m: int,
     candidates: Sequence[KernelChoice],
+    baseline: KernelChoice | None = None,
 ) -> dict[str, Any]:
-    """Everything that changes which kernel wins."""
+    """Everything that changes which kernel wins (``baseline``: the default, timed but not a candidate)."""
     uses_triton = any(c.kernel == "triton" for c in candidates)
     return {
+        # Read at call time (not imported by value) so a bump, or a test's monkeypatch, takes effect.
+        "kernel_revision": quant_kernels.KERNEL_REVISION,
         "device_type": device.type,
         "device_name": device_name(device),
         # CPU kernels scale with the thread count, so a winner at 2 threads says nothing about 16.
@@ -380,6 +394,7 @@ def cache_key(
         "out_features": out_features,
         "m": m,
         "candidates": [c.label for c in candidates],
+        "baseline": baseline.label if baseline is not None else None,
     }
 
 
@@ -398,13 +413,14 @@ class ShapeTuning:
     layers: int  # how many layers of the model have this shape
     candidates: tuple[CandidateTiming, ...]
     winner: KernelChoice
-    default: KernelChoice
-    speedup_vs_default: float  # default's median / winner's median
+    default: KernelChoice  # always timed (as a baseline when it is not a candidate)
+    speedup_vs_default: float | None  # default's median / winner's median; None if the default failed
     from_cache: bool
     tie_break: bool
     high_dispersion: bool
     plan: MeasurePlan | None  # None when the entry came from the cache
     tuning_ns: int
+    rejected: tuple[tuple[str, str], ...] = ()  # (label, reason) of candidates whose first call failed
 
     def timing_of(self, choice: KernelChoice) -> CandidateTiming | None:
         return next((t for t in self.candidates if t.choice == choice), None)
@@ -426,6 +442,7 @@ class ShapeTuning:
             "high_dispersion": self.high_dispersion,
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "tuning_ns": self.tuning_ns,
+            "rejected": [list(item) for item in self.rejected],
         }
 
     @classmethod
@@ -440,12 +457,13 @@ class ShapeTuning:
             candidates=tuple(CandidateTiming.from_dict(t) for t in data["candidates"]),
             winner=KernelChoice.from_dict(data["winner"]),
             default=KernelChoice.from_dict(data["default"]),
-            speedup_vs_default=float(data["speedup_vs_default"]),
+            speedup_vs_default=(None if data.get("speedup_vs_default") is None else float(data["speedup_vs_default"])),
             from_cache=bool(data["from_cache"]),
             tie_break=bool(data["tie_break"]),
             high_dispersion=bool(data["high_dispersion"]),
             plan=MeasurePlan.from_dict(data["plan"]) if data.get("plan") is not None else None,
             tuning_ns=int(data["tuning_ns"]),
+            rejected=tuple((str(label), str(reason)) for label, reason in data.get("rejected", [])),
         )
 
 
@@ -524,13 +542,16 @@ def time_layer(
     min_rounds: int = 5,
     max_rounds: int = 1000,
     seed: int = 0,
-) -> tuple[list[CandidateTiming], MeasurePlan]:
-    """Time ``candidates`` on ``layer`` with a random ``[m, in_features]`` input."""
+) -> tuple[list[CandidateTiming], MeasurePlan | None, list[tuple[KernelChoice, str]]]:
+    """Time ``candidates`` on ``layer`` with a random ``[m, in_features]`` input in the layer's runtime dtype.
+
+    Each candidate is prepared and called once untimed first; one that raises is dropped (with a
+    :class:`CandidateRejectedWarning`) and returned with its reason instead of aborting the run.
+    Returns the timings, the plan (None when every candidate was rejected) and the rejections.
+    """
     device, dtype = layer.qweight.device, layer.compute_dtype
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(m, layer.in_features, generator=generator).to(device=device, dtype=dtype)
-    for choice in candidates:
-        prepare_choice(layer, choice, dtype)
 
     def make_call(choice: KernelChoice) -> Callable[[], object]:
         def call() -> object:
@@ -539,10 +560,33 @@ def time_layer(
 
         return call
 
-    samples, plan = measure_round_robin(
-        [make_call(c) for c in candidates], timer, budget_ns, min_rounds=min_rounds, max_rounds=max_rounds
-    )
-    return [CandidateTiming.from_samples(c, s) for c, s in zip(candidates, samples, strict=True)], plan
+    runnable: list[KernelChoice] = []
+    calls: list[Callable[[], object]] = []
+    rejected: list[tuple[KernelChoice, str]] = []
+    for choice in candidates:
+        call = make_call(choice)
+        try:
+            prepare_choice(layer, choice, dtype)
+            call()
+        # Any error: a kernel can fail in its compiler, driver or op with arbitrary exception types,
+        # and one broken candidate must not cost the whole tuning run.
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            rejected.append((choice, reason))
+            warnings.warn(
+                f"{layer.in_features}x{layer.out_features} M={m}: {choice.label} failed its first call and "
+                f"is not timed ({reason})",
+                CandidateRejectedWarning,
+                stacklevel=2,
+            )
+            continue
+        runnable.append(choice)
+        calls.append(call)
+    if not runnable:
+        return [], None, rejected
+    samples, plan = measure_round_robin(calls, timer, budget_ns, min_rounds=min_rounds, max_rounds=max_rounds)
+    timings = [CandidateTiming.from_samples(c, s) for c, s in zip(runnable, samples, strict=True)]
+    return timings, plan, rejected
 
 
 def _shape_groups(model: nn.Module) -> dict[tuple[int, int, int, torch.dtype], list[QuantizedLinear]]:
@@ -552,6 +596,44 @@ def _shape_groups(model: nn.Module) -> dict[tuple[int, int, int, torch.dtype], l
             key = (module.in_features, module.out_features, module.group_size, module.compute_dtype)
             groups.setdefault(key, []).append(module)
     return groups
+
+
+def _validated_entry(
+    entry: dict[str, Any],
+    path: Path,
+    layer: QuantizedLinear,
+    candidates: Sequence[KernelChoice],
+    timed: Sequence[KernelChoice],
+    dtype: torch.dtype,
+) -> dict[str, Any] | None:
+    """``entry`` if its winner can be applied to ``layer`` now, else None with a TuningCacheWarning.
+
+    The key already pins the shape and candidates; this guards against hand-edited, foreign or stale
+    files whose winner would make the next forward raise.
+    """
+    winner = KernelChoice.from_dict(entry["winner"])
+    seen = [CandidateTiming.from_dict(t).choice.label for t in entry["candidates"]]
+    try:
+        seen += [KernelChoice.from_dict(c).label for c, _ in entry.get("rejected", [])]
+    except (KeyError, TypeError, ValueError):
+        seen = []
+    problem: str | None = None
+    if sorted(seen) != sorted(c.label for c in timed):
+        problem = f"its candidates {sorted(seen)} are not the current ones {sorted(c.label for c in timed)}"
+    elif winner not in candidates:
+        problem = f"its winner {winner.label} is not among the current candidates"
+    elif winner.label not in {CandidateTiming.from_dict(t).choice.label for t in entry["candidates"]}:
+        problem = f"its winner {winner.label} was never timed"
+    else:
+        reason = unavailable_reason(layer, winner, layer.qweight.device, dtype)
+        if reason is not None:
+            problem = f"its winner {winner.label} cannot run this layer: {reason}"
+    if problem is None:
+        return entry
+    warnings.warn(
+        f"tuning cache entry {path} is invalid ({problem}); ignoring it and re-tuning", TuningCacheWarning, stacklevel=3
+    )
+    return None
 
 
 def tune_model(
@@ -603,6 +685,9 @@ def tune_model(
         for m, phase in ms.items():
             entry_start = clock()
             default = default_choice(representative, m, device, dtype)
+            # The default is always timed so the speedup is measured, but only requested kernels can win.
+            baseline = None if default in candidates else default
+            timed = [*candidates, baseline] if baseline is not None else list(candidates)
             key = cache_key(
                 device=device,
                 dtype=dtype,
@@ -611,29 +696,37 @@ def tune_model(
                 out_features=out_features,
                 m=m,
                 candidates=candidates,
+                baseline=baseline,
             )
             cached = cache.load(key) if cache is not None else None
+            if cached is not None:
+                cached = _validated_entry(cached, cache.path_for(key), representative, candidates, timed, dtype)
             plan: MeasurePlan | None = None
             if cached is not None:
                 timings = [CandidateTiming.from_dict(t) for t in cached["candidates"]]
                 winner = KernelChoice.from_dict(cached["winner"])
                 tie_break = bool(cached.get("tie_break", False))
+                rejected = [(KernelChoice.from_dict(c), str(r)) for c, r in cached.get("rejected", [])]
                 from_cache = True
                 high_dispersion = any(t.dispersion > HIGH_DISPERSION for t in timings)
             else:
                 if not warmed:
                     warmup_ns = device_warmup(device, warmup_s, clock=clock).elapsed_ns
                     warmed = True
-                timings, plan = time_layer(
+                timings, plan, rejected = time_layer(
                     representative,
                     m,
-                    candidates,
+                    timed,
                     timer=timer,
                     budget_ns=budget_ns,
                     min_rounds=min_rounds,
                     max_rounds=max_rounds,
                 )
-                winner, tie_break = pick_winner(timings)
+                contenders = [t for t in timings if t.choice in candidates]
+                if not contenders:
+                    reasons = "; ".join(f"{c.label}: {r}" for c, r in rejected) or "nothing was timed"
+                    raise TuningError(f"every candidate failed for a {in_features}x{out_features} layer ({reasons})")
+                winner, tie_break = pick_winner(contenders)
                 from_cache = False
                 high_dispersion = warn_dispersion(timings, f"{in_features}x{out_features} M={m}")
                 if cache is not None:
@@ -643,6 +736,7 @@ def tune_model(
                             "winner": winner.to_dict(),
                             "tie_break": tie_break,
                             "candidates": [t.to_dict() for t in timings],
+                            "rejected": [[c.to_dict(), r] for c, r in rejected],
                         },
                     )
             by_choice = {t.choice: t for t in timings}
@@ -650,10 +744,10 @@ def tune_model(
             speedup = (
                 default_timing.median_ns / winner_timing.median_ns
                 if winner_timing is not None and default_timing is not None and winner_timing.median_ns > 0
-                else float("nan")
+                else None
             )
             for layer in layers:
-                layer.dispatch[m] = winner
+                layer.set_tuned(m, winner)
                 prepare_choice(layer, winner, dtype)
             entries.append(
                 ShapeTuning(
@@ -672,6 +766,7 @@ def tune_model(
                     high_dispersion=high_dispersion,
                     plan=plan,
                     tuning_ns=clock() - entry_start,
+                    rejected=tuple((c.label, r) for c, r in rejected),
                 )
             )
     return TuningReport(

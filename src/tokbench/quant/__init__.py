@@ -29,12 +29,14 @@ from tokbench.quant.kernels import (
     simplicity_rank,
     tolerance,
 )
+from tokbench.quant.runtime import Int4Runtime
 
 __all__ = [
     "KERNELS",
     "SPLIT_K_VALUES",
     "SUPPORTED_GROUP_SIZES",
     "TOLERANCES",
+    "Int4Runtime",
     "KernelChoice",
     "KernelUnavailableError",
     "QuantizationError",

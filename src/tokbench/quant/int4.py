@@ -19,17 +19,23 @@ Format (one layer, ``N = out_features``, ``K = in_features``, ``g = group_size``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
 from tokbench.errors import TokbenchError
+from tokbench.quant.runtime import Int4Runtime
 
 SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
 PACK_FACTOR = 8  # int4 values per int32 word
 _QMAX = 15
+# Bound kernels kept per layer, one per (M, device, dtype) seen; a run uses a handful of M values,
+# the cap only bounds sweeps over many M.
+_MAX_BOUND_KERNELS = 64
 
 
 class QuantizationError(TokbenchError, ValueError):
@@ -140,6 +146,13 @@ class QuantizedLinear(nn.Module):
       uses the tuned ``M`` nearest in log2 (so a decode-sized input gets the decode winner).
     * ``kernel`` / ``split_k``: a fixed choice for every ``M`` when ``kernel != "auto"``.
     * ``"auto"``: the untuned default, :func:`tokbench.quant.kernels.default_choice`.
+
+    A tuned or fixed choice that cannot run the current device and activation dtype falls back to the
+    default. Moving the layer to another device or float dtype (``.to()``) clears ``dispatch`` (its
+    timings were taken elsewhere), sets ``compute_dtype`` to the new float dtype and keeps ``scales``
+    in float32. The kernel resolved for each (M, device, dtype) is bound once and reused by later
+    forwards: decode runs one tiny product per layer, where per-call selection would cost more than
+    the product itself.
     """
 
     def __init__(
@@ -150,9 +163,12 @@ class QuantizedLinear(nn.Module):
         bias: bool = True,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        runtime: Int4Runtime | None = None,
     ) -> None:
         super().__init__()
         check_group_size(group_size)
+        # Shared with the model's other layers when quantize_model made them; a lone layer owns one.
+        self.runtime = runtime if runtime is not None else Int4Runtime()
         self.in_features = in_features
         self.out_features = out_features
         self.group_size = group_size
@@ -172,13 +188,18 @@ class QuantizedLinear(nn.Module):
             self.bias = None
         self.kernel = "auto"
         self.split_k = 1
-        self.dispatch: dict[int, Any] = {}
+        self._dispatch: dict[int, Any] = {}
         # Derived tensors (scales in the compute dtype, the native op's packed copy...), built once per
         # (purpose, device, dtype) and dropped whenever the buffers move or are reloaded.
         self._derived: dict[tuple[Any, ...], Any] = {}
+        # (M, device, dtype) -> the bound kernel forward calls; dropped with the derived tensors and
+        # whenever the selection (dispatch, fixed kernel) changes.
+        self._bound: dict[tuple[int, torch.device, torch.dtype], Callable[[torch.Tensor], torch.Tensor]] = {}
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> QuantizedLinear:
+    def from_linear(
+        cls, linear: nn.Linear, group_size: int = 128, runtime: Int4Runtime | None = None
+    ) -> QuantizedLinear:
         weight = linear.weight
         quantized = quantize_weight(weight, group_size)
         layer = cls(
@@ -188,6 +209,7 @@ class QuantizedLinear(nn.Module):
             bias=linear.bias is not None,
             dtype=weight.dtype,
             device=weight.device,
+            runtime=runtime,
         )
         layer.load_quantized(quantized)
         if linear.bias is not None:
@@ -201,9 +223,31 @@ class QuantizedLinear(nn.Module):
             self.zeros.copy_(quantized.zeros)
         self.invalidate()
 
+    @property
+    def dispatch(self) -> Mapping[int, Any]:
+        """The tuned ``{M: KernelChoice}`` table (read-only view: assign or use :meth:`set_tuned`)."""
+        return MappingProxyType(self._dispatch)
+
+    @dispatch.setter
+    def dispatch(self, table: Mapping[int, Any]) -> None:
+        self._dispatch = dict(table)
+        self._bound.clear()
+
+    def set_tuned(self, m: int, choice: Any) -> None:
+        """Use ``choice`` for inputs of ``m`` rows (the tuner's hand-off)."""
+        self._dispatch[int(m)] = choice
+        self._bound.clear()
+
     def invalidate(self) -> None:
-        """Forget derived tensors (call after editing the buffers by hand)."""
+        """Forget derived tensors and bound kernels (call after editing the buffers by hand)."""
         self._derived.clear()
+        self._bound.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Bound kernels are partials over this layer and its derived tensors: a copy must rebind its own.
+        state = dict(self.__dict__)
+        state["_bound"] = {}
+        return state
 
     def derived(self, key: tuple[Any, ...], build: Any) -> Any:
         """Return the cached ``build()`` result for ``key`` (built at most once while buffers are unchanged)."""
@@ -215,13 +259,28 @@ class QuantizedLinear(nn.Module):
         return self._derived[key]
 
     def _apply(self, fn: Any, recurse: bool = True) -> QuantizedLinear:
+        old_device, old_dtype = self.qweight.device, self.compute_dtype
+        scales = self.scales
+        # What fn does to a float tensor of the compute dtype tells the new activation dtype, if any
+        # (``.to(bf16)``, ``.half()``, ``.to("cuda")`` ... all go through here).
+        probe = fn(torch.empty(0, dtype=old_dtype, device=old_device))
         result = super()._apply(fn, recurse)
-        self._derived.clear()  # derived copies live on the old device / dtype
+        moved = self._buffers["scales"]
+        if moved is not None and moved.dtype != torch.float32:
+            # Scales stay float32 whatever the activation dtype: kernels cast them once into derived
+            # copies, and rounding the stored ones to bf16 would lose precision for good. Cast from the
+            # original, not from ``moved``, so nothing is lost.
+            self._buffers["scales"] = scales.to(device=moved.device, dtype=torch.float32)
+        if isinstance(probe, torch.Tensor) and probe.is_floating_point():
+            self.compute_dtype = probe.dtype
+        if (self.qweight.device, self.compute_dtype) != (old_device, old_dtype):
+            self._dispatch.clear()  # tuned winners were timed on the old device / dtype
+        self.invalidate()  # derived copies live on the old device / dtype
         return result
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._derived.clear()
+        self.invalidate()
 
     def packed_bytes(self) -> int:
         """Bytes of the int4 state itself: packed weights, scales, zeros and bias."""
@@ -249,33 +308,55 @@ class QuantizedLinear(nn.Module):
         self.dispatch = {}
 
     def choice_for(self, m: int, device: torch.device, dtype: torch.dtype) -> Any:
-        from tokbench.quant.kernels import KernelChoice, default_choice
+        """The kernel used for ``m`` rows: tuned, else fixed, else default; the default if it cannot run."""
+        # Imported here, not at module level: kernels imports this module (packing, dequantize).
+        from tokbench.quant.kernels import KernelChoice, default_choice, unavailable_reason
 
-        if self.dispatch:
-            if m in self.dispatch:
-                return self.dispatch[m]
-            nearest = min(self.dispatch, key=lambda tuned: (abs(math.log2(tuned) - math.log2(max(m, 1))), tuned))
-            return self.dispatch[nearest]
-        if self.kernel != "auto":
-            return KernelChoice(self.kernel, self.split_k)
+        stored: Any = None
+        if self._dispatch:
+            if m in self._dispatch:
+                stored = self._dispatch[m]
+            else:
+                log_m = math.log2(max(m, 1))
+                nearest = min(self._dispatch, key=lambda tuned: (abs(math.log2(tuned) - log_m), tuned))
+                stored = self._dispatch[nearest]
+        elif self.kernel != "auto":
+            stored = KernelChoice(self.kernel, self.split_k)
+        if stored is not None and unavailable_reason(self, stored, device, dtype) is None:
+            return stored
         return default_choice(self, m, device, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from tokbench.quant.kernels import run_kernel
+    def bound_kernel(self, m: int, device: torch.device, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The ``x2d -> x2d @ W.T`` function forward uses for this (M, device, dtype), bound on first use."""
+        key = (m, device, dtype)
+        bound = self._bound.get(key)
+        if bound is None:
+            from tokbench.quant.kernels import bind_kernel  # cold path only (import cycle, see choice_for)
 
+            with torch.inference_mode(False), torch.no_grad():
+                bound = bind_kernel(self, self.choice_for(m, device, dtype), device, dtype)
+            if len(self._bound) >= _MAX_BOUND_KERNELS:
+                self._bound.clear()
+            self._bound[key] = bound
+        return bound
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise QuantizationError(f"input has {x.shape[-1]} features but the layer takes {self.in_features}")
         x2d = x.reshape(-1, self.in_features)
-        choice = self.choice_for(x2d.shape[0], x2d.device, x2d.dtype)
-        out = run_kernel(self, x2d, choice)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
+        bound = self._bound.get((x2d.shape[0], x2d.device, x2d.dtype))  # the hot path: one dict lookup
+        if bound is None:
+            bound = self.bound_kernel(x2d.shape[0], x2d.device, x2d.dtype)
+        out = bound(x2d)
+        bias = self.bias  # one nn.Module attribute lookup (they are slow), not two
+        if bias is not None:
+            out.add_(bias)  # in place: out is the kernel's own fresh tensor
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
-            f"bias={self.bias is not None}, kernel={self.kernel}, tuned_m={sorted(self.dispatch)}"
+            f"bias={self.bias is not None}, kernel={self.kernel}, tuned_m={sorted(self._dispatch)}"
         )
 
 
@@ -359,8 +440,9 @@ def quantize_model(model: nn.Module, group_size: int = 128, kernel: str = "auto"
         targets.append((name, module))
     bytes_before = bytes_after = derived = 0
     shapes: list[tuple[int, int]] = []
+    runtime = Int4Runtime()  # one per model: shared scratch and native-op checks
     for name, linear in targets:
-        layer = QuantizedLinear.from_linear(linear, group_size)
+        layer = QuantizedLinear.from_linear(linear, group_size, runtime)
         if kernel != "auto":
             layer.set_choice(kernel, 1)
         prepare_for(layer, layer.qweight.device, layer.compute_dtype)

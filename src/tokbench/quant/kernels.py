@@ -23,8 +23,10 @@ Measured on K = 4096: bf16 0.3-0.6 % at split_k 1, 1.2 % at 32; fp32 ~1e-6.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
     from tokbench.quant.int4 import QuantizedLinear
 
 KERNELS = ("reference", "splitk", "native", "triton")
+# Bump whenever a kernel's code changes in a way that can change its speed: it is part of the tuning
+# cache key, so winners timed against older kernel code are not reused.
+KERNEL_REVISION = 2
 SPLIT_K_VALUES = (1, 2, 4, 8, 16, 32)
 TUNABLE_KERNELS = ("native", "splitk", "triton")  # reference is the oracle, not a candidate
 # Inputs with at most this many rows are "decode-like": the untuned default sends them to the native
@@ -99,6 +104,12 @@ def _triton_problem(device: torch.device, dtype: torch.dtype) -> str | None:
         return "the Triton kernel runs on CUDA devices only"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"the Triton kernel takes float16/bfloat16 activations, not {dtype}"
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 0):
+        # bf16 tl.dot (and the kernel's tiling) needs Ampere or newer.
+        return f"the Triton kernel needs compute capability >= 8.0, this GPU has {capability[0]}.{capability[1]}"
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -118,7 +129,7 @@ def unavailable_reason(
     elif choice.split_k != 1:
         return f"kernel {choice.kernel!r} has no split_k"
     if choice.kernel == "native":
-        status = native_ops.availability(device, dtype)
+        status = layer.runtime.native_availability(device, dtype)
         if not status.available:
             return status.reason
         return native_ops.shape_problem(device.type, layer.in_features_padded, layer.out_features, layer.group_size)
@@ -187,27 +198,7 @@ def reference_matmul(layer: QuantizedLinear, x2d: torch.Tensor) -> torch.Tensor:
 
 # --- split-K (PyTorch) -------------------------------------------------------------------------------
 
-# One growable scratch per (device, dtype), shared by all layers: re-allocating a large block each call
-# costs page faults on CPU (fresh pages are zeroed by the kernel) and allocator churn on GPU. Kernels
-# run one at a time per device stream, so sharing is safe; it is not safe across Python threads.
-_SCRATCH: dict[tuple[str, torch.dtype, int], torch.Tensor] = {}
 _LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def _scratch(device: torch.device, dtype: torch.dtype, numel: int, slot: int) -> torch.Tensor:
-    key = (str(device), dtype, slot)
-    buffer = _SCRATCH.get(key)
-    if buffer is None or buffer.numel() < numel:
-        # A normal (not inference) tensor: written in place both inside and outside inference_mode.
-        with torch.inference_mode(False):
-            buffer = torch.empty(numel, dtype=dtype, device=device)
-        _SCRATCH[key] = buffer
-    return buffer[:numel]
-
-
-def release_scratch() -> None:
-    """Free the split-K scratch buffers (they grow to the largest block dequantized so far)."""
-    _SCRATCH.clear()
 
 
 def _compute_scales(layer: QuantizedLinear, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -223,7 +214,7 @@ def dequantize_groups_into(
 ) -> torch.Tensor:
     """Groups ``[first_group, last_group)`` of the weight as ``[N, groups * group_size]`` in ``dtype``.
 
-    With ``reuse`` the result is a view of the shared scratch buffer, valid until the next call;
+    With ``reuse`` the result is a view of the runtime's scratch buffer, valid until the next call;
     without, a fresh tensor (needed when autograd saves it for the backward pass).
     """
     device = layer.qweight.device
@@ -234,7 +225,7 @@ def dequantize_groups_into(
         # module doc: two contiguous uint8 ops unpack a whole block (a quarter of int32's traffic).
         half = layer.group_size // 2
         as_bytes = layer.qweight.view(torch.uint8).view(n, layer.num_groups, half)[:, first_group:last_group]
-        nibbles = _scratch(device, torch.uint8, numel, 0).view(n, groups, 2, half)
+        nibbles = layer.runtime.scratch(device, torch.uint8, numel, 0).view(n, groups, 2, half)
         torch.bitwise_and(as_bytes, 15, out=nibbles[:, :, 0, :])
         torch.bitwise_right_shift(as_bytes, 4, out=nibbles[:, :, 1, :])
         ints = nibbles.view(torch.int8).view(n, groups, layer.group_size)
@@ -244,9 +235,8 @@ def dequantize_groups_into(
         ints = ints.to(torch.int8)
     # q - z in int8 is exact (-15..15), so the only rounding left is that of (q - z) * s.
     ints.sub_(_zeros_int8(layer, device)[:, first_group:last_group, None])
-    weight = (_scratch(device, dtype, numel, 1) if reuse else torch.empty(numel, dtype=dtype, device=device)).view(
-        n, groups, layer.group_size
-    )
+    buffer = layer.runtime.scratch(device, dtype, numel, 1) if reuse else torch.empty(numel, dtype=dtype, device=device)
+    weight = buffer.view(n, groups, layer.group_size)
     weight.copy_(ints)
     weight.mul_(_compute_scales(layer, device, dtype)[:, first_group:last_group, None])
     return weight.view(n, groups * layer.group_size)
@@ -290,33 +280,57 @@ def native_matmul(layer: QuantizedLinear, x2d: torch.Tensor) -> torch.Tensor:
 
 # --- dispatch ----------------------------------------------------------------------------------------
 
+MatmulFn = Callable[[torch.Tensor], torch.Tensor]
 
-def run_kernel(layer: QuantizedLinear, x2d: torch.Tensor, choice: KernelChoice) -> torch.Tensor:
-    """``x2d [M, in] @ W.T`` with ``choice`` (no bias). Raises KernelUnavailableError for invalid choices."""
+
+def bind_kernel(layer: QuantizedLinear, choice: KernelChoice, device: torch.device, dtype: torch.dtype) -> MatmulFn:
+    """``x2d -> x2d @ W.T`` for ``choice`` with everything resolvable ahead of time resolved now.
+
+    Checks validity and builds derived tensors once, so a forward pass only calls the returned function
+    (QuantizedLinear keeps one per (M, device, dtype)). Raises KernelUnavailableError for invalid choices.
+    """
     if choice.kernel == "splitk":
         if not 1 <= choice.split_k <= layer.num_groups:
             raise KernelUnavailableError(f"split_k={choice.split_k} needs 1..{layer.num_groups} for this layer")
-        return splitk_matmul(layer, x2d, choice.split_k)
+        return functools.partial(splitk_matmul, layer, split_k=choice.split_k)
     if choice.kernel == "native":
         try:
-            return native_matmul(layer, x2d)
+            weight = _native_weight(layer, dtype)
         except native_ops.NativeInt4Error as error:
             raise KernelUnavailableError(f"native cannot run this layer: {error}") from error
+        return functools.partial(native_ops.native_matmul, weight=weight)
     if choice.kernel == "reference":
-        return reference_matmul(layer, x2d)
+        return functools.partial(reference_matmul, layer)
     if choice.kernel == "triton":
-        reason = unavailable_reason(layer, choice, x2d.device, x2d.dtype)
+        reason = unavailable_reason(layer, choice, device, dtype)
         if reason is not None:
             raise KernelUnavailableError(f"{choice.label} cannot run this layer: {reason}")
         from tokbench.quant import triton_kernels  # imported only when triton and CUDA are present
 
-        return triton_kernels.int4_splitk_matmul(
-            x2d,
-            layer.qweight,
-            _compute_scales(layer, x2d.device, torch.float32),
-            layer.zeros,
-            group_size=layer.group_size,
-            in_features=layer.in_features,
-            split_k=choice.split_k,
+        return functools.partial(
+            _triton_call,
+            triton_kernels.int4_splitk_matmul,
+            layer,
+            _compute_scales(layer, device, torch.float32),
+            choice.split_k,
         )
     raise KernelUnavailableError(f"unknown kernel {choice.kernel!r} (known: {', '.join(KERNELS)})")
+
+
+def _triton_call(
+    kernel: Callable[..., torch.Tensor], layer: QuantizedLinear, scales: torch.Tensor, split_k: int, x2d: torch.Tensor
+) -> torch.Tensor:
+    return kernel(
+        x2d,
+        layer.qweight,
+        scales,
+        layer.zeros,
+        group_size=layer.group_size,
+        in_features=layer.in_features,
+        split_k=split_k,
+    )
+
+
+def run_kernel(layer: QuantizedLinear, x2d: torch.Tensor, choice: KernelChoice) -> torch.Tensor:
+    """``x2d [M, in] @ W.T`` with ``choice`` (no bias). Raises KernelUnavailableError for invalid choices."""
+    return bind_kernel(layer, choice, x2d.device, x2d.dtype)(x2d)

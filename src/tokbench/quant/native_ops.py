@@ -71,6 +71,9 @@ class NativeWeight:
     group_size: int
     in_features_padded: int
     out_features: int
+    # The device's matmul op, looked up once at prepare time (an attribute lookup on torch.ops costs
+    # about a microsecond, a lot next to a decode-sized product). None: looked up per call.
+    matmul_op: Any = None
 
     @property
     def nbytes(self) -> int:
@@ -150,7 +153,7 @@ def prepare_native_weight(
     if problem is not None:
         raise NativeInt4Error(problem)
     assert ops is not None
-    convert, _ = ops
+    convert, matmul = ops
     scales32 = scales.to(torch.float32)
     # W = (q - z) * s  ==  (q - 8) * s + (8 - z) * s: the op's float "zero" is (8 - z) * s.
     zero_offset = (8.0 - zeros.to(torch.float32)) * scales32
@@ -162,15 +165,17 @@ def prepare_native_weight(
         q_u8 = q.to(torch.uint8)
         two_per_byte = ((q_u8[:, ::2] << 4) | q_u8[:, 1::2]).contiguous()
         packed = convert(two_per_byte, _CUDA_INNER_K_TILES)
-    return NativeWeight(packed, scales_and_zeros, group_size, in_features_padded, out_features)
+    return NativeWeight(packed, scales_and_zeros, group_size, in_features_padded, out_features, matmul)
 
 
 def native_matmul(x2d: torch.Tensor, weight: NativeWeight) -> torch.Tensor:
     """``x2d [M, K] @ W.T`` with the prepared native weight; pads K with zeros when the layer was padded."""
-    ops = _ops_for(x2d.device.type)
-    if ops is None:
-        raise NativeInt4Error(f"no native int4 op for device type {x2d.device.type!r}")
-    _, matmul = ops
+    matmul = weight.matmul_op
+    if matmul is None:
+        ops = _ops_for(x2d.device.type)
+        if ops is None:
+            raise NativeInt4Error(f"no native int4 op for device type {x2d.device.type!r}")
+        _, matmul = ops
     if x2d.shape[1] != weight.in_features_padded:
         # Padded weight columns are zero-valued inputs' partners; zeros keep the product exact.
         x2d = torch.nn.functional.pad(x2d, (0, weight.in_features_padded - x2d.shape[1]))
@@ -217,15 +222,3 @@ def smoke_test(device: torch.device | str, dtype: torch.dtype | None = None) -> 
             device_type, True, "ok (untested torch major, but the smoke test passed)", torch.__version__
         )
     return NativeAvailability(device_type, True, "ok", torch.__version__)
-
-
-_SMOKE_CACHE: dict[tuple[str, torch.dtype], NativeAvailability] = {}
-
-
-def availability(device: torch.device | str, dtype: torch.dtype) -> NativeAvailability:
-    """:func:`smoke_test`, memoized per device type and dtype for the life of the process."""
-    device = torch.device(device)
-    key = (str(device), dtype)
-    if key not in _SMOKE_CACHE:
-        _SMOKE_CACHE[key] = smoke_test(device, dtype)
-    return _SMOKE_CACHE[key]
