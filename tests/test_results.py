@@ -96,3 +96,14 @@ def test_unreadable_files_give_clear_errors(tmp_path: Path) -> None:
 def test_status_must_be_known() -> None:
     with pytest.raises(ValueError, match="status"):
         BenchmarkResult(config=BenchmarkConfig(), status="great")
+
+
+def test_an_interrupted_write_keeps_the_old_file_whole(tmp_path: Path) -> None:
+    from tokbench.fileio import atomic_write_text
+
+    path = tmp_path / "r.json"
+    atomic_write_text(path, '{"old": true}')
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(path, '{"new": "' + "x" * 100_000 + '\ud800"}')  # fails while writing
+    assert path.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

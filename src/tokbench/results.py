@@ -7,14 +7,13 @@ derived later without re-running anything.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
+from tokbench.fileio import atomic_write_text
 from tokbench.metrics import METRIC_UNITS, metric_samples
 from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
 from tokbench.stats import Summary, summarize
@@ -203,20 +202,7 @@ def recompute_summary(result: BenchmarkResult) -> dict[str, Summary]:
 
 def save_result(result: BenchmarkResult, path: str | Path) -> Path:
     """Write ``result`` as JSON atomically: a crash mid-write never leaves a truncated file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result.to_dict(), indent=1, allow_nan=False)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(path, json.dumps(result.to_dict(), indent=1, allow_nan=False))
 
 
 def load_result(path: str | Path) -> BenchmarkResult:

@@ -30,12 +30,10 @@ layer now, or whose candidates differ, is ignored with a TuningCacheWarning.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from torch import nn
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.devices import device_name, synchronize
 from tokbench.errors import TokbenchError
+from tokbench.fileio import atomic_write_text
 from tokbench.quant import kernels as quant_kernels
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
@@ -336,18 +335,7 @@ class TuningCache:
         path = self.path_for(key)
         entry = {"schema": CACHE_SCHEMA_VERSION, "key": key, **payload}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
-            try:
-                with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                    json.dump(entry, stream, indent=1, sort_keys=True)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.replace(temp_name, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp_name)
-                raise
+            atomic_write_text(path, json.dumps(entry, indent=1, sort_keys=True))
         except OSError as error:
             warnings.warn(
                 f"could not write the tuning cache in {self.directory} ({error}); winners are not kept",
