@@ -36,6 +36,18 @@ def prompt() -> str:
     return PROMPT_FILE.read_text(encoding="utf-8")
 
 
+def run_training_check(*extra_args: str) -> subprocess.CompletedProcess[str]:
+    """The training script's ``--check`` as a real subprocess, the way CI or a person runs it."""
+    return subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--check", *extra_args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+
+
 def test_loads_fast_tokenizer_offline(tokenizer: Any) -> None:
     assert tokenizer.is_fast
     # Large enough that benchmark prompts of any realistic length are not truncated or warned about.
@@ -92,14 +104,7 @@ def test_prompt_is_long_enough(tokenizer: Any, prompt: str) -> None:
 
 def test_training_script_check_passes() -> None:
     # Guards against hand-edited assets or a corpus change without regeneration.
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), "--check"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    proc = run_training_check()
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -108,13 +113,6 @@ def test_training_script_check_detects_drift(tmp_path: Path) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (tmp_path / name).write_bytes((TOKENIZER_DIR / name).read_bytes())
     (tmp_path / "tokenizer_config.json").write_text("{}\n", encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN_SCRIPT), "--check", "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    proc = run_training_check("--out", str(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "tokenizer_config.json" in proc.stderr
