@@ -25,6 +25,15 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Fields that do not change what is measured, so they stay out of config_hash.
 _UNHASHED_FIELDS = frozenset({"name", "profile_tokens"})
 _HASH_VERSION = "tokbench-config-v1"
+# The fields of the first schema. A field added later enters the hash only when it differs from its
+# default, so every config that could be written before keeps its hash (stored runs, --resume).
+_V1_FIELDS = frozenset(
+    {
+        "model", "batch_size", "sequence_length", "new_tokens", "dtype", "attn_implementation",
+        "compile_mode", "static_cache", "kernels", "device", "warmup_iterations",
+        "measurement_iterations", "monitor", "profile_tokens", "seed", "trust_remote_code", "name",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,12 @@ class BenchmarkConfig:
     @property
     def config_hash(self) -> str:
         """Stable id of the measurement: same fields, same hash, across runs and library versions."""
-        payload = {key: value for key, value in self.to_dict().items() if key not in _UNHASHED_FIELDS}
+        defaults = {f.name: f.default for f in fields(self)}
+        payload = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in _UNHASHED_FIELDS and (key in _V1_FIELDS or value != defaults[key])
+        }
         canonical = json.dumps([_HASH_VERSION, payload], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
