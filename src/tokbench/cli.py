@@ -8,7 +8,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, DTYPES, BenchmarkConfig, load_config_file
+from tokbench.config import (
+    ATTN_IMPLEMENTATIONS,
+    COMPILE_MODES,
+    DTYPES,
+    QUANT_GROUP_SIZES,
+    QUANT_KERNELS,
+    QUANTIZATIONS,
+    BenchmarkConfig,
+    load_config_file,
+)
 from tokbench.errors import ConfigError, TokbenchError
 
 EXIT_OK = 0
@@ -37,6 +46,11 @@ _CONFIG_FLAGS = (
     "seed",
     "trust_remote_code",
     "name",
+    "quantization",
+    "group_size",
+    "quant_kernel",
+    "tune",
+    "tune_budget_s",
 )
 
 
@@ -72,6 +86,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="profile this many tokens after measuring (accepted; not implemented yet, the result notes that)",
     )
+    _add_quantization_arguments(parser)
     add("--seed", type=int, help="seed of the preset's random weights (inputs are fixed text) (default: 0)")
     add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
     add("--name", help="a name for this run (default: derived from the config)")
@@ -81,6 +96,36 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="where to write the result JSON (default: tokbench-results/NAME-TIME.json)",
     )
     add("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_quantization_arguments(parser: argparse.ArgumentParser, tune_flag: bool = True) -> None:
+    add = parser.add_argument
+    if tune_flag:
+        add("--quantization", choices=QUANTIZATIONS, help="weight-only quantization of every linear but the LM head")
+    add("--group-size", type=int, choices=QUANT_GROUP_SIZES, help="int4 quantization group size (default: 128)")
+    if tune_flag:
+        add(
+            "--quant-kernel",
+            choices=QUANT_KERNELS,
+            help="int4 kernel for every layer (default: auto, chosen per input row count)",
+        )
+        add("--tune", action="store_true", default=None, help="tune the int4 kernels per layer shape (cached)")
+    add("--tune-budget-s", type=float, help="tuning time budget per layer shape, seconds (default: 2)")
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
+    add("--model", help="preset, local folder, or Hub id (default: tiny-llama)")
+    add("--batch-size", type=int, help="batch size to tune for: decode M = batch (default: 1)")
+    add("--sequence-length", type=int, help="prompt length to tune for: prefill M = batch × length (default: 128)")
+    add("--dtype", choices=DTYPES, help="activation dtype (default: bfloat16)")
+    add("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add("--seed", type=int, help="seed of the preset's random weights (default: 0)")
+    add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
+    _add_quantization_arguments(parser, tune_flag=False)
+    add("--no-cache", action="store_true", help="time every candidate again; neither read nor write the cache")
+    add("--output", metavar="FILE.json", help="also write the tuning report as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_run_arguments(run_parser)
+    tune_parser = commands.add_parser(
+        "tune",
+        help="tune the int4 kernels of a model's quantized layers and print a table per shape",
+        description=(
+            "Quantize the model to int4, then for every unique layer shape and the row counts the model "
+            "will run (prefill M = batch × sequence length, decode M = batch) time each kernel candidate "
+            "round-robin and keep the fastest (ties within noise go to the simpler kernel). Winners are "
+            "cached on disk ($TOKBENCH_CACHE_DIR/tuning, else ~/.cache/tokbench/tuning): a second run "
+            "reuses them."
+        ),
+    )
+    _add_tune_arguments(tune_parser)
     return parser
 
 
@@ -113,6 +170,38 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         if value is not None:
             fields[name] = value
     return BenchmarkConfig.from_dict(fields)
+
+
+def command_tune(args: argparse.Namespace) -> int:
+    import json
+
+    from tokbench.fileio import atomic_write_text
+    from tokbench.loading import benchmark_mode, load
+    from tokbench.report import make_console
+    from tokbench.tuning import render_tuning_table, tune_model
+
+    args.quantization = "int4"
+    try:
+        # Tuned below (with --no-cache honoured), not by the loader; every kernel stays a candidate.
+        config = config_from_args(args).replace(tune=False, quant_kernel="auto")
+    except ConfigError as error:
+        print(f"tokbench: invalid config: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    loaded = load(config)  # quantized, untuned: tuning happens below, with the cache flag applied
+    with benchmark_mode(loaded.model):
+        report = tune_model(
+            loaded.model,
+            config.batch_size,
+            config.sequence_length,
+            device=loaded.device,
+            budget_s_per_shape=config.tune_budget_s,
+            use_cache=not args.no_cache,
+        )
+    make_console().print(render_tuning_table(report))
+    if args.output:
+        atomic_write_text(args.output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
+        print(f"tuning report written to {args.output}")
+    return EXIT_OK
 
 
 def default_output_path(name: str) -> Path:
@@ -150,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "tune":
+            return command_tune(args)
     except TokbenchError as error:
         print(f"tokbench: {error}", file=sys.stderr)
         return EXIT_FAILED

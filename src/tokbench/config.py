@@ -21,9 +21,13 @@ from tokbench.errors import ConfigError, UnavailableFeatureError
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+QUANTIZATIONS = ("int4",)
+# Mirrors tokbench.quant (kept here so validating a config never imports torch).
+QUANT_GROUP_SIZES = (32, 64, 128, 256)
+QUANT_KERNELS = ("auto", "reference", "splitk", "native", "triton")
 
 # Fields that do not change what is measured, so they stay out of config_hash.
-_UNHASHED_FIELDS = frozenset({"name", "profile_tokens"})
+_UNHASHED_FIELDS = frozenset({"name", "profile_tokens", "tune_budget_s"})
 _HASH_VERSION = "tokbench-config-v1"
 # The fields of the first schema. A field added later enters the hash only when it differs from its
 # default, so every config that could be written before keeps its hash (stored runs, --resume).
@@ -58,6 +62,14 @@ class BenchmarkConfig:
     seed: int = 0
     trust_remote_code: bool = False
     name: str = field(default="")
+    # Weight-only quantization of every linear layer but the LM head, applied and timed at load.
+    quantization: str | None = None
+    group_size: int = 128
+    # "auto": each layer picks a kernel per input row count; a kernel name pins every layer to it.
+    quant_kernel: str = "auto"
+    # Time the kernel candidates per layer shape and M (or reuse cached winners) while loading.
+    tune: bool = False
+    tune_budget_s: float = 2.0  # timing budget per layer shape; how hard to search, not what is measured
 
     def __post_init__(self) -> None:
         _check_int(self.batch_size, "batch_size", minimum=1, fix="use a batch size of at least 1")
@@ -79,14 +91,35 @@ class BenchmarkConfig:
         if self.compile_mode is not None:
             _check_choice(self.compile_mode, "compile_mode", COMPILE_MODES)
             object.__setattr__(self, "static_cache", True)
-        for flag in ("static_cache", "kernels", "monitor", "trust_remote_code"):
+        for flag in ("static_cache", "kernels", "monitor", "trust_remote_code", "tune"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, f"expected true or false, got {getattr(self, flag)!r}", "use a boolean")
+        self._check_quantization()
         parse_device(self.device)
         if not isinstance(self.name, str):
             raise ConfigError("name", f"expected a string, got {self.name!r}", "quote the name")
         if not self.name:
             object.__setattr__(self, "name", self.derived_name())
+
+    def _check_quantization(self) -> None:
+        if self.quantization is not None:
+            _check_choice(self.quantization, "quantization", QUANTIZATIONS)
+        _check_int(self.group_size, "group_size", minimum=1, fix=f"use one of {QUANT_GROUP_SIZES}")
+        _check_choice(self.group_size, "group_size", QUANT_GROUP_SIZES)
+        _check_choice(self.quant_kernel, "quant_kernel", QUANT_KERNELS)
+        if self.quantization is None:
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in ("group_size", "quant_kernel", "tune", "tune_budget_s"):
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(name, "applies only to a quantized model", "add quantization: int4, or drop it")
+        if isinstance(self.tune_budget_s, bool) or not isinstance(self.tune_budget_s, (int, float)):
+            raise ConfigError("tune_budget_s", f"expected seconds, got {self.tune_budget_s!r}", "use a number")
+        if not 0 < self.tune_budget_s <= 600:
+            raise ConfigError("tune_budget_s", f"must be in (0, 600] s, got {self.tune_budget_s}", "use e.g. 2")
+        if self.tune is True and self.quant_kernel != "auto":
+            raise ConfigError(
+                "tune", f"tuning picks the kernel, but quant_kernel pins it to {self.quant_kernel!r}", "drop one"
+            )
 
     def derived_name(self) -> str:
         """A readable name from the fields a person scans for first."""
@@ -104,6 +137,12 @@ class BenchmarkConfig:
             parts.append("static")
         if self.kernels:
             parts.append("kernels")
+        if self.quantization:
+            parts.append(f"{self.quantization}-g{self.group_size}")
+            if self.quant_kernel != "auto":
+                parts.append(self.quant_kernel)
+            if self.tune:
+                parts.append("tuned")
         return "-".join(parts)
 
     @property
@@ -166,9 +205,9 @@ def _check_int(value: object, field_name: str, minimum: int, fix: str) -> None:
         raise ConfigError(field_name, f"must be >= {minimum}, got {value}", fix)
 
 
-def _check_choice(value: object, field_name: str, choices: tuple[str, ...]) -> None:
+def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -> None:
     if value not in choices:
-        raise ConfigError(field_name, f"unknown value {value!r}", f"use one of: {', '.join(choices)}")
+        raise ConfigError(field_name, f"unknown value {value!r}", f"use one of: {', '.join(str(c) for c in choices)}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -230,6 +269,10 @@ def check_runnable(config: BenchmarkConfig) -> None:
                 f"flash_attention_2 runs only on CUDA GPUs, not on {device.type}",
                 "use sdpa or eager on this device",
             )
+    if config.quant_kernel == "triton" and (device.type != "cuda" or importlib.util.find_spec("triton") is None):
+        raise UnavailableFeatureError(
+            "quant_kernel", "the triton int4 kernel needs a CUDA GPU and the triton package", "use quant_kernel auto"
+        )
     if config.kernels and importlib.util.find_spec("kernels") is None:
         raise UnavailableFeatureError(
             "kernels",

@@ -7,6 +7,7 @@ nothing is silently swapped for something that happens to work.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,6 +167,8 @@ class LoadedModel:
     timings: LoadTimings
     source: ModelSource
     effective_settings: dict[str, Any] = field(default_factory=dict)
+    # QuantizationReport.to_dict() under "report" and TuningReport.to_dict() under "tuning"; empty if unquantized.
+    quantization: dict[str, Any] = field(default_factory=dict)
 
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -291,6 +294,8 @@ def load(
     else:
         _check_provided_model(model, config, device)
 
+    quantize = source.kind != "provided"
+    quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)
     inputs = build_inputs(tokenizer, config.batch_size, config.sequence_length, device)
     generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
     effective = effective_settings(model, config, device, generation_config)
@@ -298,9 +303,47 @@ def load(
         tokenizer_ns=tokenizer_ns,
         weights_ns=weights_ns,
         to_device_ns=to_device_ns,
+        quantize_ns=quantize_ns,
+        tune_ns=tune_ns,
         tokenizer_cached=tokenizer_cached,
     )
-    return LoadedModel(model, tokenizer, inputs, generation_config, device, timings, source, effective)
+    return LoadedModel(model, tokenizer, inputs, generation_config, device, timings, source, effective, quantization)
+
+
+def _quantize_and_tune(
+    model: Any, config: BenchmarkConfig, device: torch.device, *, quantize: bool, clock: Clock
+) -> tuple[int | None, int | None, dict[str, Any]]:
+    """The quantize and tune load phases, each timed on its own; a passed-in model is never re-quantized."""
+    if config.quantization is None:
+        return None, None, {}
+    from tokbench.quant import quantize_model
+    from tokbench.tuning import tune_model
+
+    quantize_ns = tune_ns = None
+    record: dict[str, Any] = {}
+    if quantize:
+        start_ns = clock()
+        record["report"] = quantize_model(model, config.group_size, config.quant_kernel).to_dict()
+        synchronize(device)
+        quantize_ns = clock() - start_ns
+    if config.tune:
+        # The tuner's warnings (noisy timings, rejected candidates, bad cache entries) belong to the
+        # result, not to stderr in the middle of a progress bar.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start_ns = clock()
+            tuning = tune_model(
+                model,
+                config.batch_size,
+                config.sequence_length,
+                device=device,
+                budget_s_per_shape=config.tune_budget_s,
+                clock=clock,
+            )
+            tune_ns = clock() - start_ns
+        record["tuning"] = tuning.to_dict()
+        record["tuning_warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return quantize_ns, tune_ns, record
 
 
 def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.device) -> None:
@@ -317,6 +360,16 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
             "device",
             f"the model passed in is on {parameter.device}, the config resolves to {device}",
             "move the model or set device in the config",
+        )
+    from tokbench.quant import QuantizedLinear
+
+    quantized = any(isinstance(module, QuantizedLinear) for module in model.modules())
+    if quantized != (config.quantization is not None):
+        raise ModelMismatchError(
+            "quantization",
+            f"the model passed in is {'' if quantized else 'not '}int4-quantized, the config says "
+            f"{config.quantization or 'no quantization'}",
+            "pass a model quantized with tokbench.quant.quantize_model, or set quantization to match",
         )
     actual_attention = compat.attention_implementation(model)
     if actual_attention not in ("unknown", config.attn_implementation):
@@ -344,6 +397,8 @@ def effective_settings(
         "parameters": sum(p.numel() for p in model.parameters()),
         "generation_config": json.loads(generation_config.to_json_string(use_diff=True)),
     }
+    if config.quantization is not None:
+        settings["quantization"] = _quantization_settings(model, config, device)
     if settings["attn_implementation"] not in ("unknown", config.attn_implementation):
         raise UnavailableFeatureError(
             "attn_implementation",
@@ -351,3 +406,26 @@ def effective_settings(
             "pick an attention implementation this model supports",
         )
     return settings
+
+
+def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> dict[str, Any]:
+    """What the quantized layers will really run: per layer shape, the kernel for prefill M and decode M."""
+    from tokbench.quant import QuantizedLinear
+
+    layers = [module for module in model.modules() if isinstance(module, QuantizedLinear)]
+    row_counts = {"decode": config.batch_size, "prefill": config.batch_size * config.sequence_length}
+    kernels: dict[str, dict[str, str]] = {}
+    for layer in layers:
+        label = f"{layer.in_features}x{layer.out_features}"
+        if label not in kernels:
+            kernels[label] = {
+                f"{phase} M={m}": layer.choice_for(m, device, layer.compute_dtype).label
+                for phase, m in row_counts.items()
+            }
+    return {
+        "method": config.quantization,
+        "group_size": layers[0].group_size if layers else None,
+        "layers": len(layers),
+        "tuned": any(layer.dispatch for layer in layers),
+        "kernels": kernels,
+    }

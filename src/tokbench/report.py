@@ -66,9 +66,36 @@ def header_lines(result: BenchmarkResult) -> list[str]:
         f"load: tokenizer {_ms(load.tokenizer_ns)}{' (cached)' if load.tokenizer_cached else ''}, "
         f"weights {_ms(load.weights_ns)}, to device {_ms(load.to_device_ns)}"
     )
+    lines.extend(_quantization_lines(result))
     if result.reason:
         lines.append(f"reason: {result.reason}")
     lines.extend(f"note: {note}" for note in result.notes)
+    return lines
+
+
+def _quantization_lines(result: BenchmarkResult) -> list[str]:
+    config = result.config
+    if config.quantization is None:
+        return []
+    load = result.phases.load
+    text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
+    tuning = result.quantization.get("tuning")
+    if tuning is not None:
+        hits, total = sum(1 for e in tuning["entries"] if e["from_cache"]), len(tuning["entries"])
+        text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache)"
+        noisy = len(result.quantization.get("tuning_warnings", ()))
+        if noisy:
+            text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
+    lines = [text]
+    kernels = result.effective_settings.get("quantization", {}).get("kernels", {})
+    if kernels:
+        lines.append(
+            "int4 kernels: "
+            + "; ".join(
+                f"{shape} " + ", ".join(f"{phase} {label}" for phase, label in chosen.items())
+                for shape, chosen in kernels.items()
+            )
+        )
     return lines
 
 

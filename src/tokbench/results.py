@@ -120,6 +120,8 @@ class BenchmarkResult:
     model_source: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
+    # Int4 quantization: {"report": QuantizationReport dict, "tuning": TuningReport dict}; empty if off.
+    quantization: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -151,6 +153,7 @@ class BenchmarkResult:
             "model_source": dict(self.model_source),
             "environment": self.environment,
             "effective_settings": self.effective_settings,
+            "quantization": self.quantization,
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
@@ -178,6 +181,7 @@ class BenchmarkResult:
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
+                quantization=data.get("quantization", {}),
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

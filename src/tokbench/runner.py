@@ -21,6 +21,7 @@ from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.records import GenerationTrace
 from tokbench.results import (
     STATUS_FAILED,
@@ -122,7 +123,7 @@ def run(
         if config.compile_mode is not None:
             compat.reset_compiler()  # a cold compile every time, not graphs left by an earlier config
         loaded = load(config, tokenizers, model, tokenizer, clock)
-    except UnavailableFeatureError as error:
+    except (UnavailableFeatureError, KernelUnavailableError) as error:
         return finished(STATUS_SKIPPED, str(error))
     except ModelMismatchError as error:
         return finished(STATUS_FAILED, f"the model passed in does not match the config: {error}")
@@ -149,6 +150,7 @@ def _measure(
     common: dict[str, Any] = {
         "effective_settings": loaded.effective_settings,
         "model_source": loaded.source.to_dict(),
+        "quantization": loaded.quantization,
     }
     try:
         warmup_report = device_warmup(loaded.device, budget_s=device_warmup_s, clock=clock)
