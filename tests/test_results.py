@@ -17,6 +17,7 @@ from tokbench.results import (
     CompileRecord,
     Phases,
     load_result,
+    recompute_summary,
     save_result,
     summarize_traces,
 )
@@ -107,3 +108,16 @@ def test_an_interrupted_write_keeps_the_old_file_whole(tmp_path: Path) -> None:
         atomic_write_text(path, '{"new": "' + "x" * 100_000 + '\ud800"}')  # fails while writing
     assert path.read_text() == '{"old": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_result_written_by_schema_1_still_loads_with_its_hash(tmp_path: Path) -> None:
+    # tests/data/result-v1.json was written by `tokbench run` at commit c216dfb (schema 1), unedited.
+    path = Path(__file__).parent / "data" / "result-v1.json"
+    stored = json.loads(path.read_text())
+    assert stored["schema_version"] == 1
+    result = load_result(path)  # also checks the stored config_hash against the config
+    assert result.config_hash == stored["config_hash"] and result.status == "ok"
+    assert result.quantization == {} and result.config.quantization is None
+    assert result.summary == recompute_summary(result)
+    upgraded = load_result(save_result(result, tmp_path / "r.json"))
+    assert upgraded == result and json.loads((tmp_path / "r.json").read_text())["schema_version"] == SCHEMA_VERSION

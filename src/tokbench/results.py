@@ -18,7 +18,10 @@ from tokbench.metrics import METRIC_UNITS, metric_samples
 from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
 from tokbench.stats import Summary, summarize
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
+# written (and keep their config_hash: see config._V1_FIELDS).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -162,10 +165,10 @@ class BenchmarkResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkResult:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise ResultFormatError(
-                f"result schema_version {version!r} is not supported by this tokbench (reads {SCHEMA_VERSION}); "
-                "upgrade tokbench to read newer results"
+                f"result schema_version {version!r} is not supported by this tokbench (reads "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); upgrade tokbench to read newer results"
             )
         try:
             config = BenchmarkConfig.from_dict(data["config"])
