@@ -37,7 +37,32 @@ _CONFIG_FLAGS = (
     "seed",
     "trust_remote_code",
     "name",
+    "continuous_batching",
+    "cb_page_size",
+    "cb_num_blocks",
+    "cb_max_batch_tokens",
+    "cb_max_requests_per_batch",
 )
+
+
+def parse_sequence_length(text: str) -> int | list[int] | dict[str, object]:
+    """``128`` (every request), ``4,8,16`` (one per request) or ``uniform:MIN:MAX[:SEED]`` (sampled, seeded)."""
+    try:
+        if text.startswith("uniform:"):
+            parts = [int(part) for part in text.split(":")[1:]]
+            if len(parts) not in (2, 3):
+                raise ValueError(text)
+            spec: dict[str, object] = {"distribution": "uniform", "min": parts[0], "max": parts[1]}
+            if len(parts) == 3:
+                spec["seed"] = parts[2]
+            return spec
+        if "," in text:
+            return [int(part) for part in text.split(",")]
+        return int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a prompt length: use N, N1,N2,... (one per request) or uniform:MIN:MAX[:SEED]"
+        ) from error
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +70,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
     add("--model", help="preset (tiny-llama, small-llama), local folder, or Hub id (default: tiny-llama)")
     add("--batch-size", type=int, help="rows per generate call (default: 1)")
-    add("--sequence-length", type=int, help="prompt tokens per row, exactly (default: 128)")
+    add(
+        "--sequence-length",
+        type=parse_sequence_length,
+        help="prompt tokens per request, exactly: N, or N1,N2,... (one per request), or uniform:MIN:MAX[:SEED] "
+        "(sampled per request); shorter prompts are left-padded on the plain path (default: 128)",
+    )
     add("--new-tokens", type=int, help="tokens generated per row, exactly; EOS is disabled (default: 128)")
     add("--dtype", choices=DTYPES, help="weight and activation dtype (default: bfloat16)")
     add(
@@ -70,7 +100,24 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--profile-tokens",
         type=int,
-        help="profile this many tokens after measuring (accepted; not implemented yet, the result notes that)",
+        metavar="K",
+        help="after measuring, profile one generation of K tokens with torch.profiler; the gzipped Chrome/Perfetto "
+        "trace goes next to the result JSON (NAME.trace.json.gz)",
+    )
+    add(
+        "--continuous-batching",
+        action="store_true",
+        default=None,
+        help="submit the batch_size requests to transformers' continuous-batching manager (built once, untimed)",
+    )
+    add("--cb-page-size", type=int, metavar="N", help="continuous batching: tokens per KV page (default: derived)")
+    add("--cb-num-blocks", type=int, metavar="N", help="continuous batching: KV cache blocks (default: derived)")
+    add("--cb-max-batch-tokens", type=int, metavar="N", help="continuous batching: tokens per step (default: derived)")
+    add(
+        "--cb-max-requests-per-batch",
+        type=int,
+        metavar="N",
+        help="continuous batching: requests per step (default: all)",
     )
     add("--seed", type=int, help="seed of the preset's random weights (inputs are fixed text) (default: 0)")
     add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
@@ -121,6 +168,7 @@ def default_output_path(name: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from tokbench.profiling import trace_path_for
     from tokbench.report import make_console, print_result
     from tokbench.results import save_result
     from tokbench.runner import run
@@ -130,8 +178,8 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = run(config, progress=not args.no_progress)
     output = Path(args.output) if args.output else default_output_path(config.name)
+    result = run(config, progress=not args.no_progress, profile_path=trace_path_for(output))
     save_result(result, output)
     print_result(result, make_console())
     print(f"result written to {output}")

@@ -15,7 +15,13 @@ from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.metrics import METRIC_UNITS, metric_samples
-from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
+from tokbench.records import (
+    ContinuousBatchingSetup,
+    DeviceWarmupReport,
+    GenerationTrace,
+    LoadTimings,
+    ProfileRecord,
+)
 from tokbench.stats import Summary, summarize
 
 SCHEMA_VERSION = 1
@@ -79,6 +85,8 @@ class Phases:
     warmup_curve_ns: tuple[int, ...] = ()  # E2E latency of each untimed warmup iteration
     measurement_wall_ns: int | None = None
     compile: CompileRecord | None = None
+    # the continuous-batching manager's creation + warmup, done once before the validation call
+    continuous_batching_setup: ContinuousBatchingSetup | None = None
 
     @property
     def cold_call_ns(self) -> int | None:
@@ -93,6 +101,9 @@ class Phases:
             "warmup_curve_ns": list(self.warmup_curve_ns),
             "measurement_wall_ns": self.measurement_wall_ns,
             "compile": self.compile.to_dict() if self.compile else None,
+            "continuous_batching_setup": (
+                self.continuous_batching_setup.to_dict() if self.continuous_batching_setup else None
+            ),
         }
 
     @classmethod
@@ -104,6 +115,11 @@ class Phases:
             warmup_curve_ns=tuple(int(v) for v in data.get("warmup_curve_ns", ())),
             measurement_wall_ns=data.get("measurement_wall_ns"),
             compile=CompileRecord.from_dict(data["compile"]) if data.get("compile") else None,
+            continuous_batching_setup=(
+                ContinuousBatchingSetup.from_dict(data["continuous_batching_setup"])
+                if data.get("continuous_batching_setup")
+                else None
+            ),
         )
 
 
@@ -120,6 +136,7 @@ class BenchmarkResult:
     model_source: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
+    profile: ProfileRecord | None = None  # the profiled generation after measurement (profile_tokens > 0)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -154,6 +171,7 @@ class BenchmarkResult:
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
+            "profile": self.profile.to_dict() if self.profile else None,
         }
 
     @classmethod
@@ -178,6 +196,7 @@ class BenchmarkResult:
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
+                profile=ProfileRecord.from_dict(data["profile"]) if data.get("profile") else None,
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
