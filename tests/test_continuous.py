@@ -86,13 +86,19 @@ def test_flex_attention_is_skipped_with_the_library_reason() -> None:
 
 
 def test_plain_path_left_pads_and_counts_real_prompt_tokens() -> None:
-    config = BenchmarkConfig(**_fields(batch_size=3, sequence_length=[4, 11, 7], measurement_iterations=1))
-    result = tokbench.run(config, progress=False, device_warmup_s=0.01)
+    fields = _fields(batch_size=3, sequence_length=[4, 11, 7], warmup_iterations=0, measurement_iterations=1)
+    result = tokbench.run(BenchmarkConfig(**fields), progress=False, device_warmup_s=0.01)
     assert result.status == "ok", result.reason
     trace = result.iterations[0]
     assert trace.prompt_tokens == (4, 11, 7) and not trace.per_request_timing
-    assert trace.output_shape == (3, 11 + config.new_tokens)
+    assert trace.output_shape == (3, 11 + fields["new_tokens"])
     assert result.summary["ttft_ms"].count == 1  # lockstep rows: one sample per call
+    # the same workload through continuous batching generates the same tokens for the left-padded row 0
+    batched = tokbench.run(BenchmarkConfig(**fields, continuous_batching=True), progress=False, device_warmup_s=0.01)
+    assert batched.status == "ok", batched.reason
+    cold, batched_cold = result.phases.cold_call, batched.phases.cold_call
+    assert cold is not None and batched_cold is not None
+    assert batched_cold.sample_token_ids == cold.sample_token_ids
 
 
 def _forward_events(path: str) -> list[dict[str, Any]]:
