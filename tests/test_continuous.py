@@ -128,3 +128,13 @@ def test_profiled_run_leaves_a_trace_of_the_forward_passes(tmp_path: Path, conti
     assert len(result.iterations) == config.measurement_iterations
     assert all(trace.generated_tokens == (config.new_tokens,) * 4 for trace in result.iterations)
     assert load_result(save_result(result, tmp_path / "run.json")).profile == profile
+
+
+def test_a_failed_profile_keeps_the_measurement_and_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    config = BenchmarkConfig(**_fields(batch_size=1, sequence_length=8, profile_tokens=2, warmup_iterations=0))
+    result = tokbench.run(config, progress=False, device_warmup_s=0.01, profile_path=blocker / "t.trace.json.gz")
+    assert result.status == "ok" and result.profile is None
+    assert len(result.iterations) == config.measurement_iterations
+    assert [note for note in result.notes if note.startswith("profile_tokens: profiling failed")]
