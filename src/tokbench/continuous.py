@@ -219,9 +219,11 @@ class ContinuousBatchingSession:
         t0_ns = clock()
         for row, (request_id, prompt) in enumerate(zip(ids, self.requests, strict=True)):
             submitted[row] = clock()
-            manager.add_request(
+            accepted = manager.add_request(
                 prompt, request_id=request_id, max_new_tokens=new_tokens, record_timestamps=True, eos_token_id=-1
             )
+            if accepted is None:
+                raise GenerationError(f"the continuous-batching manager refused request {request_id}")
         remaining = len(ids)
         deadline_ns = t0_ns + int(DEFAULT_CALL_TIMEOUT_S * 1e9)
         while remaining:
