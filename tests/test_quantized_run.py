@@ -160,3 +160,13 @@ def test_run_command_with_int4_and_tune_reports_the_phases(tmp_path: Path) -> No
     data = json.loads(out.read_text())
     assert data["config"]["quantization"] == "int4" and data["config"]["tune"] is True
     assert data["phases"]["load"]["tune_ns"] > 0 and data["quantization"]["tuning"]["entries"]
+
+
+def test_tuning_targets_the_padded_or_packed_prefill_rows(tuning_cache: Path) -> None:
+    fields = {**INT4_FIELDS, "batch_size": 2, "sequence_length": [4, 8]}
+    config = BenchmarkConfig(**fields, tune=True, tune_budget_s=0.02)  # type: ignore[arg-type]
+    assert config.prefill_rows == 2 * 8  # the plain path left-pads to the longest prompt
+    assert config.replace(continuous_batching=True).prefill_rows == 4 + 8  # continuous batching packs them
+    loaded = load(config)
+    assert {entry["m"] for entry in loaded.quantization["tuning"]["entries"]} == {2, 16}
+    assert set(loaded.effective_settings["quantization"]["kernels"]["256x256"]) == {"decode M=2", "prefill M=16"}

@@ -51,7 +51,32 @@ _CONFIG_FLAGS = (
     "quant_kernel",
     "tune",
     "tune_budget_s",
+    "continuous_batching",
+    "cb_page_size",
+    "cb_num_blocks",
+    "cb_max_batch_tokens",
+    "cb_max_requests_per_batch",
 )
+
+
+def parse_sequence_length(text: str) -> int | list[int] | dict[str, object]:
+    """``128`` (every request), ``4,8,16`` (one per request) or ``uniform:MIN:MAX[:SEED]`` (sampled, seeded)."""
+    try:
+        if text.startswith("uniform:"):
+            parts = [int(part) for part in text.split(":")[1:]]
+            if len(parts) not in (2, 3):
+                raise ValueError(text)
+            spec: dict[str, object] = {"distribution": "uniform", "min": parts[0], "max": parts[1]}
+            if len(parts) == 3:
+                spec["seed"] = parts[2]
+            return spec
+        if "," in text:
+            return [int(part) for part in text.split(",")]
+        return int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a prompt length: use N, N1,N2,... (one per request) or uniform:MIN:MAX[:SEED]"
+        ) from error
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +84,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
     add("--model", help="preset (tiny-llama, small-llama), local folder, or Hub id (default: tiny-llama)")
     add("--batch-size", type=int, help="rows per generate call (default: 1)")
-    add("--sequence-length", type=int, help="prompt tokens per row, exactly (default: 128)")
+    add(
+        "--sequence-length",
+        type=parse_sequence_length,
+        help="prompt tokens per request, exactly: N, or N1,N2,... (one per request), or uniform:MIN:MAX[:SEED] "
+        "(sampled per request); shorter prompts are left-padded on the plain path (default: 128)",
+    )
     add("--new-tokens", type=int, help="tokens generated per row, exactly; EOS is disabled (default: 128)")
     add("--dtype", choices=DTYPES, help="weight and activation dtype (default: bfloat16)")
     add(
@@ -84,7 +114,24 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--profile-tokens",
         type=int,
-        help="profile this many tokens after measuring (accepted; not implemented yet, the result notes that)",
+        metavar="K",
+        help="after measuring, profile one generation of K tokens with torch.profiler; the gzipped Chrome/Perfetto "
+        "trace goes next to the result JSON (NAME.trace.json.gz)",
+    )
+    add(
+        "--continuous-batching",
+        action="store_true",
+        default=None,
+        help="submit the batch_size requests to transformers' continuous-batching manager (built once, untimed)",
+    )
+    add("--cb-page-size", type=int, metavar="N", help="continuous batching: tokens per KV page (default: derived)")
+    add("--cb-num-blocks", type=int, metavar="N", help="continuous batching: KV cache blocks (default: derived)")
+    add("--cb-max-batch-tokens", type=int, metavar="N", help="continuous batching: tokens per step (default: derived)")
+    add(
+        "--cb-max-requests-per-batch",
+        type=int,
+        metavar="N",
+        help="continuous batching: requests per step (default: all)",
     )
     _add_quantization_arguments(parser)
     add("--seed", type=int, help="seed of the preset's random weights (inputs are fixed text) (default: 0)")
@@ -118,7 +165,11 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
     add("--model", help="preset, local folder, or Hub id (default: tiny-llama)")
     add("--batch-size", type=int, help="batch size to tune for: decode M = batch (default: 1)")
-    add("--sequence-length", type=int, help="prompt length to tune for: prefill M = batch × length (default: 128)")
+    add(
+        "--sequence-length",
+        type=parse_sequence_length,
+        help="prompt length(s) to tune for, as in run: prefill M = batch × longest (default: 128)",
+    )
     add("--dtype", choices=DTYPES, help="activation dtype (default: bfloat16)")
     add("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     add("--seed", type=int, help="seed of the preset's random weights (default: 0)")
@@ -192,10 +243,11 @@ def command_tune(args: argparse.Namespace) -> int:
         report = tune_model(
             loaded.model,
             config.batch_size,
-            config.sequence_length,
+            max(config.prompt_lengths),
             device=loaded.device,
             budget_s_per_shape=config.tune_budget_s,
             use_cache=not args.no_cache,
+            prefill_rows=config.prefill_rows,
         )
     make_console().print(render_tuning_table(report))
     if args.output:
@@ -210,6 +262,7 @@ def default_output_path(name: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from tokbench.profiling import trace_path_for
     from tokbench.report import make_console, print_result
     from tokbench.results import save_result
     from tokbench.runner import run
@@ -219,8 +272,8 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {error}", file=sys.stderr)
         return EXIT_USAGE
-    result = run(config, progress=not args.no_progress)
     output = Path(args.output) if args.output else default_output_path(config.name)
+    result = run(config, progress=not args.no_progress, profile_path=trace_path_for(output))
     save_result(result, output)
     print_result(result, make_console())
     print(f"result written to {output}")

@@ -113,3 +113,47 @@ def reset_compiler() -> None:
     """Forget compiled graphs so one configuration's compile does not leak into the next."""
     with contextlib.suppress(AttributeError):  # torch without dynamo has nothing to forget
         torch._dynamo.reset()
+
+
+# transformers' continuous batching (5.x) stamps each request's creation and every generated token with
+# time.perf_counter(), float seconds: the same clock as tokbench's monotonic_ns (perf_counter_ns), so a
+# stamp converts exactly enough (float64 keeps sub-ns steps for years of uptime). The generation loop runs
+# in a background thread that no streamer reaches, so these stamps are the only ones taken the moment a
+# token is on the host; continuous.py checks every converted stamp lies between its own ns stamps.
+_TESTED_CONTINUOUS_BATCHING = (Version("5.0"), Version("6.0"))
+
+
+def continuous_batching_stamp_ns(perf_counter_seconds: float) -> int:
+    """A continuous-batching timestamp (``time.perf_counter`` seconds) as ``perf_counter_ns`` nanoseconds."""
+    if not _in_range(TRANSFORMERS_VERSION, _TESTED_CONTINUOUS_BATCHING):
+        raise RuntimeError(
+            f"transformers {TRANSFORMERS_VERSION}: tokbench does not know which clock its continuous batching "
+            "stamps tokens with (written against 5.x, where it is time.perf_counter)"
+        )
+    return round(perf_counter_seconds * 1_000_000_000)
+
+
+def continuous_batching_workload_hints(max_prompt_length: int, max_generated_length: int, num_requests: int) -> Any:
+    """``WorkloadHints`` for ``init_continuous_batching`` (public parameter, class not exported by transformers)."""
+    from transformers.generation.continuous_batching.utils import WorkloadHints
+
+    return WorkloadHints(
+        max_prompt_length=max_prompt_length, max_generated_length=max_generated_length, num_requests=num_requests
+    )
+
+
+def profiler_all_threads_config() -> Any:
+    """A torch.profiler experimental config that records every thread, not only the one that started it.
+
+    Continuous batching runs the model in a background thread that exists before profiling starts;
+    without ``profile_all_threads`` (private ``_ExperimentalConfig``; present in torch 2.13) its forwards
+    are missing from the trace. A torch without it: ``None`` (the plain path is still fully profiled).
+    """
+    try:
+        from torch.profiler import _ExperimentalConfig
+    except ImportError:
+        return None
+    try:
+        return _ExperimentalConfig(profile_all_threads=True)
+    except TypeError:
+        return None

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ class BenchmarkConfig:
 
     model: str = "tiny-llama"
     batch_size: int = 1
-    sequence_length: int = 128
+    # Prompt tokens per request: an int (every row), a list of per-request lengths, or a seeded
+    # distribution such as {"distribution": "uniform", "min": 4, "max": 24, "seed": 0}.
+    sequence_length: int | tuple[int, ...] | dict[str, Any] = 128
     new_tokens: int = 128
     dtype: str = "bfloat16"
     attn_implementation: str = "sdpa"
@@ -70,10 +73,17 @@ class BenchmarkConfig:
     # Time the kernel candidates per layer shape and M (or reuse cached winners) while loading.
     tune: bool = False
     tune_budget_s: float = 2.0  # timing budget per layer shape; how hard to search, not what is measured
+    # Run the requests through transformers' continuous-batching manager instead of one generate call.
+    continuous_batching: bool = False
+    # Continuous-batching cache sizing; None derives each from the workload (see continuous.cache_sizing).
+    cb_page_size: int | None = None
+    cb_num_blocks: int | None = None
+    cb_max_batch_tokens: int | None = None
+    cb_max_requests_per_batch: int | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.batch_size, "batch_size", minimum=1, fix="use a batch size of at least 1")
-        _check_int(self.sequence_length, "sequence_length", minimum=1, fix="use at least 1 prompt token")
+        object.__setattr__(self, "sequence_length", _check_sequence_length(self.sequence_length, self.batch_size))
         _check_int(
             self.new_tokens,
             "new_tokens",
@@ -91,11 +101,12 @@ class BenchmarkConfig:
         if self.compile_mode is not None:
             _check_choice(self.compile_mode, "compile_mode", COMPILE_MODES)
             object.__setattr__(self, "static_cache", True)
-        for flag in ("static_cache", "kernels", "monitor", "trust_remote_code", "tune"):
+        for flag in ("static_cache", "kernels", "monitor", "trust_remote_code", "tune", "continuous_batching"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, f"expected true or false, got {getattr(self, flag)!r}", "use a boolean")
         self._check_quantization()
         parse_device(self.device)
+        self._check_continuous_batching()
         if not isinstance(self.name, str):
             raise ConfigError("name", f"expected a string, got {self.name!r}", "quote the name")
         if not self.name:
@@ -121,16 +132,50 @@ class BenchmarkConfig:
                 "tune", f"tuning picks the kernel, but quant_kernel pins it to {self.quant_kernel!r}", "drop one"
             )
 
+    def _check_continuous_batching(self) -> None:
+        sizing = ("cb_page_size", "cb_num_blocks", "cb_max_batch_tokens", "cb_max_requests_per_batch")
+        for name in sizing:
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, minimum=1, fix="use a positive integer, or leave it unset")
+                if not self.continuous_batching:
+                    raise ConfigError(name, "applies only to continuous batching", "set continuous_batching: true")
+        if self.cb_page_size is not None and self.cb_page_size < 4:
+            raise ConfigError("cb_page_size", f"must be >= 4, got {self.cb_page_size}", "use a page of 4+ tokens")
+        if self.continuous_batching and (self.compile_mode is not None or self.static_cache):
+            field_name = "compile_mode" if self.compile_mode is not None else "static_cache"
+            raise ConfigError(
+                field_name,
+                "continuous batching uses its own paged KV cache; tokbench does not compile it or use a static cache",
+                f"drop {field_name}, or set continuous_batching: false",
+            )
+
+    @property
+    def prefill_rows(self) -> int:
+        """Rows of a prefill matmul: the padded batch, or continuous batching's packed prompts."""
+        lengths = self.prompt_lengths
+        return sum(lengths) if self.continuous_batching else len(lengths) * max(lengths)
+
+    @property
+    def prompt_lengths(self) -> tuple[int, ...]:
+        """The prompt length of each of the ``batch_size`` requests (a distribution is sampled with its seed)."""
+        return prompt_lengths(self.sequence_length, self.batch_size)
+
     def derived_name(self) -> str:
         """A readable name from the fields a person scans for first."""
+        lengths = self.prompt_lengths
+        length_text = (
+            str(self.sequence_length) if isinstance(self.sequence_length, int) else (f"{min(lengths)}-{max(lengths)}")
+        )
         parts = [
             self.model.rstrip("/").split("/")[-1],
             self.attn_implementation,
             self.dtype,
             f"b{self.batch_size}",
-            f"s{self.sequence_length}",
+            f"s{length_text}",
             f"n{self.new_tokens}",
         ]
+        if self.continuous_batching:
+            parts.append("cb")
         if self.compile_mode:
             parts.append(f"compile-{self.compile_mode}")
         elif self.static_cache:
@@ -158,7 +203,12 @@ class BenchmarkConfig:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(self.sequence_length, tuple):
+            data["sequence_length"] = list(self.sequence_length)
+        elif isinstance(self.sequence_length, dict):
+            data["sequence_length"] = dict(self.sequence_length)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkConfig:
@@ -177,6 +227,54 @@ class BenchmarkConfig:
         if "name" not in changes and self.name == self.derived_name():
             changes["name"] = ""
         return dataclasses.replace(self, **changes)
+
+
+PROMPT_LENGTH_DISTRIBUTIONS = ("uniform",)
+_DISTRIBUTION_KEYS = frozenset({"distribution", "min", "max", "seed"})
+_SEQUENCE_LENGTH_FIX = (
+    'give an integer, a list of batch_size lengths, or {"distribution": "uniform", "min": A, "max": B, "seed": S}'
+)
+
+
+def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, ...] | dict[str, Any]:
+    """Validate ``sequence_length`` and return its canonical form (a list becomes a tuple)."""
+    if isinstance(value, (list, tuple)):
+        lengths = tuple(value)
+        for length in lengths:
+            _check_int(length, "sequence_length", minimum=1, fix="use at least 1 prompt token per request")
+        if len(lengths) != batch_size:
+            raise ConfigError(
+                "sequence_length",
+                f"lists {len(lengths)} prompt lengths for a batch of {batch_size} requests",
+                f"give exactly batch_size lengths, or set batch_size to {len(lengths)}",
+            )
+        return lengths
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - _DISTRIBUTION_KEYS)
+        if unknown:
+            problem = f"unknown distribution key(s): {', '.join(unknown)}"
+            raise ConfigError("sequence_length", problem, _SEQUENCE_LENGTH_FIX)
+        _check_choice(value.get("distribution"), "sequence_length", PROMPT_LENGTH_DISTRIBUTIONS)
+        for key in ("min", "max"):
+            _check_int(value.get(key), "sequence_length", minimum=1, fix=f"give '{key}': a prompt length >= 1")
+        if value["min"] > value["max"]:
+            raise ConfigError("sequence_length", f"min {value['min']} > max {value['max']}", "swap min and max")
+        spec = {"distribution": value["distribution"], "min": value["min"], "max": value["max"]}
+        spec["seed"] = value.get("seed", 0)
+        _check_int(spec["seed"], "sequence_length", minimum=0, fix="use a non-negative integer seed")
+        return spec
+    _check_int(value, "sequence_length", minimum=1, fix="use at least 1 prompt token")
+    return value  # type: ignore[return-value]
+
+
+def prompt_lengths(sequence_length: int | tuple[int, ...] | dict[str, Any], batch_size: int) -> tuple[int, ...]:
+    """Per-request prompt lengths: repeated int, the list itself, or a seeded sample (same seed, same lengths)."""
+    if isinstance(sequence_length, int):
+        return (sequence_length,) * batch_size
+    if isinstance(sequence_length, tuple):
+        return sequence_length
+    generator = random.Random(sequence_length["seed"])
+    return tuple(generator.randint(sequence_length["min"], sequence_length["max"]) for _ in range(batch_size))
 
 
 _KNOWN_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")

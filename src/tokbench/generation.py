@@ -98,7 +98,7 @@ def time_generate(
     stamps = tuple(streamer.step_timestamps_ns)
     sample = ""
     sample_ids: tuple[int, ...] = ()
-    if decode_sample:
+    if decode_sample:  # row 0's generated tokens: they follow the padded width, whatever its real length
         sample_ids = tuple(int(n) for n in output[0, prompt_length:].tolist())
         if tokenizer is not None:
             sample = tokenizer.decode(sample_ids, skip_special_tokens=True)
@@ -107,7 +107,8 @@ def time_generate(
         end_ns=end_ns,
         # Plain generate advances every row in lockstep, so each row shares the step's stamp.
         token_timestamps_ns=tuple(stamps for _ in range(batch_size)),
-        prompt_tokens=tuple(prompt_length for _ in range(batch_size)),
+        # Each row's real prompt: left padding (varying prompt lengths) is not a prompt token.
+        prompt_tokens=tuple(int(n) for n in attention_mask.sum(dim=1).tolist()),
         generated_tokens=tuple(generated for _ in range(batch_size)),
         output_shape=tuple(int(n) for n in output.shape),
         decoded_sample=sample,

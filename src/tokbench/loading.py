@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +103,11 @@ def pad_token_id_for(tokenizer: Any) -> int:
 
 @dataclass(frozen=True)
 class BenchmarkInputs:
-    """The exact tensors every generation of one config starts from."""
+    """The exact tensors every generation of one config starts from.
+
+    Rows shorter than the longest are left-padded (``attention_mask`` 0 on the padding), so each row's
+    real prompt ends where generation starts; ``prompt_lengths`` holds each row's real length.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -114,41 +118,62 @@ class BenchmarkInputs:
 
     @property
     def sequence_length(self) -> int:
+        """The padded width: the longest prompt."""
         return int(self.input_ids.shape[1])
+
+    @property
+    def prompt_lengths(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.attention_mask.sum(dim=1).tolist())
+
+    def request_token_ids(self) -> list[list[int]]:
+        """Each row's real prompt tokens, without padding (what a continuous-batching request gets)."""
+        rows = self.input_ids.tolist()
+        return [row[len(row) - length :] for row, length in zip(rows, self.prompt_lengths, strict=True)]
 
 
 def build_inputs(
     tokenizer: Any,
     batch_size: int,
-    sequence_length: int,
+    sequence_length: int | Sequence[int],
     device: torch.device,
     prompt: str | None = None,
+    pad_token_id: int | None = None,
 ) -> BenchmarkInputs:
-    """Exactly ``batch_size`` rows of exactly ``sequence_length`` real prompt tokens, no padding.
+    """Exactly ``batch_size`` rows of exactly ``sequence_length`` real prompt tokens.
 
+    ``sequence_length`` is one length for every row, or one per row; shorter rows are left-padded with
+    ``pad_token_id`` (default: the tokenizer's, see ``pad_token_id_for``) to the longest.
     The prompt is tokenized once and repeated until long enough (the seeds' system only truncated,
     so asking for more tokens than the prompt had silently gave a shorter input). Rows start at
     different offsets of the repeated text so they are not identical.
     """
+    lengths = [sequence_length] * batch_size if isinstance(sequence_length, int) else list(sequence_length)
+    if len(lengths) != batch_size:
+        raise InputShapeError(f"{len(lengths)} prompt lengths for a batch of {batch_size}")
     text = prompt if prompt is not None else presets.default_prompt()
     prompt_ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not prompt_ids:
         raise ModelSourceError("the prompt tokenized to zero tokens; use a non-empty prompt")
-    prefix: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    body_length = sequence_length - len(prefix)
-    if body_length < 0:  # sequence_length 1 with a BOS token: the BOS alone is the prompt
-        prefix, body_length = prefix[:sequence_length], 0
-    needed = body_length + _ROW_OFFSET_TOKENS * (batch_size - 1)
+    width = max(lengths)
+    bos: list[int] = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    needed = width + _ROW_OFFSET_TOKENS * (batch_size - 1)
     repeats = needed // len(prompt_ids) + 1
     stream = (prompt_ids * repeats)[:needed]
-    rows = [
-        prefix + stream[row * _ROW_OFFSET_TOKENS : row * _ROW_OFFSET_TOKENS + body_length] for row in range(batch_size)
-    ]
-    input_ids = torch.tensor(rows, dtype=torch.long)
-    if tuple(input_ids.shape) != (batch_size, sequence_length):
-        raise InputShapeError(f"built inputs of shape {tuple(input_ids.shape)}, wanted {(batch_size, sequence_length)}")
-    attention_mask = torch.ones_like(input_ids)
-    return BenchmarkInputs(input_ids.to(device), attention_mask.to(device))
+    rows: list[list[int]] = []
+    for row, length in enumerate(lengths):
+        prefix = bos[:length]  # length 1 with a BOS token: the BOS alone is the prompt
+        body_length = length - len(prefix)
+        rows.append(prefix + stream[row * _ROW_OFFSET_TOKENS : row * _ROW_OFFSET_TOKENS + body_length])
+    pad = pad_token_id if pad_token_id is not None else (pad_token_id_for(tokenizer) if width != min(lengths) else 0)
+    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
+    inputs = BenchmarkInputs(input_ids.to(device), attention_mask.to(device))
+    if tuple(input_ids.shape) != (batch_size, width) or list(inputs.prompt_lengths) != lengths:
+        raise InputShapeError(
+            f"built inputs of shape {tuple(input_ids.shape)} with prompt lengths {inputs.prompt_lengths}, "
+            f"wanted {(batch_size, width)} with {tuple(lengths)}"
+        )
+    return inputs
 
 
 @dataclass
@@ -296,7 +321,7 @@ def load(
 
     quantize = source.kind != "provided"
     quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)
-    inputs = build_inputs(tokenizer, config.batch_size, config.sequence_length, device)
+    inputs = build_inputs(tokenizer, config.batch_size, config.prompt_lengths, device)
     generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
     effective = effective_settings(model, config, device, generation_config)
     timings = LoadTimings(
@@ -335,10 +360,11 @@ def _quantize_and_tune(
             tuning = tune_model(
                 model,
                 config.batch_size,
-                config.sequence_length,
+                max(config.prompt_lengths),
                 device=device,
                 budget_s_per_shape=config.tune_budget_s,
                 clock=clock,
+                prefill_rows=config.prefill_rows,
             )
             tune_ns = clock() - start_ns
         record["tuning"] = tuning.to_dict()
@@ -413,7 +439,7 @@ def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.de
     from tokbench.quant import QuantizedLinear
 
     layers = [module for module in model.modules() if isinstance(module, QuantizedLinear)]
-    row_counts = {"decode": config.batch_size, "prefill": config.batch_size * config.sequence_length}
+    row_counts = {"decode": config.batch_size, "prefill": config.prefill_rows}
     kernels: dict[str, dict[str, str]] = {}
     for layer in layers:
         label = f"{layer.in_features}x{layer.out_features}"

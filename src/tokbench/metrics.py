@@ -2,7 +2,9 @@
 
 One set of definitions for every generation path (see docs/architecture.md). For one request:
 ``t0`` is the instant just before the generate call, ``t_i`` the instant its token ``i`` (1..N)
-reached the host, ``t_end`` the instant generate returned.
+reached the host, ``t_end`` the instant generate returned. With continuous batching each request
+has its own ``t0`` (its submission) and ``t_end`` (its finished output reaching the caller); the
+call-level throughputs then run from the first submission to the last finish.
 
     TTFT  = t_1 - t0                 TPOT = (t_N - t_1) / (N - 1)
     ITL   = t_i - t_(i-1), i=2..N    E2E  = t_end - t0
@@ -14,6 +16,7 @@ reached the host, ``t_end`` the instant generate returned.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 from tokbench.records import GenerationTrace
@@ -75,14 +78,28 @@ def overall_throughput(trace: GenerationTrace) -> float:
     return tokens_per_second(sum(trace.generated_tokens), trace.e2e_ns)
 
 
-def distinct_requests(trace: GenerationTrace) -> list[tuple[int, ...]]:
-    """The rows of a call that are distinct requests in time.
+def distinct_requests(trace: GenerationTrace) -> list[int]:
+    """The row indices of a call that are distinct requests in time.
 
     Plain ``generate`` advances a batch in lockstep, so all its rows carry the same stamps: they are
     one timing sample, not B independent ones (counting them B times would inflate n and shrink
-    the spread). Rows with their own stamps (continuous batching) each count.
+    the spread); the first row of each distinct stamp list stands for them. Requests submitted on
+    their own (continuous batching) always each count.
     """
-    return list(dict.fromkeys(trace.token_timestamps_ns))
+    if trace.per_request_timing:
+        return list(range(trace.batch_size))
+    first_row_of: dict[tuple[int, ...], int] = {}
+    for row, stamps in enumerate(trace.token_timestamps_ns):
+        first_row_of.setdefault(stamps, row)
+    return list(first_row_of.values())
+
+
+def request_ttft_ns(trace: GenerationTrace, row: int) -> int:
+    return time_to_first_token_ns(trace.submitted_ns(row), trace.token_timestamps_ns[row])
+
+
+def request_e2e_ns(trace: GenerationTrace, row: int) -> int:
+    return end_to_end_latency_ns(trace.submitted_ns(row), trace.finished_ns(row))
 
 
 def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[float]]:
@@ -91,11 +108,44 @@ def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in METRIC_UNITS}
     for trace in traces:
         for row in distinct_requests(trace):
-            samples["ttft_ms"].append(time_to_first_token_ns(trace.t0_ns, row) / NS_PER_MS)
-            samples["tpot_ms"].append(time_per_output_token_ns(row) / NS_PER_MS)
-            samples["itl_ms"].extend(gap / NS_PER_MS for gap in inter_token_latencies_ns(row))
-            samples["e2e_latency_ms"].append(end_to_end_latency_ns(trace.t0_ns, trace.end_ns) / NS_PER_MS)
+            stamps = trace.token_timestamps_ns[row]
+            samples["ttft_ms"].append(request_ttft_ns(trace, row) / NS_PER_MS)
+            samples["tpot_ms"].append(time_per_output_token_ns(stamps) / NS_PER_MS)
+            samples["itl_ms"].extend(gap / NS_PER_MS for gap in inter_token_latencies_ns(stamps))
+            samples["e2e_latency_ms"].append(request_e2e_ns(trace, row) / NS_PER_MS)
         samples["prefill_throughput_tok_s"].append(prefill_throughput(trace))
         samples["decode_throughput_tok_s"].append(decode_throughput(trace))
         samples["overall_throughput_tok_s"].append(overall_throughput(trace))
     return samples
+
+
+@dataclass(frozen=True)
+class RequestSamples:
+    """One request position's samples over iterations: its prompt length and per-iteration latencies."""
+
+    row: int
+    prompt_tokens: int
+    ttft_ms: tuple[float, ...]
+    tpot_ms: tuple[float, ...]
+    e2e_latency_ms: tuple[float, ...]
+
+
+def per_request_samples(traces: Sequence[GenerationTrace]) -> list[RequestSamples]:
+    """TTFT / TPOT / E2E of each request position (row) across ``traces``, for a per-request table.
+
+    Meaningful when rows differ (varying prompt lengths, continuous batching); rows of a lockstep call
+    all show the call's figures.
+    """
+    if not traces:
+        return []
+    rows = range(traces[0].batch_size)
+    return [
+        RequestSamples(
+            row=row,
+            prompt_tokens=traces[0].prompt_tokens[row],
+            ttft_ms=tuple(request_ttft_ns(trace, row) / NS_PER_MS for trace in traces),
+            tpot_ms=tuple(time_per_output_token_ns(trace.token_timestamps_ns[row]) / NS_PER_MS for trace in traces),
+            e2e_latency_ms=tuple(request_e2e_ns(trace, row) / NS_PER_MS for trace in traces),
+        )
+        for row in rows
+    ]

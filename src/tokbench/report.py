@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from tokbench.metrics import METRIC_UNITS, NS_PER_MS
+from tokbench.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.results import STATUS_OK, BenchmarkResult
 
 METRIC_LABELS = {
@@ -44,18 +46,27 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     config = result.config
     effective = result.effective_settings
     compile_text = "off"
+    cache_text = "paged" if config.continuous_batching else "static" if config.static_cache else "dynamic"
     record = result.phases.compile
     if config.compile_mode:
         state = "NOT compiled"
         if record is not None and record.compiled:
             state = f"compiled, {record.recompiles_during_measurement} recompiles while measuring"
         compile_text = f"{config.compile_mode} ({state})"
+    lengths = config.prompt_lengths
+    prompt_text = (
+        str(lengths[0])
+        if len(set(lengths)) == 1
+        else f"{min(lengths)}..{max(lengths)} (mean {sum(lengths) / len(lengths):.1f}, per request: "
+        f"{', '.join(map(str, lengths))})"
+    )
     lines = [
         f"{config.name}  [{result.status}]  config {result.config_hash}",
         _model_line(config.model, effective.get("parameters"), effective.get("device", config.device)),
-        f"batch {config.batch_size} × prompt {config.sequence_length} → {config.new_tokens} new tokens; "
+        f"{'requests' if config.continuous_batching else 'batch'} {config.batch_size} × prompt {prompt_text} → "
+        f"{config.new_tokens} new tokens; "
         f"dtype {config.dtype}; attention {config.attn_implementation}; "
-        f"cache {'static' if config.static_cache else 'dynamic'}; compile {compile_text}",
+        f"cache {cache_text}; compile {compile_text}",
     ]
     phases = result.phases
     if phases.cold_call_ns is not None:
@@ -67,6 +78,24 @@ def header_lines(result: BenchmarkResult) -> list[str]:
         f"weights {_ms(load.weights_ns)}, to device {_ms(load.to_device_ns)}"
     )
     lines.extend(_quantization_lines(result))
+    setup = phases.continuous_batching_setup
+    if setup is not None:
+        resolved = setup.settings.get("resolved", {})
+        lines.append(
+            f"continuous batching: manager setup {_ms(setup.elapsed_ns)} (once, not in any iteration); attention "
+            f"{setup.attn_implementation}; page {resolved.get('page_size')} tokens, {resolved.get('num_blocks')} "
+            f"blocks, {resolved.get('max_batch_tokens')} tokens and {resolved.get('max_requests_per_batch')} "
+            "requests per step"
+        )
+    profile = result.profile
+    if profile is not None:
+        top = ", ".join(
+            f"{op.name} {(op.self_device_us or op.self_cpu_us) / 1000:.1f} ms" for op in profile.top_operators[:3]
+        )
+        lines.append(
+            f"profile: {profile.tokens} tokens, {profile.forward_passes} forward passes, {_ms(profile.elapsed_ns)}; "
+            f"trace {profile.trace_path}; top self time: {top}"
+        )
     if result.reason:
         lines.append(f"reason: {result.reason}")
     lines.extend(f"note: {note}" for note in result.notes)
@@ -119,6 +148,26 @@ def result_table(result: BenchmarkResult) -> Table:
     return table
 
 
+def per_request_table(result: BenchmarkResult) -> Table | None:
+    """Median TTFT / TPOT / E2E of each request over the measured iterations, when requests differ
+    (continuous batching or varying prompt lengths); ``None`` for a plain uniform batch."""
+    traces = result.iterations
+    if not traces or (not traces[0].per_request_timing and len(set(traces[0].prompt_tokens)) == 1):
+        return None
+    table = Table(title="per request (median over iterations)", header_style="bold")
+    for column in ("request", "prompt tokens", "TTFT ms", "TPOT ms", "E2E ms"):
+        table.add_column(column, justify="right")
+    for request in per_request_samples(traces):
+        table.add_row(
+            str(request.row),
+            str(request.prompt_tokens),
+            _format(statistics.median(request.ttft_ms)),
+            _format(statistics.median(request.tpot_ms)),
+            _format(statistics.median(request.e2e_latency_ms)),
+        )
+    return table
+
+
 def render(result: BenchmarkResult) -> Group:
     style = "green" if result.status == STATUS_OK else "yellow" if result.status == "skipped" else "red"
     parts: list[Text | Table] = [
@@ -126,6 +175,9 @@ def render(result: BenchmarkResult) -> Group:
     ]
     if result.summary:
         parts.append(result_table(result))
+        requests = per_request_table(result)
+        if requests is not None:
+            parts.append(requests)
     return Group(*parts)
 
 

@@ -15,7 +15,13 @@ from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.metrics import METRIC_UNITS, metric_samples
-from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
+from tokbench.records import (
+    ContinuousBatchingSetup,
+    DeviceWarmupReport,
+    GenerationTrace,
+    LoadTimings,
+    ProfileRecord,
+)
 from tokbench.stats import Summary, summarize
 
 SCHEMA_VERSION = 2
@@ -82,6 +88,8 @@ class Phases:
     warmup_curve_ns: tuple[int, ...] = ()  # E2E latency of each untimed warmup iteration
     measurement_wall_ns: int | None = None
     compile: CompileRecord | None = None
+    # the continuous-batching manager's creation + warmup, done once before the validation call
+    continuous_batching_setup: ContinuousBatchingSetup | None = None
 
     @property
     def cold_call_ns(self) -> int | None:
@@ -96,6 +104,9 @@ class Phases:
             "warmup_curve_ns": list(self.warmup_curve_ns),
             "measurement_wall_ns": self.measurement_wall_ns,
             "compile": self.compile.to_dict() if self.compile else None,
+            "continuous_batching_setup": (
+                self.continuous_batching_setup.to_dict() if self.continuous_batching_setup else None
+            ),
         }
 
     @classmethod
@@ -107,6 +118,11 @@ class Phases:
             warmup_curve_ns=tuple(int(v) for v in data.get("warmup_curve_ns", ())),
             measurement_wall_ns=data.get("measurement_wall_ns"),
             compile=CompileRecord.from_dict(data["compile"]) if data.get("compile") else None,
+            continuous_batching_setup=(
+                ContinuousBatchingSetup.from_dict(data["continuous_batching_setup"])
+                if data.get("continuous_batching_setup")
+                else None
+            ),
         )
 
 
@@ -125,6 +141,7 @@ class BenchmarkResult:
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
     # Int4 quantization: {"report": QuantizationReport dict, "tuning": TuningReport dict}; empty if off.
     quantization: dict[str, Any] = field(default_factory=dict)
+    profile: ProfileRecord | None = None  # the profiled generation after measurement (profile_tokens > 0)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -160,6 +177,7 @@ class BenchmarkResult:
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
+            "profile": self.profile.to_dict() if self.profile else None,
         }
 
     @classmethod
@@ -185,6 +203,7 @@ class BenchmarkResult:
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
                 quantization=data.get("quantization", {}),
+                profile=ProfileRecord.from_dict(data["profile"]) if data.get("profile") else None,
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

@@ -7,22 +7,26 @@ result per config.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from tokbench import compat
+from tokbench import compat, profiling
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
+from tokbench.continuous import ContinuousBatchingSession
 from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
 from tokbench.quant.kernels import KernelUnavailableError
-from tokbench.records import GenerationTrace
+from tokbench.records import GenerationTrace, ProfileRecord
 from tokbench.results import (
     STATUS_FAILED,
     STATUS_OK,
@@ -39,7 +43,6 @@ DEFAULT_DEVICE_WARMUP_S = 0.5
 # Accepted config fields whose stage does not exist yet: the result says so instead of implying it ran.
 _NOT_YET_IMPLEMENTED = {
     "monitor": "hardware monitoring is not implemented in this version: no samples were recorded",
-    "profile_tokens": "profiling is not implemented in this version: no trace was written",
 }
 
 Finish = Callable[..., BenchmarkResult]
@@ -51,8 +54,14 @@ def _describe(error: BaseException) -> str:
 
 
 def _generate(
-    loaded: LoadedModel, config: BenchmarkConfig, clock: Clock, decode_sample: bool = False
+    loaded: LoadedModel,
+    config: BenchmarkConfig,
+    clock: Clock,
+    decode_sample: bool = False,
+    session: ContinuousBatchingSession | None = None,
 ) -> GenerationTrace:
+    if session is not None:  # continuous batching: the manager built once before validation, reused
+        return session.generate_once(decode_sample=decode_sample)
     return time_generate(
         loaded.model,
         loaded.inputs.input_ids,
@@ -84,8 +93,6 @@ def _notes(config: BenchmarkConfig) -> tuple[str, ...]:
     notes = []
     if config.monitor:
         notes.append(f"monitor: {_NOT_YET_IMPLEMENTED['monitor']}")
-    if config.profile_tokens:
-        notes.append(f"profile_tokens: {_NOT_YET_IMPLEMENTED['profile_tokens']}")
     return tuple(notes)
 
 
@@ -98,23 +105,25 @@ def run(
     clock: Clock = monotonic_ns,
     progress: bool = True,
     device_warmup_s: float = DEFAULT_DEVICE_WARMUP_S,
+    profile_path: str | Path | None = None,
 ) -> BenchmarkResult:
     """Benchmark ``config`` and return its result; a model and tokenizer may be passed in ready-made.
 
-    Pass one ``tokenizers`` cache to many calls to load each model's tokenizer once.
+    Pass one ``tokenizers`` cache to many calls to load each model's tokenizer once. With
+    ``profile_tokens`` set, the profiler trace goes to ``profile_path`` (default: tokbench-results/).
     """
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     environment = _environment()
     notes = _notes(config)
 
-    def finished(status: str, reason: str = "", **fields: Any) -> BenchmarkResult:
+    def finished(status: str, reason: str = "", extra_notes: tuple[str, ...] = (), **fields: Any) -> BenchmarkResult:
         return BenchmarkResult(
             config=config,
             status=status,
             reason=reason,
             environment=environment,
             started_at=started_at,
-            notes=notes,
+            notes=notes + extra_notes,
             **fields,
         )
 
@@ -132,9 +141,10 @@ def run(
     except Exception as error:
         return finished(STATUS_FAILED, f"loading failed: {_describe(error)}")
 
+    profile_target = Path(profile_path) if profile_path else profiling.default_trace_path(config.name)
     try:
-        with benchmark_mode(loaded.model):
-            return _measure(config, loaded, clock, progress, device_warmup_s, finished)
+        with benchmark_mode(loaded.model), ExitStack() as resources:
+            return _measure(config, loaded, clock, progress, device_warmup_s, finished, resources, profile_target)
     except Exception as error:  # anything _measure did not classify itself
         return finished(STATUS_FAILED, f"measurement failed: {_describe(error)}")
 
@@ -146,6 +156,8 @@ def _measure(
     progress: bool,
     device_warmup_s: float,
     finished: Finish,
+    resources: ExitStack,
+    profile_path: Path,
 ) -> BenchmarkResult:
     common: dict[str, Any] = {
         "effective_settings": loaded.effective_settings,
@@ -157,15 +169,26 @@ def _measure(
     except Exception as error:
         phases = Phases(load=loaded.timings)
         return finished(STATUS_FAILED, f"device warmup failed: {_describe(error)}", phases=phases, **common)
+    session: ContinuousBatchingSession | None = None
+    if config.continuous_batching:  # built, warmed up and timed once, outside every iteration
+        try:
+            session = resources.enter_context(ContinuousBatchingSession.open(loaded, config, clock))
+        except UnavailableFeatureError as error:
+            return finished(STATUS_SKIPPED, str(error), phases=Phases(load=loaded.timings), **common)
+        except Exception as error:
+            phases = Phases(load=loaded.timings, device_warmup=warmup_report)
+            reason = f"continuous-batching setup failed: {_describe(error)}"
+            return finished(STATUS_FAILED, reason, phases=phases, **common)
+    cb_setup = session.setup if session is not None else None
     if config.compile_mode is not None:
         compat.forget_compiled_forward(loaded.model)  # observe this run's own compile
     graphs_before = compat.compiled_graph_count()
 
     # Validation: one full generation that fails fast; it is also the cold-start record.
     try:
-        cold_trace = _generate(loaded, config, clock, decode_sample=True)
+        cold_trace = _generate(loaded, config, clock, decode_sample=True, session=session)
     except Exception as error:
-        phases = Phases(load=loaded.timings, device_warmup=warmup_report)
+        phases = Phases(load=loaded.timings, device_warmup=warmup_report, continuous_batching_setup=cb_setup)
         return finished(STATUS_FAILED, f"validation call failed: {_describe(error)}", phases=phases, **common)
     graphs_after_validation = compat.compiled_graph_count()
 
@@ -173,11 +196,11 @@ def _measure(
     traces: list[GenerationTrace] = []
     try:
         for _ in _progress(config.warmup_iterations, "Warmup", progress):
-            warmup_curve_ns.append(_generate(loaded, config, clock).e2e_ns)
+            warmup_curve_ns.append(_generate(loaded, config, clock, session=session).e2e_ns)
         graphs_after_warmup = compat.compiled_graph_count()
         measurement_start_ns = clock()
         for _ in _progress(config.measurement_iterations, "Measure", progress):
-            traces.append(_generate(loaded, config, clock))
+            traces.append(_generate(loaded, config, clock, session=session))
         measurement_end_ns = clock()
     except Exception as error:
         failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
@@ -186,6 +209,7 @@ def _measure(
             device_warmup=warmup_report,
             cold_call=cold_trace,
             warmup_curve_ns=tuple(warmup_curve_ns),
+            continuous_batching_setup=cb_setup,
         )
         return finished(STATUS_FAILED, failure + _describe(error), phases=phases, iterations=tuple(traces), **common)
 
@@ -204,6 +228,7 @@ def _measure(
         warmup_curve_ns=tuple(warmup_curve_ns),
         measurement_wall_ns=measurement_end_ns - measurement_start_ns,
         compile=compile_record,
+        continuous_batching_setup=cb_setup,
     )
     if compile_record.requested and not compile_record.compiled:
         reason = "torch.compile was requested but generate ran the model's forward uncompiled"
@@ -213,4 +238,44 @@ def _measure(
     except ValueError as error:  # e.g. a zero-length interval from a broken clock
         reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
         return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
-    return finished(STATUS_OK, phases=phases, iterations=tuple(traces), summary=summary, **common)
+    profile, profile_notes = _profile(config, loaded, clock, session, profile_path)
+    return finished(
+        STATUS_OK,
+        phases=phases,
+        iterations=tuple(traces),
+        summary=summary,
+        profile=profile,
+        extra_notes=profile_notes,
+        **common,
+    )
+
+
+def _profile(
+    config: BenchmarkConfig,
+    loaded: LoadedModel,
+    clock: Clock,
+    session: ContinuousBatchingSession | None,
+    trace_path: Path,
+) -> tuple[ProfileRecord | None, tuple[str, ...]]:
+    """One extra generation of ``profile_tokens`` tokens under the profiler, after measurement.
+
+    A failure here leaves the measurement intact: the result stays ok and notes why there is no trace.
+    """
+    if not config.profile_tokens:
+        return None, ()
+    tokens = config.profile_tokens
+
+    def generate() -> GenerationTrace:
+        if session is not None:
+            return session.generate_once(new_tokens=tokens)
+        generation_config = copy.deepcopy(loaded.generation_config)
+        generation_config.max_new_tokens = tokens
+        inputs = loaded.inputs
+        return time_generate(
+            loaded.model, inputs.input_ids, inputs.attention_mask, generation_config, tokens, clock=clock
+        )
+
+    try:
+        return profiling.profile_generation(generate, loaded.model, loaded.device, tokens, trace_path, clock), ()
+    except Exception as error:
+        return None, (f"profile_tokens: profiling failed, no trace was written: {_describe(error)}",)

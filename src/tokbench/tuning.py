@@ -510,11 +510,11 @@ class TuningReport:
 # --- tuning ------------------------------------------------------------------------------------------
 
 
-def tuned_ms(batch_size: int, sequence_length: int) -> dict[int, str]:
-    """The M values the model will run: prefill ``batch * sequence_length`` and decode ``batch``."""
+def tuned_ms(batch_size: int, sequence_length: int, prefill_rows: int | None = None) -> dict[int, str]:
+    """The M values the model will run: prefill ``batch * sequence_length`` (or ``prefill_rows``), decode ``batch``."""
     if batch_size < 1 or sequence_length < 1:
         raise TuningError(f"batch_size and sequence_length must be >= 1, got {batch_size}, {sequence_length}")
-    prefill, decode = batch_size * sequence_length, batch_size
+    prefill, decode = prefill_rows or batch_size * sequence_length, batch_size
     if prefill == decode:
         return {decode: "prefill+decode"}
     return {decode: "decode", prefill: "prefill"}
@@ -639,13 +639,15 @@ def tune_model(
     timer: RoundTimer | None = None,
     min_rounds: int = 5,
     max_rounds: int = 1000,
+    prefill_rows: int | None = None,
 ) -> TuningReport:
     """Pick and APPLY the fastest kernel per (layer shape, M) of ``model``'s QuantizedLinear layers.
 
-    ``budget_s_per_shape`` is split evenly over the M values (prefill and decode). Winners go to each
-    layer's ``dispatch`` table. Cached winners (``cache_dir``, else ``$TOKBENCH_CACHE_DIR/tuning``, else
-    ``~/.cache/tokbench/tuning``) are reused without timing; the device warmup runs only if something
-    has to be timed.
+    ``prefill_rows`` overrides the prefill M when prompts differ in length (a padded batch, or continuous
+    batching's packed prompts). ``budget_s_per_shape`` is split evenly over the M values (prefill and
+    decode). Winners go to each layer's ``dispatch`` table. Cached winners (``cache_dir``, else
+    ``$TOKBENCH_CACHE_DIR/tuning``, else ``~/.cache/tokbench/tuning``) are reused without timing; the
+    device warmup runs only if something has to be timed.
     """
     from tokbench.warmup import device_warmup
 
@@ -655,7 +657,7 @@ def tune_model(
         raise TuningError("the model has no QuantizedLinear layers; run quantize_model first")
     first = next(iter(groups.values()))[0]
     device = torch.device(device) if device is not None else first.qweight.device
-    ms = tuned_ms(batch_size, sequence_length)
+    ms = tuned_ms(batch_size, sequence_length, prefill_rows)
     cache = TuningCache(cache_dir) if use_cache else None
     timer = timer if timer is not None else default_timer(device, clock)
     budget_ns = int(budget_s_per_shape * 1e9 / len(ms))
