@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, DTYPES, BenchmarkConfig, load_config_file
+from tokbench.config import ATTN_IMPLEMENTATIONS, AUTO, COMPILE_MODES, DTYPES, BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, TokbenchError
 
 EXIT_OK = 0
@@ -37,7 +37,24 @@ _CONFIG_FLAGS = (
     "seed",
     "trust_remote_code",
     "name",
+    "warmup_min_iterations",
+    "warmup_max_iterations",
+    "warmup_budget_s",
+    "measurement_min_iterations",
+    "measurement_max_iterations",
+    "measurement_budget_s",
+    "target_relative_precision",
 )
+
+
+def count_or_auto(text: str) -> int | str:
+    """argparse type of --warmup-iterations / --measurement-iterations: 'auto' or an integer."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +75,28 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--static-cache", action="store_true", default=None, help="use a static KV cache")
     add("--kernels", action="store_true", default=None, help="transformers use_kernels (needs the kernels library)")
     add("--device", help="auto, cpu, cuda, cuda:N (default: auto; mps is skipped: its stamps would be late)")
-    add("--warmup-iterations", type=int, help="untimed generations after the validation call (default: 5)")
-    add("--measurement-iterations", type=int, help="timed generations (default: 20)")
+    add(
+        "--warmup-iterations",
+        type=count_or_auto,
+        help="untimed generations after the validation call: a count, or auto = until steady state (default: auto)",
+    )
+    add("--warmup-min-iterations", type=int, help="auto warmup: at least this many (default: 5)")
+    add("--warmup-max-iterations", type=int, help="auto warmup: at most this many (default: 50)")
+    add("--warmup-budget-s", type=float, help="auto warmup: stop after this many seconds (default: 30)")
+    add(
+        "--measurement-iterations",
+        type=count_or_auto,
+        help="timed generations: a count, or auto = until the median E2E is within --target-precision (default: auto)",
+    )
+    add("--measurement-min-iterations", type=int, help="auto measurement: at least this many (default: 10)")
+    add("--measurement-max-iterations", type=int, help="auto measurement: at most this many (default: 500)")
+    add("--measurement-budget-s", type=float, help="auto measurement: stop after this many seconds (default: 15)")
+    add(
+        "--target-precision",
+        dest="target_relative_precision",
+        type=float,
+        help="auto measurement: 95%% CI half-width of the median E2E, relative (default: 0.01 = ±1%%)",
+    )
     add(
         "--no-monitor",
         dest="monitor",

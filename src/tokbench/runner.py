@@ -7,12 +7,9 @@ result per config.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
-
-from tqdm import tqdm
 
 from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
@@ -21,6 +18,7 @@ from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.records import GenerationTrace
 from tokbench.results import (
     STATUS_FAILED,
@@ -62,10 +60,6 @@ def _generate(
         clock=clock,
         decode_sample=decode_sample,
     )
-
-
-def _progress(count: int, label: str, enabled: bool) -> Iterable[int]:
-    return tqdm(range(count), desc=label, disable=not enabled, leave=False, file=sys.stderr, unit="it")
 
 
 def _environment() -> dict[str, Any]:
@@ -169,13 +163,23 @@ def _measure(
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []
+
+    def generate_once() -> GenerationTrace:
+        return _generate(loaded, config, clock)
+
     try:
-        for _ in _progress(config.warmup_iterations, "Warmup", progress):
-            warmup_curve_ns.append(_generate(loaded, config, clock).e2e_ns)
+        warmup_record = warm_up(
+            generate_once,
+            WarmupPlan.from_config(config),
+            clock=clock,
+            graph_count=compat.compiled_graph_count,
+            curve_into=warmup_curve_ns,
+            progress=progress,
+        )
         graphs_after_warmup = compat.compiled_graph_count()
         measurement_start_ns = clock()
-        for _ in _progress(config.measurement_iterations, "Measure", progress):
-            traces.append(_generate(loaded, config, clock))
+        plan = MeasurementPlan.from_config(config)
+        measurement_record = measure(generate_once, plan, clock=clock, into=traces, progress=progress)
         measurement_end_ns = clock()
     except Exception as error:
         failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
@@ -202,6 +206,8 @@ def _measure(
         warmup_curve_ns=tuple(warmup_curve_ns),
         measurement_wall_ns=measurement_end_ns - measurement_start_ns,
         compile=compile_record,
+        warmup=warmup_record,
+        measurement=measurement_record,
     )
     if compile_record.requested and not compile_record.compiled:
         reason = "torch.compile was requested but generate ran the model's forward uncompiled"
