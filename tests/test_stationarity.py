@@ -63,7 +63,7 @@ def test_steady_state_windows_shrink_for_short_series() -> None:
 
 
 def test_steady_state_is_reached_right_after_a_changepoint() -> None:
-    series = [500.0, 400.0, 300.0, 250.0] + _noisy(100.0, 10, 0.02, seed=4)  # transient ends at index 4
+    series = [500.0, 400.0, 300.0, 250.0, *_noisy(100.0, 10, 0.02, seed=4)]  # transient ends at index 4
     verdicts = [steady_state_test(series[: end + 1]).steady for end in range(len(series))]
     # the windows (3 + 3 values) lie wholly after the transient from index 4 + 5 = 9 on
     assert verdicts[9:] == [True] * (len(series) - 9)

@@ -17,11 +17,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tokbench.stats import median, percentile
+from tokbench.stats import TREND_ALPHA, median, percentile
 
 STEADY_WINDOW = 3
 STEADY_TOLERANCE = 0.05  # medians of the two windows may differ by 5% even on a quiet machine
-TREND_ALPHA = 0.05
 FAR_OUT_FENCE = 3.0
 
 

@@ -16,6 +16,7 @@ SUMMARY_PERCENTILES = (90.0, 95.0, 99.0)
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
+TREND_ALPHA = 0.05  # a Mann-Kendall p-value below this flags a trend
 HIGH_DISPERSION = 0.10  # IQR / median above this flags a metric as too spread to trust its median alone
 FLAG_HIGH_DISPERSION = "high_dispersion"
 FLAG_TREND = "trend"
@@ -159,7 +160,7 @@ class Summary:
         flags = []
         if self.iqr is not None and self.median != 0 and self.iqr / abs(self.median) > HIGH_DISPERSION:
             flags.append(FLAG_HIGH_DISPERSION)
-        if self.trend_p_value is not None and self.trend_p_value < 1.0 - CONFIDENCE:
+        if self.trend_p_value is not None and self.trend_p_value < TREND_ALPHA:
             flags.append(FLAG_TREND)
         if self.outliers:
             flags.append(FLAG_OUTLIERS)
