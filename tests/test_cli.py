@@ -95,5 +95,23 @@ def test_help_is_complete(tmp_path: Path, args: list[str]) -> None:
     else:
         for flag in ("--model", "--config", "--batch-size", "--sequence-length", "--new-tokens", "--dtype", "--attn",
                      "--compile", "--static-cache", "--kernels", "--device", "--warmup-iterations",
-                     "--measurement-iterations", "--no-monitor", "--output"):  # fmt: skip
+                     "--measurement-iterations", "--no-monitor", "--output", "--warmup-min-iterations",
+                     "--warmup-max-iterations", "--warmup-budget-s", "--measurement-min-iterations",
+                     "--measurement-max-iterations", "--measurement-budget-s", "--target-precision"):  # fmt: skip
             assert flag in completed.stdout, flag
+
+
+def test_iteration_flags_take_auto_or_a_count() -> None:
+    from tokbench.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    auto = config_from_args(parser.parse_args(["run", "--warmup-iterations", "auto", "--target-precision", "0.02"]))
+    assert (auto.warmup_iterations, auto.measurement_iterations, auto.target_relative_precision) == (
+        "auto",
+        "auto",
+        0.02,
+    )
+    fixed = config_from_args(parser.parse_args(["run", "--warmup-iterations", "5", "--measurement-iterations", "20"]))
+    assert (fixed.warmup_iterations, fixed.measurement_iterations) == (5, 20)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--warmup-iterations", "many"])

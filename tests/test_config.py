@@ -17,7 +17,10 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (config.model, config.batch_size, config.sequence_length, config.new_tokens) == ("tiny-llama", 1, 128, 128)
     assert (config.dtype, config.attn_implementation, config.compile_mode) == ("bfloat16", "sdpa", None)
     assert (config.static_cache, config.kernels, config.device) == (False, False, "auto")
-    assert (config.warmup_iterations, config.measurement_iterations, config.monitor) == (5, 20, True)
+    assert (config.warmup_iterations, config.measurement_iterations, config.monitor) == ("auto", "auto", True)
+    assert (config.warmup_min_iterations, config.warmup_max_iterations, config.warmup_budget_s) == (5, 50, 30.0)
+    assert (config.measurement_min_iterations, config.measurement_max_iterations) == (10, 500)
+    assert (config.measurement_budget_s, config.target_relative_precision) == (15.0, 0.01)
     assert config.name == "tiny-llama-sdpa-bfloat16-b1-s128-n128"
 
 
@@ -35,6 +38,14 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"batch_size": True}, "batch_size", "at least 1"),
         ({"device": 0}, "device", "quote"),
         ({"name": 5}, "name", "quote"),
+        ({"warmup_iterations": "steady"}, "warmup_iterations", "auto"),
+        ({"measurement_iterations": 0}, "measurement_iterations", "auto"),
+        ({"warmup_min_iterations": 1}, "warmup_min_iterations", "2 or more"),
+        ({"measurement_min_iterations": 30, "measurement_max_iterations": 20}, "measurement_max_iterations", "min"),
+        ({"warmup_budget_s": 0}, "warmup_budget_s", "seconds"),
+        ({"measurement_budget_s": float("nan")}, "measurement_budget_s", "seconds"),
+        ({"target_relative_precision": 1.5}, "target_relative_precision", "0.01"),
+        ({"target_relative_precision": "1%"}, "target_relative_precision", "0.01"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_field_and_fix(
@@ -56,7 +67,11 @@ def test_compile_turns_the_static_cache_on_and_the_name_says_so() -> None:
 def test_config_hash_is_stable_and_ignores_the_name() -> None:
     config = BenchmarkConfig()
     # Golden value: a change here changes every stored result's identity; bump the hash version instead.
-    assert config.config_hash == "f38275d0b4dc208a"
+    # (Changed deliberately when warmup and measurement became "auto" by default.)
+    assert config.config_hash == "897392772f586067"
+    # the seeds' fixed plan, asked for explicitly, keeps the identity it had before "auto" existed
+    assert BenchmarkConfig(warmup_iterations=5, measurement_iterations=20).config_hash == "f38275d0b4dc208a"
+    assert BenchmarkConfig(target_relative_precision=0.02).config_hash != config.config_hash
     assert BenchmarkConfig(name="my run").config_hash == config.config_hash
     assert BenchmarkConfig(batch_size=2).config_hash != config.config_hash
     assert BenchmarkConfig(profile_tokens=8).config_hash == config.config_hash

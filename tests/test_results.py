@@ -11,6 +11,7 @@ from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.generation import GenerationTrace
 from tokbench.loading import LoadTimings
+from tokbench.policy import MeasurementRecord, WarmupRecord
 from tokbench.results import (
     SCHEMA_VERSION,
     BenchmarkResult,
@@ -48,6 +49,8 @@ def _result() -> BenchmarkResult:
             warmup_curve_ns=(5, 4),
             measurement_wall_ns=77,
             compile=CompileRecord(True, True, 0, 1, 1, 1),
+            warmup=WarmupRecord("auto", 2, "steady state", True, window=1, shift=0.2, allowed_shift=0.25),
+            measurement=MeasurementRecord("auto", 3, "max iterations", 0.04, 0.01),
         ),
         iterations=traces,
         summary=summarize_traces(traces),
@@ -121,3 +124,32 @@ def test_a_result_written_by_schema_1_still_loads_with_its_hash(tmp_path: Path) 
     assert result.summary == recompute_summary(result)
     upgraded = load_result(save_result(result, tmp_path / "r.json"))
     assert upgraded == result and json.loads((tmp_path / "r.json").read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_results_written_before_the_policy_records_still_load(tmp_path: Path) -> None:
+    data = _result().to_dict()
+    for key in ("warmup", "measurement"):
+        del data["phases"][key]
+    for summary in data["summary"].values():
+        for key in ("median_ci", "p90_ci", "p95_ci", "p99_ci", "cv", "iqr", "outliers", "trend_p_value", "flags"):
+            del summary[key]
+    del data["flags"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = load_result(path)
+    assert old.phases.warmup is None and old.phases.measurement is None
+    assert old.summary["e2e_latency_ms"].median_ci is None
+    assert old.flags == ()
+
+
+def test_run_flags_say_what_the_policies_could_not_do() -> None:
+    result = _result()
+    assert result.flags == ("precision_not_reached",)
+    assert result.to_dict()["flags"] == ["precision_not_reached"]
+    unsteady = WarmupRecord("auto", 50, "max iterations", False)
+    recompiled = CompileRecord(True, True, 0, 1, 1, 3)
+    phases = Phases(warmup=unsteady, compile=recompiled)
+    assert BenchmarkResult(config=result.config, status="ok", phases=phases).flags == (
+        "no_steady_state",
+        "recompiled_while_measuring",
+    )

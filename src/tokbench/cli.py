@@ -10,6 +10,7 @@ from typing import Any
 
 from tokbench.config import (
     ATTN_IMPLEMENTATIONS,
+    AUTO,
     COMPILE_MODES,
     DTYPES,
     QUANT_GROUP_SIZES,
@@ -56,6 +57,13 @@ _CONFIG_FLAGS = (
     "cb_num_blocks",
     "cb_max_batch_tokens",
     "cb_max_requests_per_batch",
+    "warmup_min_iterations",
+    "warmup_max_iterations",
+    "warmup_budget_s",
+    "measurement_min_iterations",
+    "measurement_max_iterations",
+    "measurement_budget_s",
+    "target_relative_precision",
 )
 
 
@@ -77,6 +85,16 @@ def parse_sequence_length(text: str) -> int | list[int] | dict[str, object]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a prompt length: use N, N1,N2,... (one per request) or uniform:MIN:MAX[:SEED]"
         ) from error
+
+
+def count_or_auto(text: str) -> int | str:
+    """argparse type of --warmup-iterations / --measurement-iterations: 'auto' or an integer."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +120,28 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--static-cache", action="store_true", default=None, help="use a static KV cache")
     add("--kernels", action="store_true", default=None, help="transformers use_kernels (needs the kernels library)")
     add("--device", help="auto, cpu, cuda, cuda:N (default: auto; mps is skipped: its stamps would be late)")
-    add("--warmup-iterations", type=int, help="untimed generations after the validation call (default: 5)")
-    add("--measurement-iterations", type=int, help="timed generations (default: 20)")
+    add(
+        "--warmup-iterations",
+        type=count_or_auto,
+        help="untimed generations after the validation call: a count, or auto = until steady state (default: auto)",
+    )
+    add("--warmup-min-iterations", type=int, help="auto warmup: at least this many (default: 5)")
+    add("--warmup-max-iterations", type=int, help="auto warmup: at most this many (default: 50)")
+    add("--warmup-budget-s", type=float, help="auto warmup: stop after this many seconds (default: 30)")
+    add(
+        "--measurement-iterations",
+        type=count_or_auto,
+        help="timed generations: a count, or auto = until the median E2E is within --target-precision (default: auto)",
+    )
+    add("--measurement-min-iterations", type=int, help="auto measurement: at least this many (default: 10)")
+    add("--measurement-max-iterations", type=int, help="auto measurement: at most this many (default: 500)")
+    add("--measurement-budget-s", type=float, help="auto measurement: stop after this many seconds (default: 15)")
+    add(
+        "--target-precision",
+        dest="target_relative_precision",
+        type=float,
+        help="auto measurement: 95%% CI half-width of the median E2E, relative (default: 0.01 = ±1%%)",
+    )
     add(
         "--no-monitor",
         dest="monitor",

@@ -21,6 +21,7 @@ from tokbench.errors import ConfigError, UnavailableFeatureError
 
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+AUTO = "auto"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 QUANTIZATIONS = ("int4",)
 # Mirrors tokbench.quant (kept here so validating a config never imports torch).
@@ -58,8 +59,10 @@ class BenchmarkConfig:
     static_cache: bool = False
     kernels: bool = False
     device: str = "auto"
-    warmup_iterations: int = 5
-    measurement_iterations: int = 20
+    # An int is a fixed count; "auto" warms up until steady state and measures until the median E2E
+    # is known to target_relative_precision, each within its min/max count and time budget.
+    warmup_iterations: int | str = AUTO
+    measurement_iterations: int | str = AUTO
     monitor: bool = True
     profile_tokens: int = 0
     seed: int = 0
@@ -80,6 +83,14 @@ class BenchmarkConfig:
     cb_num_blocks: int | None = None
     cb_max_batch_tokens: int | None = None
     cb_max_requests_per_batch: int | None = None
+    # "auto" bounds. The warmup minimum of 5 is the seeds' fixed count: auto never warms up less.
+    warmup_min_iterations: int = 5
+    warmup_max_iterations: int = 50
+    warmup_budget_s: float = 30.0
+    measurement_min_iterations: int = 10
+    measurement_max_iterations: int = 500
+    measurement_budget_s: float = 15.0
+    target_relative_precision: float = 0.01  # half-width of the 95% CI of the median E2E, relative
 
     def __post_init__(self) -> None:
         _check_int(self.batch_size, "batch_size", minimum=1, fix="use a batch size of at least 1")
@@ -90,8 +101,11 @@ class BenchmarkConfig:
             minimum=2,
             fix="generate at least 2 tokens (TPOT and ITL need a second token)",
         )
-        _check_int(self.warmup_iterations, "warmup_iterations", minimum=0, fix="use 0 or more")
-        _check_int(self.measurement_iterations, "measurement_iterations", minimum=1, fix="use 1 or more")
+        if self.warmup_iterations != AUTO:
+            _check_int(self.warmup_iterations, "warmup_iterations", minimum=0, fix="use 'auto' or 0 or more")
+        if self.measurement_iterations != AUTO:
+            _check_int(self.measurement_iterations, "measurement_iterations", minimum=1, fix="use 'auto' or 1 or more")
+        self._check_auto_bounds()
         _check_int(self.profile_tokens, "profile_tokens", minimum=0, fix="use 0 (off) or a token count")
         _check_int(self.seed, "seed", minimum=0, fix="use a non-negative integer seed")
         if not isinstance(self.model, str) or not self.model.strip():
@@ -159,6 +173,20 @@ class BenchmarkConfig:
     def prompt_lengths(self) -> tuple[int, ...]:
         """The prompt length of each of the ``batch_size`` requests (a distribution is sampled with its seed)."""
         return prompt_lengths(self.sequence_length, self.batch_size)
+
+    def _check_auto_bounds(self) -> None:
+        for prefix, minimum in (("warmup", 2), ("measurement", 2)):
+            low, high = f"{prefix}_min_iterations", f"{prefix}_max_iterations"
+            _check_int(getattr(self, low), low, minimum=minimum, fix=f"use {minimum} or more (the tests need them)")
+            _check_int(getattr(self, high), high, minimum=getattr(self, low), fix=f"use at least {low}")
+            budget = f"{prefix}_budget_s"
+            _check_positive(getattr(self, budget), budget, fix="give a time budget in seconds, e.g. 30")
+        precision = self.target_relative_precision
+        _check_positive(precision, "target_relative_precision", fix="use a fraction such as 0.01 for ±1%")
+        if precision >= 1:
+            raise ConfigError(
+                "target_relative_precision", f"must be below 1, got {precision}", "use a fraction such as 0.01 for ±1%"
+            )
 
     def derived_name(self) -> str:
         """A readable name from the fields a person scans for first."""
@@ -301,6 +329,13 @@ def _check_int(value: object, field_name: str, minimum: int, fix: str) -> None:
         raise ConfigError(field_name, f"expected an integer, got {value!r}", fix)
     if value < minimum:
         raise ConfigError(field_name, f"must be >= {minimum}, got {value}", fix)
+
+
+def _check_positive(value: object, field_name: str, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field_name, f"expected a number, got {value!r}", fix)
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(field_name, f"must be a positive finite number, got {value}", fix)
 
 
 def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -> None:

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from tokbench.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.results import STATUS_OK, BenchmarkResult
+from tokbench.stats import Summary
 
 METRIC_LABELS = {
     "ttft_ms": "TTFT",
@@ -21,6 +22,12 @@ METRIC_LABELS = {
     "overall_throughput_tok_s": "overall throughput",
 }
 _STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max")
+# Compact names of Summary.flags for the table's last column.
+FLAG_LABELS = {"high_dispersion": "disp", "trend": "trend", "outliers": "outl"}
+FLAGS_LEGEND = (
+    "±CI: 95% bootstrap CI half-width of the median; flags: disp = IQR/median > 10%, "
+    "trend = Mann-Kendall trend while measuring (p < 0.05), outl = N values beyond 3 IQR"
+)
 
 
 def _format(value: float) -> str:
@@ -96,6 +103,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
             f"profile: {profile.tokens} tokens, {profile.forward_passes} forward passes, {_ms(profile.elapsed_ns)}; "
             f"trace {profile.trace_path}; top self time: {top}"
         )
+    lines.extend(policy_lines(result))
     if result.reason:
         lines.append(f"reason: {result.reason}")
     lines.extend(f"note: {note}" for note in result.notes)
@@ -128,13 +136,63 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
     return lines
 
 
+def policy_lines(result: BenchmarkResult) -> list[str]:
+    """How warmup and measurement ended: steady state or not, precision reached or not."""
+    lines = []
+    warmup, measurement = result.phases.warmup, result.phases.measurement
+    if warmup is not None:
+        if warmup.steady_state is None:
+            verdict = "steady state not tested (too few iterations)"
+        elif warmup.steady_state:
+            verdict = "steady state reached"
+        else:
+            verdict = "NO STEADY STATE REACHED"
+        shift = (
+            "" if warmup.shift is None else f"; median shift {warmup.shift:.1%} (allowed {warmup.allowed_shift:.1%})"
+        )
+        compiled = f"; dynamo compiled in warmup iterations {list(warmup.compiled_in)}" if warmup.compiled_in else ""
+        lines.append(
+            f"warmup {warmup.policy}: {warmup.iterations} iterations, stopped by {warmup.stop_reason}; "
+            f"{verdict}{shift}{compiled}"
+        )
+    if measurement is not None:
+        reached = "-" if measurement.relative_precision is None else f"±{measurement.relative_precision:.2%}"
+        target = ""
+        if measurement.target_relative_precision is not None:
+            met = "met" if measurement.target_met else "NOT MET"
+            target = f" (target ±{measurement.target_relative_precision:.2%}: {met})"
+        lines.append(
+            f"measurement {measurement.policy}: {measurement.iterations} iterations, stopped by "
+            f"{measurement.stop_reason}; median E2E known to {reached}{target} at 95% confidence"
+        )
+    if result.flags:
+        lines.append(f"flags: {', '.join(result.flags)}")
+    return lines
+
+
+def _flags_cell(summary: Summary) -> str:
+    labels = []
+    for flag in summary.flags:
+        label = FLAG_LABELS.get(flag, flag)
+        labels.append(f"{label}:{summary.outliers}" if flag == "outliers" else label)
+    return " ".join(labels)
+
+
+def _ci_cell(summary: Summary) -> str:
+    precision = summary.median_relative_precision
+    return "-" if precision is None else f"±{precision:.1%}"
+
+
 def result_table(result: BenchmarkResult) -> Table:
     table = Table(title=None, show_lines=False, header_style="bold")
     table.add_column("metric", no_wrap=True)
     table.add_column("unit")
     table.add_column("n", justify="right")
-    for column in _STATISTIC_COLUMNS:
+    table.add_column("median", justify="right")
+    table.add_column("±CI", justify="right")
+    for column in _STATISTIC_COLUMNS[1:]:
         table.add_column(column, justify="right")
+    table.add_column("flags")
     for name in METRIC_UNITS:
         summary = result.summary.get(name)
         if summary is None:
@@ -143,7 +201,10 @@ def result_table(result: BenchmarkResult) -> Table:
             METRIC_LABELS[name],
             summary.unit,
             str(summary.count),
-            *(_format(getattr(summary, column)) for column in _STATISTIC_COLUMNS),
+            _format(summary.median),
+            _ci_cell(summary),
+            *(_format(getattr(summary, column)) for column in _STATISTIC_COLUMNS[1:]),
+            _flags_cell(summary),
         )
     return table
 
@@ -178,6 +239,7 @@ def render(result: BenchmarkResult) -> Group:
         requests = per_request_table(result)
         if requests is not None:
             parts.append(requests)
+        parts.append(Text(FLAGS_LEGEND, style="dim"))
     return Group(*parts)
 
 
@@ -185,7 +247,7 @@ def make_console() -> Console:
     """A console wide enough for the table even when output is piped (rich assumes 80 there)."""
     console = Console()
     if not console.is_terminal:
-        console = Console(width=max(console.width, 132))
+        console = Console(width=max(console.width, 150))
     return console
 
 

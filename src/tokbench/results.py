@@ -14,7 +14,8 @@ from typing import Any
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
-from tokbench.metrics import METRIC_UNITS, metric_samples
+from tokbench.metrics import METRIC_UNITS, NS_PER_MS, distinct_requests, inter_token_latencies_ns, metric_samples
+from tokbench.policy import MeasurementRecord, WarmupRecord
 from tokbench.records import (
     ContinuousBatchingSetup,
     DeviceWarmupReport,
@@ -22,7 +23,7 @@ from tokbench.records import (
     LoadTimings,
     ProfileRecord,
 )
-from tokbench.stats import Summary, summarize
+from tokbench.stats import Summary, median, summarize
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
@@ -33,6 +34,10 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
+
+FLAG_NO_STEADY_STATE = "no_steady_state"
+FLAG_PRECISION_NOT_REACHED = "precision_not_reached"
+FLAG_RECOMPILED_WHILE_MEASURING = "recompiled_while_measuring"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Phases:
     compile: CompileRecord | None = None
     # the continuous-batching manager's creation + warmup, done once before the validation call
     continuous_batching_setup: ContinuousBatchingSetup | None = None
+    warmup: WarmupRecord | None = None  # the warmup policy's record: steady state reached or not, and why
+    measurement: MeasurementRecord | None = None  # the measurement policy's record: stop reason, precision
 
     @property
     def cold_call_ns(self) -> int | None:
@@ -107,6 +114,8 @@ class Phases:
             "continuous_batching_setup": (
                 self.continuous_batching_setup.to_dict() if self.continuous_batching_setup else None
             ),
+            "warmup": self.warmup.to_dict() if self.warmup else None,
+            "measurement": self.measurement.to_dict() if self.measurement else None,
         }
 
     @classmethod
@@ -123,6 +132,8 @@ class Phases:
                 if data.get("continuous_batching_setup")
                 else None
             ),
+            warmup=WarmupRecord.from_dict(data["warmup"]) if data.get("warmup") else None,
+            measurement=MeasurementRecord.from_dict(data["measurement"]) if data.get("measurement") else None,
         )
 
 
@@ -161,6 +172,19 @@ class BenchmarkResult:
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Run-level warnings: no steady state before measuring, precision target missed, recompiles."""
+        flags = []
+        warmup, measurement, compile_record = self.phases.warmup, self.phases.measurement, self.phases.compile
+        if warmup is not None and warmup.policy == "auto" and not warmup.steady_state:
+            flags.append(FLAG_NO_STEADY_STATE)
+        if measurement is not None and measurement.target_met is False:
+            flags.append(FLAG_PRECISION_NOT_REACHED)
+        if compile_record is not None and compile_record.recompiles_during_measurement > 0:
+            flags.append(FLAG_RECOMPILED_WHILE_MEASURING)
+        return tuple(flags)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
@@ -175,6 +199,7 @@ class BenchmarkResult:
             "effective_settings": self.effective_settings,
             "quantization": self.quantization,
             "phases": self.phases.to_dict(),
+            "flags": list(self.flags),  # derived; written for readers of the JSON, ignored on load
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
             "profile": self.profile.to_dict() if self.profile else None,
@@ -219,7 +244,13 @@ def summarize_traces(traces: tuple[GenerationTrace, ...] | list[GenerationTrace]
     if not traces:
         return {}
     samples = metric_samples(traces)
-    return {name: summarize(values, METRIC_UNITS[name]) for name, values in samples.items()}
+    # ITL pools every gap: its trend is tested on one value per call (the median gap), in call order.
+    orders = {"itl_ms": [median(_call_gaps_ms(trace)) for trace in traces]}
+    return {name: summarize(values, METRIC_UNITS[name], order=orders.get(name)) for name, values in samples.items()}
+
+
+def _call_gaps_ms(trace: GenerationTrace) -> list[float]:
+    return [gap / NS_PER_MS for row in distinct_requests(trace) for gap in inter_token_latencies_ns(row)]
 
 
 def recompute_summary(result: BenchmarkResult) -> dict[str, Summary]:

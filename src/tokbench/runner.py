@@ -8,14 +8,11 @@ result per config.
 from __future__ import annotations
 
 import copy
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from tokbench import compat, profiling
 from tokbench.clock import Clock, monotonic_ns
@@ -25,6 +22,7 @@ from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.records import GenerationTrace, ProfileRecord
 from tokbench.results import (
@@ -72,10 +70,6 @@ def _generate(
         clock=clock,
         decode_sample=decode_sample,
     )
-
-
-def _progress(count: int, label: str, enabled: bool) -> Iterable[int]:
-    return tqdm(range(count), desc=label, disable=not enabled, leave=False, file=sys.stderr, unit="it")
 
 
 def _environment() -> dict[str, Any]:
@@ -194,13 +188,23 @@ def _measure(
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []
+
+    def generate_once() -> GenerationTrace:
+        return _generate(loaded, config, clock, session=session)
+
     try:
-        for _ in _progress(config.warmup_iterations, "Warmup", progress):
-            warmup_curve_ns.append(_generate(loaded, config, clock, session=session).e2e_ns)
+        warmup_record = warm_up(
+            generate_once,
+            WarmupPlan.from_config(config),
+            clock=clock,
+            graph_count=compat.compiled_graph_count,
+            curve_into=warmup_curve_ns,
+            progress=progress,
+        )
         graphs_after_warmup = compat.compiled_graph_count()
         measurement_start_ns = clock()
-        for _ in _progress(config.measurement_iterations, "Measure", progress):
-            traces.append(_generate(loaded, config, clock, session=session))
+        plan = MeasurementPlan.from_config(config)
+        measurement_record = measure(generate_once, plan, clock=clock, into=traces, progress=progress)
         measurement_end_ns = clock()
     except Exception as error:
         failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
@@ -229,6 +233,8 @@ def _measure(
         measurement_wall_ns=measurement_end_ns - measurement_start_ns,
         compile=compile_record,
         continuous_batching_setup=cb_setup,
+        warmup=warmup_record,
+        measurement=measurement_record,
     )
     if compile_record.requested and not compile_record.compiled:
         reason = "torch.compile was requested but generate ran the model's forward uncompiled"
