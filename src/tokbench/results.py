@@ -250,7 +250,8 @@ def summarize_traces(traces: tuple[GenerationTrace, ...] | list[GenerationTrace]
 
 
 def _call_gaps_ms(trace: GenerationTrace) -> list[float]:
-    return [gap / NS_PER_MS for row in distinct_requests(trace) for gap in inter_token_latencies_ns(row)]
+    rows = trace.token_timestamps_ns
+    return [gap / NS_PER_MS for row in distinct_requests(trace) for gap in inter_token_latencies_ns(rows[row])]
 
 
 def recompute_summary(result: BenchmarkResult) -> dict[str, Summary]:
