@@ -6,6 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
+CACHE_ENV_VAR = "TOKBENCH_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where tokbench keeps machine-local caches: ``$TOKBENCH_CACHE_DIR``, else ``~/.cache/tokbench``."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "tokbench"
+
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` via a synced temp file in the same folder and ``os.replace``."""

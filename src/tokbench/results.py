@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.efficiency import EfficiencyReport
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.metrics import METRIC_UNITS, metric_samples
+from tokbench.monitor import MemoryPeak, MonitorRecord
 from tokbench.records import DeviceWarmupReport, GenerationTrace, LoadTimings
 from tokbench.stats import Summary, summarize
 
@@ -120,6 +122,9 @@ class BenchmarkResult:
     model_source: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
+    monitor: MonitorRecord | None = None  # hardware samples over the measured iterations
+    memory_peaks: tuple[MemoryPeak, ...] = ()  # one per measured iteration
+    efficiency: EfficiencyReport | None = None  # memory breakdown, MBU / MFU, energy per token
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -154,6 +159,9 @@ class BenchmarkResult:
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
+            "monitor": self.monitor.to_dict() if self.monitor else None,
+            "memory_peaks": [peak.to_dict() for peak in self.memory_peaks],
+            "efficiency": self.efficiency.to_dict() if self.efficiency else None,
         }
 
     @classmethod
@@ -178,6 +186,9 @@ class BenchmarkResult:
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
+                monitor=MonitorRecord.from_dict(data["monitor"]) if data.get("monitor") else None,
+                memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
+                efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

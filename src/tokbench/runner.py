@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,10 +18,12 @@ from tqdm import tqdm
 from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
+from tokbench.efficiency import measure_efficiency
 from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.monitor import PeakMemoryTracker, Sampler
 from tokbench.records import GenerationTrace
 from tokbench.results import (
     STATUS_FAILED,
@@ -37,7 +40,6 @@ DEFAULT_DEVICE_WARMUP_S = 0.5
 
 # Accepted config fields whose stage does not exist yet: the result says so instead of implying it ran.
 _NOT_YET_IMPLEMENTED = {
-    "monitor": "hardware monitoring is not implemented in this version: no samples were recorded",
     "profile_tokens": "profiling is not implemented in this version: no trace was written",
 }
 
@@ -81,8 +83,6 @@ def _environment() -> dict[str, Any]:
 
 def _notes(config: BenchmarkConfig) -> tuple[str, ...]:
     notes = []
-    if config.monitor:
-        notes.append(f"monitor: {_NOT_YET_IMPLEMENTED['monitor']}")
     if config.profile_tokens:
         notes.append(f"profile_tokens: {_NOT_YET_IMPLEMENTED['profile_tokens']}")
     return tuple(notes)
@@ -113,7 +113,7 @@ def run(
             reason=reason,
             environment=environment,
             started_at=started_at,
-            notes=notes,
+            notes=notes + tuple(fields.pop("extra_notes", ())),
             **fields,
         )
 
@@ -169,15 +169,22 @@ def _measure(
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []
+    # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
+    sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
+    tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
     try:
         for _ in _progress(config.warmup_iterations, "Warmup", progress):
             warmup_curve_ns.append(_generate(loaded, config, clock).e2e_ns)
         graphs_after_warmup = compat.compiled_graph_count()
+        generate_once = lambda: _generate(loaded, config, clock)  # noqa: E731
+        measured_once = tracker.wrap(generate_once) if tracker is not None else generate_once
         measurement_start_ns = clock()
-        for _ in _progress(config.measurement_iterations, "Measure", progress):
-            traces.append(_generate(loaded, config, clock))
+        with sampler if sampler is not None else nullcontext():
+            for _ in _progress(config.measurement_iterations, "Measure", progress):
+                traces.append(measured_once())
         measurement_end_ns = clock()
     except Exception as error:
+        common.update(_monitoring(sampler, tracker))
         failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
         phases = Phases(
             load=loaded.timings,
@@ -186,6 +193,10 @@ def _measure(
             warmup_curve_ns=tuple(warmup_curve_ns),
         )
         return finished(STATUS_FAILED, failure + _describe(error), phases=phases, iterations=tuple(traces), **common)
+    finally:
+        if sampler is not None:
+            sampler.close()  # idempotent; releases the vendor libraries if measurement never started
+    common.update(_monitoring(sampler, tracker))
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
@@ -211,4 +222,39 @@ def _measure(
     except ValueError as error:  # e.g. a zero-length interval from a broken clock
         reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
         return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
+    if config.monitor:
+        common.update(_efficiency(config, loaded, traces, tracker, sampler))
     return finished(STATUS_OK, phases=phases, iterations=tuple(traces), summary=summary, **common)
+
+
+def _monitoring(sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if sampler is not None:
+        fields["monitor"] = sampler.record
+    if tracker is not None:
+        fields["memory_peaks"] = tuple(tracker.peaks)
+    return fields
+
+
+def _efficiency(
+    config: BenchmarkConfig,
+    loaded: LoadedModel,
+    traces: list[GenerationTrace],
+    tracker: PeakMemoryTracker | None,
+    sampler: Sampler | None,
+) -> dict[str, Any]:
+    try:
+        report = measure_efficiency(
+            loaded.model,
+            loaded.device,
+            config.dtype,
+            config.batch_size,
+            config.sequence_length,
+            config.new_tokens,
+            traces,
+            tracker.peaks if tracker is not None else (),
+            sampler.record if sampler is not None else None,
+        )
+    except Exception as error:  # e.g. a model config without the usual attention fields
+        return {"extra_notes": (f"efficiency: not computed: {_describe(error)}",)}
+    return {"efficiency": report}
