@@ -18,6 +18,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (config.dtype, config.attn_implementation, config.compile_mode) == ("bfloat16", "sdpa", None)
     assert (config.static_cache, config.kernels, config.device) == (False, False, "auto")
     assert (config.warmup_iterations, config.measurement_iterations, config.monitor) == (5, 20, True)
+    assert config.monitor_interval_ms == 50
     assert config.name == "tiny-llama-sdpa-bfloat16-b1-s128-n128"
 
 
@@ -35,6 +36,7 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"batch_size": True}, "batch_size", "at least 1"),
         ({"device": 0}, "device", "quote"),
         ({"name": 5}, "name", "quote"),
+        ({"monitor_interval_ms": 0}, "monitor_interval_ms", "1 ms or more"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_field_and_fix(

@@ -154,10 +154,12 @@ def test_flex_attention_with_a_static_cache_is_skipped_with_the_libraries_reason
 
 
 def test_unimplemented_stages_are_noted_not_implied(fast_config_fields: dict[str, object]) -> None:
-    config = BenchmarkConfig(**{**fast_config_fields, "monitor": True, "profile_tokens": 4})  # type: ignore[arg-type]
+    config = BenchmarkConfig(**{**fast_config_fields, "monitor": False, "profile_tokens": 4})  # type: ignore[arg-type]
     result = tokbench.run(config, progress=False)
     assert result.status == "ok"
-    assert [note.split(":")[0] for note in result.notes] == ["monitor", "profile_tokens"]
+    assert [note.split(":")[0] for note in result.notes] == ["profile_tokens"]
+    # --no-monitor: no samples, no memory peaks, no efficiency figures
+    assert (result.monitor, result.memory_peaks, result.efficiency) == (None, (), None)
 
 
 @pytest.mark.slow
