@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,6 +16,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _few_threads() -> None:
     # Two cores in CI: keep torch from oversubscribing them while tests run.
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Machine-local caches (the hardware probe) go to one folder per test session: probed once, not
+    # once per run, and nothing is written to the user's ~/.cache.
+    previous = os.environ.get("TOKBENCH_CACHE_DIR")
+    os.environ["TOKBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("tokbench-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("TOKBENCH_CACHE_DIR", None)
+    else:
+        os.environ["TOKBENCH_CACHE_DIR"] = previous
 
 
 @pytest.fixture

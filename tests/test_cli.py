@@ -29,7 +29,7 @@ def test_run_prints_a_table_and_writes_the_result(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     completed = tokbench("run", *FAST, "--batch-size", "2", "--output", str(out), cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
-    for label in ("TTFT", "TPOT", "ITL", "E2E latency", "decode throughput", "median", "p99"):
+    for label in ("TTFT", "TPOT", "ITL", "E2E latency", "decode throughput", "median", "p99", "decode MBU", "RSS peak"):
         assert label in completed.stdout
     data = json.loads(out.read_text())
     assert data["status"] == "ok"

@@ -21,6 +21,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (config.warmup_min_iterations, config.warmup_max_iterations, config.warmup_budget_s) == (5, 50, 30.0)
     assert (config.measurement_min_iterations, config.measurement_max_iterations) == (10, 500)
     assert (config.measurement_budget_s, config.target_relative_precision) == (15.0, 0.01)
+    assert config.monitor_interval_ms == 50
     assert config.name == "tiny-llama-sdpa-bfloat16-b1-s128-n128"
 
 
@@ -46,6 +47,7 @@ def test_defaults_match_the_documented_ones() -> None:
         ({"measurement_budget_s": float("nan")}, "measurement_budget_s", "seconds"),
         ({"target_relative_precision": 1.5}, "target_relative_precision", "0.01"),
         ({"target_relative_precision": "1%"}, "target_relative_precision", "0.01"),
+        ({"monitor_interval_ms": 0}, "monitor_interval_ms", "1 ms or more"),
     ],
 )
 def test_invalid_values_raise_an_error_naming_field_and_fix(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
 from tokbench.clock import FakeClock
@@ -18,8 +19,25 @@ def test_environment_names_versions_and_hardware() -> None:
         assert env[key], key
     assert env["torch"] == torch.__version__
     assert env["memory_bytes"] > 2**30
+    assert env["torch_threads"] == torch.get_num_threads() and env["torch_interop_threads"] >= 1
+    for key in ("cpu_governors", "cpu_frequency_mhz", "tokbench_git", "env", "nvml", "cuda", "hip"):
+        assert key in env, key
     if not torch.cuda.is_available():
         assert env["gpus"] == [] and env["gpu_driver"] is None
+        # no GPU here: NVML's absence is a recorded reason, not a crash or a silent gap
+        assert env["nvml"]["status"].startswith("unavailable: ")
+
+
+def test_relevant_environment_variables_are_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # names no library reads, so setting them cannot change this test session's torch
+    monkeypatch.setenv("TORCH_TOKBENCH_TEST", "1")
+    monkeypatch.setenv("PYTORCH_TOKBENCH_TEST", "2")
+    monkeypatch.setenv("TORCHINDUCTOR_TOKBENCH_TEST", "3")
+    monkeypatch.setenv("UNRELATED_TOKBENCH_TEST", "no")
+    env = capture_environment()["env"]
+    recorded = [env.get(f"{prefix}_TOKBENCH_TEST") for prefix in ("TORCH", "PYTORCH", "TORCHINDUCTOR")]
+    assert recorded == ["1", "2", "3"]
+    assert "UNRELATED_TOKBENCH_TEST" not in env
 
 
 def test_git_state_of_a_repository(tmp_path: Path) -> None:

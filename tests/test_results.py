@@ -74,6 +74,14 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert data["phases"]["compile"]["compiled"] is True
 
 
+def test_results_written_before_monitoring_existed_still_load(tmp_path: Path) -> None:
+    data = _result().to_dict()
+    for key in ("monitor", "memory_peaks", "efficiency"):
+        del data[key]
+    result = BenchmarkResult.from_dict(data)
+    assert (result.monitor, result.memory_peaks, result.efficiency) == (None, (), None)
+
+
 def test_atomic_write_leaves_no_temporary_files_and_replaces_whole(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     path.write_text("old")

@@ -43,6 +43,7 @@ _CONFIG_FLAGS = (
     "warmup_iterations",
     "measurement_iterations",
     "monitor",
+    "monitor_interval_ms",
     "profile_tokens",
     "seed",
     "trust_remote_code",
@@ -147,8 +148,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         dest="monitor",
         action="store_false",
         default=None,
-        help="do not sample hardware (sampling is not implemented yet; the result notes that)",
+        help="no hardware sampling, per-iteration memory peaks, or efficiency figures",
     )
+    add("--monitor-interval-ms", type=int, help="hardware sampling period while measuring (default: 50)")
     add(
         "--profile-tokens",
         type=int,

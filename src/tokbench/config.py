@@ -64,6 +64,7 @@ class BenchmarkConfig:
     warmup_iterations: int | str = AUTO
     measurement_iterations: int | str = AUTO
     monitor: bool = True
+    monitor_interval_ms: int = 50  # hardware sampling period while measuring
     profile_tokens: int = 0
     seed: int = 0
     trust_remote_code: bool = False
@@ -106,6 +107,9 @@ class BenchmarkConfig:
         if self.measurement_iterations != AUTO:
             _check_int(self.measurement_iterations, "measurement_iterations", minimum=1, fix="use 'auto' or 1 or more")
         self._check_auto_bounds()
+        _check_int(
+            self.monitor_interval_ms, "monitor_interval_ms", minimum=1, fix="sample every 1 ms or more (default 50)"
+        )
         _check_int(self.profile_tokens, "profile_tokens", minimum=0, fix="use 0 (off) or a token count")
         _check_int(self.seed, "seed", minimum=0, fix="use a non-negative integer seed")
         if not isinstance(self.model, str) or not self.model.strip():

@@ -9,7 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_RELEVANT_ENV_PREFIXES = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_", "TORCHINDUCTOR_")
+_RELEVANT_ENV_PREFIXES = (
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_LAUNCH_BLOCKING",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "NVIDIA_TF32_OVERRIDE",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TORCH_",
+    "TORCHINDUCTOR_",
+    "PYTORCH_",
+)
 
 
 def cpu_model_name() -> str:
@@ -51,6 +63,33 @@ def git_state(directory: str | Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def cpu_governors() -> dict[str, int] | None:
+    """How many CPUs run each cpufreq governor (``{"performance": 64}``), or None where it is not exposed."""
+    counts: dict[str, int] = {}
+    for path in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq/scaling_governor")):
+        try:
+            governor = path.read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        counts[governor] = counts.get(governor, 0) + 1
+    return counts or None
+
+
+def cpu_frequency_mhz() -> dict[str, float] | None:
+    try:
+        import psutil
+
+        frequency = psutil.cpu_freq()
+    except Exception:  # psutil raises on some virtual machines where the files are missing
+        return None
+    return None if frequency is None else {"current": frequency.current, "max": frequency.max}
+
+
+def tokbench_git_state() -> dict[str, Any] | None:
+    """Commit and dirty flag of the tree tokbench's own code was imported from (None for an installed wheel)."""
+    return git_state(Path(__file__).resolve().parent)
+
+
 def gpu_info() -> list[dict[str, Any]]:
     import torch
 
@@ -65,6 +104,7 @@ def gpu_info() -> list[dict[str, Any]]:
                 "name": properties.name,
                 "total_memory_bytes": int(properties.total_memory),
                 "capability": f"{properties.major}.{properties.minor}",
+                "uuid": str(getattr(properties, "uuid", "")) or None,
             }
         )
     return devices
@@ -90,8 +130,10 @@ def capture_environment() -> dict[str, Any]:
     import transformers
 
     from tokbench import __version__
+    from tokbench.monitor import nvml_environment
 
     gpus = gpu_info()
+    nvml = nvml_environment([gpu["index"] for gpu in gpus])
     return {
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
@@ -103,11 +145,16 @@ def capture_environment() -> dict[str, Any]:
         "cpu": cpu_model_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_governors": cpu_governors(),
+        "cpu_frequency_mhz": cpu_frequency_mhz(),
         "memory_bytes": total_memory_bytes(),
         "cuda": torch.version.cuda,
         "hip": getattr(torch.version, "hip", None),
-        "gpu_driver": _nvidia_driver_version() if gpus else None,
+        "gpu_driver": nvml.get("driver_version") or (_nvidia_driver_version() if gpus else None),
         "gpus": gpus,
+        "nvml": nvml,  # driver, CUDA driver version; per GPU clocks, power limit, persistence and MIG mode at start
         "git": git_state(),
+        "tokbench_git": tokbench_git_state(),
         "env": {key: value for key, value in sorted(os.environ.items()) if key.startswith(_RELEVANT_ENV_PREFIXES)},
     }

@@ -6,6 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
+CACHE_ENV_VAR = "TOKBENCH_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where tokbench keeps machine-local caches: ``$TOKBENCH_CACHE_DIR``, else ``~/.cache/tokbench``."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "tokbench"
+
 
 def _umask() -> int:
     """The process umask: read from /proc on Linux; elsewhere os.umask can only be read by setting it back."""

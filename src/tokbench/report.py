@@ -183,6 +183,80 @@ def _ci_cell(summary: Summary) -> str:
     return "-" if precision is None else f"±{precision:.1%}"
 
 
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _rate(value: float, unit: str) -> str:
+    for prefix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= size:
+            return f"{value / size:,.1f} {prefix}{unit}"
+    return f"{value:,.0f} {unit}"
+
+
+def monitoring_lines(result: BenchmarkResult) -> list[str]:
+    """A few lines: what was sampled, memory breakdown, MBU / MFU against which peak, energy."""
+    lines = []
+    record = result.monitor
+    if record is not None:
+        parts = []
+        for series in record.series:
+            if not series.ok:
+                parts.append(f"{series.backend} {series.status}")
+                continue
+            text = f"{series.backend} {len(series.timestamps_ns)} samples"
+            if series.backend == "host":
+                cpu = series.mean("process_cpu_percent")
+                text += f", process CPU {cpu:.0f}%" if cpu is not None else ""
+                text += f", RSS peak {_bytes(series.peak('rss_bytes'))}"
+            else:
+                for name, label, unit in (("gpu_util_percent", "util", "%"), ("power_w", "power", " W")):
+                    mean = series.mean(name)
+                    text += f", {label} {mean:.0f}{unit} mean" if mean is not None else ""
+                text += f", memory peak {_bytes(series.peak('memory_used_bytes'))}"
+            parts.append(text)
+        window = (record.end_ns - record.start_ns) / NS_PER_MS
+        lines.append(f"monitor every {record.interval_ms} ms over {window:,.0f} ms: " + "; ".join(parts))
+    report = result.efficiency
+    if report is not None:
+        memory = (
+            f"memory: weights {_bytes(report.weight_bytes)}, KV cache {_bytes(report.kv_cache_bytes_at_end)} at end "
+            f"({report.kv_cache_positions_at_end} positions)"
+        )
+        if report.peak_memory_bytes is not None:
+            memory += (
+                f", peak {_bytes(report.peak_memory_bytes)} ({report.peak_memory_source}), "
+                f"{_bytes(report.peak_beyond_weights_and_kv_bytes)} beyond both"
+            )
+        lines.append(memory)
+        if report.peak is not None:
+            peak = report.peak
+            efficiency = []
+            if report.mbu is not None and report.decode_bandwidth_bytes_s is not None:
+                efficiency.append(
+                    f"decode MBU {report.mbu:.1%} ({_rate(report.decode_bandwidth_bytes_s, 'B/s')} of "
+                    f"{_rate(peak.memory_bandwidth_bytes_s, 'B/s')})"
+                )
+            if report.mfu is not None and report.prefill_flops_s is not None:
+                efficiency.append(
+                    f"prefill MFU {report.mfu:.1%} ({_rate(report.prefill_flops_s, 'FLOP/s')} of "
+                    f"{_rate(peak.flops_s, 'FLOP/s')} {peak.dtype})"
+                )
+            lines.append(f"efficiency: {'; '.join(efficiency)}; peak from {peak.kind}: {peak.source}")
+        else:
+            lines.append(f"efficiency: no MBU / MFU: {report.peak_unavailable}")
+        if report.energy_per_token_j is not None and report.energy_j is not None:
+            lines.append(f"energy: {report.energy_per_token_j * 1000:,.2f} mJ per token ({report.energy_j:,.1f} J)")
+        else:
+            lines.append(f"energy: {report.energy_status}")
+    return lines
+
+
 def result_table(result: BenchmarkResult) -> Table:
     table = Table(title=None, show_lines=False, header_style="bold")
     table.add_column("metric", no_wrap=True)
@@ -240,6 +314,7 @@ def render(result: BenchmarkResult) -> Group:
         if requests is not None:
             parts.append(requests)
         parts.append(Text(FLAGS_LEGEND, style="dim"))
+    parts.extend(Text(line) for line in monitoring_lines(result))
     return Group(*parts)
 
 

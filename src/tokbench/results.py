@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.efficiency import EfficiencyReport
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.metrics import METRIC_UNITS, NS_PER_MS, distinct_requests, inter_token_latencies_ns, metric_samples
+from tokbench.monitor import MemoryPeak, MonitorRecord
 from tokbench.policy import MeasurementRecord, WarmupRecord
 from tokbench.records import (
     ContinuousBatchingSetup,
@@ -153,6 +155,9 @@ class BenchmarkResult:
     # Int4 quantization: {"report": QuantizationReport dict, "tuning": TuningReport dict}; empty if off.
     quantization: dict[str, Any] = field(default_factory=dict)
     profile: ProfileRecord | None = None  # the profiled generation after measurement (profile_tokens > 0)
+    monitor: MonitorRecord | None = None  # hardware samples over the measured iterations
+    memory_peaks: tuple[MemoryPeak, ...] = ()  # one per measured iteration
+    efficiency: EfficiencyReport | None = None  # memory breakdown, MBU / MFU, energy per token
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -203,6 +208,9 @@ class BenchmarkResult:
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
             "profile": self.profile.to_dict() if self.profile else None,
+            "monitor": self.monitor.to_dict() if self.monitor else None,
+            "memory_peaks": [peak.to_dict() for peak in self.memory_peaks],
+            "efficiency": self.efficiency.to_dict() if self.efficiency else None,
         }
 
     @classmethod
@@ -229,6 +237,9 @@ class BenchmarkResult:
                 notes=tuple(str(note) for note in data.get("notes", ())),
                 quantization=data.get("quantization", {}),
                 profile=ProfileRecord.from_dict(data["profile"]) if data.get("profile") else None,
+                monitor=MonitorRecord.from_dict(data["monitor"]) if data.get("monitor") else None,
+                memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
+                efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

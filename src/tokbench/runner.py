@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,12 @@ from tokbench import compat, profiling
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.continuous import ContinuousBatchingSession
+from tokbench.efficiency import measure_efficiency
 from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
 from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.monitor import PeakMemoryTracker, Sampler
 from tokbench.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.records import GenerationTrace, ProfileRecord
@@ -37,11 +39,6 @@ from tokbench.results import (
 from tokbench.warmup import device_warmup
 
 DEFAULT_DEVICE_WARMUP_S = 0.5
-
-# Accepted config fields whose stage does not exist yet: the result says so instead of implying it ran.
-_NOT_YET_IMPLEMENTED = {
-    "monitor": "hardware monitoring is not implemented in this version: no samples were recorded",
-}
 
 Finish = Callable[..., BenchmarkResult]
 
@@ -83,13 +80,6 @@ def _environment() -> dict[str, Any]:
     return environment
 
 
-def _notes(config: BenchmarkConfig) -> tuple[str, ...]:
-    notes = []
-    if config.monitor:
-        notes.append(f"monitor: {_NOT_YET_IMPLEMENTED['monitor']}")
-    return tuple(notes)
-
-
 def run(
     config: BenchmarkConfig,
     model: Any = None,
@@ -108,7 +98,6 @@ def run(
     """
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     environment = _environment()
-    notes = _notes(config)
 
     def finished(status: str, reason: str = "", extra_notes: tuple[str, ...] = (), **fields: Any) -> BenchmarkResult:
         return BenchmarkResult(
@@ -117,7 +106,7 @@ def run(
             reason=reason,
             environment=environment,
             started_at=started_at,
-            notes=notes + extra_notes,
+            notes=extra_notes,
             **fields,
         )
 
@@ -192,6 +181,9 @@ def _measure(
     def generate_once() -> GenerationTrace:
         return _generate(loaded, config, clock, session=session)
 
+    # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
+    sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
+    tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
     try:
         warmup_record = warm_up(
             generate_once,
@@ -202,11 +194,14 @@ def _measure(
             progress=progress,
         )
         graphs_after_warmup = compat.compiled_graph_count()
+        measured_once = tracker.wrap(generate_once) if tracker is not None else generate_once
         measurement_start_ns = clock()
         plan = MeasurementPlan.from_config(config)
-        measurement_record = measure(generate_once, plan, clock=clock, into=traces, progress=progress)
+        with sampler if sampler is not None else nullcontext():
+            measurement_record = measure(measured_once, plan, clock=clock, into=traces, progress=progress)
         measurement_end_ns = clock()
     except Exception as error:
+        common.update(_monitoring(sampler, tracker))
         failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
         phases = Phases(
             load=loaded.timings,
@@ -216,6 +211,10 @@ def _measure(
             continuous_batching_setup=cb_setup,
         )
         return finished(STATUS_FAILED, failure + _describe(error), phases=phases, iterations=tuple(traces), **common)
+    finally:
+        if sampler is not None:
+            sampler.close()  # idempotent; releases the vendor libraries if measurement never started
+    common.update(_monitoring(sampler, tracker))
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
@@ -244,6 +243,8 @@ def _measure(
     except ValueError as error:  # e.g. a zero-length interval from a broken clock
         reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
         return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
+    if config.monitor:
+        common.update(_efficiency(config, loaded, traces, tracker, sampler))
     profile, profile_notes = _profile(config, loaded, clock, session, profile_path)
     return finished(
         STATUS_OK,
@@ -251,7 +252,7 @@ def _measure(
         iterations=tuple(traces),
         summary=summary,
         profile=profile,
-        extra_notes=profile_notes,
+        extra_notes=tuple(common.pop("extra_notes", ())) + profile_notes,
         **common,
     )
 
@@ -285,3 +286,37 @@ def _profile(
         return profiling.profile_generation(generate, loaded.model, loaded.device, tokens, trace_path, clock), ()
     except Exception as error:
         return None, (f"profile_tokens: profiling failed, no trace was written: {_describe(error)}",)
+
+
+def _monitoring(sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if sampler is not None:
+        fields["monitor"] = sampler.record
+    if tracker is not None:
+        fields["memory_peaks"] = tuple(tracker.peaks)
+    return fields
+
+
+def _efficiency(
+    config: BenchmarkConfig,
+    loaded: LoadedModel,
+    traces: list[GenerationTrace],
+    tracker: PeakMemoryTracker | None,
+    sampler: Sampler | None,
+) -> dict[str, Any]:
+    try:
+        report = measure_efficiency(
+            loaded.model,
+            loaded.device,
+            config.dtype,
+            config.batch_size,
+            # Prompt positions per row: the padded length on the plain path, the mean with continuous batching.
+            config.prefill_rows // config.batch_size,
+            config.new_tokens,
+            traces,
+            tracker.peaks if tracker is not None else (),
+            sampler.record if sampler is not None else None,
+        )
+    except Exception as error:  # e.g. a model config without the usual attention fields
+        return {"extra_notes": (f"efficiency: not computed: {_describe(error)}",)}
+    return {"efficiency": report}

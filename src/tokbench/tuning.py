@@ -46,7 +46,8 @@ from torch import nn
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.devices import device_name, synchronize
 from tokbench.errors import TokbenchError
-from tokbench.fileio import atomic_write_text
+from tokbench.fileio import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the tuning cache honours it
+from tokbench.fileio import atomic_write_text, cache_root
 from tokbench.quant import kernels as quant_kernels
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 CACHE_SCHEMA_VERSION = 2  # 2: baseline and rejected candidates, kernel revision in the key
-CACHE_ENV_VAR = "TOKBENCH_CACHE_DIR"
 HIGH_DISPERSION = 0.1  # IQR / median above this is reported (torch.utils.benchmark uses the same bound)
 TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
 _MEDIAN_SE_PER_IQR = 0.93  # standard error of a median ~ 0.93 * IQR / sqrt(n) (normal approximation)
@@ -285,9 +285,7 @@ def warn_dispersion(timings: Sequence[CandidateTiming], context: str) -> bool:
 
 def default_cache_dir() -> Path:
     """``$TOKBENCH_CACHE_DIR/tuning`` when set, else ``~/.cache/tokbench/tuning``."""
-    root = os.environ.get(CACHE_ENV_VAR)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "tokbench"
-    return base / "tuning"
+    return cache_root() / "tuning"
 
 
 class TuningCache:
