@@ -120,6 +120,9 @@ class BenchmarkResult:
     model_source: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
+    # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
+    # stderr tail...): set by ``tokbench.launchers``, empty for a plain ``run``.
+    launch: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -154,6 +157,7 @@ class BenchmarkResult:
             "phases": self.phases.to_dict(),
             "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
             "iterations": [trace.to_dict() for trace in self.iterations],
+            "launch": dict(self.launch),
         }
 
     @classmethod
@@ -178,6 +182,7 @@ class BenchmarkResult:
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
+                launch=dict(data.get("launch") or {}),
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
