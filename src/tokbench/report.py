@@ -176,7 +176,7 @@ def sweep_summary_table(outcome: SweepOutcome) -> Table:
 
     table = Table(header_style="bold")
     for column in ("config", "status", "run ids", "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s"):
-        table.add_column(column, justify="left" if column in ("config", "status") else "right")
+        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
     repeated = any(entry.repeat_index > 0 for entry in outcome.entries)
     if repeated:
         table.add_column("E2E CV between proc", justify="right")
@@ -219,7 +219,11 @@ def sweep_summary_table(outcome: SweepOutcome) -> Table:
 def history_table(runs: list[StoredRun]) -> Table:
     table = Table(header_style="bold")
     for column in ("run", "started", "model", "config", "hash", "status", "TTFT ms", "TPOT ms", "decode tok/s"):
-        table.add_column(column, justify="right" if column in ("run", "TTFT ms", "TPOT ms", "decode tok/s") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("run", "TTFT ms", "TPOT ms", "decode tok/s") else "left",
+            overflow="fold",
+        )
     table.add_column("reason")
     for run in runs:
         table.add_row(

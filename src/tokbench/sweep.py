@@ -90,8 +90,8 @@ class SweepSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
         options = {key: data[key] for key in _SWEEP_KEYS if key in data and key != "configs"}
         base = {key: value for key, value in data.items() if key not in _SWEEP_KEYS}
-        groups = data.get("configs") or ()
-        if not isinstance(groups, list) or not all(isinstance(group, dict) for group in groups):
+        groups = data.get("configs", [])
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(group, dict) for group in groups):
             raise ConfigError(
                 "configs", "expected a list of mappings of config fields", "write `configs: [{...}, ...]`"
             )
