@@ -23,6 +23,8 @@ from tokbench.errors import ConfigError, UnavailableFeatureError
 # The dimensions a level chooses combinations of. A dimension whose field BenchmarkConfig does not
 # have (in this version) is left out, and a level entry that needs it is dropped with a note.
 LEVEL_DIMENSIONS = ("attn_implementation", "compile_mode", "kernels", "continuous_batching")
+# What a level entry that leaves a dimension out means (BenchmarkConfig's own default wins when it has the field).
+_LEVEL_DEFAULTS = {"attn_implementation": "sdpa", "compile_mode": None, "kernels": False, "continuous_batching": False}
 
 _SMALL: tuple[dict[str, Any], ...] = (
     {"attn_implementation": "sdpa"},
@@ -149,7 +151,7 @@ def level_combinations(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The level's combinations, each with every present dimension set, and notes on what was left out."""
     present = set(config_fields if config_fields is not None else _config_field_names())
-    defaults = {f.name: f.default for f in fields(BenchmarkConfig)}
+    defaults = {**_LEVEL_DEFAULTS, **{f.name: f.default for f in fields(BenchmarkConfig)}}
     dimensions = [dimension for dimension in LEVEL_DIMENSIONS if dimension in present]
     combinations: list[dict[str, Any]] = []
     dropped = 0
