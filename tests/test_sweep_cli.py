@@ -72,6 +72,10 @@ def wait_for(condition: Any, timeout_s: float, what: str, sweep: subprocess.Pope
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def inductor_cache(result_json: str) -> str:
+    return json.loads(result_json)["environment"]["env"]["TORCHINDUCTOR_CACHE_DIR"]
+
+
 def worker_children(parent_pid: int) -> list[psutil.Process]:
     try:
         children = psutil.Process(parent_pid).children()
@@ -145,7 +149,8 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
     assert ok["launch"]["launcher"] == "process" and ok["launch"]["exit_code"] == 0
     assert ok["launch"]["pid"] != sweep_process.pid
     # Each child had its own empty compile cache (the default, --compile-cache fresh).
-    assert "tokbench-child-" in ok["environment"]["env"]["TORCHINDUCTOR_CACHE_DIR"]
+    cache_dirs = {inductor_cache(data) for *_, status, _, data in stored if status == "ok"}
+    assert len(cache_dirs) == 4 and all("tokbench-child-" in path for path in cache_dirs)
     assert not psutil.pid_exists(victim.pid) or victim.status() == psutil.STATUS_ZOMBIE
 
     env = {**os.environ, "COLUMNS": "200"}
@@ -166,7 +171,7 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
 def test_sigint_and_sigkill_mid_sweep_then_resume_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep.yaml", {**TINY, "batch_size": [1, 2, 3]})
     db = tmp_path / "results.db"
-    args = ("--config", str(sweep), "--db", str(db))
+    args = ("--config", str(sweep), "--db", str(db), "--compile-cache", "shared")
 
     # 1. Ctrl-C once the first result is stored: the running child is ended, the store stays consistent.
     first = start_sweep(tmp_path, *args)
@@ -208,6 +213,10 @@ def test_sigint_and_sigkill_mid_sweep_then_resume_lose_and_duplicate_nothing(tmp
     hashes = [config_hash for _, _, config_hash, *_ in final]
     assert all(status == "ok" for *_, status, _, _ in final)
     assert len(hashes) == len(set(hashes)) == 3
+    # --compile-cache shared: the children of one sweep run share one cache folder, and no run shares another's.
+    per_run = [{inductor_cache(data) for *_, data in group} for group in (final[: len(after_sigint)], final[-1:])]
+    assert all(len(dirs) == 1 and "tokbench-compile-cache-" in next(iter(dirs)) for dirs in per_run)
+    assert per_run[0] != per_run[1]
 
 
 @pytest.mark.parametrize("bad", ["not json", '{"model": "tiny-llama", "batch_size": 0}'])

@@ -137,9 +137,10 @@ def _add_store_commands(commands: Any) -> None:
         "--timeout",
         dest="timeout_s",
         type=float,
-        help="seconds per config before it is ended as failed (default: 1800)",
+        metavar="S",
+        help="seconds per config before it is ended as failed (default: 1800; an entry of the file may set timeout_s)",
     )
-    sweep.add_argument("--repeat", type=int, help="run each config in K separate processes (default: 1)")
+    sweep.add_argument("--repeat", type=int, metavar="K", help="run each config in K separate processes (default: 1)")
     sweep.add_argument(
         "--compile-cache",
         choices=COMPILE_CACHE_MODES,

@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,6 @@ from tokbench.results import STATUS_FAILED, BenchmarkResult
 STDERR_TAIL_CHARS = 4000
 # How long a child gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_S = 5.0
-
-ChildStarted = Callable[[int, BenchmarkConfig], None]
 
 
 class InlineLauncher:
@@ -79,7 +76,6 @@ class ProcessLauncher:
 
     ``compile_cache``: ``"fresh"`` gives every child its own empty inductor / Triton cache folder (a
     true cold compile); ``"shared"`` gives all children of this launcher one folder (warm caches).
-    ``on_child_started(pid, config)`` is called right after a child starts (for monitoring).
     """
 
     name = "process"
@@ -89,7 +85,6 @@ class ProcessLauncher:
         *,
         compile_cache: str = "fresh",
         python: str = sys.executable,
-        on_child_started: ChildStarted | None = None,
         clock: Clock = monotonic_ns,
         environment: dict[str, Any] | None = None,
     ) -> None:
@@ -97,7 +92,6 @@ class ProcessLauncher:
             raise LaunchError(f"unknown compile cache mode {compile_cache!r}; use fresh or shared")
         self.compile_cache = compile_cache
         self._python = python
-        self._on_child_started = on_child_started
         self._clock = clock
         self._environment = environment  # the parent's, for results the parent has to build
         self._shared_cache: Path | None = None
@@ -155,8 +149,6 @@ class ProcessLauncher:
             launch["pid"] = child.pid
             timed_out = False
             try:
-                if self._on_child_started is not None:
-                    self._on_child_started(child.pid, config)
                 child.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
