@@ -138,6 +138,24 @@ def test_inline_sweep_with_repeats_then_resume(tmp_path: Path) -> None:
         assert len(store.runs(status="ok")) == 2
 
 
+def test_the_python_api_runs_a_sweep_into_the_store(tmp_path: Path) -> None:
+    import tokbench
+
+    db = tmp_path / "api.db"
+    outcome = tokbench.run_sweep(
+        {**TINY, "attn_implementation": ["sdpa", "flash_attention_2"]}, db=db, launcher="inline", progress=False
+    )
+    assert [(entry.config.attn_implementation, entry.result.status) for entry in outcome.entries] == [
+        ("flash_attention_2", "skipped"),
+        ("sdpa", "ok"),
+    ]
+    with ResultStore(db) as store:
+        assert [(run.run_id, run.status, run.sweep_id) for run in store.runs()] == [
+            (1, "skipped", outcome.plan.sweep_id),
+            (2, "ok", outcome.plan.sweep_id),
+        ]
+
+
 def _tokbench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(

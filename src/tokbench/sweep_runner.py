@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tokbench.config import BenchmarkConfig
 from tokbench.launchers import make_launcher
-from tokbench.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
+from tokbench.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.stats import mean, sample_std
 from tokbench.store import DEFAULT_DB_PATH, ResultStore
 from tokbench.sweep import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
@@ -122,13 +122,20 @@ def execute_plan(
         if on_result is not None:
             on_result(entry)
 
+    def store_and_record(config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
+        # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit
+        # (and until the result is in the outcome), then stop.
+        with _sigint_deferred():
+            run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            record(SweepEntry(config, repeat_index, result, run_id))
+
     try:
         for skipped in plan.skipped:
             if (skipped.config.config_hash, 0) in done:
                 record(SweepEntry(skipped.config, 0, None, None, resumed=True))
                 continue
             result = _skipped_result(skipped.config, skipped.reason, launcher.name, parent_environment())
-            record(SweepEntry(skipped.config, 0, result, _store(store, result, plan.sweep_id, 0)))
+            store_and_record(skipped.config, 0, result)
         for repeat_index in range(repeat):
             for planned in plan.runnable:
                 config = planned.config
@@ -137,8 +144,7 @@ def execute_plan(
                     continue
                 bar.set_postfix_str(config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}")
                 result = launcher.launch(config, planned.timeout_s)
-                result = _with_sweep(result, plan.sweep_id, repeat_index)
-                record(SweepEntry(config, repeat_index, result, _store(store, result, plan.sweep_id, repeat_index)))
+                store_and_record(config, repeat_index, _with_sweep(result, plan.sweep_id, repeat_index))
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -168,12 +174,6 @@ def run_sweep(
         return execute_plan(
             plan, launcher, store, repeat=spec.repeat, resume=resume, progress=progress, on_result=on_result
         )
-
-
-def _store(store: ResultStore, result: BenchmarkResult, sweep_id: str, repeat_index: int) -> int:
-    # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit.
-    with _sigint_deferred():
-        return store.add(result, sweep_id=sweep_id, repeat_index=repeat_index)
 
 
 @contextmanager
@@ -217,11 +217,3 @@ def _parent_environment() -> dict[str, Any]:
         return capture_environment()
     except Exception as error:  # a broken driver must not cost the skip its record
         return {"capture_error": f"{type(error).__name__}: {error}"}
-
-
-def ok_results_by_config(outcome: SweepOutcome) -> dict[str, list[BenchmarkResult]]:
-    grouped: dict[str, list[BenchmarkResult]] = {}
-    for entry in outcome.entries:
-        if entry.result is not None and entry.result.status == STATUS_OK:
-            grouped.setdefault(entry.config.config_hash, []).append(entry.result)
-    return grouped
