@@ -33,7 +33,8 @@ ENDLESS = 1_000_000
 
 
 def start_sweep(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    # TMPDIR: the child work folders a SIGKILLed parent cannot remove stay inside the test's folder.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TMPDIR": str(cwd)}
     return subprocess.Popen(
         [sys.executable, "-m", "tokbench", "sweep", "--no-progress", *args],
         cwd=cwd,
