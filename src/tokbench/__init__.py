@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from tokbench.config import BenchmarkConfig
     from tokbench.results import BenchmarkResult
 
-__all__ = ["BenchmarkConfig", "BenchmarkResult", "__version__", "load_result", "run"]
+__all__ = ["BenchmarkConfig", "BenchmarkResult", "__version__", "load_result", "run", "run_sweep"]
 
 
 def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **options: Any) -> BenchmarkResult:
@@ -25,6 +25,17 @@ def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **opt
     from tokbench.runner import run as run_config
 
     return run_config(config, model, tokenizer, **options)
+
+
+def run_sweep(spec: Any, **options: Any) -> Any:
+    """Run a sweep (a dict as in a sweep file, a ``SweepSpec``, or a sweep file's path) into the results store.
+
+    Each config runs in its own process by default; see ``tokbench.sweep_runner.run_sweep`` for the options.
+    Returns a ``SweepOutcome`` with every config's result and its run id in the store.
+    """
+    from tokbench.sweep_runner import run_sweep as run_sweep_spec
+
+    return run_sweep_spec(spec, **options)
 
 
 def load_result(path: Any) -> BenchmarkResult:

@@ -25,6 +25,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3
 EXIT_FAILED = 4
+EXIT_INTERRUPTED = 130
 
 DEFAULT_RESULTS_DIR = Path("tokbench-results")
 
@@ -251,7 +252,181 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_tune_arguments(tune_parser)
+    _add_store_commands(commands)
     return parser
+
+
+# --- sweep, history, export, show ------------------------------------------------------------------
+
+
+def _add_store_commands(commands: Any) -> None:
+    from tokbench.store import DEFAULT_DB_PATH
+    from tokbench.sweep import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS
+
+    db_help = f"results store (SQLite file; default: {DEFAULT_DB_PATH} in the working directory)"
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every combination of a sweep file, each config in its own process, into the results store",
+        description=(
+            "Expand a sweep file (any config field may be a list: the sweep is the cross product), list the "
+            "configs this machine cannot run, then run the rest one by one and store every result. "
+            f"Exit codes: {EXIT_OK} nothing failed, {EXIT_USAGE} invalid sweep, {EXIT_FAILED} some config failed, "
+            f"{EXIT_INTERRUPTED} interrupted (stored results stay; --resume goes on)."
+        ),
+    )
+    sweep.add_argument("--config", required=True, metavar="FILE", help="YAML or JSON sweep file")
+    sweep.add_argument(
+        "--level", choices=tuple(LEVELS), help="run only this level's attention/compile/kernels/batching combinations"
+    )
+    sweep.add_argument(
+        "--launcher", choices=LAUNCHER_NAMES, help="process (default: one fresh process per config) or inline"
+    )
+    sweep.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=float,
+        metavar="S",
+        help="seconds per config before it is ended as failed (default: 1800; an entry of the file may set timeout_s)",
+    )
+    sweep.add_argument("--repeat", type=int, metavar="K", help="run each config in K separate processes (default: 1)")
+    sweep.add_argument(
+        "--compile-cache",
+        choices=COMPILE_CACHE_MODES,
+        help="fresh (default): an empty inductor/Triton cache per config, true cold compiles; shared: one per sweep",
+    )
+    sweep.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
+    sweep.add_argument(
+        "--resume", action="store_true", help="leave out configs this sweep already stored as ok or skipped"
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    history = commands.add_parser("history", help="list stored runs")
+    history.add_argument("--model", help="only runs of this model")
+    history.add_argument("--status", choices=("ok", "skipped", "failed"), help="only runs with this status")
+    history.add_argument("--limit", type=int, help="only the latest N runs")
+    history.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
+
+    export = commands.add_parser("export", help="write stored runs out as JSON (full results) or CSV (columns)")
+    export.add_argument("--format", choices=("json", "csv"), default="json")
+    export.add_argument("--output", metavar="FILE", help="where to write (default: standard output)")
+    export.add_argument("--model", help="only runs of this model")
+    export.add_argument("--status", choices=("ok", "skipped", "failed"), help="only runs with this status")
+    export.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
+
+    show = commands.add_parser("show", help="print one stored run")
+    show.add_argument("run_id", type=int, metavar="RUN_ID")
+    show.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
+
+
+def _open_store(path: str, must_exist: bool) -> Any:
+    from tokbench.errors import StoreError
+    from tokbench.store import ResultStore
+
+    if must_exist and not Path(path).is_file():
+        raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
+    return ResultStore(path)
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from tokbench.launchers import make_launcher
+    from tokbench.report import make_console, print_plan, sweep_summary_table
+    from tokbench.sweep import load_sweep_file, plan_sweep
+    from tokbench.sweep_runner import execute_plan
+
+    console = make_console()
+    try:
+        spec = load_sweep_file(args.config).with_options(
+            level=args.level,
+            launcher=args.launcher,
+            timeout_s=args.timeout_s,
+            repeat=args.repeat,
+            compile_cache=args.compile_cache,
+        )
+        plan = plan_sweep(spec)
+    except ConfigError as error:
+        print(f"tokbench: invalid sweep: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print_plan(plan, console)
+    if args.dry_run:
+        for planned in plan.runnable:
+            console.print(f"run      {planned.config.name}  (config {planned.config.config_hash})")
+        return EXIT_OK
+    with (
+        _open_store(args.db, must_exist=False) as store,
+        make_launcher(spec.launcher, compile_cache=spec.compile_cache) as launcher,
+    ):
+        outcome = execute_plan(
+            plan, launcher, store, repeat=spec.repeat, resume=args.resume, progress=not args.no_progress
+        )
+    console.print(sweep_summary_table(outcome))
+    console.print(
+        f"{outcome.count('ok')} ok, {outcome.count('skipped')} skipped, {outcome.count('failed')} failed"
+        + (f", {outcome.resumed} already stored (resumed)" if outcome.resumed else "")
+        + f"; results in {args.db} (sweep {plan.sweep_id})"
+    )
+    if outcome.interrupted:
+        print("tokbench: interrupted; stored results are kept, run again with --resume to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if outcome.count("failed") else EXIT_OK
+
+
+def command_history(args: argparse.Namespace) -> int:
+    from tokbench.report import history_table, make_console
+
+    with _open_store(args.db, must_exist=True) as store:
+        runs = store.runs(model=args.model, status=args.status, limit=args.limit)
+    make_console().print(history_table(runs))
+    return EXIT_OK
+
+
+def command_export(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+
+    with _open_store(args.db, must_exist=True) as store:
+        runs = store.runs(model=args.model, status=args.status)
+        if args.format == "json":
+            records = [
+                {"run_id": run.run_id, "sweep_id": run.sweep_id, "repeat_index": run.repeat_index, "result": data}
+                for run, data in zip(runs, store.result_dicts(runs), strict=True)
+            ]
+            text = json.dumps(records, indent=1, allow_nan=False) + "\n"
+        else:
+            buffer = io.StringIO()
+            rows = [run.to_dict() for run in runs]
+            columns = list(rows[0]) if rows else []
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+            if rows:
+                writer.writeheader()
+                writer.writerows(rows)
+            text = buffer.getvalue()
+    if args.output:
+        from tokbench.fileio import atomic_write_text
+
+        atomic_write_text(args.output, text)
+        print(f"{len(runs)} run(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from tokbench.report import launch_lines, make_console, print_result
+
+    with _open_store(args.db, must_exist=True) as store:
+        result = store.result(args.run_id)
+        run = store.run(args.run_id)
+    console = make_console()
+    console.print(
+        f"run {run.run_id}  stored {run.stored_at}"
+        + (f"  sweep {run.sweep_id} #{run.repeat_index + 1}" if run.sweep_id else "")
+    )
+    print_result(result, console)
+    for line in launch_lines(result):
+        console.print(line, highlight=False, markup=False)
+    return EXIT_OK
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
@@ -334,6 +509,14 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(args)
         if args.command == "tune":
             return command_tune(args)
+        if args.command == "sweep":
+            return command_sweep(args)
+        if args.command == "history":
+            return command_history(args)
+        if args.command == "export":
+            return command_export(args)
+        if args.command == "show":
+            return command_show(args)
     except TokbenchError as error:
         print(f"tokbench: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -46,3 +46,11 @@ class ModelSourceError(TokbenchError):
 
 class ResultFormatError(TokbenchError, ValueError):
     """A stored result cannot be read back (unknown schema version, missing field)."""
+
+
+class StoreError(TokbenchError):
+    """The results store cannot be opened or read (a newer schema, a damaged file, an unknown run id)."""
+
+
+class LaunchError(TokbenchError):
+    """A launcher was asked for something it cannot do (an unknown launcher, a bad compile cache mode)."""

@@ -158,6 +158,9 @@ class BenchmarkResult:
     monitor: MonitorRecord | None = None  # hardware samples over the measured iterations
     memory_peaks: tuple[MemoryPeak, ...] = ()  # one per measured iteration
     efficiency: EfficiencyReport | None = None  # memory breakdown, MBU / MFU, energy per token
+    # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
+    # stderr tail...): set by ``tokbench.launchers``, empty for a plain ``run``.
+    launch: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -211,6 +214,7 @@ class BenchmarkResult:
             "monitor": self.monitor.to_dict() if self.monitor else None,
             "memory_peaks": [peak.to_dict() for peak in self.memory_peaks],
             "efficiency": self.efficiency.to_dict() if self.efficiency else None,
+            "launch": dict(self.launch),
         }
 
     @classmethod
@@ -240,6 +244,7 @@ class BenchmarkResult:
                 monitor=MonitorRecord.from_dict(data["monitor"]) if data.get("monitor") else None,
                 memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
                 efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
+                launch=dict(data.get("launch") or {}),
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error

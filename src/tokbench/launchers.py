@@ -1,0 +1,260 @@
+"""Launchers decide where one config runs: in this process, or in a fresh Python process.
+
+``InlineLauncher`` calls ``runner.run`` here (debugging, the Python API; no timeout, no isolation).
+``ProcessLauncher`` starts ``python -m tokbench.worker`` for every config: the config goes to the child
+as JSON, the child writes its result as JSON to a path the parent chose, and the parent reads it back
+with ``BenchmarkResult.from_dict`` (never pickle). A child that crashes, is killed (OOM killer,
+signal), exits without a result or runs past its timeout becomes a ``failed`` result built here, with
+the reason and the tail of the child's output. Every result gets a ``launch`` record: the launcher,
+the child's pid and exit code, the wall time, the compile cache used.
+
+POSIX only: the child runs in its own session (process group), so a Ctrl-C in the terminal reaches
+the parent alone, which then ends the child and everything it started (inductor compile workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tokbench.clock import Clock, monotonic_ns
+from tokbench.config import BenchmarkConfig
+from tokbench.errors import LaunchError, ResultFormatError
+from tokbench.results import STATUS_FAILED, BenchmarkResult
+
+STDERR_TAIL_CHARS = 4000
+# How long a child gets to exit after SIGTERM before SIGKILL.
+TERMINATE_GRACE_S = 5.0
+
+
+class InlineLauncher:
+    """Run configs in the current process, sharing one tokenizer cache across them."""
+
+    name = "inline"
+
+    def __init__(self, *, progress: bool = False, clock: Clock = monotonic_ns, **run_options: Any) -> None:
+        from tokbench.loading import TokenizerCache
+
+        self._tokenizers = TokenizerCache()
+        self._progress = progress
+        self._clock = clock
+        self._run_options = run_options
+
+    def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult:
+        from tokbench.runner import run
+
+        start_ns = self._clock()
+        result = run(config, tokenizers=self._tokenizers, progress=self._progress, **self._run_options)
+        launch = {"launcher": self.name, "pid": os.getpid(), "wall_ns": self._clock() - start_ns}
+        notes = result.notes
+        if timeout_s is not None:
+            notes = (*notes, f"launcher: the inline launcher does not enforce timeout_s={timeout_s:g}")
+        return dataclasses.replace(result, launch=launch, notes=notes)
+
+    def close(self) -> None:
+        """Nothing to release; here so both launchers are used the same way."""
+
+    def __enter__(self) -> InlineLauncher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ProcessLauncher:
+    """One fresh Python process per config, with a timeout and crash capture.
+
+    ``compile_cache``: ``"fresh"`` gives every child its own empty inductor / Triton cache folder (a
+    true cold compile); ``"shared"`` gives all children of this launcher one folder (warm caches).
+    """
+
+    name = "process"
+
+    def __init__(
+        self,
+        *,
+        compile_cache: str = "fresh",
+        python: str = sys.executable,
+        clock: Clock = monotonic_ns,
+        environment: dict[str, Any] | None = None,
+    ) -> None:
+        if compile_cache not in ("fresh", "shared"):
+            raise LaunchError(f"unknown compile cache mode {compile_cache!r}; use fresh or shared")
+        self.compile_cache = compile_cache
+        self._python = python
+        self._clock = clock
+        self._environment = environment  # the parent's, for results the parent has to build
+        self._shared_cache: Path | None = None
+
+    def __enter__(self) -> ProcessLauncher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the shared compile cache folder, if one was made."""
+        if self._shared_cache is not None:
+            shutil.rmtree(self._shared_cache, ignore_errors=True)
+            self._shared_cache = None
+
+    def _cache_root(self, work: Path) -> Path:
+        if self.compile_cache == "fresh":
+            return work / "compile-cache"
+        if self._shared_cache is None:
+            self._shared_cache = Path(tempfile.mkdtemp(prefix="tokbench-compile-cache-"))
+        return self._shared_cache
+
+    def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult:
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        work = Path(tempfile.mkdtemp(prefix="tokbench-child-"))
+        try:
+            return self._launch(config, timeout_s, work, started_at)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _launch(self, config: BenchmarkConfig, timeout_s: float | None, work: Path, started_at: str) -> BenchmarkResult:
+        config_path, result_path, log_path = work / "config.json", work / "result.json", work / "output.log"
+        config_path.write_text(json.dumps(config.to_dict()), encoding="utf-8")
+        cache_root = self._cache_root(work)
+        env = {
+            **os.environ,
+            "TORCHINDUCTOR_CACHE_DIR": str(cache_root / "inductor"),
+            "TRITON_CACHE_DIR": str(cache_root / "triton"),
+        }
+        command = [
+            self._python, "-m", "tokbench.worker", "--config", str(config_path), "--result", str(result_path),
+            "--parent-pid", str(os.getpid()), "--name", config.name,
+        ]  # fmt: skip
+        launch: dict[str, Any] = {
+            "launcher": self.name,
+            "compile_cache": self.compile_cache,
+            "timeout_s": timeout_s,
+        }
+        start_ns = self._clock()
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            launch["pid"] = child.pid
+            timed_out = False
+            try:
+                child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _end_process_group(child)
+            except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: never leave the child running
+                _end_process_group(child)
+                raise
+            finally:
+                _kill_leftovers(child.pid)
+        launch["wall_ns"] = self._clock() - start_ns
+        launch["exit_code"] = child.returncode
+        tail = _tail(log_path)
+        launch["stderr_tail"] = tail
+
+        if timed_out:
+            reason = f"timed out after {timeout_s:g} s; the child process (pid {child.pid}) was ended"
+            return self._failed(config, reason, tail, launch, started_at)
+        if child.returncode < 0:
+            signal_name = _signal_name(-child.returncode)
+            launch["signal"] = signal_name
+            cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
+            reason = f"the child process (pid {child.pid}) was killed by {signal_name}{cause}"
+            return self._failed(config, reason, tail, launch, started_at)
+        try:
+            result = BenchmarkResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            reason = f"the child process (pid {child.pid}) exited with code {child.returncode} and wrote no result"
+            return self._failed(config, reason, tail, launch, started_at)
+        except (json.JSONDecodeError, ResultFormatError, ValueError) as error:
+            reason = f"the child process (pid {child.pid}) wrote an unreadable result: {error}"
+            return self._failed(config, reason, tail, launch, started_at)
+        if result.config_hash != config.config_hash:
+            reason = f"the child process returned a result for config {result.config_hash}, not {config.config_hash}"
+            return self._failed(config, reason, tail, launch, started_at)
+        if result.ok:
+            launch.pop("stderr_tail")  # keep the tail for failures, where it explains something
+        return dataclasses.replace(result, launch=launch)
+
+    def _failed(
+        self, config: BenchmarkConfig, reason: str, tail: str, launch: dict[str, Any], started_at: str
+    ) -> BenchmarkResult:
+        last_line = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+        if last_line:
+            reason = f"{reason}; last output: {last_line[:300]}"
+        return BenchmarkResult(
+            config=config,
+            status=STATUS_FAILED,
+            reason=reason,
+            environment=self._parent_environment(),
+            started_at=started_at,
+            launch=launch,
+        )
+
+    def _parent_environment(self) -> dict[str, Any]:
+        if self._environment is None:
+            from tokbench.environment import capture_environment
+
+            try:
+                self._environment = capture_environment()
+            except Exception as error:  # a broken driver must not cost the failure its record
+                self._environment = {"capture_error": f"{type(error).__name__}: {error}"}
+            self._environment["captured_by"] = "parent process (the child produced no result)"
+        return self._environment
+
+
+def make_launcher(name: str, *, compile_cache: str = "fresh", **options: Any) -> InlineLauncher | ProcessLauncher:
+    if name == "process":
+        return ProcessLauncher(compile_cache=compile_cache, **options)
+    if name == "inline":
+        return InlineLauncher()
+    raise LaunchError(f"unknown launcher {name!r}; use process or inline")
+
+
+def _end_process_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, then SIGKILL it if the child is still there after a grace period."""
+    _signal_group(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def _kill_leftovers(group_id: int) -> None:
+    """Grandchildren (e.g. inductor's compile worker pool) must not outlive the config that started them."""
+    _signal_group(group_id, signal.SIGKILL)
+
+
+def _signal_group(group_id: int, signal_number: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
+        os.killpg(group_id, signal_number)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            size = stream.tell()
+            stream.seek(max(0, size - chars))
+            return stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,281 @@
+"""Sweep plans: a sweep file (or dict) expanded into the ordered list of configs to run.
+
+Any config field may be a list; a sweep is the cross product of the lists. A named level restricts
+the attention × compile × kernels × batching dimensions to a chosen set of combinations. Nothing here
+runs a benchmark: ``plan_sweep`` expands, validates, lists the configs this machine cannot run (with
+their reason, via ``config.check_runnable``), collapses duplicates by ``config_hash`` and orders the
+rest so configs of one model are adjacent and, within a model, compiled configs come last, together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, BenchmarkConfig, load_config_file
+from tokbench.errors import ConfigError, UnavailableFeatureError
+
+# The dimensions a level chooses combinations of. A dimension whose field BenchmarkConfig does not
+# have (in this version) is left out, and a level entry that needs it is dropped with a note.
+LEVEL_DIMENSIONS = ("attn_implementation", "compile_mode", "kernels", "continuous_batching")
+# What a level entry that leaves a dimension out means (BenchmarkConfig's own default wins when it has the field).
+_LEVEL_DEFAULTS = {"attn_implementation": "sdpa", "compile_mode": None, "kernels": False, "continuous_batching": False}
+
+_SMALL: tuple[dict[str, Any], ...] = (
+    {"attn_implementation": "sdpa"},
+    {"attn_implementation": "sdpa", "compile_mode": "default"},
+    {"attn_implementation": "sdpa", "continuous_batching": True},
+)
+_THOROUGH: tuple[dict[str, Any], ...] = (
+    *_SMALL,
+    {"attn_implementation": "eager"},
+    {"attn_implementation": "eager", "compile_mode": "default"},
+    {"attn_implementation": "flash_attention_2"},
+    {"attn_implementation": "flex_attention", "compile_mode": "default"},
+    {"attn_implementation": "sdpa", "kernels": True},
+    {"attn_implementation": "flash_attention_2", "kernels": True},
+    {"attn_implementation": "flash_attention_2", "continuous_batching": True},
+)
+_EVERYTHING: tuple[dict[str, Any], ...] = tuple(
+    {"attn_implementation": attn, "compile_mode": mode, "kernels": kernels, "continuous_batching": batching}
+    for attn, mode, kernels, batching in itertools.product(
+        ATTN_IMPLEMENTATIONS, (None, *COMPILE_MODES), (False, True), (False, True)
+    )
+)
+# Data, not code: each level is a list of combinations; a dimension a combination leaves out is the default.
+LEVELS: dict[str, tuple[dict[str, Any], ...]] = {"small": _SMALL, "thorough": _THOROUGH, "everything": _EVERYTHING}
+
+COMPILE_CACHE_MODES = ("fresh", "shared")
+LAUNCHER_NAMES = ("process", "inline")
+# Keys of a sweep file that are not config fields.
+_SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "configs")
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep file says: common fields, optional groups that overlay them, and sweep options.
+
+    ``base`` and each of ``groups`` map config fields to a value or a list of values; a group may
+    also carry its own ``timeout_s``. Without groups the base alone is expanded.
+    """
+
+    base: Mapping[str, Any]
+    groups: tuple[Mapping[str, Any], ...] = ()
+    level: str | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    repeat: int = 1
+    compile_cache: str = "fresh"
+    launcher: str = "process"
+
+    def __post_init__(self) -> None:
+        if self.level is not None and self.level not in LEVELS:
+            raise ConfigError("level", f"unknown level {self.level!r}", f"use one of: {', '.join(LEVELS)}")
+        _check_timeout(self.timeout_s, "timeout_s")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
+            raise ConfigError("repeat", f"expected an integer >= 1, got {self.repeat!r}", "use --repeat 1 or more")
+        if self.compile_cache not in COMPILE_CACHE_MODES:
+            raise ConfigError(
+                "compile_cache", f"unknown mode {self.compile_cache!r}", f"use one of: {', '.join(COMPILE_CACHE_MODES)}"
+            )
+        if self.launcher not in LAUNCHER_NAMES:
+            raise ConfigError(
+                "launcher", f"unknown launcher {self.launcher!r}", f"use one of: {', '.join(LAUNCHER_NAMES)}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
+        options = {key: data[key] for key in _SWEEP_KEYS if key in data and key != "configs"}
+        base = {key: value for key, value in data.items() if key not in _SWEEP_KEYS}
+        groups = data.get("configs", [])
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(group, dict) for group in groups):
+            raise ConfigError(
+                "configs", "expected a list of mappings of config fields", "write `configs: [{...}, ...]`"
+            )
+        return cls(base=base, groups=tuple(groups), **options)
+
+    def with_options(self, **options: Any) -> SweepSpec:
+        """A copy with the options that are not None replaced (command-line flags override the file)."""
+        import dataclasses
+
+        return dataclasses.replace(self, **{key: value for key, value in options.items() if value is not None})
+
+
+def load_sweep_file(path: str | Path) -> SweepSpec:
+    return SweepSpec.from_dict(load_config_file(path))
+
+
+@dataclass(frozen=True)
+class PlannedConfig:
+    config: BenchmarkConfig
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class SkippedConfig:
+    """A valid config this machine cannot run, found before anything runs."""
+
+    config: BenchmarkConfig
+    reason: str
+
+
+@dataclass(frozen=True)
+class InvalidCombination:
+    """A combination of field values that is not a valid config anywhere (no result can carry it)."""
+
+    fields: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    sweep_id: str
+    runnable: tuple[PlannedConfig, ...]
+    skipped: tuple[SkippedConfig, ...]
+    invalid: tuple[InvalidCombination, ...] = ()
+    duplicates: int = 0  # combinations that collapsed into an earlier one with the same config_hash
+    notes: tuple[str, ...] = ()
+
+    @property
+    def configs(self) -> tuple[BenchmarkConfig, ...]:
+        return tuple(planned.config for planned in self.runnable)
+
+
+def level_combinations(
+    level: str, config_fields: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The level's combinations, each with every present dimension set, and notes on what was left out."""
+    present = set(config_fields if config_fields is not None else _config_field_names())
+    defaults = {**_LEVEL_DEFAULTS, **{f.name: f.default for f in fields(BenchmarkConfig)}}
+    dimensions = [dimension for dimension in LEVEL_DIMENSIONS if dimension in present]
+    combinations: list[dict[str, Any]] = []
+    dropped = 0
+    for entry in LEVELS[level]:
+        missing = [key for key in entry if key not in present and entry[key] not in (False, None)]
+        if missing:
+            dropped += 1
+            continue
+        combinations.append({dimension: entry.get(dimension, defaults[dimension]) for dimension in dimensions})
+    notes = []
+    absent = [dimension for dimension in LEVEL_DIMENSIONS if dimension not in present]
+    if absent:
+        notes.append(
+            f"level {level}: this tokbench has no {', '.join(absent)} field; "
+            f"{dropped} combination(s) that need it were left out"
+        )
+    return combinations, notes
+
+
+def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombination], list[str]]:
+    """Every combination the spec describes, in file order (duplicates included)."""
+    planned: list[PlannedConfig] = []
+    invalid: list[InvalidCombination] = []
+    notes: list[str] = []
+    known = set(_config_field_names())
+    combinations: list[dict[str, Any]] | None = None
+    if spec.level is not None:
+        combinations, notes = level_combinations(spec.level)
+    for group in spec.groups or ({},):
+        merged = {**spec.base, **group}
+        timeout_s = merged.pop("timeout_s", spec.timeout_s)
+        _check_timeout(timeout_s, "timeout_s")
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ConfigError(
+                unknown[0],
+                f"unknown config field(s) in the sweep: {', '.join(unknown)}",
+                f"use config fields ({', '.join(sorted(known))}) or sweep keys ({', '.join(_SWEEP_KEYS)})",
+            )
+        values = {name: _as_values(name, value) for name, value in merged.items()}
+        variants: list[dict[str, Any]] = [{}]
+        if combinations is not None:
+            # The level restricts its dimensions: a value the user listed for one keeps only matching combinations.
+            variants = [
+                combination
+                for combination in combinations
+                if all(combination[name] in values[name] for name in combination if name in values)
+            ]
+            values = {name: choices for name, choices in values.items() if name not in LEVEL_DIMENSIONS}
+        names = list(values)
+        for product in itertools.product(*(values[name] for name in names)):
+            for variant in variants:
+                config_fields = {**dict(zip(names, product, strict=True)), **variant}
+                try:
+                    planned.append(PlannedConfig(BenchmarkConfig.from_dict(config_fields), timeout_s))
+                except ConfigError as error:
+                    invalid.append(InvalidCombination(config_fields, str(error)))
+    return planned, invalid, notes
+
+
+def plan_sweep(spec: SweepSpec, check: Callable[[BenchmarkConfig], None] | None = None) -> SweepPlan:
+    """Expand, deduplicate, list what cannot run, and order. ``check`` defaults to ``config.check_runnable``."""
+    if check is None:
+        from tokbench.config import check_runnable as check
+    expanded, invalid, notes = expand(spec)
+    if not expanded and not invalid:
+        raise ConfigError("sweep", "the sweep has no configurations", "give at least one config field value")
+    unique: dict[str, PlannedConfig] = {}
+    for planned in expanded:
+        unique.setdefault(planned.config.config_hash, planned)
+    runnable: list[PlannedConfig] = []
+    skipped: list[SkippedConfig] = []
+    for planned in unique.values():
+        try:
+            check(planned.config)
+        except UnavailableFeatureError as error:
+            skipped.append(SkippedConfig(planned.config, str(error)))
+        else:
+            runnable.append(planned)
+    return SweepPlan(
+        sweep_id=sweep_id([*unique]),
+        runnable=tuple(order_configs(runnable)),
+        skipped=tuple(skipped),
+        invalid=tuple(invalid),
+        duplicates=len(expanded) - len(unique),
+        notes=tuple(notes),
+    )
+
+
+def order_configs(planned: Sequence[PlannedConfig]) -> list[PlannedConfig]:
+    """Same model adjacent (models in first-seen order); within a model uncompiled first, then compiled
+    configs together by mode, so a shared compile cache is reused by neighbours. Otherwise stable."""
+    model_rank: dict[str, int] = {}
+    for item in planned:
+        model_rank.setdefault(item.config.model, len(model_rank))
+    mode_rank = {mode: index for index, mode in enumerate(COMPILE_MODES)}
+
+    def key(item: PlannedConfig) -> tuple[int, int, int]:
+        mode = item.config.compile_mode
+        return (model_rank[item.config.model], mode is not None, mode_rank.get(mode, -1) if mode else -1)
+
+    return sorted(planned, key=key)
+
+
+def sweep_id(config_hashes: Sequence[str]) -> str:
+    """Identity of a sweep: the set of distinct configs it covers (order, repeats and timeouts aside)."""
+    canonical = json.dumps(["tokbench-sweep-v1", sorted(set(config_hashes))], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _as_values(name: str, value: Any) -> list[Any]:
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(name, "an empty list of values", "give at least one value, or leave the field out")
+        return value
+    return [value]
+
+
+def _check_timeout(value: object, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(name, f"expected a positive number of seconds, got {value!r}", "use e.g. 600, or null")
+
+
+def _config_field_names() -> list[str]:
+    return [f.name for f in fields(BenchmarkConfig)]

@@ -1,0 +1,219 @@
+"""Run a sweep plan: every config through a launcher, every result into the store as soon as it exists.
+
+Only this (parent) process writes the store, one transaction per result. The configs the plan found
+impossible are stored first as ``skipped``. With ``repeat`` K every config runs K times, round after
+round (config order within a round), each time in its own process with the process launcher.
+``resume`` leaves out what the store already holds as ``ok`` or ``skipped`` for the same sweep id and
+repeat index; ``failed`` configs run again. Ctrl-C ends the running child (the launcher does that),
+keeps every stored result, and returns an outcome marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from tokbench.config import BenchmarkConfig
+from tokbench.launchers import make_launcher
+from tokbench.results import STATUS_SKIPPED, BenchmarkResult
+from tokbench.stats import mean, sample_std
+from tokbench.store import DEFAULT_DB_PATH, ResultStore
+from tokbench.sweep import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
+
+
+class Launcher(Protocol):
+    name: str
+
+    def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult: ...
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """One config × repeat of the sweep: stored now (``run_id``), or left out because already stored."""
+
+    config: BenchmarkConfig
+    repeat_index: int
+    result: BenchmarkResult | None  # None when resumed from the store
+    run_id: int | None
+    resumed: bool = False
+
+
+@dataclass
+class SweepOutcome:
+    plan: SweepPlan
+    entries: list[SweepEntry] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for entry in self.entries if entry.result is not None and entry.result.status == status)
+
+    @property
+    def resumed(self) -> int:
+        return sum(1 for entry in self.entries if entry.resumed)
+
+
+@dataclass(frozen=True)
+class RepeatVariation:
+    """Between-process vs within-process variation of one metric's per-process medians.
+
+    ``between_cv``: sample std of the per-process medians / their mean. ``within_cv``: the mean over
+    processes of each process's own std / mean across its iterations.
+    """
+
+    metric: str
+    processes: int
+    mean_of_medians: float
+    between_cv: float
+    within_cv: float
+
+
+def repeat_variation(results: Sequence[BenchmarkResult], metric: str = "e2e_latency_ms") -> RepeatVariation | None:
+    """Variation over the ``ok`` results of one config run in separate processes (None below two)."""
+    summaries = [result.summary[metric] for result in results if result.ok and metric in result.summary]
+    if len(summaries) < 2:
+        return None
+    medians = [summary.median for summary in summaries]
+    centre = mean(medians)
+    within = [summary.std / summary.mean for summary in summaries if summary.mean]
+    return RepeatVariation(
+        metric=metric,
+        processes=len(summaries),
+        mean_of_medians=centre,
+        between_cv=sample_std(medians) / centre if centre else 0.0,
+        within_cv=mean(within) if within else 0.0,
+    )
+
+
+def execute_plan(
+    plan: SweepPlan,
+    launcher: Launcher,
+    store: ResultStore,
+    *,
+    repeat: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    on_result: Callable[[SweepEntry], None] | None = None,
+) -> SweepOutcome:
+    """Run ``plan`` and store each result as it arrives. Returns early, ``interrupted``, on Ctrl-C."""
+    outcome = SweepOutcome(plan)
+    done = store.completed(plan.sweep_id) if resume else set()
+    total = len(plan.skipped) + repeat * len(plan.runnable)
+    bar = tqdm(total=total, desc="sweep", unit="config", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    environment: list[dict[str, Any]] = []  # captured once, for the skipped results built here
+
+    def parent_environment() -> dict[str, Any]:
+        if not environment:
+            environment.append(_parent_environment())
+        return environment[0]
+
+    def record(entry: SweepEntry) -> None:
+        outcome.entries.append(entry)
+        bar.update(1)
+        if on_result is not None:
+            on_result(entry)
+
+    def store_and_record(config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
+        # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit
+        # (and until the result is in the outcome), then stop.
+        with _sigint_deferred():
+            run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            record(SweepEntry(config, repeat_index, result, run_id))
+
+    try:
+        for skipped in plan.skipped:
+            if (skipped.config.config_hash, 0) in done:
+                record(SweepEntry(skipped.config, 0, None, None, resumed=True))
+                continue
+            result = _skipped_result(skipped.config, skipped.reason, launcher.name, parent_environment())
+            store_and_record(skipped.config, 0, result)
+        for repeat_index in range(repeat):
+            for planned in plan.runnable:
+                config = planned.config
+                if (config.config_hash, repeat_index) in done:
+                    record(SweepEntry(config, repeat_index, None, None, resumed=True))
+                    continue
+                bar.set_postfix_str(config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}")
+                result = launcher.launch(config, planned.timeout_s)
+                store_and_record(config, repeat_index, _with_sweep(result, plan.sweep_id, repeat_index))
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        bar.close()
+    return outcome
+
+
+def run_sweep(
+    spec: SweepSpec | Mapping[str, Any] | str | Path,
+    *,
+    db: str | Path = DEFAULT_DB_PATH,
+    resume: bool = False,
+    progress: bool = True,
+    on_result: Callable[[SweepEntry], None] | None = None,
+    **options: Any,
+) -> SweepOutcome:
+    """The Python API of ``tokbench sweep``: a spec (a ``SweepSpec``, a dict as in a sweep file, or the
+    file's path) is planned and run into the store at ``db``. ``options`` override the spec's sweep
+    options: ``level``, ``launcher`` (default ``process``), ``timeout_s``, ``repeat``, ``compile_cache``."""
+    if isinstance(spec, (str, Path)):
+        spec = load_sweep_file(spec)
+    elif not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_dict(spec)
+    spec = spec.with_options(**options)
+    plan = plan_sweep(spec)
+    with ResultStore(db) as store, make_launcher(spec.launcher, compile_cache=spec.compile_cache) as launcher:
+        return execute_plan(
+            plan, launcher, store, repeat=spec.repeat, resume=resume, progress=progress, on_result=on_result
+        )
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _with_sweep(result: BenchmarkResult, sweep_id: str, repeat_index: int) -> BenchmarkResult:
+    import dataclasses
+
+    return dataclasses.replace(result, launch={**result.launch, "sweep_id": sweep_id, "repeat_index": repeat_index})
+
+
+def _skipped_result(
+    config: BenchmarkConfig, reason: str, launcher_name: str, environment: dict[str, Any]
+) -> BenchmarkResult:
+    return BenchmarkResult(
+        config=config,
+        status=STATUS_SKIPPED,
+        reason=reason,
+        environment=environment,
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        launch={"launcher": "none (skipped before launching)", "planned_launcher": launcher_name},
+    )
+
+
+def _parent_environment() -> dict[str, Any]:
+    from tokbench.environment import capture_environment
+
+    try:
+        return capture_environment()
+    except Exception as error:  # a broken driver must not cost the skip its record
+        return {"capture_error": f"{type(error).__name__}: {error}"}
