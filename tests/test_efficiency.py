@@ -122,6 +122,15 @@ def test_weight_facts_of_the_real_tiny_model(fast_config_fields: dict[str, objec
     assert facts.weight_bytes == 7_096_576 * 2  # bfloat16
     assert facts.unread_embedding_bytes == embedding * 2  # untied: a decode step reads B rows of it
 
+    # int4: the same linear work, but each layer's packed weights, scales and zeros instead of bf16 weights
+    quantized = load(BenchmarkConfig(**fast_config_fields, quantization="int4"))  # type: ignore[arg-type]
+    int4_facts = weight_facts(quantized.model)
+    assert int4_facts.linear_parameters == facts.linear_parameters
+    dense_linear_bytes = 4 * per_layer * 2
+    packed = quantized.quantization["report"]["bytes_after"]
+    assert int4_facts.weight_bytes == facts.weight_bytes - dense_linear_bytes + packed
+    assert packed < dense_linear_bytes / 3
+
 
 @pytest.mark.parametrize(
     ("device_name", "expected"),

@@ -141,6 +141,8 @@ class WeightFacts:
 def weight_facts(model: Any) -> WeightFacts:
     import torch
 
+    from tokbench.quant import QuantizedLinear
+
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -149,6 +151,10 @@ def weight_facts(model: Any) -> WeightFacts:
     tied = output_weight is not None and input_weight is not None and output_weight is input_weight
     unread = 0 if tied or input_weight is None else input_weight.numel() * input_weight.element_size()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output)
+    # int4 layers keep their weights in buffers (packed ints, scales, zeros): what a decode step reads.
+    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    weight_bytes += sum(layer.packed_bytes() for layer in quantized)
+    linear += sum(layer.in_features * layer.out_features for layer in quantized)
     lm_head = output_weight.numel() if output_weight is not None else 0
     return WeightFacts(int(weight_bytes), int(unread), int(linear), int(lm_head))
 
