@@ -121,8 +121,17 @@ def main() -> None:
         f"one host sample costs {cost_ns / 1000:.1f} µs = {cost_ns / (args.interval_ms * 1e6):.2e} of the interval "
         "(the sampler thread's share of one core)"
     )
-    verdict = "met" if ratio >= 0.99 else "NOT met"
-    print(f"target ratio >= 0.99: {verdict}{'' if low <= 1 <= high else ' (paired CI excludes 1.0)'}")
+    # Judged on the paired ratio: both calls of a round share the machine's state, so drift between rounds
+    # (±20% here) cancels; the ratio of the two medians does not cancel it.
+    paired_median = statistics.median(paired)
+    verdict = "met" if paired_median >= 0.99 else "NOT met"
+    if low >= 0.99:
+        certainty = "the CI's lower bound is above 0.99: shown"
+    elif high < 0.99:
+        certainty = "the whole CI is below 0.99: monitoring costs more than 1%"
+    else:
+        certainty = "the CI straddles 0.99: this machine's noise is wider than the effect; more rounds tighten it"
+    print(f"target paired ratio >= 0.99: {verdict} ({certainty})")
 
 
 if __name__ == "__main__":
