@@ -86,11 +86,11 @@ ACCELERATORS: tuple[AcceleratorSpec, ...] = (
     ),
     AcceleratorSpec(
         "AMD Instinct MI325X", r"mi325x", 6.0 * _TERA, 1307.4 * _TERA, 163.4 * _TERA,
-        "https://www.amd.com/en/products/accelerators/instinct/mi300/mi325x.html (dense BF16, FP32 vector)",
+        "https://www.amd.com/en/products/accelerators/instinct/mi300/mi325x.html (dense BF16, FP32 matrix)",
     ),
     AcceleratorSpec(
         "AMD Instinct MI300X", r"mi300x", 5.3 * _TERA, 1307.4 * _TERA, 163.4 * _TERA,
-        "https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html (dense BF16, FP32 vector)",
+        "https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html (dense BF16, FP32 matrix)",
     ),
     AcceleratorSpec(
         "AMD Instinct MI250X", r"mi250x", 3.2768 * _TERA, 383 * _TERA, 95.7 * _TERA,
