@@ -148,3 +148,15 @@ def test_a_fork_server_that_cannot_start_falls_back_to_spawn_and_says_so(tmp_pat
     assert result.launch["fallback"].startswith("spawn")
     assert "did not start" in result.launch["forkserver_error"]
     assert "no torch here" in result.launch["stderr_tail"]
+
+
+def test_a_changed_environment_restarts_the_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch reads variables such as OMP_NUM_THREADS when imported: the child must see what a spawned one would.
+    with ProcessLauncher(start_method="forkserver") as process_launcher:
+        first = process_launcher.launch(BenchmarkConfig(**TINY), timeout_s=120)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        second = process_launcher.launch(BenchmarkConfig(**TINY), timeout_s=120)
+    assert first.ok and second.ok, (first.reason, second.reason)
+    assert second.launch["forkserver_pid"] != first.launch["forkserver_pid"]
+    assert "forkserver_start_s" in second.launch
+    assert second.environment["torch_threads"] == 1

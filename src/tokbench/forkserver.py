@@ -216,6 +216,8 @@ class ForkServer:
         self._pending = b""
         self._exits: dict[int, int] = {}
         self.import_s: float | None = None
+        # The environment the server started with: what its imports read (thread counts, visible devices...).
+        self.environment: dict[str, str] = {}
 
     @property
     def pid(self) -> int | None:
@@ -228,6 +230,7 @@ class ForkServer:
     def start(self) -> None:
         """Start the server and wait until it has imported everything; raises ``ForkServerError``."""
         self.close()
+        self.environment = dict(os.environ)
         handle, log_name = tempfile.mkstemp(prefix="tokbench-forkserver-", suffix=".log")
         self._log_path = Path(log_name)
         try:
@@ -236,6 +239,7 @@ class ForkServer:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=handle,
+                env=self.environment,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the launcher, which ends the children
             )
         except OSError as error:
@@ -244,8 +248,9 @@ class ForkServer:
             os.close(handle)
         message = self._next_message(time.monotonic() + self._start_timeout_s)
         if message is None or not message.get("ready"):
+            tail = self.log_tail()
             self.close()
-            raise ForkServerError(f"the fork server did not start ({message or 'no answer'})")
+            raise ForkServerError(f"the fork server did not start ({message or 'no answer'}); {tail}")
         self.import_s = message.get("import_s")
 
     def start_child(self, *, config: Path, result: Path, log: Path, env: dict[str, str], title: str) -> int:

@@ -260,7 +260,9 @@ class ProcessLauncher:
 
     def _fork_server(self) -> tuple[ForkServer, bool]:
         """The running server; started (again) if there is none. A server that failed to start is not retried."""
-        if self._server is not None and self._server.alive:
+        # A changed environment restarts the server: torch read some variables (OMP_NUM_THREADS...) on import,
+        # and a spawned child would see the new values.
+        if self._server is not None and self._server.alive and self._server.environment == dict(os.environ):
             return self._server, False
         if self._server is not None:
             self._server.close()
