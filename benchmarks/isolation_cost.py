@@ -1,12 +1,15 @@
 """What does running each config in its own process cost? Target: <= 10% of the config's own time.
 
 Per round, the same config runs once with the inline launcher (this process, model loaded again,
-tokenizer cached, torch already imported) and once with the process launcher (a fresh interpreter that
-imports torch and transformers, loads tokenizer and model, writes its result JSON, which the parent
-reads back), in alternating order so drift hits both alike. The overhead of a round is process wall
-time minus inline wall time, each measured by the launcher around the whole launch; the figure is its
-median over rounds, relative to the median inline wall time (the config's time). An untimed inline
-launch first takes this process's one-time imports out of the inline side.
+tokenizer cached, torch already imported), once with the process launcher started by ``spawn`` (a
+fresh interpreter that imports torch and transformers, loads tokenizer and model, writes its result
+JSON, which the parent reads back) and once with the process launcher's ``forkserver`` (a child
+forked from a server that imported torch once; the rest as with spawn), in a rotating order so drift
+hits all alike. The overhead of a round is a launcher's wall time minus inline wall time, each
+measured by the launcher around the whole launch; the figure is its median over rounds, relative to
+the median inline wall time (the config's time). Untimed launches first take this process's one-time
+imports out of the inline side and the fork server's one-time start out of the forkserver side (that
+start is printed separately: once per sweep, not per config).
 
     python benchmarks/isolation_cost.py [--rounds 5] [--new-tokens 128] [--measurement-iterations 20]
 """
@@ -59,32 +62,45 @@ def main() -> None:
         monitor=False,
     )
     print(f"config: {config.name} (warmup {config.warmup_iterations}, measured {config.measurement_iterations})")
-    inline, process = InlineLauncher(), ProcessLauncher()
-    first = inline.launch(config)
-    assert first.ok, first.reason
-    inline_s: list[float] = []
-    process_s: list[float] = []
-    for round_index in range(args.rounds):
-        order = (inline, process) if round_index % 2 == 0 else (process, inline)
-        walls = {}
-        for launcher in order:
-            result = launcher.launch(config)
-            if not result.ok:
-                raise SystemExit(f"{launcher.name} launch failed: {result.reason}")
-            walls[launcher.name] = result.launch["wall_ns"] / NS_PER_S
-        inline_s.append(walls["inline"])
-        process_s.append(walls["process"])
-        print(
-            f"round {round_index + 1}: inline {walls['inline']:.2f} s, process {walls['process']:.2f} s, "
-            f"overhead {walls['process'] - walls['inline']:+.2f} s"
-        )
-    overheads = [p - i for p, i in zip(process_s, inline_s, strict=True)]
-    config_s = statistics.median(inline_s)
-    overhead_s = statistics.median(overheads)
-    low, high = bootstrap_median_ci(overheads)
+    inline = InlineLauncher()
+    launchers: dict[str, InlineLauncher | ProcessLauncher] = {
+        "inline": inline,
+        "spawn": ProcessLauncher(start_method="spawn"),
+        "forkserver": ProcessLauncher(start_method="forkserver"),
+    }
+    for name in ("inline", "forkserver"):  # the untimed warm-up launches
+        first = launchers[name].launch(config)
+        assert first.ok, first.reason
+        if name == "forkserver":
+            print(
+                f"fork server start (once per sweep, untimed here): {first.launch.get('forkserver_start_s', 0):.2f} s"
+            )
+    names = list(launchers)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for round_index in range(args.rounds):
+            order = names[round_index % len(names) :] + names[: round_index % len(names)]
+            for name in order:
+                result = launchers[name].launch(config)
+                if not result.ok:
+                    raise SystemExit(f"{name} launch failed: {result.reason}")
+                walls[name].append(result.launch["wall_ns"] / NS_PER_S)
+            print(
+                f"round {round_index + 1}: "
+                + ", ".join(f"{name} {walls[name][-1]:.2f} s" for name in names)
+                + "".join(f", {name} overhead {walls[name][-1] - walls['inline'][-1]:+.2f} s" for name in names[1:])
+            )
+    finally:
+        for launcher in launchers.values():
+            launcher.close()
+    config_s = statistics.median(walls["inline"])
     print(f"config time (inline, median): {config_s:.2f} s")
-    print(f"process launcher overhead per config (median of paired differences): {overhead_s:.2f} s")
-    print(f"  = {overhead_s / config_s:.1%} of the config's time (target <= 10%); 95% CI {low:.2f} .. {high:.2f} s")
+    for name in names[1:]:
+        overheads = [p - i for p, i in zip(walls[name], walls["inline"], strict=True)]
+        overhead_s = statistics.median(overheads)
+        low, high = bootstrap_median_ci(overheads)
+        print(f"process launcher ({name}) overhead per config (median of paired differences): {overhead_s:.2f} s")
+        print(f"  = {overhead_s / config_s:.1%} of the config's time (target <= 10%); 95% CI {low:.2f} .. {high:.2f} s")
     print(f"fresh interpreter + `import tokbench.runner` alone: {interpreter_start_s():.2f} s")
 
 

@@ -136,6 +136,9 @@ def test_a_sweep_file_round_trip(tmp_path: Path) -> None:
     assert spec.repeat == 3 and spec.compile_cache == "shared" and spec.launcher == "process"
     assert spec.with_options(repeat=None, launcher="inline").launcher == "inline"
     assert spec.with_options(repeat=None).repeat == 3
+    assert spec.start_method is None and spec.with_options(start_method="spawn").start_method == "spawn"
+    with pytest.raises(ConfigError, match="start_method"):
+        spec.with_options(start_method="vfork")
 
 
 def _result_with(medians: list[float], stds: list[float], means: list[float]) -> list[BenchmarkResult]:

@@ -78,14 +78,15 @@ def inductor_cache(result_json: str) -> str:
 
 
 def worker_children(parent_pid: int) -> list[psutil.Process]:
+    """Running config children, spawned (children) or forked by the fork server (grandchildren)."""
     try:
-        children = psutil.Process(parent_pid).children()
+        children = psutil.Process(parent_pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
     found = []
     for child in children:
         try:
-            if "tokbench.worker" in child.cmdline():
+            if "tokbench.worker" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue
@@ -116,7 +117,8 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
     # An outside kill of the child that runs "killed-by-test", found by its command line like `ps` would.
     victim = wait_for(
         lambda: next(
-            (child for child in worker_children(sweep_process.pid) if "killed-by-test" in child.cmdline()), None
+            (child for child in worker_children(sweep_process.pid) if "killed-by-test" in " ".join(child.cmdline())),
+            None,
         ),
         timeout_s=240,
         what="the killed-by-test child",
@@ -148,6 +150,7 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
     assert "stderr_tail" in killed["launch"]
     ok = json.loads(next(data for *_, status, _, data in stored if status == "ok"))
     assert ok["launch"]["launcher"] == "process" and ok["launch"]["exit_code"] == 0
+    assert ok["launch"]["start_method"] == "forkserver"  # the default on Linux
     assert ok["launch"]["pid"] != sweep_process.pid
     # Each child had its own empty compile cache (the default, --compile-cache fresh).
     cache_dirs = {inductor_cache(data) for *_, status, _, data in stored if status == "ok"}
@@ -205,9 +208,10 @@ def test_sigint_and_sigkill_mid_sweep_then_resume_lose_and_duplicate_nothing(tmp
     assert after_sigkill[: len(after_sigint)] == after_sigint  # nothing committed was lost or changed
 
     # 3. Resume to the end: every config exactly once, earlier rows untouched.
-    third = start_sweep(tmp_path, *args, "--resume")
+    third = start_sweep(tmp_path, *args, "--resume", "--start-method", "spawn")
     stdout, stderr = third.communicate(timeout=240)
     assert third.returncode == 0, stderr
+    assert json.loads(rows(db)[-1][-1])["launch"]["start_method"] == "spawn"
     assert "already stored (resumed)" in stdout
     final = rows(db)
     assert final[: len(after_sigkill)] == after_sigkill

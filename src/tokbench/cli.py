@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_store_commands(commands: Any) -> None:
     from tokbench.store import DEFAULT_DB_PATH
-    from tokbench.sweep import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS
+    from tokbench.sweep import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS, START_METHODS
 
     db_help = f"results store (SQLite file; default: {DEFAULT_DB_PATH} in the working directory)"
     sweep = commands.add_parser(
@@ -293,6 +293,12 @@ def _add_store_commands(commands: Any) -> None:
         "--compile-cache",
         choices=COMPILE_CACHE_MODES,
         help="fresh (default): an empty inductor/Triton cache per config, true cold compiles; shared: one per sweep",
+    )
+    sweep.add_argument(
+        "--start-method",
+        choices=START_METHODS,
+        help="how the process launcher starts a child: forkserver (default on Linux: forked from a server that "
+        "imported torch once, saving seconds per config) or spawn (a new interpreter per config)",
     )
     sweep.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
     sweep.add_argument(
@@ -342,6 +348,7 @@ def command_sweep(args: argparse.Namespace) -> int:
             timeout_s=args.timeout_s,
             repeat=args.repeat,
             compile_cache=args.compile_cache,
+            start_method=args.start_method,
         )
         plan = plan_sweep(spec)
     except ConfigError as error:
@@ -354,7 +361,7 @@ def command_sweep(args: argparse.Namespace) -> int:
         return EXIT_OK
     with (
         _open_store(args.db, must_exist=False) as store,
-        make_launcher(spec.launcher, compile_cache=spec.compile_cache) as launcher,
+        make_launcher(spec.launcher, compile_cache=spec.compile_cache, start_method=spec.start_method) as launcher,
     ):
         outcome = execute_plan(
             plan, launcher, store, repeat=spec.repeat, resume=args.resume, progress=not args.no_progress

@@ -54,3 +54,7 @@ class StoreError(TokbenchError):
 
 class LaunchError(TokbenchError):
     """A launcher was asked for something it cannot do (an unknown launcher, a bad compile cache mode)."""
+
+
+class ForkServerError(LaunchError):
+    """The process launcher's fork server could not start, or died (its configs fall back to spawning)."""

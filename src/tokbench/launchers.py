@@ -1,7 +1,10 @@
 """Launchers decide where one config runs: in this process, or in a fresh Python process.
 
 ``InlineLauncher`` calls ``runner.run`` here (debugging, the Python API; no timeout, no isolation).
-``ProcessLauncher`` starts ``python -m tokbench.worker`` for every config: the config goes to the child
+``ProcessLauncher`` runs every config in a fresh process: with ``start_method="spawn"`` it starts
+``python -m tokbench.worker``; with ``"forkserver"`` (the default on Linux) a fork server that imported
+torch once (``tokbench.forkserver``) forks the child, which saves the interpreter start and the imports
+per config and falls back to spawning if the server cannot start or died. Either way the config goes to the child
 as JSON, the child writes its result as JSON to a path the parent chose, and the parent reads it back
 with ``BenchmarkResult.from_dict`` (never pickle). A child that crashes, is killed (OOM killer,
 signal), exits without a result or runs past its timeout becomes a ``failed`` result built here, with
@@ -29,12 +32,16 @@ from typing import Any
 
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
-from tokbench.errors import LaunchError, ResultFormatError
+from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
+from tokbench.forkserver import ForkServer
 from tokbench.results import STATUS_FAILED, BenchmarkResult
 
 STDERR_TAIL_CHARS = 4000
 # How long a child gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_S = 5.0
+START_METHODS = ("forkserver", "spawn")
+# fork() after `import torch` is safe only where the server can be kept free of threads' state (POSIX fork).
+DEFAULT_START_METHOD = "forkserver" if sys.platform == "linux" else "spawn"
 
 
 class InlineLauncher:
@@ -76,6 +83,8 @@ class ProcessLauncher:
 
     ``compile_cache``: ``"fresh"`` gives every child its own empty inductor / Triton cache folder (a
     true cold compile); ``"shared"`` gives all children of this launcher one folder (warm caches).
+    ``start_method``: ``"forkserver"`` forks children from a server started once (on first use) that
+    has torch imported; ``"spawn"`` starts a new interpreter per config.
     """
 
     name = "process"
@@ -87,10 +96,16 @@ class ProcessLauncher:
         python: str = sys.executable,
         clock: Clock = monotonic_ns,
         environment: dict[str, Any] | None = None,
+        start_method: str = DEFAULT_START_METHOD,
     ) -> None:
         if compile_cache not in ("fresh", "shared"):
             raise LaunchError(f"unknown compile cache mode {compile_cache!r}; use fresh or shared")
+        if start_method not in START_METHODS:
+            raise LaunchError(f"unknown start method {start_method!r}; use {' or '.join(START_METHODS)}")
         self.compile_cache = compile_cache
+        self.start_method = start_method
+        self._server: ForkServer | None = None
+        self._server_error: str | None = None
         self._python = python
         self._clock = clock
         self._environment = environment  # the parent's, for results the parent has to build
@@ -103,7 +118,10 @@ class ProcessLauncher:
         self.close()
 
     def close(self) -> None:
-        """Remove the shared compile cache folder, if one was made."""
+        """Stop the fork server and remove the shared compile cache folder, if there are any."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._shared_cache is not None:
             shutil.rmtree(self._shared_cache, ignore_errors=True)
             self._shared_cache = None
@@ -127,47 +145,49 @@ class ProcessLauncher:
         config_path, result_path, log_path = work / "config.json", work / "result.json", work / "output.log"
         config_path.write_text(json.dumps(config.to_dict()), encoding="utf-8")
         cache_root = self._cache_root(work)
-        env = {
-            **os.environ,
-            "TORCHINDUCTOR_CACHE_DIR": str(cache_root / "inductor"),
-            "TRITON_CACHE_DIR": str(cache_root / "triton"),
-        }
-        command = [
-            self._python, "-m", "tokbench.worker", "--config", str(config_path), "--result", str(result_path),
-            "--parent-pid", str(os.getpid()), "--name", config.name,
-        ]  # fmt: skip
         launch: dict[str, Any] = {
             "launcher": self.name,
             "compile_cache": self.compile_cache,
             "timeout_s": timeout_s,
         }
         start_ns = self._clock()
-        with open(log_path, "wb") as log:
-            child = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-            launch["pid"] = child.pid
-            timed_out = False
-            try:
-                child.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+        child = self._start_child(config, config_path, result_path, log_path, cache_root, launch)
+        launch["pid"] = child.pid
+        timed_out = False
+        server_died: str | None = None
+        try:
+            returncode = child.wait(timeout_s)
+            if returncode is None:
                 timed_out = True
+                returncode = _end_process_group(child)
+        except ForkServerError as error:  # the exit status is lost with the server: end the child, record why
+            server_died = str(error)
+            _signal_group(child.pid, signal.SIGKILL)
+            returncode = None
+            self._server_error = server_died
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: never leave the child running
+            try:
                 _end_process_group(child)
-            except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: never leave the child running
-                _end_process_group(child)
-                raise
-            finally:
-                _kill_leftovers(child.pid)
+            except ForkServerError:
+                _signal_group(child.pid, signal.SIGKILL)
+            raise
+        finally:
+            _kill_leftovers(child.pid)
         launch["wall_ns"] = self._clock() - start_ns
-        launch["exit_code"] = child.returncode
+        launch["exit_code"] = returncode
         tail = _tail(log_path)
         launch["stderr_tail"] = tail
 
+        if server_died is not None:
+            reason = f"the fork server died while the child process (pid {child.pid}) ran; it was ended"
+            launch["forkserver_error"] = server_died
+            return self._failed(config, reason, tail, launch, started_at)
         if timed_out:
             reason = f"timed out after {timeout_s:g} s; the child process (pid {child.pid}) was ended"
             return self._failed(config, reason, tail, launch, started_at)
-        if child.returncode < 0:
-            signal_name = _signal_name(-child.returncode)
+        assert returncode is not None
+        if returncode < 0:
+            signal_name = _signal_name(-returncode)
             launch["signal"] = signal_name
             cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
             reason = f"the child process (pid {child.pid}) was killed by {signal_name}{cause}"
@@ -175,7 +195,7 @@ class ProcessLauncher:
         try:
             result = BenchmarkResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            reason = f"the child process (pid {child.pid}) exited with code {child.returncode} and wrote no result"
+            reason = f"the child process (pid {child.pid}) exited with code {returncode} and wrote no result"
             return self._failed(config, reason, tail, launch, started_at)
         except (json.JSONDecodeError, ResultFormatError, ValueError) as error:
             reason = f"the child process (pid {child.pid}) wrote an unreadable result: {error}"
@@ -186,6 +206,77 @@ class ProcessLauncher:
         if result.ok:
             launch.pop("stderr_tail")  # keep the tail for failures, where it explains something
         return dataclasses.replace(result, launch=launch)
+
+    def _start_child(
+        self,
+        config: BenchmarkConfig,
+        config_path: Path,
+        result_path: Path,
+        log_path: Path,
+        cache_root: Path,
+        launch: dict[str, Any],
+    ) -> _Child:
+        cache_env = {
+            "TORCHINDUCTOR_CACHE_DIR": str(cache_root / "inductor"),
+            "TRITON_CACHE_DIR": str(cache_root / "triton"),
+        }
+        if self.start_method == "forkserver":
+            try:
+                server, started = self._fork_server()
+                if started:  # this config's wall time includes the server's start (imports, once per launcher)
+                    launch["forkserver_start_s"] = server.import_s
+                pid = server.start_child(
+                    config=config_path,
+                    result=result_path,
+                    log=log_path,
+                    env=cache_env,
+                    title=f"{self._python} -m tokbench.worker (forked) --name {config.name}",
+                )
+                launch["start_method"] = "forkserver"
+                launch["forkserver_pid"] = server.pid
+                return _ForkedChild(server, pid)
+            except ForkServerError as error:  # spawn this config instead, and say so
+                self._server_error = str(error)
+                if self._server is not None:
+                    self._server.close()
+                    self._server = None
+                launch["forkserver_error"] = str(error)
+                launch["fallback"] = "spawn (the fork server could not start the child)"
+        launch["start_method"] = "spawn"
+        command = [
+            self._python, "-m", "tokbench.worker", "--config", str(config_path), "--result", str(result_path),
+            "--parent-pid", str(os.getpid()), "--name", config.name,
+        ]  # fmt: skip
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **cache_env},
+                start_new_session=True,
+            )
+        return _SpawnedChild(process)
+
+    def _fork_server(self) -> tuple[ForkServer, bool]:
+        """The running server; started (again) if there is none. A server that failed to start is not retried."""
+        # A changed environment restarts the server: torch read some variables (OMP_NUM_THREADS...) on import,
+        # and a spawned child would see the new values.
+        if self._server is not None and self._server.alive and self._server.environment == dict(os.environ):
+            return self._server, False
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._server_error is not None and self._server_error.startswith("start: "):
+            raise ForkServerError(self._server_error)
+        server = ForkServer(python=self._python)
+        try:
+            server.start()
+        except ForkServerError as error:
+            self._server_error = f"start: {error}"
+            raise ForkServerError(self._server_error) from error
+        self._server = server
+        return server, True
 
     def _failed(
         self, config: BenchmarkConfig, reason: str, tail: str, launch: dict[str, Any], started_at: str
@@ -214,22 +305,59 @@ class ProcessLauncher:
         return self._environment
 
 
-def make_launcher(name: str, *, compile_cache: str = "fresh", **options: Any) -> InlineLauncher | ProcessLauncher:
+def make_launcher(
+    name: str, *, compile_cache: str = "fresh", start_method: str | None = None, **options: Any
+) -> InlineLauncher | ProcessLauncher:
     if name == "process":
-        return ProcessLauncher(compile_cache=compile_cache, **options)
+        return ProcessLauncher(
+            compile_cache=compile_cache, start_method=start_method or DEFAULT_START_METHOD, **options
+        )
     if name == "inline":
         return InlineLauncher()
     raise LaunchError(f"unknown launcher {name!r}; use process or inline")
 
 
-def _end_process_group(child: subprocess.Popen[bytes]) -> None:
+class _Child:
+    """A running child, however it was started: its pid (= its process group id) and a way to wait."""
+
+    pid: int
+
+    def wait(self, timeout_s: float | None) -> int | None:
+        """The return code (negative: killed by that signal), or None if it still runs after ``timeout_s``."""
+        raise NotImplementedError
+
+
+class _SpawnedChild(_Child):
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def wait(self, timeout_s: float | None) -> int | None:
+        try:
+            return self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class _ForkedChild(_Child):
+    """A child of the fork server: the server waits for it and reports its exit status."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self._server = server
+        self.pid = pid
+
+    def wait(self, timeout_s: float | None) -> int | None:
+        return self._server.wait_child(self.pid, timeout_s)
+
+
+def _end_process_group(child: _Child) -> int | None:
     """SIGTERM the child's process group, then SIGKILL it if the child is still there after a grace period."""
     _signal_group(child.pid, signal.SIGTERM)
-    try:
-        child.wait(timeout=TERMINATE_GRACE_S)
-    except subprocess.TimeoutExpired:
+    returncode = child.wait(TERMINATE_GRACE_S)
+    if returncode is None:
         _signal_group(child.pid, signal.SIGKILL)
-        child.wait()
+        returncode = child.wait(None)
+    return returncode
 
 
 def _kill_leftovers(group_id: int) -> None:

@@ -52,8 +52,9 @@ LEVELS: dict[str, tuple[dict[str, Any], ...]] = {"small": _SMALL, "thorough": _T
 
 COMPILE_CACHE_MODES = ("fresh", "shared")
 LAUNCHER_NAMES = ("process", "inline")
+START_METHODS = ("forkserver", "spawn")  # of the process launcher; None: forkserver on Linux, else spawn
 # Keys of a sweep file that are not config fields.
-_SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "configs")
+_SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "start_method", "configs")
 DEFAULT_TIMEOUT_S = 1800.0
 
 
@@ -72,6 +73,7 @@ class SweepSpec:
     repeat: int = 1
     compile_cache: str = "fresh"
     launcher: str = "process"
+    start_method: str | None = None
 
     def __post_init__(self) -> None:
         if self.level is not None and self.level not in LEVELS:
@@ -82,6 +84,10 @@ class SweepSpec:
         if self.compile_cache not in COMPILE_CACHE_MODES:
             raise ConfigError(
                 "compile_cache", f"unknown mode {self.compile_cache!r}", f"use one of: {', '.join(COMPILE_CACHE_MODES)}"
+            )
+        if self.start_method is not None and self.start_method not in START_METHODS:
+            raise ConfigError(
+                "start_method", f"unknown start method {self.start_method!r}", f"use one of: {', '.join(START_METHODS)}"
             )
         if self.launcher not in LAUNCHER_NAMES:
             raise ConfigError(

@@ -163,14 +163,18 @@ def run_sweep(
 ) -> SweepOutcome:
     """The Python API of ``tokbench sweep``: a spec (a ``SweepSpec``, a dict as in a sweep file, or the
     file's path) is planned and run into the store at ``db``. ``options`` override the spec's sweep
-    options: ``level``, ``launcher`` (default ``process``), ``timeout_s``, ``repeat``, ``compile_cache``."""
+    options: ``level``, ``launcher`` (default ``process``), ``timeout_s``, ``repeat``, ``compile_cache``,
+    ``start_method``."""
     if isinstance(spec, (str, Path)):
         spec = load_sweep_file(spec)
     elif not isinstance(spec, SweepSpec):
         spec = SweepSpec.from_dict(spec)
     spec = spec.with_options(**options)
     plan = plan_sweep(spec)
-    with ResultStore(db) as store, make_launcher(spec.launcher, compile_cache=spec.compile_cache) as launcher:
+    with (
+        ResultStore(db) as store,
+        make_launcher(spec.launcher, compile_cache=spec.compile_cache, start_method=spec.start_method) as launcher,
+    ):
         return execute_plan(
             plan, launcher, store, repeat=spec.repeat, resume=resume, progress=progress, on_result=on_result
         )

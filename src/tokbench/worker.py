@@ -3,19 +3,24 @@
 Reads one config as JSON, runs it with ``runner.run`` (which never raises for a config) and writes the
 result as JSON, atomically, to the path the parent gave. The parent reads it back; nothing is pickled.
 Exit codes: 0 a result was written (whatever its status), 2 the config file could not be read.
+The fork server's children (``tokbench.forkserver``) run the same ``run_config_file``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
 import os
+import select
 import sys
 import threading
 import time
 
 _PARENT_POLL_S = 0.5
+EXIT_BAD_CONFIG = 2
+EXIT_ORPHANED = 3
 
 
 def _exit_when_orphaned(parent_pid: int) -> None:
@@ -24,10 +29,66 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(_PARENT_POLL_S)
-        print(f"tokbench.worker: parent process {parent_pid} is gone; exiting", file=sys.stderr, flush=True)
-        os._exit(3)
+        _orphaned(parent_pid)
 
     threading.Thread(target=watch, name="tokbench-parent-watch", daemon=True).start()
+
+
+def exit_when_gone(launcher_pid: int) -> None:
+    """Like ``_exit_when_orphaned``, for a process that is not our parent (the fork server is): exit once
+    ``launcher_pid`` has ended. A pidfd says so without polling and cannot mistake a reused pid."""
+    try:
+        pidfd = os.pidfd_open(launcher_pid)
+    except ProcessLookupError:
+        _orphaned(launcher_pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel or Python): poll the pid instead
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while _alive(launcher_pid):
+                time.sleep(_PARENT_POLL_S)
+        _orphaned(launcher_pid)
+
+    threading.Thread(target=watch, name="tokbench-launcher-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _orphaned(pid: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"tokbench.worker: parent process {pid} is gone; exiting", file=sys.stderr, flush=True)
+    os._exit(EXIT_ORPHANED)
+
+
+def run_config_file(config_path: str, result_path: str) -> int:
+    """Config JSON in, result JSON out; returns the exit code."""
+    from tokbench.config import BenchmarkConfig
+    from tokbench.errors import ConfigError
+
+    try:
+        with open(config_path, encoding="utf-8") as stream:
+            config = BenchmarkConfig.from_dict(json.load(stream))
+    except (OSError, json.JSONDecodeError, ConfigError, TypeError) as error:
+        print(f"tokbench.worker: cannot read the config {config_path}: {error}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+    from tokbench.results import save_result
+    from tokbench.runner import run
+
+    result = run(config, progress=False)
+    save_result(result, result_path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,23 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a segfault prints the Python stack to stderr, which the parent keeps
     if args.parent_pid is not None:
         _exit_when_orphaned(args.parent_pid)
-
-    from tokbench.config import BenchmarkConfig
-    from tokbench.errors import ConfigError
-
-    try:
-        with open(args.config, encoding="utf-8") as stream:
-            config = BenchmarkConfig.from_dict(json.load(stream))
-    except (OSError, json.JSONDecodeError, ConfigError, TypeError) as error:
-        print(f"tokbench.worker: cannot read the config {args.config}: {error}", file=sys.stderr)
-        return 2
-
-    from tokbench.results import save_result
-    from tokbench.runner import run
-
-    result = run(config, progress=False)
-    save_result(result, args.result)
-    return 0
+    return run_config_file(args.config, args.result)
 
 
 if __name__ == "__main__":
