@@ -17,7 +17,6 @@ start is printed separately: once per sweep, not per config).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,9 @@ import time
 
 from tokbench.config import BenchmarkConfig
 from tokbench.launchers import InlineLauncher, ProcessLauncher
+from tokbench.stats import bootstrap_intervals
 
 NS_PER_S = 1e9
-
-
-def bootstrap_median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    generator = random.Random(seed)
-    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
-    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def interpreter_start_s() -> float:
@@ -98,7 +92,7 @@ def main() -> None:
     for name in names[1:]:
         overheads = [p - i for p, i in zip(walls[name], walls["inline"], strict=True)]
         overhead_s = statistics.median(overheads)
-        low, high = bootstrap_median_ci(overheads)
+        low, high = bootstrap_intervals(overheads, [50.0])[0]  # 95% CI of the median
         print(f"process launcher ({name}) overhead per config (median of paired differences): {overhead_s:.2f} s")
         print(f"  = {overhead_s / config_s:.1%} of the config's time (target <= 10%); 95% CI {low:.2f} .. {high:.2f} s")
     print(f"fresh interpreter + `import tokbench.runner` alone: {interpreter_start_s():.2f} s")

@@ -16,7 +16,6 @@ one core the sampler thread takes).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -29,12 +28,7 @@ from tokbench.loading import benchmark_mode, load
 from tokbench.metrics import decode_throughput
 from tokbench.monitor import DEFAULT_INTERVAL_MS, HostBackend, PeakMemoryTracker, Sampler
 from tokbench.records import GenerationTrace
-
-
-def bootstrap_median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    generator = random.Random(seed)
-    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
-    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+from tokbench.stats import bootstrap_intervals
 
 
 def sample_cost_ns(samples: int = 2000) -> float:
@@ -100,7 +94,7 @@ def main() -> None:
                 call()
 
     paired = [m / b for m, b in zip(monitored, bare, strict=True)]
-    low, high = bootstrap_median_ci(paired)
+    low, high = bootstrap_intervals(paired, [50.0])[0]  # 95% CI of the median
     ratio = statistics.median(monitored) / statistics.median(bare)
     cost_ns = sample_cost_ns()
     print(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from tokbench.config import BenchmarkConfig
 from tokbench.generation import TimestampStreamer, time_generate
 from tokbench.loading import LoadedModel, benchmark_mode, load
 from tokbench.metrics import decode_throughput
+from tokbench.stats import bootstrap_intervals
 
 
 def bare_call(loaded: LoadedModel, generation_config: object) -> int:
@@ -47,12 +47,6 @@ def streamer_cost_ns(calls: int = 100_000) -> float:
     for _ in range(calls):
         streamer.put(step_tokens)
     return (time.perf_counter_ns() - start) / calls
-
-
-def bootstrap_median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    generator = random.Random(seed)
-    medians = sorted(statistics.median(generator.choices(values, k=len(values))) for _ in range(resamples))
-    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def main() -> None:
@@ -110,7 +104,7 @@ def main() -> None:
     batch, new = config.batch_size, config.new_tokens
     # Paired per round: the tokbench call and the bare N-token call of the same round.
     paired_ratios = [bare / timed for timed, bare in zip(tokbench_e2e, bare_n, strict=True)]
-    low, high = bootstrap_median_ci(paired_ratios)
+    low, high = bootstrap_intervals(paired_ratios, [50.0])[0]  # 95% CI of the median
     put_ns = streamer_cost_ns()
     bare_decode = batch * (new - 1) * 1e9 / (statistics.median(bare_n) - statistics.median(bare_1))
     tokbench_decode_median = statistics.median(tokbench_decode)
