@@ -18,7 +18,7 @@ from tokbench import compat, profiling
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.continuous import ContinuousBatchingSession
-from tokbench.efficiency import measure_efficiency
+from tokbench.efficiency import EfficiencyReport, measure_efficiency
 from tokbench.environment import capture_environment
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.generation import time_generate
@@ -243,8 +243,7 @@ def _measure(
     except ValueError as error:  # e.g. a zero-length interval from a broken clock
         reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
         return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
-    if config.monitor:
-        common.update(_efficiency(config, loaded, traces, tracker, sampler))
+    efficiency, efficiency_notes = _efficiency(config, loaded, traces, tracker, sampler)
     profile, profile_notes = _profile(config, loaded, clock, session, profile_path)
     return finished(
         STATUS_OK,
@@ -252,7 +251,8 @@ def _measure(
         iterations=tuple(traces),
         summary=summary,
         profile=profile,
-        extra_notes=tuple(common.pop("extra_notes", ())) + profile_notes,
+        efficiency=efficiency,
+        extra_notes=efficiency_notes + profile_notes,
         **common,
     )
 
@@ -303,7 +303,10 @@ def _efficiency(
     traces: list[GenerationTrace],
     tracker: PeakMemoryTracker | None,
     sampler: Sampler | None,
-) -> dict[str, Any]:
+) -> tuple[EfficiencyReport | None, tuple[str, ...]]:
+    """Memory breakdown and MBU / MFU; a failure leaves the measurement intact and says why in a note."""
+    if not config.monitor:
+        return None, ()
     try:
         report = measure_efficiency(
             loaded.model,
@@ -318,5 +321,5 @@ def _efficiency(
             sampler.record if sampler is not None else None,
         )
     except Exception as error:  # e.g. a model config without the usual attention fields
-        return {"extra_notes": (f"efficiency: not computed: {_describe(error)}",)}
-    return {"efficiency": report}
+        return None, (f"efficiency: not computed: {_describe(error)}",)
+    return report, ()
