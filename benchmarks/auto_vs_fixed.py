@@ -18,8 +18,8 @@ import argparse
 import time
 
 from tokbench.config import BenchmarkConfig
-from tokbench.results import BenchmarkResult
-from tokbench.runner import run
+from tokbench.engine.runner import run
+from tokbench.schema.results import BenchmarkResult
 
 NS_PER_S = 1e9
 

@@ -16,8 +16,8 @@ import argparse
 import torch
 
 import tokbench
+from tokbench.analysis.metrics import NS_PER_MS
 from tokbench.config import BenchmarkConfig
-from tokbench.metrics import NS_PER_MS
 
 
 def main() -> None:

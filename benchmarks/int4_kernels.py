@@ -28,9 +28,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tokbench.engine.warmup import device_warmup
 from tokbench.quant import KernelChoice, QuantizedLinear, candidate_choices, run_kernel
-from tokbench.tuning import CandidateTiming, ClockTimer, HighDispersionWarning, measure_round_robin, tune_model
-from tokbench.warmup import device_warmup
+from tokbench.quant.tuning import CandidateTiming, ClockTimer, HighDispersionWarning, measure_round_robin, tune_model
 
 SHAPES = ((4096, 11008), (4096, 4096))
 MS = (1, 512)

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
+from tokbench.analysis.stats import bootstrap_intervals
 from tokbench.config import BenchmarkConfig
-from tokbench.launchers import InlineLauncher, ProcessLauncher
-from tokbench.stats import bootstrap_intervals
+from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
 
 NS_PER_S = 1e9
 
@@ -32,7 +32,7 @@ NS_PER_S = 1e9
 def interpreter_start_s() -> float:
     """A fresh interpreter importing what a child needs, and nothing else: the floor of the overhead."""
     start = time.perf_counter_ns()
-    subprocess.run([sys.executable, "-c", "import tokbench.runner"], check=True)
+    subprocess.run([sys.executable, "-c", "import tokbench.engine.runner"], check=True)
     return (time.perf_counter_ns() - start) / NS_PER_S
 
 
@@ -95,7 +95,7 @@ def main() -> None:
         low, high = bootstrap_intervals(overheads, [50.0])[0]  # 95% CI of the median
         print(f"process launcher ({name}) overhead per config (median of paired differences): {overhead_s:.2f} s")
         print(f"  = {overhead_s / config_s:.1%} of the config's time (target <= 10%); 95% CI {low:.2f} .. {high:.2f} s")
-    print(f"fresh interpreter + `import tokbench.runner` alone: {interpreter_start_s():.2f} s")
+    print(f"fresh interpreter + `import tokbench.engine.runner` alone: {interpreter_start_s():.2f} s")
 
 
 if __name__ == "__main__":

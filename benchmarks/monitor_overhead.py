@@ -22,13 +22,13 @@ from collections.abc import Callable
 
 import torch
 
+from tokbench.analysis.metrics import decode_throughput
+from tokbench.analysis.stats import bootstrap_intervals
 from tokbench.config import BenchmarkConfig
-from tokbench.generation import time_generate
-from tokbench.loading import benchmark_mode, load
-from tokbench.metrics import decode_throughput
-from tokbench.monitor import DEFAULT_INTERVAL_MS, HostBackend, PeakMemoryTracker, Sampler
-from tokbench.records import GenerationTrace
-from tokbench.stats import bootstrap_intervals
+from tokbench.engine.generation import time_generate
+from tokbench.engine.loading import benchmark_mode, load
+from tokbench.hardware.monitor import DEFAULT_INTERVAL_MS, HostBackend, PeakMemoryTracker, Sampler
+from tokbench.schema.records import GenerationTrace
 
 
 def sample_cost_ns(samples: int = 2000) -> float:

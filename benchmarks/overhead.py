@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import torch
 
+from tokbench.analysis.metrics import decode_throughput
+from tokbench.analysis.stats import bootstrap_intervals
 from tokbench.config import BenchmarkConfig
-from tokbench.generation import TimestampStreamer, time_generate
-from tokbench.loading import LoadedModel, benchmark_mode, load
-from tokbench.metrics import decode_throughput
-from tokbench.stats import bootstrap_intervals
+from tokbench.engine.generation import TimestampStreamer, time_generate
+from tokbench.engine.loading import LoadedModel, benchmark_mode, load
 
 
 def bare_call(loaded: LoadedModel, generation_config: object) -> int:

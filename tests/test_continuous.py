@@ -11,10 +11,10 @@ import pytest
 
 import tokbench
 from tokbench.config import BenchmarkConfig
-from tokbench.continuous import cache_sizing
-from tokbench.loading import load
-from tokbench.profiling import FORWARD_EVENT
-from tokbench.results import load_result, recompute_summary, save_result
+from tokbench.engine.continuous import cache_sizing
+from tokbench.engine.loading import load
+from tokbench.engine.profiling import FORWARD_EVENT
+from tokbench.schema.results import load_result, recompute_summary, save_result
 
 MIXED_PROMPTS = {"distribution": "uniform", "min": 4, "max": 24, "seed": 0}
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from tokbench import presets
-from tokbench.config import BenchmarkConfig
-from tokbench.efficiency import (
+from tokbench.analysis.efficiency import (
     EfficiencyReport,
     ModelShape,
     WeightFacts,
@@ -24,10 +23,11 @@ from tokbench.efficiency import (
     utilization,
     weight_facts,
 )
-from tokbench.hardware import ACCELERATORS, KIND_PROBE, HardwarePeak, cached_probe, find_accelerator, peak_for
-from tokbench.loading import load
-from tokbench.monitor import MemoryPeak
-from tokbench.records import GenerationTrace
+from tokbench.config import BenchmarkConfig
+from tokbench.engine.loading import load
+from tokbench.hardware.monitor import MemoryPeak
+from tokbench.hardware.peaks import ACCELERATORS, KIND_PROBE, HardwarePeak, cached_probe, find_accelerator, peak_for
+from tokbench.schema.records import GenerationTrace
 
 SHAPE = ModelShape(num_layers=2, num_attention_heads=4, num_kv_heads=2, head_dim=8, hidden_size=32)
 S = 1_000_000_000

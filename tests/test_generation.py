@@ -10,9 +10,9 @@ import torch
 
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.generation import GenerationTrace, TimestampStreamer, time_generate
+from tokbench.engine.loading import LoadedModel, benchmark_mode, load
 from tokbench.errors import GenerationError
-from tokbench.generation import GenerationTrace, TimestampStreamer, time_generate
-from tokbench.loading import LoadedModel, benchmark_mode, load
 
 
 @pytest.fixture(scope="module")

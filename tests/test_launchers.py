@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tokbench.config import BenchmarkConfig
-from tokbench.launchers import START_METHODS, ProcessLauncher
+from tokbench.sweep.launchers import START_METHODS, ProcessLauncher
 
 TINY = {
     "model": "tiny-llama",
@@ -45,7 +45,7 @@ def find_child(name: str, timeout_s: float = 120) -> psutil.Process:
                 cmdline = " ".join(process.cmdline())
             except psutil.NoSuchProcess:
                 continue
-            if "tokbench.worker" in cmdline and f"--name {name}" in cmdline:
+            if "tokbench.sweep.worker" in cmdline and f"--name {name}" in cmdline:
                 return process
         time.sleep(0.1)
     raise AssertionError(f"no child for {name}")
@@ -126,7 +126,7 @@ def test_a_dead_fork_server_fails_its_running_config_and_the_next_config_gets_a_
         result = process_launcher.launch(config, timeout_s=120)
         thread.join(timeout=10)
         child, server = found
-        assert "tokbench.forkserver" in server_cmdline
+        assert "tokbench.sweep.forkserver" in server_cmdline
         assert result.status == "failed" and "the fork server died" in result.reason
         assert "forkserver_error" in result.launch
         _, alive = psutil.wait_procs([child], timeout=10)

@@ -9,8 +9,7 @@ import torch
 
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
-from tokbench.errors import ModelMismatchError, ModelSourceError
-from tokbench.loading import (
+from tokbench.engine.loading import (
     ModelSource,
     TokenizerCache,
     build_inputs,
@@ -18,6 +17,7 @@ from tokbench.loading import (
     load_tokenizer,
     resolve_model_source,
 )
+from tokbench.errors import ModelMismatchError, ModelSourceError
 
 CPU = torch.device("cpu")
 

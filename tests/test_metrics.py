@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tokbench.generation import GenerationTrace
-from tokbench.metrics import (
+from tokbench.analysis.metrics import (
     decode_throughput,
     end_to_end_latency_ns,
     inter_token_latencies_ns,
@@ -15,6 +14,7 @@ from tokbench.metrics import (
     time_per_output_token_ns,
     time_to_first_token_ns,
 )
+from tokbench.engine.generation import GenerationTrace
 
 # ~12 days of uptime in ns: float32 seconds would have a 62 ms step here (peers.md defect 1).
 UPTIME_NS = 12 * 24 * 3600 * 1_000_000_000

@@ -13,7 +13,7 @@ import torch
 import tokbench
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
-from tokbench.monitor import (
+from tokbench.hardware.monitor import (
     GPU,
     HOST,
     NVML,
@@ -32,8 +32,8 @@ from tokbench.monitor import (
     sample_phases,
     visible_device_entry,
 )
-from tokbench.records import GenerationTrace
-from tokbench.results import load_result, save_result
+from tokbench.schema.records import GenerationTrace
+from tokbench.schema.results import load_result, save_result
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -9,7 +9,7 @@ import pytest
 
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
-from tokbench.policy import (
+from tokbench.engine.policy import (
     STOP_BUDGET,
     STOP_FIXED,
     STOP_MAX,
@@ -23,8 +23,8 @@ from tokbench.policy import (
     median_precision,
     warm_up,
 )
-from tokbench.records import GenerationTrace
-from tokbench.results import summarize_traces
+from tokbench.schema.records import GenerationTrace
+from tokbench.schema.results import summarize_traces
 
 MS = 1_000_000
 

@@ -12,10 +12,10 @@ import pytest
 
 import tokbench
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.loading import load
 from tokbench.errors import ConfigError
-from tokbench.loading import load
 from tokbench.quant import QuantizedLinear
-from tokbench.results import load_result, save_result
+from tokbench.schema.results import load_result, save_result
 
 INT4_FIELDS: dict[str, object] = {
     "model": "tiny-llama",

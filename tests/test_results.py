@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.generation import GenerationTrace
+from tokbench.engine.loading import LoadTimings
+from tokbench.engine.policy import MeasurementRecord, WarmupRecord
+from tokbench.engine.warmup import DeviceWarmupReport
 from tokbench.errors import ResultFormatError
-from tokbench.generation import GenerationTrace
-from tokbench.loading import LoadTimings
-from tokbench.policy import MeasurementRecord, WarmupRecord
-from tokbench.results import (
+from tokbench.schema.results import (
     SCHEMA_VERSION,
     BenchmarkResult,
     CompileRecord,
@@ -24,7 +25,6 @@ from tokbench.results import (
     save_result,
     summarize_traces,
 )
-from tokbench.warmup import DeviceWarmupReport
 
 
 def _result() -> BenchmarkResult:

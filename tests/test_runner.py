@@ -10,8 +10,8 @@ import torch
 import tokbench
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
-from tokbench.loading import load
-from tokbench.results import load_result, recompute_summary, save_result
+from tokbench.engine.loading import load
+from tokbench.schema.results import load_result, recompute_summary, save_result
 
 
 def _check_complete(result: tokbench.BenchmarkResult) -> None:

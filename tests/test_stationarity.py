@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tokbench.stationarity import changepoint, mann_kendall, steady_state_test, tukey_outliers
+from tokbench.analysis.stationarity import changepoint, mann_kendall, steady_state_test, tukey_outliers
 
 
 def _noisy(level: float, count: int, relative_noise: float, seed: int) -> list[float]:

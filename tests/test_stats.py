@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tokbench.stats import (
+from tokbench.analysis.stats import (
     Summary,
     bootstrap_intervals,
     coefficient_of_variation,

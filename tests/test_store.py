@@ -15,11 +15,11 @@ import pytest
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import StoreError
-from tokbench.launchers import InlineLauncher
-from tokbench.results import BenchmarkResult
-from tokbench.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, migrate
-from tokbench.sweep import SweepSpec, plan_sweep
-from tokbench.sweep_runner import execute_plan
+from tokbench.schema.results import BenchmarkResult
+from tokbench.sweep.launchers import InlineLauncher
+from tokbench.sweep.plan import SweepSpec, plan_sweep
+from tokbench.sweep.runner import execute_plan
+from tokbench.sweep.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, migrate
 
 TINY = {
     "model": "tiny-llama",

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from tokbench.analysis.stats import Summary
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ConfigError
-from tokbench.results import BenchmarkResult
-from tokbench.stats import Summary
-from tokbench.sweep import (
+from tokbench.schema.results import BenchmarkResult
+from tokbench.sweep.plan import (
     LEVELS,
     SweepSpec,
     level_combinations,
     load_sweep_file,
     plan_sweep,
 )
-from tokbench.sweep_runner import repeat_variation
+from tokbench.sweep.runner import repeat_variation
 
 TINY = {"model": "tiny-llama", "sequence_length": 8, "new_tokens": 4, "device": "cpu"}
 

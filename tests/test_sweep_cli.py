@@ -86,7 +86,7 @@ def worker_children(parent_pid: int) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if "tokbench.worker" in " ".join(child.cmdline()):
+            if "tokbench.sweep.worker" in " ".join(child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue
@@ -229,7 +229,7 @@ def test_the_worker_refuses_a_config_it_cannot_read(tmp_path: Path, bad: str) ->
     config = tmp_path / "config.json"
     config.write_text(bad, encoding="utf-8")
     completed = subprocess.run(
-        [sys.executable, "-m", "tokbench.worker", "--config", str(config), "--result", str(tmp_path / "r.json")],
+        [sys.executable, "-m", "tokbench.sweep.worker", "--config", str(config), "--result", str(tmp_path / "r.json")],
         capture_output=True,
         text=True,
         timeout=60,

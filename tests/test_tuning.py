@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-import tokbench.warmup
+import tokbench.engine.warmup
 from tokbench.clock import FakeClock
 from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
 from tokbench.quant import kernels as kernels_module
-from tokbench.tuning import (
+from tokbench.quant.tuning import (
     CACHE_SCHEMA_VERSION,
     CandidateRejectedWarning,
     CandidateTiming,
@@ -256,7 +256,7 @@ class KernelScriptedTimer:
             self._seen.append((choice, x2d.shape[0]))
             return original(layer, x2d, choice)
 
-        monkeypatch.setattr("tokbench.tuning.run_kernel", spy)
+        monkeypatch.setattr("tokbench.quant.tuning.run_kernel", spy)
 
     def time_round(self, calls: Sequence[Callable[[], object]]) -> list[int]:
         self.rounds += 1
@@ -280,13 +280,13 @@ def _synthetic(choice: KernelChoice, m: int) -> int:
 @pytest.fixture
 def no_device_warmup(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     budgets: list[float] = []
-    original = tokbench.warmup.device_warmup
+    original = tokbench.engine.warmup.device_warmup
 
     def counting(device: torch.device, budget_s: float = 0.5, **kwargs: object) -> object:
         budgets.append(budget_s)
         return original(device, 0.0, matrix_size=8)
 
-    monkeypatch.setattr(tokbench.warmup, "device_warmup", counting)
+    monkeypatch.setattr(tokbench.engine.warmup, "device_warmup", counting)
     return budgets
 
 
@@ -353,7 +353,7 @@ def test_tune_model_warns_on_noisy_timings(
     assert any(e.high_dispersion for e in report.entries)
 
 
-@pytest.mark.filterwarnings("ignore::tokbench.tuning.HighDispersionWarning")  # busy 2-core hosts
+@pytest.mark.filterwarnings("ignore::tokbench.quant.tuning.HighDispersionWarning")  # busy 2-core hosts
 def test_tune_model_with_the_real_clock(tmp_path: Path, no_device_warmup: list[float]) -> None:
     model = _model()
     report = tune_model(model, 1, 8, cache_dir=tmp_path, budget_s_per_shape=0.2, min_rounds=3, max_rounds=20)

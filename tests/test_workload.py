@@ -7,12 +7,12 @@ import argparse
 import pytest
 import torch
 
+from tokbench.analysis.metrics import distinct_requests, metric_samples, per_request_samples, prefill_throughput
 from tokbench.cli import build_parser, config_from_args, parse_sequence_length
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.loading import TokenizerCache, build_inputs, resolve_model_source
 from tokbench.errors import ConfigError
-from tokbench.loading import TokenizerCache, build_inputs, resolve_model_source
-from tokbench.metrics import distinct_requests, metric_samples, per_request_samples, prefill_throughput
-from tokbench.records import GenerationTrace
+from tokbench.schema.records import GenerationTrace
 
 CPU = torch.device("cpu")
 

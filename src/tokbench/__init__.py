@@ -12,7 +12,7 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 if TYPE_CHECKING:
     from tokbench.config import BenchmarkConfig
-    from tokbench.results import BenchmarkResult
+    from tokbench.schema.results import BenchmarkResult
 
 __all__ = ["BenchmarkConfig", "BenchmarkResult", "__version__", "load_result", "run", "run_sweep"]
 
@@ -22,7 +22,7 @@ def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **opt
 
     Never raises for a bad or unsupported config: the result's ``status`` and ``reason`` say why.
     """
-    from tokbench.runner import run as run_config
+    from tokbench.engine.runner import run as run_config
 
     return run_config(config, model, tokenizer, **options)
 
@@ -30,17 +30,17 @@ def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **opt
 def run_sweep(spec: Any, **options: Any) -> Any:
     """Run a sweep (a dict as in a sweep file, a ``SweepSpec``, or a sweep file's path) into the results store.
 
-    Each config runs in its own process by default; see ``tokbench.sweep_runner.run_sweep`` for the options.
+    Each config runs in its own process by default; see ``tokbench.sweep.runner.run_sweep`` for the options.
     Returns a ``SweepOutcome`` with every config's result and its run id in the store.
     """
-    from tokbench.sweep_runner import run_sweep as run_sweep_spec
+    from tokbench.sweep.runner import run_sweep as run_sweep_spec
 
     return run_sweep_spec(spec, **options)
 
 
 def load_result(path: Any) -> BenchmarkResult:
     """Read a result JSON written by ``tokbench run --output`` or ``save_result``."""
-    from tokbench.results import load_result as load
+    from tokbench.schema.results import load_result as load
 
     return load(path)
 
@@ -52,7 +52,7 @@ def __getattr__(name: str) -> Any:
 
         return BenchmarkConfig
     if name == "BenchmarkResult":
-        from tokbench.results import BenchmarkResult
+        from tokbench.schema.results import BenchmarkResult
 
         return BenchmarkResult
     raise AttributeError(f"module 'tokbench' has no attribute {name!r}")

@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_store_commands(commands: Any) -> None:
-    from tokbench.store import DEFAULT_DB_PATH
-    from tokbench.sweep import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS, START_METHODS
+    from tokbench.sweep.plan import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS, START_METHODS
+    from tokbench.sweep.store import DEFAULT_DB_PATH
 
     db_help = f"results store (SQLite file; default: {DEFAULT_DB_PATH} in the working directory)"
     sweep = commands.add_parser(
@@ -327,7 +327,7 @@ def _add_store_commands(commands: Any) -> None:
 
 def _open_store(path: str, must_exist: bool) -> Any:
     from tokbench.errors import StoreError
-    from tokbench.store import ResultStore
+    from tokbench.sweep.store import ResultStore
 
     if must_exist and not Path(path).is_file():
         raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
@@ -335,10 +335,10 @@ def _open_store(path: str, must_exist: bool) -> Any:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from tokbench.launchers import make_launcher
-    from tokbench.report import make_console, print_plan, sweep_summary_table
-    from tokbench.sweep import load_sweep_file, plan_sweep
-    from tokbench.sweep_runner import execute_plan
+    from tokbench.report.terminal import make_console, print_plan, sweep_summary_table
+    from tokbench.sweep.launchers import make_launcher
+    from tokbench.sweep.plan import load_sweep_file, plan_sweep
+    from tokbench.sweep.runner import execute_plan
 
     console = make_console()
     try:
@@ -379,7 +379,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_history(args: argparse.Namespace) -> int:
-    from tokbench.report import history_table, make_console
+    from tokbench.report.terminal import history_table, make_console
 
     with _open_store(args.db, must_exist=True) as store:
         runs = store.runs(model=args.model, status=args.status, limit=args.limit)
@@ -420,7 +420,7 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from tokbench.report import launch_lines, make_console, print_result
+    from tokbench.report.terminal import launch_lines, make_console, print_result
 
     with _open_store(args.db, must_exist=True) as store:
         result = store.result(args.run_id)
@@ -448,10 +448,10 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
 def command_tune(args: argparse.Namespace) -> int:
     import json
 
+    from tokbench.engine.loading import benchmark_mode, load
     from tokbench.fileio import atomic_write_text
-    from tokbench.loading import benchmark_mode, load
-    from tokbench.report import make_console
-    from tokbench.tuning import render_tuning_table, tune_model
+    from tokbench.quant.tuning import render_tuning_table, tune_model
+    from tokbench.report.terminal import make_console
 
     args.quantization = "int4"
     try:
@@ -484,10 +484,10 @@ def default_output_path(name: str) -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tokbench.profiling import trace_path_for
-    from tokbench.report import make_console, print_result
-    from tokbench.results import save_result
-    from tokbench.runner import run
+    from tokbench.engine.profiling import trace_path_for
+    from tokbench.engine.runner import run
+    from tokbench.report.terminal import make_console, print_result
+    from tokbench.schema.results import save_result
 
     try:
         config = config_from_args(args)

@@ -31,6 +31,16 @@ QUANT_KERNELS = ("auto", "reference", "splitk", "native", "triton")
 # Fields that do not change what is measured, so they stay out of config_hash.
 _UNHASHED_FIELDS = frozenset({"name", "profile_tokens", "tune_budget_s"})
 _HASH_VERSION = "tokbench-config-v1"
+_WORKLOAD_VERSION = "tokbench-workload-v1"
+# How a run measures (policy, budgets, monitoring, naming), not what: left out of the workload key.
+_POLICY_FIELDS = _UNHASHED_FIELDS | frozenset(
+    {
+        "warmup_iterations", "measurement_iterations", "monitor", "monitor_interval_ms", "seed",
+        "trust_remote_code", "warmup_min_iterations", "warmup_max_iterations", "warmup_budget_s",
+        "measurement_min_iterations", "measurement_max_iterations", "measurement_budget_s",
+        "target_relative_precision",
+    }
+)  # fmt: skip
 # The fields of the first schema. A field added later enters the hash only when it differs from its
 # default, so every config that could be written before keeps its hash (stored runs, --resume).
 _V1_FIELDS = frozenset(
@@ -234,6 +244,22 @@ class BenchmarkConfig:
         canonical = json.dumps([_HASH_VERSION, payload], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
+    def workload_key(self, device_type: str | None = None) -> str:
+        """Id of *what* is measured, without *how* (iteration counts, budgets, monitoring, names).
+
+        Comparisons and history match runs on it. ``device_type`` is the device kind the run really used
+        ("cpu", "cuda", ...): an ``auto`` device means different things on different machines.
+        """
+        defaults = {f.name: f.default for f in fields(self)}
+        payload = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in _POLICY_FIELDS and (key in _V1_FIELDS or value != defaults[key])
+        }
+        payload["device"] = device_type or str(self.device).split(":")[0]
+        canonical = json.dumps([_WORKLOAD_VERSION, payload], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         if isinstance(self.sequence_length, tuple):
@@ -378,7 +404,7 @@ def check_runnable(config: BenchmarkConfig) -> None:
     Nothing is rewritten: a feature that is missing makes the whole config skipped, with the reason.
     """
     from tokbench import compat
-    from tokbench.devices import resolve_device
+    from tokbench.hardware.devices import resolve_device
 
     device = resolve_device(config.device)
     if device.type == "mps":

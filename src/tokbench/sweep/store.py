@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.errors import ResultFormatError, StoreError
-from tokbench.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
+from tokbench.schema.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
 
 DEFAULT_DB_PATH = Path("tokbench-results.db")
 

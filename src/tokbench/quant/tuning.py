@@ -43,11 +43,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from tokbench.analysis.stats import percentile
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.devices import device_name, synchronize
 from tokbench.errors import TokbenchError
 from tokbench.fileio import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the tuning cache honours it
 from tokbench.fileio import atomic_write_text, cache_root
+from tokbench.hardware.devices import device_name, synchronize
 from tokbench.quant import kernels as quant_kernels
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
@@ -60,7 +61,6 @@ from tokbench.quant.kernels import (
     simplicity_rank,
     unavailable_reason,
 )
-from tokbench.stats import percentile
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -647,7 +647,7 @@ def tune_model(
     ``$TOKBENCH_CACHE_DIR/tuning``, else ``~/.cache/tokbench/tuning``) are reused without timing; the
     device warmup runs only if something has to be timed.
     """
-    from tokbench.warmup import device_warmup
+    from tokbench.engine.warmup import device_warmup
 
     start_ns = clock()
     groups = _shape_groups(model)

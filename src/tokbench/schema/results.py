@@ -11,21 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokbench.analysis.efficiency import EfficiencyReport
+from tokbench.analysis.metrics import (
+    METRIC_UNITS,
+    NS_PER_MS,
+    distinct_requests,
+    inter_token_latencies_ns,
+    metric_samples,
+)
+from tokbench.analysis.stats import Summary, median, summarize
 from tokbench.config import BenchmarkConfig
-from tokbench.efficiency import EfficiencyReport
+from tokbench.engine.policy import MeasurementRecord, WarmupRecord
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
-from tokbench.metrics import METRIC_UNITS, NS_PER_MS, distinct_requests, inter_token_latencies_ns, metric_samples
-from tokbench.monitor import MemoryPeak, MonitorRecord
-from tokbench.policy import MeasurementRecord, WarmupRecord
-from tokbench.records import (
+from tokbench.hardware.monitor import MemoryPeak, MonitorRecord
+from tokbench.schema.records import (
     ContinuousBatchingSetup,
     DeviceWarmupReport,
     GenerationTrace,
     LoadTimings,
     ProfileRecord,
 )
-from tokbench.stats import Summary, median, summarize
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
@@ -159,7 +165,7 @@ class BenchmarkResult:
     memory_peaks: tuple[MemoryPeak, ...] = ()  # one per measured iteration
     efficiency: EfficiencyReport | None = None  # memory breakdown, MBU / MFU, energy per token
     # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
-    # stderr tail...): set by ``tokbench.launchers``, empty for a plain ``run``.
+    # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
     launch: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.devices import synchronize
-from tokbench.records import DeviceWarmupReport
+from tokbench.hardware.devices import synchronize
+from tokbench.schema.records import DeviceWarmupReport
 
 
 def default_matrix_size(device: torch.device) -> int:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tokbench.stats import TREND_ALPHA, median, percentile
+from tokbench.analysis.stats import TREND_ALPHA, median, percentile
 
 STEADY_WINDOW = 3
 STEADY_TOLERANCE = 0.05  # medians of the two windows may differ by 5% even on a quiet machine

@@ -20,8 +20,8 @@ import torch
 
 from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.devices import synchronize
-from tokbench.records import GenerationTrace, OperatorTime, ProfileRecord
+from tokbench.hardware.devices import synchronize
+from tokbench.schema.records import GenerationTrace, OperatorTime, ProfileRecord
 
 FORWARD_EVENT = "tokbench.forward"
 DEFAULT_TOP_OPERATORS = 15

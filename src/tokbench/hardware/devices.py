@@ -53,7 +53,7 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        from tokbench.environment import cpu_model_name
+        from tokbench.hardware.environment import cpu_model_name
 
         return cpu_model_name()
     return device.type

@@ -158,7 +158,7 @@ class ProbeSettings:
 
 
 def _best_time_ns(work: Any, device: torch.device, settings: ProbeSettings, clock: Clock) -> int:
-    from tokbench.devices import synchronize
+    from tokbench.hardware.devices import synchronize
 
     work()  # first touch / kernel selection stay out of the figure
     synchronize(device)
@@ -208,7 +208,7 @@ def probe(
 
 
 def _device_name(device: torch.device) -> str:
-    from tokbench.devices import device_name
+    from tokbench.hardware.devices import device_name
 
     return device_name(device)
 

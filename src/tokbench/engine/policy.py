@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
+from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
+from tokbench.analysis.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import AUTO
-from tokbench.metrics import NS_PER_MS, distinct_requests
-from tokbench.records import GenerationTrace
-from tokbench.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
-from tokbench.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
+from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
     from tokbench.config import BenchmarkConfig

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.records import GenerationTrace
+from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
     import torch

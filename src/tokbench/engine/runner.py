@@ -14,20 +14,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench import compat, profiling
+from tokbench import compat
+from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
-from tokbench.continuous import ContinuousBatchingSession
-from tokbench.efficiency import EfficiencyReport, measure_efficiency
-from tokbench.environment import capture_environment
+from tokbench.engine import profiling
+from tokbench.engine.continuous import ContinuousBatchingSession
+from tokbench.engine.generation import time_generate
+from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
+from tokbench.engine.warmup import device_warmup
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
-from tokbench.generation import time_generate
-from tokbench.loading import LoadedModel, TokenizerCache, benchmark_mode, load
-from tokbench.monitor import PeakMemoryTracker, Sampler
-from tokbench.policy import MeasurementPlan, WarmupPlan, measure, warm_up
+from tokbench.hardware.environment import capture_environment
+from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.quant.kernels import KernelUnavailableError
-from tokbench.records import GenerationTrace, ProfileRecord
-from tokbench.results import (
+from tokbench.schema.records import GenerationTrace, ProfileRecord
+from tokbench.schema.results import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -36,7 +38,6 @@ from tokbench.results import (
     Phases,
     summarize_traces,
 )
-from tokbench.warmup import device_warmup
 
 DEFAULT_DEVICE_WARMUP_S = 0.5
 

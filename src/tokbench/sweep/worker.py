@@ -1,9 +1,9 @@
-"""Child entry point of the process launcher: ``python -m tokbench.worker --config C.json --result R.json``.
+"""Child entry point of the process launcher: ``python -m tokbench.sweep.worker --config C.json --result R.json``.
 
 Reads one config as JSON, runs it with ``runner.run`` (which never raises for a config) and writes the
 result as JSON, atomically, to the path the parent gave. The parent reads it back; nothing is pickled.
 Exit codes: 0 a result was written (whatever its status), 2 the config file could not be read.
-The fork server's children (``tokbench.forkserver``) run the same ``run_config_file``.
+The fork server's children (``tokbench.sweep.forkserver``) run the same ``run_config_file``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _alive(pid: int) -> bool:
 
 def _orphaned(pid: int) -> None:
     with contextlib.suppress(OSError, ValueError):
-        print(f"tokbench.worker: parent process {pid} is gone; exiting", file=sys.stderr, flush=True)
+        print(f"tokbench.sweep.worker: parent process {pid} is gone; exiting", file=sys.stderr, flush=True)
     os._exit(EXIT_ORPHANED)
 
 
@@ -80,11 +80,11 @@ def run_config_file(config_path: str, result_path: str) -> int:
         with open(config_path, encoding="utf-8") as stream:
             config = BenchmarkConfig.from_dict(json.load(stream))
     except (OSError, json.JSONDecodeError, ConfigError, TypeError) as error:
-        print(f"tokbench.worker: cannot read the config {config_path}: {error}", file=sys.stderr)
+        print(f"tokbench.sweep.worker: cannot read the config {config_path}: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
-    from tokbench.results import save_result
-    from tokbench.runner import run
+    from tokbench.engine.runner import run
+    from tokbench.schema.results import save_result
 
     result = run(config, progress=False)
     save_result(result, result_path)
@@ -92,7 +92,7 @@ def run_config_file(config_path: str, result_path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tokbench.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tokbench.sweep.worker", description=__doc__)
     parser.add_argument("--config", required=True, help="config JSON written by the parent")
     parser.add_argument("--result", required=True, help="where to write the result JSON")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is no longer our parent")

@@ -19,9 +19,9 @@ import torch
 from tokbench import compat, presets
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
-from tokbench.devices import resolve_device, synchronize
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
-from tokbench.records import LoadTimings
+from tokbench.hardware.devices import resolve_device, synchronize
+from tokbench.schema.records import LoadTimings
 
 # How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
 _ROW_OFFSET_TOKENS = 37
@@ -342,7 +342,7 @@ def _quantize_and_tune(
     if config.quantization is None:
         return None, None, {}
     from tokbench.quant import quantize_model
-    from tokbench.tuning import tune_model
+    from tokbench.quant.tuning import tune_model
 
     quantize_ns = tune_ns = None
     record: dict[str, Any] = {}

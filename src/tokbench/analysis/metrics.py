@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from tokbench.records import GenerationTrace
+from tokbench.schema.records import GenerationTrace
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000

@@ -2,8 +2,8 @@
 
 ``InlineLauncher`` calls ``runner.run`` here (debugging, the Python API; no timeout, no isolation).
 ``ProcessLauncher`` runs every config in a fresh process: with ``start_method="spawn"`` it starts
-``python -m tokbench.worker``; with ``"forkserver"`` (the default on Linux) a fork server that imported
-torch once (``tokbench.forkserver``) forks the child, which saves the interpreter start and the imports
+``python -m tokbench.sweep.worker``; with ``"forkserver"`` (the default on Linux) a fork server that imported
+torch once (``tokbench.sweep.forkserver``) forks the child, which saves the interpreter start and the imports
 per config and falls back to spawning if the server cannot start or died. Either way the config goes to the child
 as JSON, the child writes its result as JSON to a path the parent chose, and the parent reads it back
 with ``BenchmarkResult.from_dict`` (never pickle). A child that crashes, is killed (OOM killer,
@@ -33,8 +33,8 @@ from typing import Any
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
-from tokbench.forkserver import ForkServer
-from tokbench.results import STATUS_FAILED, BenchmarkResult
+from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
+from tokbench.sweep.forkserver import ForkServer
 
 STDERR_TAIL_CHARS = 4000
 # How long a child gets to exit after SIGTERM before SIGKILL.
@@ -50,7 +50,7 @@ class InlineLauncher:
     name = "inline"
 
     def __init__(self, *, progress: bool = False, clock: Clock = monotonic_ns, **run_options: Any) -> None:
-        from tokbench.loading import TokenizerCache
+        from tokbench.engine.loading import TokenizerCache
 
         self._tokenizers = TokenizerCache()
         self._progress = progress
@@ -58,7 +58,7 @@ class InlineLauncher:
         self._run_options = run_options
 
     def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult:
-        from tokbench.runner import run
+        from tokbench.engine.runner import run
 
         start_ns = self._clock()
         result = run(config, tokenizers=self._tokenizers, progress=self._progress, **self._run_options)
@@ -230,7 +230,7 @@ class ProcessLauncher:
                     result=result_path,
                     log=log_path,
                     env=cache_env,
-                    title=f"{self._python} -m tokbench.worker (forked) --name {config.name}",
+                    title=f"{self._python} -m tokbench.sweep.worker (forked) --name {config.name}",
                 )
                 launch["start_method"] = "forkserver"
                 launch["forkserver_pid"] = server.pid
@@ -244,7 +244,7 @@ class ProcessLauncher:
                 launch["fallback"] = "spawn (the fork server could not start the child)"
         launch["start_method"] = "spawn"
         command = [
-            self._python, "-m", "tokbench.worker", "--config", str(config_path), "--result", str(result_path),
+            self._python, "-m", "tokbench.sweep.worker", "--config", str(config_path), "--result", str(result_path),
             "--parent-pid", str(os.getpid()), "--name", config.name,
         ]  # fmt: skip
         with open(log_path, "wb") as log:
@@ -295,7 +295,7 @@ class ProcessLauncher:
 
     def _parent_environment(self) -> dict[str, Any]:
         if self._environment is None:
-            from tokbench.environment import capture_environment
+            from tokbench.hardware.environment import capture_environment
 
             try:
                 self._environment = capture_environment()

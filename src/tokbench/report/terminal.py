@@ -9,14 +9,14 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from tokbench.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
-from tokbench.results import STATUS_OK, BenchmarkResult
-from tokbench.stats import Summary
+from tokbench.analysis.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
+from tokbench.analysis.stats import Summary
+from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
 if TYPE_CHECKING:
-    from tokbench.store import StoredRun
-    from tokbench.sweep import SweepPlan
-    from tokbench.sweep_runner import SweepEntry, SweepOutcome
+    from tokbench.sweep.plan import SweepPlan
+    from tokbench.sweep.runner import SweepEntry, SweepOutcome
+    from tokbench.sweep.store import StoredRun
 
 METRIC_LABELS = {
     "ttft_ms": "TTFT",
@@ -387,7 +387,7 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
 
 def sweep_summary_table(outcome: SweepOutcome) -> Table:
     """One row per config of a finished (or interrupted) sweep; repeats add between/within-process CV."""
-    from tokbench.sweep_runner import repeat_variation
+    from tokbench.sweep.runner import repeat_variation
 
     table = Table(header_style="bold")
     for column in ("config", "status", "run ids", "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s"):

@@ -194,7 +194,7 @@ def summarize(
 ) -> Summary:
     """Every statistic of ``values``. The trend test runs on ``order`` if given (a shorter series in
     measurement order, e.g. one value per iteration for a pooled metric), else on ``values``."""
-    from tokbench.stationarity import mann_kendall, tukey_outliers  # it builds on this module's percentiles
+    from tokbench.analysis.stationarity import mann_kendall, tukey_outliers  # it builds on this module's percentiles
 
     p90, p95, p99 = (percentile(values, q) for q in SUMMARY_PERCENTILES)
     intervals = bootstrap_intervals(values, (50.0, *SUMMARY_PERCENTILES), resamples=resamples, seed=seed)

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokbench.hardware import HardwarePeak
-from tokbench.monitor import MemoryPeak, MonitorRecord
-from tokbench.records import GenerationTrace
+from tokbench.hardware.monitor import MemoryPeak, MonitorRecord
+from tokbench.hardware.peaks import HardwarePeak
+from tokbench.schema.records import GenerationTrace
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
@@ -301,7 +301,7 @@ def measure_efficiency(
     record: MonitorRecord | None,
 ) -> EfficiencyReport:
     """The report of a finished run: model facts from ``model``, the peak from the table or the probe."""
-    from tokbench.hardware import peak_for
+    from tokbench.hardware.peaks import peak_for
 
     peak: HardwarePeak | None = None
     why_no_peak = ""

@@ -1,10 +1,10 @@
 """A fork server for the process launcher: import torch once, fork a fresh child per config.
 
 A fresh interpreter spends seconds importing torch and transformers before a config even starts. The
-server (``python -m tokbench.forkserver``, one per ``ProcessLauncher``) pays that once: it imports
-torch, transformers and ``tokbench.runner`` and then only waits. It never runs a config, never runs a
+server (``python -m tokbench.sweep.forkserver``, one per ``ProcessLauncher``) pays that once: it imports
+torch, transformers and ``tokbench.engine.runner`` and then only waits. It never runs a config, never runs a
 torch op and never touches CUDA, so a forked child inherits no OpenMP pool, CUDA context or other
-state, only imported modules. Each child is as isolated as a spawned ``tokbench.worker``: its own
+state, only imported modules. Each child is as isolated as a spawned ``tokbench.sweep.worker``: its own
 session (process group), its own output file, its own environment overrides (compile cache folders),
 the same code path (``worker.run_config_file``: config JSON in, result JSON file out), and it exits
 when the *launcher* dies (it watches the launcher's pid; the server is its parent, not the launcher).
@@ -40,7 +40,13 @@ from typing import Any, NoReturn
 from tokbench.errors import ForkServerError
 
 # What a child would import anyway; imported once, in the server.
-PRELOAD = ("torch", "transformers", "tokbench.runner", "tokbench.results", "tokbench.environment")
+PRELOAD = (
+    "torch",
+    "transformers",
+    "tokbench.engine.runner",
+    "tokbench.schema.results",
+    "tokbench.hardware.environment",
+)
 # What a run imports lazily on first use (about 1.5 s on 2 cores: dynamo, sympy, generation, the Llama
 # model code); best effort, since a transformers version may lay these out differently.
 PRELOAD_LAZY = (
@@ -71,7 +77,7 @@ def serve() -> int:
     import torch
 
     if torch.cuda.is_initialized():  # a forked child could not use CUDA: refuse, the launcher spawns instead
-        print("tokbench.forkserver: CUDA was initialised by an import; cannot fork safely", file=sys.stderr)
+        print("tokbench.sweep.forkserver: CUDA was initialised by an import; cannot fork safely", file=sys.stderr)
         return 1
     warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning)
     wake_read, wake_write = os.pipe()
@@ -176,7 +182,7 @@ def _child(request: dict[str, Any], ready_write: int, close_fds: tuple[int, ...]
         _set_title(request.get("title", ""))
         import faulthandler
 
-        from tokbench.worker import exit_when_gone, run_config_file
+        from tokbench.sweep.worker import exit_when_gone, run_config_file
 
         faulthandler.enable()  # a segfault prints the Python stack into the output file the launcher keeps
         exit_when_gone(int(request["launcher_pid"]))
@@ -192,7 +198,7 @@ def _child(request: dict[str, Any], ready_write: int, close_fds: tuple[int, ...]
 
 
 def _set_title(title: str) -> None:
-    """``ps`` shows the child like a spawned worker (``tokbench.worker ... --name NAME``), not as the server."""
+    """``ps`` shows the child like a spawned worker (``tokbench.sweep.worker ... --name NAME``), not as the server."""
     if not title:
         return
     try:
@@ -235,7 +241,7 @@ class ForkServer:
         self._log_path = Path(log_name)
         try:
             self._process = subprocess.Popen(
-                [self._python, "-m", "tokbench.forkserver"],
+                [self._python, "-m", "tokbench.sweep.forkserver"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=handle,

@@ -25,10 +25,10 @@ from typing import Any
 from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
-from tokbench.devices import synchronize
+from tokbench.engine.loading import LoadedModel
 from tokbench.errors import GenerationError, UnavailableFeatureError
-from tokbench.loading import LoadedModel
-from tokbench.records import ContinuousBatchingSetup, GenerationTrace
+from tokbench.hardware.devices import synchronize
+from tokbench.schema.records import ContinuousBatchingSetup, GenerationTrace
 
 # The FIFO scheduler stops admitting new prefills when fewer than 15 % of the blocks are free; the cache
 # gets this much headroom so every request of a call is admitted at once.

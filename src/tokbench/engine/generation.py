@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.devices import synchronize
 from tokbench.errors import GenerationError
-from tokbench.records import GenerationTrace
+from tokbench.hardware.devices import synchronize
+from tokbench.schema.records import GenerationTrace
 
 
 class TimestampStreamer:

@@ -130,7 +130,7 @@ def capture_environment() -> dict[str, Any]:
     import transformers
 
     from tokbench import __version__
-    from tokbench.monitor import nvml_environment
+    from tokbench.hardware.monitor import nvml_environment
 
     gpus = gpu_info()
     nvml = nvml_environment([gpu["index"] for gpu in gpus])

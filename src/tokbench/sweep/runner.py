@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
-from tokbench.launchers import make_launcher
-from tokbench.results import STATUS_SKIPPED, BenchmarkResult
-from tokbench.stats import mean, sample_std
-from tokbench.store import DEFAULT_DB_PATH, ResultStore
-from tokbench.sweep import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
+from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
+from tokbench.sweep.launchers import make_launcher
+from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
+from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
 
 
 class Launcher(Protocol):
@@ -215,7 +215,7 @@ def _skipped_result(
 
 
 def _parent_environment() -> dict[str, Any]:
-    from tokbench.environment import capture_environment
+    from tokbench.hardware.environment import capture_environment
 
     try:
         return capture_environment()
