@@ -119,7 +119,7 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] 
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)  # a failed ROLLBACK must not hide the error that matters (disk full)
             raise
     return version
 
@@ -205,10 +205,7 @@ class ResultStore:
         return int(cursor.lastrowid or 0)
 
     def _rollback(self) -> None:
-        if self._connection.in_transaction:
-            # SQLite may have rolled back already (e.g. on SQLITE_FULL); nothing is half-written either way.
-            with suppress(sqlite3.Error):
-                self._connection.execute("ROLLBACK")
+        _rollback(self._connection)
 
     def runs(
         self,
@@ -265,6 +262,13 @@ class ResultStore:
 
     def schema_version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        # SQLite may have rolled back already (e.g. on SQLITE_FULL); nothing is half-written either way.
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
 
 
 def _check_is_tokbench_store(connection: sqlite3.Connection, path: Path) -> None:
