@@ -105,14 +105,18 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         _check_int(
-            self.batch_size, "batch_size", minimum=1, fix="use a batch size from 1 to 65,536", maximum=MAX_BATCH_SIZE
+            self.batch_size,
+            "batch_size",
+            minimum=1,
+            fix="use a batch size of at least 1 and at most 65,536",
+            maximum=MAX_BATCH_SIZE,
         )
         object.__setattr__(self, "sequence_length", _check_sequence_length(self.sequence_length, self.batch_size))
         _check_int(
             self.new_tokens,
             "new_tokens",
             minimum=2,
-            fix="generate 2 to 1,048,576 tokens (TPOT and ITL need a second token)",
+            fix="generate at least 2 tokens (TPOT and ITL need a second token), at most 1,048,576",
             maximum=MAX_TOKENS,
         )
         if self.warmup_iterations != AUTO:
@@ -124,7 +128,7 @@ class BenchmarkConfig:
             self.monitor_interval_ms, "monitor_interval_ms", minimum=1, fix="sample every 1 ms or more (default 50)"
         )
         _check_int(self.profile_tokens, "profile_tokens", minimum=0, fix="use 0 (off) or a token count")
-        _check_int(self.seed, "seed", minimum=0, fix="use an integer seed from 0 to 2**63 - 1", maximum=MAX_SEED)
+        _check_int(self.seed, "seed", minimum=0, fix="use a non-negative integer seed below 2**63", maximum=MAX_SEED)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model", "empty model name", "give a preset name, a local folder or a Hub id")
         _check_choice(self.dtype, "dtype", DTYPES)
@@ -302,7 +306,8 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
     if isinstance(value, (list, tuple)):
         lengths = tuple(value)
         for length in lengths:
-            _check_int(length, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
+            fix = "use at least 1 prompt token per request, at most 1,048,576"
+            _check_int(length, "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if len(lengths) != batch_size:
             raise ConfigError(
                 "sequence_length",
@@ -317,7 +322,7 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
             raise ConfigError("sequence_length", problem, _SEQUENCE_LENGTH_FIX)
         _check_choice(value.get("distribution"), "sequence_length", PROMPT_LENGTH_DISTRIBUTIONS)
         for key in ("min", "max"):
-            fix = f"give '{key}': a prompt length from 1 to 1,048,576"
+            fix = f"give '{key}': a prompt length >= 1 (at most 1,048,576)"
             _check_int(value.get(key), "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if value["min"] > value["max"]:
             raise ConfigError("sequence_length", f"min {value['min']} > max {value['max']}", "swap min and max")
@@ -325,7 +330,9 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
         spec["seed"] = value.get("seed", 0)
         _check_int(spec["seed"], "sequence_length", minimum=0, fix="use a non-negative integer seed")
         return spec
-    _check_int(value, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
+    _check_int(
+        value, "sequence_length", minimum=1, fix="use at least 1 prompt token, at most 1,048,576", maximum=MAX_TOKENS
+    )
     return value  # type: ignore[return-value]
 
 
