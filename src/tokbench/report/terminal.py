@@ -89,6 +89,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     lines.append(
         f"load: tokenizer {_ms(load.tokenizer_ns)}{' (cached)' if load.tokenizer_cached else ''}, "
         f"weights {_ms(load.weights_ns)}, to device {_ms(load.to_device_ns)}"
+        + (f" (one load shared by {load.shared_by} configs of a sweep)" if load.shared else "")
     )
     lines.extend(_quantization_lines(result))
     setup = phases.continuous_batching_setup
