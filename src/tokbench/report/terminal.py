@@ -386,6 +386,19 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
         console.print(Text(f"invalid  {invalid.fields}: {invalid.reason}", style="red"))
 
 
+def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) -> None:
+    """Which runnable configs share one model load (one worker loads it once and measures each in turn)."""
+    from tokbench.sweep.grouping import load_groups
+
+    configs = plan.configs
+    groups = [group for group in load_groups(configs, share=share) if group.shared]
+    if not share:
+        console.print("load     not shared: every config loads its model in its own worker (--no-share-load)")
+    for number, group in enumerate(groups, start=1):
+        names = ", ".join(configs[index].name for index in group.indexes)
+        console.print(Text(f"load     shared {number}: {len(group.indexes)} configs on one load: {names}"))
+
+
 def sweep_summary_table(outcome: SweepOutcome) -> Table:
     """One row per config of a finished (or interrupted) sweep; repeats add between/within-process CV."""
     from tokbench.sweep.runner import repeat_variation
