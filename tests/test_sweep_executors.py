@@ -1,0 +1,87 @@
+"""Load groups and the local executor with real worker processes, the real tiny preset and a real store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokbench.config import BenchmarkConfig
+from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
+from tokbench.sweep.runner import run_sweep
+
+TINY = {
+    "model": "tiny-llama",
+    "sequence_length": 8,
+    "new_tokens": 4,
+    "warmup_iterations": 1,
+    "measurement_iterations": 2,
+    "device": "cpu",
+    "monitor": False,
+}
+ENDLESS = 1_000_000
+
+
+def stored(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as connection:
+        return [json.loads(row[0]) for row in connection.execute("SELECT result_json FROM results ORDER BY run_id")]
+
+
+def test_a_load_group_inline_loads_once_and_gives_each_config_its_own_result() -> None:
+    configs = [BenchmarkConfig.from_dict({**TINY, "batch_size": size}) for size in (1, 2)]
+    with InlineLauncher() as launcher:
+        results = list(launcher.launch_group(configs, [None, None]))
+    assert [result.config for result in results] == configs
+    assert all(result.ok for result in results), [result.reason for result in results]
+    loads = [result.phases.load for result in results]
+    assert loads[0] == loads[1] and loads[0].shared and loads[0].shared_by == 2
+    assert loads[0].weights_ns is not None and loads[0].weights_ns > 0  # the real load's time, not "provided"
+    assert all(result.model_source["kind"] == "preset" for result in results)
+    assert [result.launch["group"]["index"] for result in results] == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_in_a_group_fails_only_its_config_and_the_rest_go_on_in_a_fresh_worker() -> None:
+    configs = [
+        BenchmarkConfig.from_dict({**TINY, "batch_size": 1}),
+        BenchmarkConfig.from_dict({**TINY, "batch_size": 2, "measurement_iterations": ENDLESS, "name": "endless"}),
+        BenchmarkConfig.from_dict({**TINY, "batch_size": 3}),
+    ]
+    with ProcessLauncher(start_method="spawn") as launcher:
+        results = list(launcher.launch_group(configs, [600.0, 6.0, 600.0]))
+    assert [result.status for result in results] == ["ok", "failed", "ok"], [result.reason for result in results]
+    assert results[1].reason.startswith("timed out after 6 s")
+    assert "stderr_tail" in results[1].launch
+    first, _, last = (result.launch for result in results)
+    assert first["group"]["worker"] == 1 and last["group"]["worker"] == 2
+    assert first["pid"] != last["pid"]  # a fresh worker process for what was left
+    assert results[0].phases.load.shared_by == 3
+    assert not results[2].phases.load.shared  # alone in its fresh worker: a load of its own
+
+
+@pytest.mark.slow
+def test_parallel_2_runs_cpu_configs_in_two_slots_each_result_stored_once(tmp_path: Path) -> None:
+    db = tmp_path / "results.db"
+    spec = {**TINY, "batch_size": [1, 2, 3]}
+    outcome = run_sweep(spec, db=db, parallel=2, share_load=False, start_method="spawn", progress=False)
+    assert [entry.result.status for entry in outcome.entries if entry.result] == ["ok"] * 3
+    results = stored(db)
+    assert sorted(result["config"]["batch_size"] for result in results) == [1, 2, 3]
+    launches = [result["launch"] for result in results]
+    assert {launch["slot"] for launch in launches} == {0, 1}
+    assert all(launch["executor"] == "local" and launch["parallel"] == 2 for launch in launches)
+    assert len({launch["pid"] for launch in launches}) == 3
+
+
+@pytest.mark.parametrize("option", [{"launcher": "inline", "parallel": 2}, {"gpus_per_config": 1}])
+def test_options_this_machine_or_launcher_cannot_honour_are_refused(tmp_path: Path, option: dict[str, Any]) -> None:
+    from tokbench.errors import ConfigError
+    from tokbench.sweep.executors.local import visible_gpus
+
+    if "gpus_per_config" in option and visible_gpus():
+        pytest.skip("GPUs are visible here: --gpus-per-config 1 is possible")
+    with pytest.raises(ConfigError):
+        run_sweep(TINY, db=tmp_path / "r.db", progress=False, **option)
