@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,21 @@ def test_options_this_machine_or_launcher_cannot_honour_are_refused(tmp_path: Pa
         pytest.skip("GPUs are visible here: --gpus-per-config 1 is possible")
     with pytest.raises(ConfigError):
         run_sweep(TINY, db=tmp_path / "r.db", progress=False, **option)
+
+
+def test_the_ray_executor_without_ray_says_how_to_get_it(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps(TINY), encoding="utf-8")
+    # A Python where `import ray` fails, as in an install without the extra.
+    code = "import sys; sys.modules['ray'] = None; from tokbench.cli import main; sys.exit(main(sys.argv[1:]))"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, "sweep", "--config", str(sweep), "--db", str(tmp_path / "r.db"), "--executor", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokbench: the ray executor needs Ray"), completed.stderr
+    assert "pip install 'tokbench[ray]'" in lines[0]
+    assert not (tmp_path / "r.db").exists()  # nothing written
