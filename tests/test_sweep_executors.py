@@ -94,8 +94,9 @@ def test_the_ray_executor_without_ray_says_how_to_get_it(tmp_path: Path) -> None
     sweep.write_text(json.dumps(TINY), encoding="utf-8")
     # A Python where `import ray` fails, as in an install without the extra.
     code = "import sys; sys.modules['ray'] = None; from tokbench.cli import main; sys.exit(main(sys.argv[1:]))"
+    arguments = ["sweep", "--config", str(sweep), "--db", str(tmp_path / "r.db"), "--executor", "ray"]
     completed = subprocess.run(
-        [sys.executable, "-c", code, "sweep", "--config", str(sweep), "--db", str(tmp_path / "r.db"), "--executor", "ray"],
+        [sys.executable, "-c", code, *arguments],
         capture_output=True,
         text=True,
         timeout=120,
