@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -106,3 +107,36 @@ def test_the_ray_executor_without_ray_says_how_to_get_it(tmp_path: Path) -> None
     assert len(lines) == 1 and lines[0].startswith("tokbench: the ray executor needs Ray"), completed.stderr
     assert "pip install 'tokbench[ray]'" in lines[0]
     assert not (tmp_path / "r.db").exists()  # nothing written
+
+
+def test_the_plan_says_which_configs_share_a_load(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({**TINY, "batch_size": [1, 2], "attn_implementation": ["sdpa", "eager"]}), "utf-8")
+    command = [sys.executable, "-m", "tokbench", "sweep", "--config", str(sweep), "--dry-run"]
+    env = {**os.environ, "COLUMNS": "300"}
+    shared = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert shared.returncode == 0, shared.stderr
+    lines = [line for line in shared.stdout.splitlines() if line.startswith("load ")]
+    assert len(lines) == 2 and all("2 configs on one load" in line for line in lines)
+    assert "tiny-llama-sdpa-bfloat16-b1-s8-n4, tiny-llama-sdpa-bfloat16-b2-s8-n4" in "".join(lines)
+    alone = subprocess.run([*command, "--no-share-load"], capture_output=True, text=True, timeout=120, env=env)
+    assert "on one load" not in alone.stdout and "not shared" in alone.stdout
+
+
+def test_show_says_where_an_executor_ran_a_config() -> None:
+    from tokbench.report.terminal import launch_lines
+    from tokbench.schema.results import BenchmarkResult
+
+    ray_launch = {
+        "launcher": "process",
+        "executor": "ray",
+        "ray": {"node_ip": "10.0.0.7", "node_id": "abcdef0123456789", "task_id": "T1", "gpu_ids": ["3"]},
+        "group": {"index": 1, "size": 4, "worker": 2},
+    }
+    result = BenchmarkResult(config=BenchmarkConfig.from_dict(TINY), status="ok", launch=ray_launch)
+    lines = launch_lines(result)
+    assert "ray: node 10.0.0.7 (abcdef012345), task T1, GPUs 3" in lines
+    assert "load group: config 2 of 4, worker 2" in lines
+    local = {"launcher": "process", "executor": "local", "parallel": 2, "slot": 1, "gpus": ["GPU-x"]}
+    local_result = BenchmarkResult(config=result.config, status="ok", launch=local)
+    assert "local slot 1 of 2, GPUs GPU-x" in launch_lines(local_result)

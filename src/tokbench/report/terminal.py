@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -364,10 +364,32 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
     if launch.get("compile_cache"):
         parts.append(f"compile cache {launch['compile_cache']}")
     lines = ["; ".join(parts)]
+    lines.extend(_where_lines(launch))
     tail = str(launch.get("stderr_tail") or "").rstrip()
     if tail:
         lines.append("child output (tail):")
         lines.extend("  " + line for line in tail.splitlines()[-20:])
+    return lines
+
+
+def _where_lines(launch: dict[str, Any]) -> list[str]:
+    """Where an executor ran it: a Ray node and task, a local slot's GPUs, its place in a load group."""
+    lines = []
+    ray = launch.get("ray")
+    if isinstance(ray, dict):
+        if ray.get("error"):
+            lines.append(f"ray: the task died: {ray['error']}")
+        else:
+            gpus = ",".join(str(gpu) for gpu in ray.get("gpu_ids") or []) or "none"
+            node = f"{ray.get('node_ip')} ({str(ray.get('node_id'))[:12]})"
+            lines.append(f"ray: node {node}, task {ray.get('task_id')}, GPUs {gpus}")
+    if launch.get("slot") is not None:
+        gpus = ",".join(str(gpu) for gpu in launch.get("gpus") or []) or "none assigned"
+        lines.append(f"local slot {launch['slot']} of {launch.get('parallel')}, GPUs {gpus}")
+    group = launch.get("group")
+    if isinstance(group, dict):
+        place = f"config {group.get('index', 0) + 1} of {group.get('size')}"
+        lines.append(f"load group: {place}, worker {group.get('worker')}")
     return lines
 
 
