@@ -140,3 +140,39 @@ def test_show_says_where_an_executor_ran_a_config() -> None:
     local = {"launcher": "process", "executor": "local", "parallel": 2, "slot": 1, "gpus": ["GPU-x"]}
     local_result = BenchmarkResult(config=result.config, status="ok", launch=local)
     assert "local slot 1 of 2, GPUs GPU-x" in launch_lines(local_result)
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_every_parallel_child_and_keeps_the_store(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({**TINY, "batch_size": [1, 2], "measurement_iterations": ENDLESS}), "utf-8")
+    db = tmp_path / "r.db"
+    command = [sys.executable, "-m", "tokbench", "sweep", "--no-progress", "--config", str(sweep), "--db", str(db)]
+    command += ["--parallel", "2", "--no-share-load"]  # two configs, two workers at once
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def workers() -> list[psutil.Process]:
+        try:
+            found = psutil.Process(driver.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        return [child for child in found if "tokbench.sweep.worker" in " ".join(child.cmdline())]
+
+    deadline = time.monotonic() + 300
+    while len(workers()) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running = workers()
+    assert len(running) == 2, "two configs should run at once"
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr
+    _, alive = psutil.wait_procs(running, timeout=15)
+    assert not alive, "a parallel child outlived the interrupted sweep"
+    if db.exists():
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
