@@ -290,6 +290,7 @@ class ProcessLauncher:
         position = 0  # the config (of ``group``) the worker is on
         returncode: int | None = None
         exited = timed_out = False
+        timed_out_position = -1
         server_died: str | None = None
 
         def launch_record(position: int, now_ns: int) -> dict[str, Any]:
@@ -315,7 +316,7 @@ class ProcessLauncher:
                 timeout_s = timeouts_s[indexes[position]] if position < len(group) else None
                 remaining_s = None if timeout_s is None else timeout_s - (self._clock() - config_start_ns) / 1e9
                 if remaining_s is not None and remaining_s <= 0:
-                    timed_out = True
+                    timed_out, timed_out_position = True, position
                     returncode = _end_process_group(child)
                     exited = True
                     continue  # collect what it wrote before it ended
@@ -331,8 +332,8 @@ class ProcessLauncher:
                     child.wait(TERMINATE_GRACE_S)
             _kill_leftovers(child.pid)
             self._running = None
-        if position >= len(group):
-            return
+        if position >= len(group) or (timed_out and position > timed_out_position):
+            return  # all done, or the late config finished as it was ended: the rest go on in a fresh worker
         launch = launch_record(position, self._clock())
         launch["exit_code"] = returncode
         tail = _tail(log_path)
