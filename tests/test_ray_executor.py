@@ -147,18 +147,23 @@ def test_ctrl_c_cancels_the_ray_tasks_and_resume_reruns_nothing_stored(ray_clust
     command += ["--executor", "ray", "--ray-address", ray_cluster, "--start-method", "spawn"]
     env = {**os.environ, "COLUMNS": "200"}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not rows(db) and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    worker = worker_named("first")  # the group's worker, now measuring "second"
-    driver.send_signal(signal.SIGINT)
-    _, stderr = driver.communicate(timeout=120)
-    assert driver.returncode == 130, stderr
-    assert "run again with --resume" in stderr
-    assert [name for name, *_ in rows(db)] == ["first"]
-    if worker is not None:  # cancelled: its task ended the child
-        _, alive = psutil.wait_procs([worker], timeout=30)
-        assert not alive
+    try:
+        deadline = time.monotonic() + 300
+        while not rows(db) and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = worker_named("first")  # the group's worker, now measuring "second"
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+        assert driver.returncode == 130, stderr
+        assert "run again with --resume" in stderr
+        assert [name for name, *_ in rows(db)] == ["first"]
+        if worker is not None:  # cancelled: its task ended the child
+            _, alive = psutil.wait_procs([worker], timeout=30)
+            assert not alive
+    finally:
+        if driver.poll() is None:  # a failed assertion must not leave the sweep running
+            driver.kill()
+            driver.communicate()
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -163,16 +163,21 @@ def test_ctrl_c_ends_every_parallel_child_and_keeps_the_store(tmp_path: Path) ->
             return []
         return [child for child in found if "tokbench.sweep.worker" in " ".join(child.cmdline())]
 
-    deadline = time.monotonic() + 300
-    while len(workers()) < 2 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    running = workers()
-    assert len(running) == 2, "two configs should run at once"
-    driver.send_signal(signal.SIGINT)
-    _, stderr = driver.communicate(timeout=120)
-    assert driver.returncode == 130, stderr
-    _, alive = psutil.wait_procs(running, timeout=15)
-    assert not alive, "a parallel child outlived the interrupted sweep"
+    try:
+        deadline = time.monotonic() + 300
+        while len(workers()) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        running = workers()
+        assert len(running) == 2, "two configs should run at once"
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+        assert driver.returncode == 130, stderr
+        _, alive = psutil.wait_procs(running, timeout=15)
+        assert not alive, "a parallel child outlived the interrupted sweep"
+    finally:
+        if driver.poll() is None:  # a failed assertion must not leave the sweep running
+            driver.kill()
+            driver.communicate()
     if db.exists():
         with sqlite3.connect(db) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
