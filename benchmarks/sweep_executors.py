@@ -58,9 +58,21 @@ def timed_sweep(spec: dict[str, Any], **options: Any) -> float:
         start = time.perf_counter()
         outcome = run_sweep(spec, db=Path(folder) / "results.db", progress=False, **options)
         elapsed = time.perf_counter() - start
-    failed = [entry.result.reason for entry in outcome.entries if entry.result is not None and not entry.result.ok]
+    results = [entry.result for entry in outcome.entries if entry.result is not None]
+    failed = [result.reason for result in results if not result.ok]
     if failed:
         raise SystemExit(f"a benchmark config failed: {failed[0]}")
+    # Distinct loads: a shared load is reported by every config of its worker, count it once.
+    loads: dict[Any, int] = {}
+    for index, result in enumerate(results):
+        load = result.phases.load
+        key = ("worker", result.launch.get("pid")) if load.shared else index
+        loads[key] = (load.tokenizer_ns or 0) + (load.weights_ns or 0) + (load.to_device_ns or 0)
+    print(
+        f"    [{', '.join(f'{key}={value}' for key, value in options.items())}] {elapsed:.2f} s wall, "
+        f"{len(loads)} load(s) taking {sum(loads.values()) / 1e9:.2f} s in all",
+        flush=True,
+    )
     return elapsed
 
 
@@ -87,8 +99,8 @@ def main() -> None:
             lambda: timed_sweep(SMALL, share_load=False),
         )
         print("8 small-llama configs (batch 1/2/4/8 x plain/continuous), local executor, forkserver children:")
-        print(f"  shared load (1 group of 8): {shared:7.1f} s")
-        print(f"  one load per config:        {alone:7.1f} s   ({(alone - shared) / alone:+.0%} saved by sharing)")
+        print(f"  shared load (1 group of 8): {shared:8.2f} s")
+        print(f"  one load per config:        {alone:8.2f} s   ({(alone - shared) / alone:+.1%} saved by sharing)")
 
     tiny_spec = tiny(args.tiny_configs)
     n = args.tiny_configs
