@@ -127,7 +127,7 @@ def test_weight_facts_of_the_real_tiny_model(fast_config_fields: dict[str, objec
     int4_facts = weight_facts(quantized.model)
     assert int4_facts.linear_parameters == facts.linear_parameters
     dense_linear_bytes = 4 * per_layer * 2
-    packed = quantized.quantization["report"]["bytes_after"]
+    packed = quantized.quantization.report.bytes_after
     assert int4_facts.weight_bytes == facts.weight_bytes - dense_linear_bytes + packed
     assert packed < dense_linear_bytes / 3
 

@@ -30,6 +30,7 @@ from tokbench.quant.tuning import (
     TuningError,
     TuningReport,
     cache_key,
+    candidate_timing,
     default_cache_dir,
     is_near_tie,
     measure_round_robin,
@@ -50,7 +51,7 @@ SPLITK4 = KernelChoice("splitk", 4)
 
 
 def _timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
-    return CandidateTiming.from_samples(choice, samples)
+    return candidate_timing(choice, samples)
 
 
 class ScriptedTimer:

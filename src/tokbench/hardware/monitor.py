@@ -24,160 +24,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokbench.clock import Clock, monotonic_ns
+from tokbench.schema.monitor import HOST, STATUS_OK, MemoryPeak, MonitorRecord, SampleSeries, Value
 from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
     import torch
 
 DEFAULT_INTERVAL_MS = 50
-STATUS_OK = "ok"
-HOST = "host"
 NVML = "nvml"
 AMDSMI = "amdsmi"
 GPU = "gpu"  # the GPU slot when no GPU backend applies (the model runs on the CPU)
 
-Value = float | int | None
 T = TypeVar("T")
 
 
 class BackendUnavailable(Exception):
     """A backend cannot sample here; the message is the recorded reason."""
-
-
-# --- records -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SampleSeries:
-    """What one backend recorded: a status, what it watched, and one column per quantity.
-
-    ``columns[name][i]`` is the value at ``timestamps_ns[i]``; ``None`` where the quantity could not be
-    read. Column names end in their unit (``_bytes``, ``_percent``, ``_w``, ``_mj``, ``_mhz``, ``_c``).
-    """
-
-    backend: str
-    status: str
-    device: str = ""
-    timestamps_ns: tuple[int, ...] = ()
-    columns: dict[str, tuple[Value, ...]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == STATUS_OK
-
-    def column(self, name: str) -> tuple[Value, ...]:
-        return self.columns.get(name, ())
-
-    def peak(self, name: str) -> Value:
-        values = [v for v in self.column(name) if v is not None]
-        return max(values) if values else None
-
-    def mean(self, name: str) -> float | None:
-        values = [v for v in self.column(name) if v is not None]
-        return sum(values) / len(values) if values else None
-
-    def counter_delta(self, name: str) -> Value:
-        """Last minus first reading of a cumulative counter (e.g. ``energy_mj``), or None."""
-        values = [v for v in self.column(name) if v is not None]
-        return values[-1] - values[0] if len(values) >= 2 else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "backend": self.backend,
-            "status": self.status,
-            "device": self.device,
-            "timestamps_ns": list(self.timestamps_ns),
-            "columns": {name: list(values) for name, values in self.columns.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SampleSeries:
-        return cls(
-            backend=str(data["backend"]),
-            status=str(data["status"]),
-            device=str(data.get("device", "")),
-            timestamps_ns=tuple(int(t) for t in data.get("timestamps_ns", ())),
-            columns={str(k): tuple(v) for k, v in data.get("columns", {}).items()},
-        )
-
-
-@dataclass(frozen=True)
-class MonitorRecord:
-    """Everything the sampler saw during one measured run."""
-
-    interval_ms: int
-    start_ns: int
-    end_ns: int
-    series: tuple[SampleSeries, ...] = ()
-
-    def get(self, backend: str) -> SampleSeries | None:
-        return next((s for s in self.series if s.backend == backend), None)
-
-    @property
-    def gpu(self) -> SampleSeries | None:
-        """The GPU backend's series (nvml, amdsmi, or the ``gpu`` placeholder that says why there is none)."""
-        return next((s for s in self.series if s.backend != HOST), None)
-
-    @property
-    def energy_j(self) -> float | None:
-        """Energy the GPU's hardware counter says was used between the first and last sample."""
-        gpu = self.gpu
-        delta = gpu.counter_delta("energy_mj") if gpu is not None and gpu.ok else None
-        return None if delta is None else delta / 1000.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "interval_ms": self.interval_ms,
-            "start_ns": self.start_ns,
-            "end_ns": self.end_ns,
-            "series": [s.to_dict() for s in self.series],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MonitorRecord:
-        return cls(
-            interval_ms=int(data["interval_ms"]),
-            start_ns=int(data["start_ns"]),
-            end_ns=int(data["end_ns"]),
-            series=tuple(SampleSeries.from_dict(s) for s in data.get("series", ())),
-        )
-
-
-@dataclass(frozen=True)
-class MemoryPeak:
-    """Peak memory of one measured generate call. ``source`` says what was measured."""
-
-    source: str  # "torch.cuda allocator" | "VmHWM (peak RSS)" | "RSS after the call"
-    peak_allocated_bytes: int | None = None  # accelerators: torch allocator, tensors
-    peak_reserved_bytes: int | None = None  # accelerators: torch allocator, cached segments
-    peak_rss_bytes: int | None = None  # CPU: the process's resident set
-
-    @property
-    def peak_bytes(self) -> int | None:
-        """The peak that bounds what this call needed: allocated on accelerators, RSS on CPU."""
-        return self.peak_allocated_bytes if self.peak_allocated_bytes is not None else self.peak_rss_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "peak_allocated_bytes": self.peak_allocated_bytes,
-            "peak_reserved_bytes": self.peak_reserved_bytes,
-            "peak_rss_bytes": self.peak_rss_bytes,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MemoryPeak:
-        return cls(
-            source=str(data["source"]),
-            peak_allocated_bytes=data.get("peak_allocated_bytes"),
-            peak_reserved_bytes=data.get("peak_reserved_bytes"),
-            peak_rss_bytes=data.get("peak_rss_bytes"),
-        )
 
 
 def unavailable(reason: str) -> str:

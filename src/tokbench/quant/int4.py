@@ -29,6 +29,7 @@ from torch import nn
 
 from tokbench.errors import TokbenchError
 from tokbench.quant.runtime import Int4Runtime
+from tokbench.schema.quant import QuantizationReport
 
 SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
 PACK_FACTOR = 8  # int4 values per int32 word
@@ -357,48 +358,6 @@ class QuantizedLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
             f"bias={self.bias is not None}, kernel={self.kernel}, tuned_m={sorted(self._dispatch)}"
-        )
-
-
-@dataclass(frozen=True)
-class QuantizationReport:
-    """What :func:`quantize_model` did, for the runner's load-phase record."""
-
-    layers_quantized: int
-    unique_shapes: tuple[tuple[int, int], ...]  # (in_features, out_features)
-    bytes_before: int  # dense weights (and biases) of the replaced layers
-    bytes_after: int  # packed int4 + scales + zeros (+ biases) of their replacements
-    derived_bytes: int  # op-specific copies prepared at quantize time (e.g. native packing)
-    group_size: int
-    kernel: str
-    skipped: tuple[str, ...]  # module names left dense on purpose (the LM head)
-    elapsed_ns: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers_quantized": self.layers_quantized,
-            "unique_shapes": [list(shape) for shape in self.unique_shapes],
-            "bytes_before": self.bytes_before,
-            "bytes_after": self.bytes_after,
-            "derived_bytes": self.derived_bytes,
-            "group_size": self.group_size,
-            "kernel": self.kernel,
-            "skipped": list(self.skipped),
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QuantizationReport:
-        return cls(
-            layers_quantized=int(data["layers_quantized"]),
-            unique_shapes=tuple((int(a), int(b)) for a, b in data["unique_shapes"]),
-            bytes_before=int(data["bytes_before"]),
-            bytes_after=int(data["bytes_after"]),
-            derived_bytes=int(data["derived_bytes"]),
-            group_size=int(data["group_size"]),
-            kernel=str(data["kernel"]),
-            skipped=tuple(str(name) for name in data["skipped"]),
-            elapsed_ns=int(data["elapsed_ns"]),
         )
 
 

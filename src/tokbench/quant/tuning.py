@@ -36,7 +36,6 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,7 +52,6 @@ from tokbench.quant import kernels as quant_kernels
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
     TUNABLE_KERNELS,
-    KernelChoice,
     candidate_choices,
     default_choice,
     prepare_choice,
@@ -61,6 +59,7 @@ from tokbench.quant.kernels import (
     simplicity_rank,
     unavailable_reason,
 )
+from tokbench.schema.quant import CandidateTiming, KernelChoice, MeasurePlan, ShapeTuning, TuningReport
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
 CACHE_SCHEMA_VERSION = 2  # 2: baseline and rejected candidates, kernel revision in the key
 HIGH_DISPERSION = 0.1  # IQR / median above this is reported (torch.utils.benchmark uses the same bound)
 TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
-_MEDIAN_SE_PER_IQR = 0.93  # standard error of a median ~ 0.93 * IQR / sqrt(n) (normal approximation)
 
 
 class TuningError(TokbenchError):
@@ -153,26 +151,6 @@ def round_robin_order(num_candidates: int, round_index: int) -> list[int]:
     return [(round_index + offset) % num_candidates for offset in range(num_candidates)]
 
 
-@dataclass(frozen=True)
-class MeasurePlan:
-    """How a measurement spent its budget."""
-
-    estimate_round_ns: int
-    warmup_rounds: int
-    timed_rounds: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "estimate_round_ns": self.estimate_round_ns,
-            "warmup_rounds": self.warmup_rounds,
-            "timed_rounds": self.timed_rounds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MeasurePlan:
-        return cls(int(data["estimate_round_ns"]), int(data["warmup_rounds"]), int(data["timed_rounds"]))
-
-
 def plan_rounds(estimate_round_ns: int, budget_ns: int, min_rounds: int = 5, max_rounds: int = 1000) -> MeasurePlan:
     """Warmup and timed rounds from the budget left after the estimate (~10 % warmup, at least 1)."""
     affordable = budget_ns // max(estimate_round_ns, 1)
@@ -208,46 +186,12 @@ def measure_round_robin(
     return samples, plan
 
 
-@dataclass(frozen=True)
-class CandidateTiming:
-    """One candidate's timed samples (ns) and their median and interquartile range."""
-
-    choice: KernelChoice
-    median_ns: int
-    iqr_ns: int
-    samples: tuple[int, ...]
-
-    @classmethod
-    def from_samples(cls, choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
-        values = [float(s) for s in samples]
-        median = percentile(values, 50.0)
-        iqr = percentile(values, 75.0) - percentile(values, 25.0)
-        return cls(choice, round(median), round(iqr), tuple(int(s) for s in samples))
-
-    @property
-    def dispersion(self) -> float:
-        return self.iqr_ns / self.median_ns if self.median_ns > 0 else 0.0
-
-    @property
-    def median_standard_error_ns(self) -> float:
-        return _MEDIAN_SE_PER_IQR * self.iqr_ns / math.sqrt(max(len(self.samples), 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "choice": self.choice.to_dict(),
-            "median_ns": self.median_ns,
-            "iqr_ns": self.iqr_ns,
-            "samples": list(self.samples),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CandidateTiming:
-        return cls(
-            choice=KernelChoice.from_dict(data["choice"]),
-            median_ns=int(data["median_ns"]),
-            iqr_ns=int(data["iqr_ns"]),
-            samples=tuple(int(s) for s in data["samples"]),
-        )
+def candidate_timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
+    """One candidate's timing record from its samples: their median and interquartile range."""
+    values = [float(s) for s in samples]
+    median = percentile(values, 50.0)
+    iqr = percentile(values, 75.0) - percentile(values, 25.0)
+    return CandidateTiming(choice, round(median), round(iqr), tuple(int(s) for s in samples))
 
 
 def is_near_tie(best: CandidateTiming, other: CandidateTiming, tie_relative: float = TIE_RELATIVE) -> bool:
@@ -387,124 +331,6 @@ def cache_key(
 # --- reports -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ShapeTuning:
-    """Tuning of one layer shape at one M."""
-
-    in_features: int
-    out_features: int
-    group_size: int
-    m: int
-    phase: str  # "prefill", "decode" or "prefill+decode" (sequence_length 1)
-    layers: int  # how many layers of the model have this shape
-    candidates: tuple[CandidateTiming, ...]
-    winner: KernelChoice
-    default: KernelChoice  # always timed (as a baseline when it is not a candidate)
-    speedup_vs_default: float | None  # default's median / winner's median; None if the default failed
-    from_cache: bool
-    tie_break: bool
-    high_dispersion: bool
-    plan: MeasurePlan | None  # None when the entry came from the cache
-    tuning_ns: int
-    rejected: tuple[tuple[str, str], ...] = ()  # (label, reason) of candidates whose first call failed
-
-    def timing_of(self, choice: KernelChoice) -> CandidateTiming | None:
-        return next((t for t in self.candidates if t.choice == choice), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "in_features": self.in_features,
-            "out_features": self.out_features,
-            "group_size": self.group_size,
-            "m": self.m,
-            "phase": self.phase,
-            "layers": self.layers,
-            "candidates": [t.to_dict() for t in self.candidates],
-            "winner": self.winner.to_dict(),
-            "default": self.default.to_dict(),
-            "speedup_vs_default": self.speedup_vs_default,
-            "from_cache": self.from_cache,
-            "tie_break": self.tie_break,
-            "high_dispersion": self.high_dispersion,
-            "plan": self.plan.to_dict() if self.plan is not None else None,
-            "tuning_ns": self.tuning_ns,
-            "rejected": [list(item) for item in self.rejected],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShapeTuning:
-        return cls(
-            in_features=int(data["in_features"]),
-            out_features=int(data["out_features"]),
-            group_size=int(data["group_size"]),
-            m=int(data["m"]),
-            phase=str(data["phase"]),
-            layers=int(data["layers"]),
-            candidates=tuple(CandidateTiming.from_dict(t) for t in data["candidates"]),
-            winner=KernelChoice.from_dict(data["winner"]),
-            default=KernelChoice.from_dict(data["default"]),
-            speedup_vs_default=(None if data.get("speedup_vs_default") is None else float(data["speedup_vs_default"])),
-            from_cache=bool(data["from_cache"]),
-            tie_break=bool(data["tie_break"]),
-            high_dispersion=bool(data["high_dispersion"]),
-            plan=MeasurePlan.from_dict(data["plan"]) if data.get("plan") is not None else None,
-            tuning_ns=int(data["tuning_ns"]),
-            rejected=tuple((str(label), str(reason)) for label, reason in data.get("rejected", [])),
-        )
-
-
-@dataclass(frozen=True)
-class TuningReport:
-    """Everything :func:`tune_model` measured and decided."""
-
-    device: str
-    device_type: str
-    dtype: str
-    torch_version: str
-    batch_size: int
-    sequence_length: int
-    budget_s_per_shape: float
-    entries: tuple[ShapeTuning, ...]
-    warmup_ns: int  # device warmup before timing (0 when everything came from the cache)
-    total_tuning_ns: int  # wall time of the whole call, warmup included
-    cache_dir: str | None
-
-    @property
-    def cache_hits(self) -> int:
-        return sum(1 for e in self.entries if e.from_cache)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "device_type": self.device_type,
-            "dtype": self.dtype,
-            "torch_version": self.torch_version,
-            "batch_size": self.batch_size,
-            "sequence_length": self.sequence_length,
-            "budget_s_per_shape": self.budget_s_per_shape,
-            "entries": [e.to_dict() for e in self.entries],
-            "warmup_ns": self.warmup_ns,
-            "total_tuning_ns": self.total_tuning_ns,
-            "cache_dir": self.cache_dir,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TuningReport:
-        return cls(
-            device=str(data["device"]),
-            device_type=str(data["device_type"]),
-            dtype=str(data["dtype"]),
-            torch_version=str(data["torch_version"]),
-            batch_size=int(data["batch_size"]),
-            sequence_length=int(data["sequence_length"]),
-            budget_s_per_shape=float(data["budget_s_per_shape"]),
-            entries=tuple(ShapeTuning.from_dict(e) for e in data["entries"]),
-            warmup_ns=int(data["warmup_ns"]),
-            total_tuning_ns=int(data["total_tuning_ns"]),
-            cache_dir=None if data.get("cache_dir") is None else str(data["cache_dir"]),
-        )
-
-
 # --- tuning ------------------------------------------------------------------------------------------
 
 
@@ -571,7 +397,7 @@ def time_layer(
     if not runnable:
         return [], None, rejected
     samples, plan = measure_round_robin(calls, timer, budget_ns, min_rounds=min_rounds, max_rounds=max_rounds)
-    timings = [CandidateTiming.from_samples(c, s) for c, s in zip(runnable, samples, strict=True)]
+    timings = [candidate_timing(c, s) for c, s in zip(runnable, samples, strict=True)]
     return timings, plan, rejected
 
 

@@ -75,7 +75,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     )
     lines = [
         f"{config.name}  [{result.status}]  config {result.config_hash}",
-        _model_line(config.model, effective.get("parameters"), effective.get("device", config.device)),
+        _model_line(config.model, effective.parameters, effective.device or config.device),
         f"{'requests' if config.continuous_batching else 'batch'} {config.batch_size} × prompt {prompt_text} → "
         f"{config.new_tokens} new tokens; "
         f"dtype {config.dtype}; attention {config.attn_implementation}; "
@@ -122,15 +122,16 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         return []
     load = result.phases.load
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
-    tuning = result.quantization.get("tuning")
+    tuning = result.quantization.tuning
     if tuning is not None:
-        hits, total = sum(1 for e in tuning["entries"] if e["from_cache"]), len(tuning["entries"])
+        hits, total = tuning.cache_hits, len(tuning.entries)
         text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache)"
-        noisy = len(result.quantization.get("tuning_warnings", ()))
+        noisy = len(result.quantization.tuning_warnings or ())
         if noisy:
             text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
     lines = [text]
-    kernels = result.effective_settings.get("quantization", {}).get("kernels", {})
+    settings = result.effective_settings.quantization
+    kernels = settings.kernels if settings is not None else {}
     if kernels:
         lines.append(
             "int4 kernels: "
@@ -354,16 +355,16 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
     launch = result.launch
     if not launch:
         return []
-    parts = [f"launcher {launch.get('launcher')}"]
+    parts = [f"launcher {launch.launcher}"]
     for key, label in (("pid", "pid"), ("exit_code", "exit code"), ("signal", "signal"), ("timeout_s", "timeout s")):
-        if launch.get(key) is not None:
-            parts.append(f"{label} {launch[key]}")
-    if launch.get("wall_ns") is not None:
-        parts.append(f"wall {_ms(launch['wall_ns'])}")
-    if launch.get("compile_cache"):
-        parts.append(f"compile cache {launch['compile_cache']}")
+        if getattr(launch, key) is not None:
+            parts.append(f"{label} {getattr(launch, key)}")
+    if launch.wall_ns is not None:
+        parts.append(f"wall {_ms(launch.wall_ns)}")
+    if launch.compile_cache:
+        parts.append(f"compile cache {launch.compile_cache}")
     lines = ["; ".join(parts)]
-    tail = str(launch.get("stderr_tail") or "").rstrip()
+    tail = str(launch.stderr_tail or "").rstrip()
     if tail:
         lines.append("child output (tail):")
         lines.extend("  " + line for line in tail.splitlines()[-20:])
