@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tokbench.engine.warmup import device_warmup
+from tokbench.hardware.warmup import device_warmup
 from tokbench.quant import KernelChoice, QuantizedLinear, candidate_choices, run_kernel
 from tokbench.quant.tuning import ClockTimer, HighDispersionWarning, candidate_timing, measure_round_robin, tune_model
 from tokbench.schema.quant import CandidateTiming

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-import tokbench.engine.warmup
+import tokbench.hardware.warmup
 from tokbench.clock import FakeClock
 from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
 from tokbench.quant import kernels as kernels_module
@@ -281,13 +281,13 @@ def _synthetic(choice: KernelChoice, m: int) -> int:
 @pytest.fixture
 def no_device_warmup(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     budgets: list[float] = []
-    original = tokbench.engine.warmup.device_warmup
+    original = tokbench.hardware.warmup.device_warmup
 
     def counting(device: torch.device, budget_s: float = 0.5, **kwargs: object) -> object:
         budgets.append(budget_s)
         return original(device, 0.0, matrix_size=8)
 
-    monkeypatch.setattr(tokbench.engine.warmup, "device_warmup", counting)
+    monkeypatch.setattr(tokbench.hardware.warmup, "device_warmup", counting)
     return budgets
 
 

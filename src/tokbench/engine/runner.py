@@ -25,10 +25,10 @@ from tokbench.engine.generation import time_generate
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.engine.preflight import check_runnable
-from tokbench.engine.warmup import device_warmup
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
+from tokbench.hardware.warmup import device_warmup
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.records import GenerationTrace, ProfileRecord

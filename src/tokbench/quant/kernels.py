@@ -33,7 +33,7 @@ import torch
 
 from tokbench.errors import TokbenchError
 from tokbench.quant import native_ops
-from tokbench.quant.int4 import PACK_FACTOR, dequantize, unpack_int4
+from tokbench.quant.packing import PACK_FACTOR, dequantize, unpack_int4
 from tokbench.schema.quant import KernelChoice
 
 if TYPE_CHECKING:

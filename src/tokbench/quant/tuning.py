@@ -473,7 +473,7 @@ def tune_model(
     ``$TOKBENCH_CACHE_DIR/tuning``, else ``~/.cache/tokbench/tuning``) are reused without timing; the
     device warmup runs only if something has to be timed.
     """
-    from tokbench.engine.warmup import device_warmup
+    from tokbench.hardware.warmup import device_warmup
 
     start_ns = clock()
     groups = _shape_groups(model)
