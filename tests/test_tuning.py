@@ -212,7 +212,8 @@ def test_corrupted_or_mismatched_cache_entries_are_ignored_with_a_warning(tmp_pa
     with pytest.warns(TuningCacheWarning, match="different key"):
         assert cache.load(key) is None
     path.write_text(
-        json.dumps({"schema": CACHE_SCHEMA_VERSION, "key": key, "winner": {"kernel": "native"}, "candidates": []}),
+        # split_k has a default (may be absent); a winner without its kernel is corrupt
+        json.dumps({"schema": CACHE_SCHEMA_VERSION, "key": key, "winner": {"split_k": 1}, "candidates": []}),
         encoding="utf-8",
     )
     with pytest.warns(TuningCacheWarning, match="unreadable"):
