@@ -30,7 +30,7 @@ from torch import nn
 
 from tokbench.hardware.warmup import device_warmup
 from tokbench.quant import KernelChoice, QuantizedLinear, candidate_choices, run_kernel
-from tokbench.quant.tuning import ClockTimer, HighDispersionWarning, candidate_timing, measure_round_robin, tune_model
+from tokbench.quant.tune import ClockTimer, HighDispersionWarning, candidate_timing, measure_round_robin, tune_model
 from tokbench.schema.quant import CandidateTiming
 
 SHAPES = ((4096, 11008), (4096, 4096))

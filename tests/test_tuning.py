@@ -19,16 +19,14 @@ import tokbench.hardware.warmup
 from tokbench.clock import FakeClock
 from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
 from tokbench.quant import kernels as kernels_module
-from tokbench.quant.tuning import (
+from tokbench.quant.tune import (
     CACHE_SCHEMA_VERSION,
     CandidateRejectedWarning,
-    CandidateTiming,
     ClockTimer,
     HighDispersionWarning,
     TuningCache,
     TuningCacheWarning,
     TuningError,
-    TuningReport,
     cache_key,
     candidate_timing,
     default_cache_dir,
@@ -36,12 +34,13 @@ from tokbench.quant.tuning import (
     measure_round_robin,
     pick_winner,
     plan_rounds,
-    render_tuning_table,
     round_robin_order,
     tune_model,
     tuned_ms,
     warn_dispersion,
 )
+from tokbench.report.tuning import render_tuning_table
+from tokbench.schema.quant import CandidateTiming, TuningReport
 
 CPU = torch.device("cpu")
 NATIVE = KernelChoice("native")
@@ -258,7 +257,7 @@ class KernelScriptedTimer:
             self._seen.append((choice, x2d.shape[0]))
             return original(layer, x2d, choice)
 
-        monkeypatch.setattr("tokbench.quant.tuning.run_kernel", spy)
+        monkeypatch.setattr("tokbench.quant.tune.orchestration.run_kernel", spy)
 
     def time_round(self, calls: Sequence[Callable[[], object]]) -> list[int]:
         self.rounds += 1
@@ -355,7 +354,7 @@ def test_tune_model_warns_on_noisy_timings(
     assert any(e.high_dispersion for e in report.entries)
 
 
-@pytest.mark.filterwarnings("ignore::tokbench.quant.tuning.HighDispersionWarning")  # busy 2-core hosts
+@pytest.mark.filterwarnings("ignore::tokbench.quant.tune.HighDispersionWarning")  # busy 2-core hosts
 def test_tune_model_with_the_real_clock(tmp_path: Path, no_device_warmup: list[float]) -> None:
     model = _model()
     report = tune_model(model, 1, 8, cache_dir=tmp_path, budget_s_per_shape=0.2, min_rounds=3, max_rounds=20)

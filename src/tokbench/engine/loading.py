@@ -327,7 +327,7 @@ def _quantize_and_tune(
     if config.quantization is None:
         return None, None, QuantizationRecord()
     from tokbench.quant import quantize_model
-    from tokbench.quant.tuning import tune_model
+    from tokbench.quant.tune import tune_model
 
     quantize_ns = tune_ns = None
     record = QuantizationRecord()
