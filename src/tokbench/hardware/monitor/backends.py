@@ -1,40 +1,18 @@
-"""Hardware monitoring around the measured iterations: one sampler, a backend per thing watched.
-
-- ``host`` (psutil, always): process CPU %, RSS, system CPU % and memory;
-- ``nvml`` (nvidia-ml-py) when the model runs on an NVIDIA GPU: utilization, memory (device and this
-  process), power, the hardware energy counter, SM / memory clocks, temperature, clock-event reasons;
-- ``amdsmi`` when the model runs on a ROCm GPU and ``amdsmi`` is importable.
-
-A backend that cannot run is a recorded status (``unavailable: <reason>``), never a crash and never a
-silent empty series. The sampler is started once around the whole measurement loop (never during
-warmup): it samples synchronously at ``start`` and ``stop`` and every ``interval_ms`` in between on a
-background thread, stamping each sample with the same clock as the token stamps.
-
-``PeakMemoryTracker.wrap(generate_once)`` records the memory peak of each measured call: the torch
-allocator's peak allocated / reserved bytes on CUDA, the process's peak RSS on CPU (Linux ``VmHWM``,
-reset before each call through ``/proc/self/clear_refs``).
-
-This module imports neither torch nor the vendor libraries at import time, so results stay cheap to read.
-"""
+"""Monitoring backends: host (psutil), NVML, amdsmi; device matching by UUID / ``CUDA_VISIBLE_DEVICES``;
+the NVML facts recorded in the environment. No torch or vendor library import at module level."""
 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tokbench.clock import Clock, monotonic_ns
-from tokbench.schema.monitor import HOST, STATUS_OK, MemoryPeak, MonitorRecord, SampleSeries, Value
-from tokbench.schema.records import GenerationTrace
+from tokbench.schema.monitor import HOST, STATUS_OK, Value
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_INTERVAL_MS = 50
 NVML = "nvml"
 AMDSMI = "amdsmi"
 GPU = "gpu"  # the GPU slot when no GPU backend applies (the model runs on the CPU)
@@ -53,9 +31,6 @@ def unavailable(reason: str) -> str:
 def describe_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-# --- backends ----------------------------------------------------------------------------------------
 
 
 class Backend:
@@ -382,232 +357,6 @@ def gpu_backend_for(device: torch.device) -> Backend | str:
     if getattr(torch.version, "hip", None):
         return AmdSmiBackend(index, uuid)
     return NvmlBackend(index, uuid)
-
-
-# --- the sampler -------------------------------------------------------------------------------------
-
-
-class _Series:
-    """A backend's samples while running (mutable; frozen into a SampleSeries by ``stop``)."""
-
-    def __init__(self, backend: Backend | None, status: str, name: str, device: str = "") -> None:
-        self.backend = backend
-        self.status = status
-        self.name = name
-        self.device = device
-        self.timestamps_ns: list[int] = []
-        self.rows: list[dict[str, Value]] = []
-
-    def sample(self, clock: Clock) -> None:
-        if self.backend is None or self.status != STATUS_OK:
-            return
-        try:
-            values = self.backend.read()
-        except Exception as error:  # a backend that breaks mid-run stops; the others go on
-            self.status = f"failed after {len(self.rows)} samples: {describe_error(error)}"
-            return
-        self.timestamps_ns.append(clock())
-        self.rows.append(values)
-
-    def freeze(self) -> SampleSeries:
-        names: list[str] = []
-        for row in self.rows:
-            names.extend(name for name in row if name not in names)
-        columns = {name: tuple(row.get(name) for row in self.rows) for name in names}
-        return SampleSeries(self.name, self.status, self.device, tuple(self.timestamps_ns), columns)
-
-
-class Sampler:
-    """Samples its backends from ``start`` to ``stop``; use as ``with sampler: <measured loop>``.
-
-    Opening the backends (``open``, done by the constructor) happens before the measurement so the
-    library start-up cost never lands inside it. After ``stop``, ``record`` holds the frozen result.
-    """
-
-    def __init__(
-        self,
-        backends: list[Backend | tuple[str, str]],
-        interval_ms: int = DEFAULT_INTERVAL_MS,
-        clock: Clock = monotonic_ns,
-    ) -> None:
-        if interval_ms < 1:
-            raise ValueError(f"interval_ms must be >= 1, got {interval_ms}")
-        self.interval_ms = interval_ms
-        self.clock = clock
-        self._series: list[_Series] = []
-        for backend in backends:
-            if isinstance(backend, tuple):  # (name, status): a slot that records only why it is empty
-                self._series.append(_Series(None, backend[1], backend[0]))
-                continue
-            try:
-                backend.open()
-            except BackendUnavailable as error:
-                self._series.append(_Series(None, unavailable(str(error)), backend.name))
-                continue
-            except Exception as error:
-                backend.close()
-                self._series.append(_Series(None, unavailable(describe_error(error)), backend.name))
-                continue
-            self._series.append(_Series(backend, STATUS_OK, backend.name, backend.device))
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._start_ns: int | None = None
-        self.record: MonitorRecord | None = None
-
-    @classmethod
-    def for_device(
-        cls, device: torch.device, interval_ms: int = DEFAULT_INTERVAL_MS, clock: Clock = monotonic_ns
-    ) -> Sampler:
-        """The host, plus the GPU backend for ``device`` (or a ``gpu`` slot saying why there is none)."""
-        try:
-            gpu = gpu_backend_for(device)
-        except Exception as error:  # e.g. torch cannot describe the device: no GPU samples, still a result
-            gpu = unavailable(f"the GPU backend could not be set up: {describe_error(error)}")
-        return cls([HostBackend(), gpu if isinstance(gpu, Backend) else (GPU, gpu)], interval_ms, clock)
-
-    def _sample_all(self) -> None:
-        for series in self._series:
-            series.sample(self.clock)
-
-    def _loop(self) -> None:
-        interval_s = self.interval_ms / 1000.0
-        next_due = time.monotonic() + interval_s
-        while not self._stop_event.wait(max(0.0, next_due - time.monotonic())):
-            self._sample_all()
-            next_due += interval_s
-            now = time.monotonic()
-            if next_due < now:  # fell behind (a long sample, a descheduled thread): skip, don't burst
-                next_due = now + interval_s
-
-    def start(self) -> None:
-        if self._start_ns is not None:
-            raise RuntimeError("a Sampler is started once")
-        self._start_ns = self.clock()
-        self._sample_all()  # a sample at the very start of the window
-        self._thread = threading.Thread(target=self._loop, name="tokbench-monitor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> MonitorRecord:
-        if self._start_ns is None or self._thread is None:
-            raise RuntimeError("stop() before start()")
-        if self.record is not None:
-            return self.record
-        self._stop_event.set()
-        self._thread.join()
-        self._sample_all()  # and one at its very end
-        end_ns = self.clock()
-        self.close()
-        self.record = MonitorRecord(
-            self.interval_ms, self._start_ns, end_ns, tuple(series.freeze() for series in self._series)
-        )
-        return self.record
-
-    def close(self) -> None:
-        """Release the vendor libraries (also for a sampler that never started)."""
-        for series in self._series:
-            if series.backend is not None:
-                series.backend.close()
-
-    def __enter__(self) -> Sampler:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-# --- attribution -------------------------------------------------------------------------------------
-
-PHASE_PREFILL = "prefill"
-PHASE_DECODE = "decode"
-PHASE_OUTSIDE = "outside"
-
-
-def sample_phases(
-    timestamps_ns: tuple[int, ...] | list[int], traces: list[GenerationTrace] | tuple[GenerationTrace, ...]
-) -> list[tuple[int | None, str]]:
-    """For each sample, the measured iteration it fell in and the phase: prefill (``t0`` up to the
-    first token), decode (first token to ``end``), or outside any call (index None)."""
-    labels: list[tuple[int | None, str]] = []
-    for stamp in timestamps_ns:
-        label: tuple[int | None, str] = (None, PHASE_OUTSIDE)
-        for index, trace in enumerate(traces):
-            if trace.t0_ns <= stamp <= trace.end_ns:
-                first_token_ns = (
-                    min(row[0] for row in trace.token_timestamps_ns if row) if trace.batch_size else trace.end_ns
-                )
-                label = (index, PHASE_PREFILL if stamp < first_token_ns else PHASE_DECODE)
-                break
-        labels.append(label)
-    return labels
-
-
-# --- per-iteration peak memory -----------------------------------------------------------------------
-
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
-
-
-def _read_vm_hwm_bytes() -> int | None:
-    try:
-        for line in _STATUS.read_text(encoding="ascii").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux >= 4.0); False where that is impossible."""
-    try:
-        _CLEAR_REFS.write_text("5", encoding="ascii")
-    except OSError:
-        return False
-    return True
-
-
-class PeakMemoryTracker:
-    """Wraps a generate-once callable so each call records its memory peak into ``peaks``."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peaks: list[MemoryPeak] = []
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-            yield
-            self.peaks.append(
-                MemoryPeak(
-                    "torch.cuda allocator",
-                    peak_allocated_bytes=int(torch.cuda.max_memory_allocated(self.device)),
-                    peak_reserved_bytes=int(torch.cuda.max_memory_reserved(self.device)),
-                    peak_rss_bytes=_read_vm_hwm_bytes(),
-                )
-            )
-            return
-        hwm_resettable = reset_peak_rss() and _read_vm_hwm_bytes() is not None
-        yield
-        if hwm_resettable:
-            self.peaks.append(MemoryPeak("VmHWM (peak RSS)", peak_rss_bytes=_read_vm_hwm_bytes()))
-        else:  # no per-call peak here: the RSS right after the call is a lower bound
-            import psutil
-
-            self.peaks.append(MemoryPeak("RSS after the call", peak_rss_bytes=int(psutil.Process().memory_info().rss)))
-
-    def wrap(self, generate_once: Callable[[], T]) -> Callable[[], T]:
-        def measured() -> T:
-            with self.measure():
-                return generate_once()
-
-        return measured
-
-
-# --- environment -------------------------------------------------------------------------------------
 
 
 def nvml_environment(torch_indices: list[int] | None = None) -> dict[str, Any]:
