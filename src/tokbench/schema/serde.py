@@ -80,6 +80,8 @@ def to_data(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(key): to_data(item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
+        if all(type(item) is int for item in value):  # fast path: token stamps are most of a result
+            return list(value)
         return [to_data(item) for item in value]
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
