@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -100,7 +99,7 @@ def from_data(hint: Any, data: Any, path: str = "") -> Any:
     origin = typing.get_origin(hint)
     if hint is Any:
         return data
-    if origin is Union or (sys.version_info >= (3, 10) and isinstance(hint, types.UnionType)):
+    if origin is Union or isinstance(hint, types.UnionType):
         return _from_union(typing.get_args(hint), data, here)
     if hint is type(None):
         if data is not None:
