@@ -34,6 +34,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports  # layers and torch-free core: [tool.importlinter] in pyproject.toml
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tokbench.engine.warmup import device_warmup
+from tokbench.hardware.warmup import device_warmup
 from tokbench.quant import KernelChoice, QuantizedLinear, candidate_choices, run_kernel
-from tokbench.quant.tuning import CandidateTiming, ClockTimer, HighDispersionWarning, measure_round_robin, tune_model
+from tokbench.quant.tune import ClockTimer, HighDispersionWarning, candidate_timing, measure_round_robin, tune_model
+from tokbench.schema.quant import CandidateTiming
 
 SHAPES = ((4096, 11008), (4096, 4096))
 MS = (1, 512)
@@ -68,7 +69,7 @@ def _careful(
     samples, _ = measure_round_robin(
         [calls[n] for n in names], timer, int(budget_s * 1e9), min_rounds=min_rounds, max_rounds=2000
     )
-    return {n: CandidateTiming.from_samples(KernelChoice(n), s) for n, s in zip(names, samples, strict=True)}
+    return {n: candidate_timing(KernelChoice(n), s) for n, s in zip(names, samples, strict=True)}
 
 
 def run(quick: bool, threads: int | None, flush: bool) -> int:

@@ -67,7 +67,7 @@ def main() -> None:
         assert first.ok, first.reason
         if name == "forkserver":
             print(
-                f"fork server start (once per sweep, untimed here): {first.launch.get('forkserver_start_s', 0):.2f} s"
+                f"fork server start (once per sweep, untimed here): {first.launch.forkserver_start_s or 0:.2f} s"
             )
     names = list(launchers)
     walls: dict[str, list[float]] = {name: [] for name in names}
@@ -78,7 +78,7 @@ def main() -> None:
                 result = launchers[name].launch(config)
                 if not result.ok:
                     raise SystemExit(f"{name} launch failed: {result.reason}")
-                walls[name].append(result.launch["wall_ns"] / NS_PER_S)
+                walls[name].append(result.launch.wall_ns / NS_PER_S)
             print(
                 f"round {round_index + 1}: "
                 + ", ".join(f"{name} {walls[name][-1]:.2f} s" for name in names)

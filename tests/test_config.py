@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokbench.config import BenchmarkConfig, check_runnable, load_config_file
+from tokbench.config import BenchmarkConfig, load_config_file
+from tokbench.engine.preflight import check_runnable
 from tokbench.errors import ConfigError, UnavailableFeatureError
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 import tokbench
+from tokbench.analysis.summaries import recompute_summary
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.continuous import cache_sizing
 from tokbench.engine.loading import load
 from tokbench.engine.profiling import FORWARD_EVENT
-from tokbench.schema.results import load_result, recompute_summary, save_result
+from tokbench.schema.results import load_result, save_result
 
 MIXED_PROMPTS = {"distribution": "uniform", "min": 4, "max": 24, "seed": 0}
 

@@ -10,7 +10,6 @@ import torch
 
 from tokbench import presets
 from tokbench.analysis.efficiency import (
-    EfficiencyReport,
     ModelShape,
     WeightFacts,
     analyse,
@@ -21,12 +20,13 @@ from tokbench.analysis.efficiency import (
     prefill_flops,
     prefill_seconds,
     utilization,
-    weight_facts,
 )
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.efficiency import weight_facts
 from tokbench.engine.loading import load
-from tokbench.hardware.monitor import MemoryPeak
-from tokbench.hardware.peaks import ACCELERATORS, KIND_PROBE, HardwarePeak, cached_probe, find_accelerator, peak_for
+from tokbench.hardware.peaks import ACCELERATORS, KIND_PROBE, cached_probe, find_accelerator, peak_for
+from tokbench.schema.efficiency import EfficiencyReport, HardwarePeak
+from tokbench.schema.monitor import MemoryPeak
 from tokbench.schema.records import GenerationTrace
 
 SHAPE = ModelShape(num_layers=2, num_attention_heads=4, num_kv_heads=2, head_dim=8, hidden_size=32)
@@ -127,7 +127,7 @@ def test_weight_facts_of_the_real_tiny_model(fast_config_fields: dict[str, objec
     int4_facts = weight_facts(quantized.model)
     assert int4_facts.linear_parameters == facts.linear_parameters
     dense_linear_bytes = 4 * per_layer * 2
-    packed = quantized.quantization["report"]["bytes_after"]
+    packed = quantized.quantization.report.bytes_after
     assert int4_facts.weight_bytes == facts.weight_bytes - dense_linear_bytes + packed
     assert packed < dense_linear_bytes / 3
 

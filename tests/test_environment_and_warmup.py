@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tokbench.clock import FakeClock
-from tokbench.engine.warmup import device_warmup
 from tokbench.hardware.environment import capture_environment, git_state
+from tokbench.hardware.warmup import device_warmup
 
 
 def test_environment_names_versions_and_hardware() -> None:

@@ -23,7 +23,7 @@ from tokbench.cli import main
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ConfigError, StoreError
 from tokbench.fileio import write_new_text
-from tokbench.quant.tuning import TuningCache, TuningCacheWarning
+from tokbench.quant.tune.cache import TuningCache, TuningCacheWarning
 from tokbench.report.terminal import make_console, print_result
 from tokbench.sweep.plan import SweepSpec
 from tokbench.sweep.runner import _skipped_result

@@ -69,13 +69,13 @@ def test_an_ok_result_comes_back_with_its_launch_record_and_own_compile_cache(la
     assert result.ok, result.reason
     assert result.config_hash == config.config_hash
     launch = result.launch
-    assert launch["start_method"] == launcher.start_method and launch["exit_code"] == 0
-    assert launch["pid"] not in (os.getpid(), launch.get("forkserver_pid"))
-    assert "stderr_tail" not in launch
+    assert launch.start_method == launcher.start_method and launch.exit_code == 0
+    assert launch.pid not in (os.getpid(), launch.forkserver_pid)
+    assert launch.stderr_tail is None and "stderr_tail" not in launch.to_dict()
     # --compile-cache fresh: the child saw its own cache folders in its environment.
     env = result.environment["env"]
     assert "tokbench-child-" in env["TORCHINDUCTOR_CACHE_DIR"]
-    assert not psutil.pid_exists(launch["pid"]) or psutil.Process(launch["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(launch.pid) or psutil.Process(launch.pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_child_past_its_timeout_is_ended_and_recorded_as_failed(launcher: ProcessLauncher) -> None:
@@ -83,8 +83,8 @@ def test_a_child_past_its_timeout_is_ended_and_recorded_as_failed(launcher: Proc
     result = launcher.launch(config, timeout_s=4)
     assert result.status == "failed"
     assert result.reason.startswith("timed out after 4 s")
-    assert result.launch["exit_code"] == -signal.SIGTERM
-    assert not psutil.pid_exists(result.launch["pid"])
+    assert result.launch.exit_code == -signal.SIGTERM
+    assert not psutil.pid_exists(result.launch.pid)
 
 
 @pytest.mark.parametrize(
@@ -103,9 +103,9 @@ def test_a_killed_or_crashed_child_is_failed_with_its_signal_and_output_tail(
     signal_name = signal.Signals(signal_number).name
     assert result.status == "failed"
     assert f"(pid {found[0].pid}) was killed by {signal_name}" in result.reason
-    assert result.launch["pid"] == found[0].pid and result.launch["signal"] == signal_name
-    assert result.launch["exit_code"] == -signal_number
-    assert expected_output in result.launch["stderr_tail"]
+    assert result.launch.pid == found[0].pid and result.launch.signal == signal_name
+    assert result.launch.exit_code == -signal_number
+    assert expected_output in result.launch.stderr_tail
     assert result.environment["captured_by"].startswith("parent process")
 
 
@@ -128,13 +128,13 @@ def test_a_dead_fork_server_fails_its_running_config_and_the_next_config_gets_a_
         child, server = found
         assert "tokbench.sweep.forkserver" in server_cmdline
         assert result.status == "failed" and "the fork server died" in result.reason
-        assert "forkserver_error" in result.launch
+        assert result.launch.forkserver_error is not None
         _, alive = psutil.wait_procs([child], timeout=10)
         assert not alive, "the child outlived its dead fork server"
 
         again = process_launcher.launch(BenchmarkConfig(**TINY), timeout_s=120)
         assert again.ok, again.reason
-        assert again.launch["start_method"] == "forkserver" and again.launch["forkserver_pid"] != server.pid
+        assert again.launch.start_method == "forkserver" and again.launch.forkserver_pid != server.pid
 
 
 def test_a_fork_server_that_cannot_start_falls_back_to_spawn_and_says_so(tmp_path: Path) -> None:
@@ -144,10 +144,10 @@ def test_a_fork_server_that_cannot_start_falls_back_to_spawn_and_says_so(tmp_pat
     with ProcessLauncher(start_method="forkserver", python=str(broken_python)) as process_launcher:
         result = process_launcher.launch(BenchmarkConfig(**TINY), timeout_s=60)
     assert result.status == "failed"  # the spawned fallback runs the same broken interpreter
-    assert result.launch["start_method"] == "spawn"
-    assert result.launch["fallback"].startswith("spawn")
-    assert "did not start" in result.launch["forkserver_error"]
-    assert "no torch here" in result.launch["stderr_tail"]
+    assert result.launch.start_method == "spawn"
+    assert result.launch.fallback.startswith("spawn")
+    assert "did not start" in result.launch.forkserver_error
+    assert "no torch here" in result.launch.stderr_tail
 
 
 def test_a_changed_environment_restarts_the_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,6 +157,6 @@ def test_a_changed_environment_restarts_the_fork_server(monkeypatch: pytest.Monk
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         second = process_launcher.launch(BenchmarkConfig(**TINY), timeout_s=120)
     assert first.ok and second.ok, (first.reason, second.reason)
-    assert second.launch["forkserver_pid"] != first.launch["forkserver_pid"]
-    assert "forkserver_start_s" in second.launch
+    assert second.launch.forkserver_pid != first.launch.forkserver_pid
+    assert second.launch.forkserver_start_s is not None
     assert second.environment["torch_threads"] == 1

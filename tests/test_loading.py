@@ -72,8 +72,8 @@ def test_load_applies_the_config_and_times_each_phase() -> None:
     loaded = load(config, clock=FakeClock(step_ns=1000))
     assert not loaded.model.training
     assert next(loaded.model.parameters()).dtype == torch.float32
-    assert loaded.effective_settings["attn_implementation"] == "eager"
-    assert loaded.effective_settings["dtype"] == "float32"
+    assert loaded.effective_settings.attn_implementation == "eager"
+    assert loaded.effective_settings.dtype == "float32"
     assert loaded.generation_config.max_new_tokens == config.new_tokens
     # each phase is one clock interval of the fake clock
     assert (loaded.timings.tokenizer_ns, loaded.timings.weights_ns, loaded.timings.to_device_ns) == (1000, 1000, 1000)

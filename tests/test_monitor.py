@@ -15,23 +15,20 @@ from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.hardware.monitor import (
     GPU,
-    HOST,
     NVML,
     AmdSmiBackend,
     Backend,
     BackendUnavailable,
     HostBackend,
-    MemoryPeak,
-    MonitorRecord,
     NvmlBackend,
     PeakMemoryTracker,
     Sampler,
-    SampleSeries,
     match_device,
     nvml_environment,
     sample_phases,
     visible_device_entry,
 )
+from tokbench.schema.monitor import HOST, MemoryPeak, MonitorRecord, SampleSeries
 from tokbench.schema.records import GenerationTrace
 from tokbench.schema.results import load_result, save_result
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from tokbench.analysis.summaries import summarize_traces
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import (
@@ -24,7 +25,6 @@ from tokbench.engine.policy import (
     warm_up,
 )
 from tokbench.schema.records import GenerationTrace
-from tokbench.schema.results import summarize_traces
 
 MS = 1_000_000
 

@@ -67,32 +67,36 @@ def test_int4_tuned_run_records_both_load_phases_and_the_choices(tuning_cache: P
     load_timings = first.phases.load
     assert load_timings.quantize_ns is not None and load_timings.quantize_ns > 0
     assert load_timings.tune_ns is not None and load_timings.tune_ns > 0
-    report, tuning = first.quantization["report"], first.quantization["tuning"]
-    assert report["layers_quantized"] == 4 * 7  # tiny-llama: 4 layers × (q, k, v, o, gate, up, down)
-    assert report["bytes_after"] < report["bytes_before"] / 3
+    report, tuning = first.quantization.report, first.quantization.tuning
+    assert report is not None and tuning is not None
+    assert report.layers_quantized == 4 * 7  # tiny-llama: 4 layers × (q, k, v, o, gate, up, down)
+    assert report.bytes_after < report.bytes_before / 3
     decode_m, prefill_m = 1, 8
-    assert {entry["m"] for entry in tuning["entries"]} == {decode_m, prefill_m}
-    assert not any(entry["from_cache"] for entry in tuning["entries"])
+    assert {entry.m for entry in tuning.entries} == {decode_m, prefill_m}
+    assert not any(entry.from_cache for entry in tuning.entries)
     # What the layers really run is recorded per shape, and it is what the tuner chose.
-    kernels = first.effective_settings["quantization"]["kernels"]
-    winners = {(e["in_features"], e["out_features"], e["m"]): e["winner"] for e in tuning["entries"]}
+    assert first.effective_settings.quantization is not None
+    kernels = first.effective_settings.quantization.kernels
+    winners = {(e.in_features, e.out_features, e.m): e.winner for e in tuning.entries}
     for (in_features, out_features, m), winner in winners.items():
         phase = "decode" if m == decode_m else "prefill"
         label = kernels[f"{in_features}x{out_features}"][f"{phase} M={m}"]
-        assert label.split("/")[0] == winner["kernel"]
+        assert label.split("/")[0] == winner.kernel
     assert load_result(save_result(first, tmp_path / "r.json")) == first
 
     second = tokbench.run(config, progress=False, device_warmup_s=0.01)
     assert second.status == "ok", second.reason
-    assert all(entry["from_cache"] for entry in second.quantization["tuning"]["entries"])
-    assert second.quantization["tuning"]["warmup_ns"] == 0  # nothing was timed, so no device warmup either
+    second_tuning = second.quantization.tuning
+    assert second_tuning is not None and all(entry.from_cache for entry in second_tuning.entries)
+    assert second_tuning.warmup_ns == 0  # nothing was timed, so no device warmup either
 
 
 def test_untuned_int4_runs_the_default_kernels_and_records_no_tuning(tuning_cache: Path) -> None:
     result = tokbench.run(BenchmarkConfig(**INT4_FIELDS), progress=False, device_warmup_s=0.01)  # type: ignore[arg-type]
     assert result.status == "ok", result.reason
-    assert result.phases.load.tune_ns is None and "tuning" not in result.quantization
-    assert result.effective_settings["quantization"]["tuned"] is False
+    assert result.phases.load.tune_ns is None and result.quantization.tuning is None
+    settings = result.effective_settings.quantization
+    assert settings is not None and settings.tuned is False
     assert not (tuning_cache / "tuning").exists()  # nothing tuned, nothing cached (the hardware probe may be)
 
 
@@ -104,7 +108,9 @@ def test_pinned_kernel_runs_everywhere_and_triton_on_cpu_is_skipped(tuning_cache
     )
     assert pinned.status == "ok", pinned.reason
     chosen = {
-        label for shape in pinned.effective_settings["quantization"]["kernels"].values() for label in shape.values()
+        label
+        for shape in pinned.effective_settings.quantization.kernels.values()  # type: ignore[union-attr]
+        for label in shape.values()
     }
     assert chosen == {"splitk/1"}
     triton = tokbench.run(BenchmarkConfig(**INT4_FIELDS, quant_kernel="triton"), progress=False)  # type: ignore[arg-type]
@@ -168,5 +174,5 @@ def test_tuning_targets_the_padded_or_packed_prefill_rows(tuning_cache: Path) ->
     assert config.prefill_rows == 2 * 8  # the plain path left-pads to the longest prompt
     assert config.replace(continuous_batching=True).prefill_rows == 4 + 8  # continuous batching packs them
     loaded = load(config)
-    assert {entry["m"] for entry in loaded.quantization["tuning"]["entries"]} == {2, 16}
-    assert set(loaded.effective_settings["quantization"]["kernels"]["256x256"]) == {"decode M=2", "prefill M=16"}
+    assert {entry.m for entry in loaded.quantization.tuning.entries}  # type: ignore[union-attr] == {2, 16}
+    assert set(loaded.effective_settings.quantization.kernels["256x256"])  # type: ignore[union-attr] == {"decode M=2", "prefill M=16"}

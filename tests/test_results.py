@@ -9,21 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from tokbench.analysis.summaries import recompute_summary, summarize_traces
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.generation import GenerationTrace
-from tokbench.engine.loading import LoadTimings
-from tokbench.engine.policy import MeasurementRecord, WarmupRecord
-from tokbench.engine.warmup import DeviceWarmupReport
 from tokbench.errors import ResultFormatError
+from tokbench.schema.policy import MeasurementRecord, WarmupRecord
+from tokbench.schema.quant import QuantizationRecord
+from tokbench.schema.records import DeviceWarmupReport, EffectiveSettings, GenerationTrace, LoadTimings, ModelSource
 from tokbench.schema.results import (
     SCHEMA_VERSION,
     BenchmarkResult,
     CompileRecord,
     Phases,
     load_result,
-    recompute_summary,
     save_result,
-    summarize_traces,
 )
 
 
@@ -56,8 +54,8 @@ def _result() -> BenchmarkResult:
         ),
         iterations=traces,
         summary=summarize_traces(traces),
-        effective_settings={"dtype": "bfloat16"},
-        model_source={"kind": "preset", "identifier": "tiny-llama"},
+        effective_settings=EffectiveSettings(dtype="bfloat16"),
+        model_source=ModelSource("preset", "tiny-llama"),
         started_at="2026-11-23T00:00:00+00:00",
         notes=("monitor: not implemented",),
     )
@@ -139,7 +137,7 @@ def test_a_result_written_by_schema_1_still_loads_with_its_hash(tmp_path: Path) 
     assert stored["schema_version"] == 1
     result = load_result(path)  # also checks the stored config_hash against the config
     assert result.config_hash == stored["config_hash"] and result.status == "ok"
-    assert result.quantization == {} and result.config.quantization is None
+    assert result.quantization == QuantizationRecord() and result.config.quantization is None
     recomputed = recompute_summary(result)  # the raw stamps give today's fuller summary, same figures
     for name, stored_summary in result.summary.items():
         fresh = recomputed[name]

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import tokbench
+from tokbench.analysis.summaries import recompute_summary
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.loading import load
-from tokbench.schema.results import load_result, recompute_summary, save_result
+from tokbench.schema.results import load_result, save_result
 
 
 def _check_complete(result: tokbench.BenchmarkResult) -> None:
@@ -50,8 +51,8 @@ def test_attention_dtype_batch_matrix(
     )
     result = tokbench.run(config, progress=False, device_warmup_s=0.01)
     _check_complete(result)
-    assert result.effective_settings["attn_implementation"] == attention
-    assert result.effective_settings["dtype"] == dtype
+    assert result.effective_settings.attn_implementation == attention
+    assert result.effective_settings.dtype == dtype
 
 
 def test_result_survives_a_json_round_trip(fast_config_fields: dict[str, object], tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_a_provided_model_is_measured_and_left_as_it_was(fast_config_fields: dic
     rng_state = torch.random.get_rng_state()
     result = tokbench.run(config, model=model, tokenizer=tokenizer, progress=False)
     _check_complete(result)
-    assert result.model_source["kind"] == "provided"
+    assert result.model_source.kind == "provided"
     assert result.phases.load.weights_ns is None
     assert model.training and model.generation_config is own_generation_config
     assert own_generation_config.eos_token_id == 1 and tokenizer.pad_token is None
@@ -138,8 +139,8 @@ def test_the_models_own_generation_defaults_do_not_leak_into_the_run(fast_config
     _check_complete(result)
     assert result.phases.cold_call is not None and clean.phases.cold_call is not None
     assert result.phases.cold_call.sample_token_ids == clean.phases.cold_call.sample_token_ids
-    assert "cache_implementation" not in result.effective_settings["generation_config"]
-    assert "repetition_penalty" not in result.effective_settings["generation_config"]
+    assert "cache_implementation" not in result.effective_settings.generation_config
+    assert "repetition_penalty" not in result.effective_settings.generation_config
 
 
 def test_run_never_raises_even_when_the_clock_breaks(fast_config_fields: dict[str, object]) -> None:
@@ -213,7 +214,7 @@ def test_compiled_run_really_compiles_and_its_first_call_is_the_slow_one(fast_co
     record = result.phases.compile
     assert record is not None and record.requested and record.compiled
     assert record.graphs_after_validation > record.graphs_before
-    assert result.effective_settings["generation_config"]["cache_implementation"] == "static"
+    assert result.effective_settings.generation_config["cache_implementation"] == "static"
     assert record.forward_compiled
     # the median later call: with several warmup iterations one of them may meet a load spike on a busy machine
     later_calls = sorted([*result.phases.warmup_curve_ns, *(t.e2e_ns for t in result.iterations)])

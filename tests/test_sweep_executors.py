@@ -42,8 +42,8 @@ def test_a_load_group_inline_loads_once_and_gives_each_config_its_own_result() -
     loads = [result.phases.load for result in results]
     assert loads[0] == loads[1] and loads[0].shared and loads[0].shared_by == 2
     assert loads[0].weights_ns is not None and loads[0].weights_ns > 0  # the real load's time, not "provided"
-    assert all(result.model_source["kind"] == "preset" for result in results)
-    assert [result.launch["group"]["index"] for result in results] == [0, 1]
+    assert all(result.model_source.kind == "preset" for result in results)
+    assert [result.launch.group.index for result in results] == [0, 1]
 
 
 @pytest.mark.slow
@@ -57,10 +57,10 @@ def test_a_worker_that_dies_in_a_group_fails_only_its_config_and_the_rest_go_on_
         results = list(launcher.launch_group(configs, [600.0, 6.0, 600.0]))
     assert [result.status for result in results] == ["ok", "failed", "ok"], [result.reason for result in results]
     assert results[1].reason.startswith("timed out after 6 s")
-    assert "stderr_tail" in results[1].launch
+    assert results[1].launch.stderr_tail
     first, _, last = (result.launch for result in results)
-    assert first["group"]["worker"] == 1 and last["group"]["worker"] == 2
-    assert first["pid"] != last["pid"]  # a fresh worker process for what was left
+    assert first.group.worker == 1 and last.group.worker == 2
+    assert first.pid != last.pid  # a fresh worker process for what was left
     assert results[0].phases.load.shared_by == 3
     assert not results[2].phases.load.shared  # alone in its fresh worker: a load of its own
 

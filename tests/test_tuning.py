@@ -15,32 +15,32 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-import tokbench.engine.warmup
+import tokbench.hardware.warmup
 from tokbench.clock import FakeClock
 from tokbench.quant import KernelChoice, QuantizedLinear, quantize_model
 from tokbench.quant import kernels as kernels_module
-from tokbench.quant.tuning import (
+from tokbench.quant.tune import (
     CACHE_SCHEMA_VERSION,
     CandidateRejectedWarning,
-    CandidateTiming,
     ClockTimer,
     HighDispersionWarning,
     TuningCache,
     TuningCacheWarning,
     TuningError,
-    TuningReport,
     cache_key,
+    candidate_timing,
     default_cache_dir,
     is_near_tie,
     measure_round_robin,
     pick_winner,
     plan_rounds,
-    render_tuning_table,
     round_robin_order,
     tune_model,
     tuned_ms,
     warn_dispersion,
 )
+from tokbench.report.tuning import render_tuning_table
+from tokbench.schema.quant import CandidateTiming, TuningReport
 
 CPU = torch.device("cpu")
 NATIVE = KernelChoice("native")
@@ -50,7 +50,7 @@ SPLITK4 = KernelChoice("splitk", 4)
 
 
 def _timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
-    return CandidateTiming.from_samples(choice, samples)
+    return candidate_timing(choice, samples)
 
 
 class ScriptedTimer:
@@ -211,7 +211,8 @@ def test_corrupted_or_mismatched_cache_entries_are_ignored_with_a_warning(tmp_pa
     with pytest.warns(TuningCacheWarning, match="different key"):
         assert cache.load(key) is None
     path.write_text(
-        json.dumps({"schema": CACHE_SCHEMA_VERSION, "key": key, "winner": {"kernel": "native"}, "candidates": []}),
+        # split_k has a default (may be absent); a winner without its kernel is corrupt
+        json.dumps({"schema": CACHE_SCHEMA_VERSION, "key": key, "winner": {"split_k": 1}, "candidates": []}),
         encoding="utf-8",
     )
     with pytest.warns(TuningCacheWarning, match="unreadable"):
@@ -256,7 +257,7 @@ class KernelScriptedTimer:
             self._seen.append((choice, x2d.shape[0]))
             return original(layer, x2d, choice)
 
-        monkeypatch.setattr("tokbench.quant.tuning.run_kernel", spy)
+        monkeypatch.setattr("tokbench.quant.tune.orchestration.run_kernel", spy)
 
     def time_round(self, calls: Sequence[Callable[[], object]]) -> list[int]:
         self.rounds += 1
@@ -280,13 +281,13 @@ def _synthetic(choice: KernelChoice, m: int) -> int:
 @pytest.fixture
 def no_device_warmup(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     budgets: list[float] = []
-    original = tokbench.engine.warmup.device_warmup
+    original = tokbench.hardware.warmup.device_warmup
 
     def counting(device: torch.device, budget_s: float = 0.5, **kwargs: object) -> object:
         budgets.append(budget_s)
         return original(device, 0.0, matrix_size=8)
 
-    monkeypatch.setattr(tokbench.engine.warmup, "device_warmup", counting)
+    monkeypatch.setattr(tokbench.hardware.warmup, "device_warmup", counting)
     return budgets
 
 
@@ -353,7 +354,7 @@ def test_tune_model_warns_on_noisy_timings(
     assert any(e.high_dispersion for e in report.entries)
 
 
-@pytest.mark.filterwarnings("ignore::tokbench.quant.tuning.HighDispersionWarning")  # busy 2-core hosts
+@pytest.mark.filterwarnings("ignore::tokbench.quant.tune.HighDispersionWarning")  # busy 2-core hosts
 def test_tune_model_with_the_real_clock(tmp_path: Path, no_device_warmup: list[float]) -> None:
     model = _model()
     report = tune_model(model, 1, 8, cache_dir=tmp_path, budget_s_per_shape=0.2, min_rounds=3, max_rounds=20)

@@ -521,8 +521,9 @@ def command_tune(args: argparse.Namespace) -> int:
 
     from tokbench.engine.loading import benchmark_mode, load
     from tokbench.fileio import atomic_write_text
-    from tokbench.quant.tuning import render_tuning_table, tune_model
+    from tokbench.quant.tune import tune_model
     from tokbench.report.terminal import make_console
+    from tokbench.report.tuning import render_tuning_table
 
     args.quantization = "int4"
     try:

@@ -2,7 +2,7 @@
 
 Two kinds of checks, kept apart on purpose:
 - ``BenchmarkConfig.__post_init__`` rejects values that are wrong on any machine (``ConfigError``);
-- ``check_runnable`` rejects valid values this machine cannot run (``UnavailableFeatureError``),
+- ``engine.preflight.check_runnable`` rejects valid values this machine cannot run (``UnavailableFeatureError``),
   which the runner records as a ``skipped`` result instead of silently rewriting the config.
 """
 
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tokbench.errors import ConfigError, UnavailableFeatureError
+from tokbench.errors import ConfigError
 
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -437,56 +436,3 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{config_path} must hold a mapping of field: value", "fix the file")
     return data
-
-
-def check_runnable(config: BenchmarkConfig) -> None:
-    """Raise ``UnavailableFeatureError`` if this machine cannot run ``config`` as asked.
-
-    Nothing is rewritten: a feature that is missing makes the whole config skipped, with the reason.
-    """
-    from tokbench import compat
-    from tokbench.hardware.devices import resolve_device
-
-    device = resolve_device(config.device)
-    if device.type == "mps":
-        raise UnavailableFeatureError(
-            "device",
-            "on MPS transformers streams each token one decoding step late (it defers its stop check), "
-            "so per-token stamps would be wrong",
-            "use --device cpu, or a CUDA GPU",
-        )
-    incompatibility = compat.known_incompatibility(config.attn_implementation, config.static_cache)
-    if incompatibility:
-        raise UnavailableFeatureError(
-            "attn_implementation", incompatibility, "use sdpa or eager with a static cache or compile"
-        )
-    if config.attn_implementation == "flash_attention_2":
-        if importlib.util.find_spec("flash_attn") is None:
-            raise UnavailableFeatureError(
-                "attn_implementation",
-                "flash_attention_2 needs the flash-attn package, which is not installed",
-                "pip install flash-attn on a CUDA machine, or use sdpa",
-            )
-        if device.type != "cuda":
-            raise UnavailableFeatureError(
-                "attn_implementation",
-                f"flash_attention_2 runs only on CUDA GPUs, not on {device.type}",
-                "use sdpa or eager on this device",
-            )
-    if config.quant_kernel == "triton" and (device.type != "cuda" or importlib.util.find_spec("triton") is None):
-        raise UnavailableFeatureError(
-            "quant_kernel", "the triton int4 kernel needs a CUDA GPU and the triton package", "use quant_kernel auto"
-        )
-    if config.kernels and importlib.util.find_spec("kernels") is None:
-        raise UnavailableFeatureError(
-            "kernels",
-            "use_kernels needs the 'kernels' library, which is not installed",
-            "pip install kernels, or drop --kernels",
-        )
-    if config.dtype == "bfloat16" and device.type == "cuda":
-        import torch
-
-        if not torch.cuda.is_bf16_supported():
-            raise UnavailableFeatureError(
-                "dtype", "this GPU does not support bfloat16", "use --dtype float16 or float32"
-            )

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from tokbench.hardware.monitor import MemoryPeak, MonitorRecord
-from tokbench.hardware.peaks import HardwarePeak
+from tokbench.schema.efficiency import EfficiencyReport, HardwarePeak
+from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.records import GenerationTrace
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
@@ -138,83 +138,7 @@ class WeightFacts:
         return self.weight_bytes - self.unread_embedding_bytes
 
 
-def weight_facts(model: Any) -> WeightFacts:
-    import torch
-
-    from tokbench.quant import QuantizedLinear
-
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    output_weight = getattr(output, "weight", None)
-    input_weight = getattr(input_embeddings, "weight", None)
-    tied = output_weight is not None and input_weight is not None and output_weight is input_weight
-    unread = 0 if tied or input_weight is None else input_weight.numel() * input_weight.element_size()
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output)
-    # int4 layers keep their weights in buffers (packed ints, scales, zeros): what a decode step reads.
-    quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
-    weight_bytes += sum(layer.packed_bytes() for layer in quantized)
-    linear += sum(layer.in_features * layer.out_features for layer in quantized)
-    lm_head = output_weight.numel() if output_weight is not None else 0
-    return WeightFacts(int(weight_bytes), int(unread), int(linear), int(lm_head))
-
-
 # --- the report --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EfficiencyReport:
-    """Memory breakdown and efficiency of one measured run. ``None`` where a figure could not be had."""
-
-    weight_bytes: int
-    kv_cache_bytes_at_end: int
-    kv_cache_positions_at_end: int
-    peak_memory_bytes: int | None = None
-    peak_memory_source: str = ""
-    peak_beyond_weights_and_kv_bytes: int | None = None
-    decode_bytes_per_step: float | None = None
-    decode_steps_per_s: float | None = None  # median over measured calls
-    decode_bandwidth_bytes_s: float | None = None
-    mbu: float | None = None
-    prefill_flops: float | None = None
-    prefill_flops_s: float | None = None  # median over measured calls
-    mfu: float | None = None
-    peak: HardwarePeak | None = None
-    peak_unavailable: str = ""  # why there is no peak (then no MBU / MFU)
-    energy_j: float | None = None
-    energy_per_token_j: float | None = None
-    energy_status: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "weight_bytes": self.weight_bytes,
-            "kv_cache_bytes_at_end": self.kv_cache_bytes_at_end,
-            "kv_cache_positions_at_end": self.kv_cache_positions_at_end,
-            "peak_memory_bytes": self.peak_memory_bytes,
-            "peak_memory_source": self.peak_memory_source,
-            "peak_beyond_weights_and_kv_bytes": self.peak_beyond_weights_and_kv_bytes,
-            "decode_bytes_per_step": self.decode_bytes_per_step,
-            "decode_steps_per_s": self.decode_steps_per_s,
-            "decode_bandwidth_bytes_s": self.decode_bandwidth_bytes_s,
-            "mbu": self.mbu,
-            "prefill_flops": self.prefill_flops,
-            "prefill_flops_s": self.prefill_flops_s,
-            "mfu": self.mfu,
-            "peak": self.peak.to_dict() if self.peak else None,
-            "peak_unavailable": self.peak_unavailable,
-            "energy_j": self.energy_j,
-            "energy_per_token_j": self.energy_per_token_j,
-            "energy_status": self.energy_status,
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EfficiencyReport:
-        values = dict(data)
-        values["peak"] = HardwarePeak.from_dict(data["peak"]) if data.get("peak") else None
-        values["notes"] = tuple(data.get("notes", ()))
-        return cls(**values)
 
 
 def analyse(
@@ -287,39 +211,3 @@ def energy_status(record: MonitorRecord | None) -> str:
     if record is not None and record.energy_j is None:
         return f"unavailable: {gpu.backend} reported no energy counter for this GPU"
     return f"ok: {gpu.backend} hardware energy counter, delta over the measured run"
-
-
-def measure_efficiency(
-    model: Any,
-    device: Any,
-    dtype: str,
-    batch_size: int,
-    prompt_tokens: int,
-    new_tokens: int,
-    traces: Sequence[GenerationTrace],
-    memory_peaks: Sequence[MemoryPeak],
-    record: MonitorRecord | None,
-) -> EfficiencyReport:
-    """The report of a finished run: model facts from ``model``, the peak from the table or the probe."""
-    from tokbench.hardware.peaks import peak_for
-
-    peak: HardwarePeak | None = None
-    why_no_peak = ""
-    try:
-        peak = peak_for(device, dtype)
-    except Exception as error:  # a probe that cannot run costs MBU / MFU, not the result
-        why_no_peak = f"unavailable: the hardware probe failed: {type(error).__name__}: {error}"
-    return analyse(
-        facts=weight_facts(model),
-        shape=ModelShape.from_config(model.config),
-        batch_size=batch_size,
-        prompt_tokens=prompt_tokens,
-        new_tokens=new_tokens,
-        dtype=dtype,
-        traces=traces,
-        memory_peaks=memory_peaks,
-        peak=peak,
-        peak_unavailable=why_no_peak,
-        energy_j=record.energy_j if record is not None else None,
-        energy_status=energy_status(record),
-    )

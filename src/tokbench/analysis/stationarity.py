@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokbench.analysis.stats import TREND_ALPHA, median, percentile
+from tokbench.schema.policy import STEADY_STATE_TEST_NAME
 
 STEADY_WINDOW = 3
 STEADY_TOLERANCE = 0.05  # medians of the two windows may differ by 5% even on a quiet machine
@@ -73,7 +74,7 @@ class SteadyStateTest:
     trend_z: float
     trend_p_value: float
 
-    NAME = "two-window median shift + Mann-Kendall"
+    NAME = STEADY_STATE_TEST_NAME
 
     @property
     def description(self) -> str:

@@ -9,18 +9,39 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+
+# The stored record and its flag thresholds live in schema (torch-free, read without analysis); re-exported here.
+from tokbench.schema.summary import (
+    CONFIDENCE as CONFIDENCE,
+)
+from tokbench.schema.summary import (
+    FLAG_HIGH_DISPERSION as FLAG_HIGH_DISPERSION,
+)
+from tokbench.schema.summary import (
+    FLAG_OUTLIERS as FLAG_OUTLIERS,
+)
+from tokbench.schema.summary import (
+    FLAG_TREND as FLAG_TREND,
+)
+from tokbench.schema.summary import (
+    HIGH_DISPERSION as HIGH_DISPERSION,
+)
+from tokbench.schema.summary import (
+    TREND_ALPHA as TREND_ALPHA,
+)
+from tokbench.schema.summary import (
+    Interval as Interval,
+)
+from tokbench.schema.summary import (
+    Summary as Summary,
+)
+from tokbench.schema.summary import (
+    relative_half_width as relative_half_width,
+)
 
 SUMMARY_PERCENTILES = (90.0, 95.0, 99.0)
-CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-TREND_ALPHA = 0.05  # a Mann-Kendall p-value below this flags a trend
-HIGH_DISPERSION = 0.10  # IQR / median above this flags a metric as too spread to trust its median alone
-FLAG_HIGH_DISPERSION = "high_dispersion"
-FLAG_TREND = "trend"
-FLAG_OUTLIERS = "outliers"
 
 
 def mean(values: Sequence[float]) -> float:
@@ -103,86 +124,11 @@ def bootstrap_intervals(
     return [(percentile(estimate, tail), percentile(estimate, 100.0 - tail)) for estimate in estimates]
 
 
-def relative_half_width(interval: tuple[float, float], centre: float) -> float:
-    """Half the interval's width relative to ``centre`` (0.01 means ±1%)."""
-    if centre == 0:
-        return math.inf
-    return (interval[1] - interval[0]) / 2 / abs(centre)
-
-
 def _sorted_percentile(ordered: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100.0
     lower = math.floor(position)
     upper = min(lower + 1, len(ordered) - 1)
     return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-Interval = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Statistics of one metric's samples, in the metric's unit.
-
-    The fields after ``p99`` are optional so summaries written before they existed still load:
-    95% bootstrap CIs of the median and percentiles, CV, IQR, the count of far-out outliers (Tukey,
-    3 IQR) and the Mann-Kendall trend p-value of the samples in measurement order.
-    """
-
-    unit: str
-    count: int
-    mean: float
-    median: float
-    std: float
-    min: float
-    max: float
-    p90: float
-    p95: float
-    p99: float
-    median_ci: Interval | None = None
-    p90_ci: Interval | None = None
-    p95_ci: Interval | None = None
-    p99_ci: Interval | None = None
-    cv: float | None = None
-    iqr: float | None = None
-    outliers: int | None = None
-    trend_p_value: float | None = None
-    confidence: float | None = None
-
-    @property
-    def median_relative_precision(self) -> float | None:
-        """Half-width of the median's CI relative to the median (0.01 means ±1%)."""
-        return None if self.median_ci is None else relative_half_width(self.median_ci, self.median)
-
-    @property
-    def flags(self) -> tuple[str, ...]:
-        """What makes this metric's figures less trustworthy than they look."""
-        flags = []
-        if self.iqr is not None and self.median != 0 and self.iqr / abs(self.median) > HIGH_DISPERSION:
-            flags.append(FLAG_HIGH_DISPERSION)
-        if self.trend_p_value is not None and self.trend_p_value < TREND_ALPHA:
-            flags.append(FLAG_TREND)
-        if self.outliers:
-            flags.append(FLAG_OUTLIERS)
-        return tuple(flags)
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            data[f.name] = list(value) if isinstance(value, tuple) else value
-        data["flags"] = list(self.flags)  # derived; written for readers of the JSON, ignored on load
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Summary:
-        known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known}
-        for name in ("median_ci", "p90_ci", "p95_ci", "p99_ci"):
-            if values.get(name) is not None:
-                low, high = values[name]
-                values[name] = (float(low), float(high))
-        return cls(**values)
 
 
 def summarize(

@@ -16,7 +16,6 @@ through the ``cb_*`` config fields.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import dataclass
 from itertools import pairwise
 from math import ceil
@@ -29,6 +28,7 @@ from tokbench.engine.loading import LoadedModel
 from tokbench.errors import GenerationError, UnavailableFeatureError
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import ContinuousBatchingSetup, GenerationTrace
+from tokbench.schema.serde import Record
 
 # The FIFO scheduler stops admitting new prefills when fewer than 15 % of the blocks are free; the cache
 # gets this much headroom so every request of a call is admitted at once.
@@ -40,16 +40,13 @@ DEFAULT_CALL_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
-class CacheSizing:
-    """The paged cache and batch limits the manager is created with."""
+class CacheSizing(Record):
+    """The paged cache and batch limits the manager is created with (stored in the setup's settings)."""
 
     page_size: int
     num_blocks: int
     max_batch_tokens: int
     max_requests_per_batch: int
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
 
 
 def _next_power_of_two(value: int) -> int:

@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,11 @@ from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device, synchronize
-from tokbench.schema.records import LoadTimings
+from tokbench.schema.quant import QuantizationRecord, QuantizationSettings
+from tokbench.schema.records import EffectiveSettings, LoadTimings, ModelSource
 
 # How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
 _ROW_OFFSET_TOKENS = 37
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: a built-in preset, a local folder, or a Hugging Face Hub id."""
-
-    kind: str  # "preset" | "local" | "hub" | "provided" (a model object passed in by the caller)
-    identifier: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "identifier": self.identifier}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, str]) -> ModelSource:
-        return cls(kind=data["kind"], identifier=data["identifier"])
 
 
 def resolve_model_source(model: str) -> ModelSource:
@@ -234,9 +220,8 @@ class LoadedModel:
     device: torch.device
     timings: LoadTimings
     source: ModelSource
-    effective_settings: dict[str, Any] = field(default_factory=dict)
-    # QuantizationReport.to_dict() under "report" and TuningReport.to_dict() under "tuning"; empty if unquantized.
-    quantization: dict[str, Any] = field(default_factory=dict)
+    effective_settings: EffectiveSettings = field(default_factory=EffectiveSettings)
+    quantization: QuantizationRecord = field(default_factory=QuantizationRecord)  # empty if unquantized
 
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -383,18 +368,18 @@ def load(
 
 def _quantize_and_tune(
     model: Any, config: BenchmarkConfig, device: torch.device, *, quantize: bool, clock: Clock
-) -> tuple[int | None, int | None, dict[str, Any]]:
+) -> tuple[int | None, int | None, QuantizationRecord]:
     """The quantize and tune load phases, each timed on its own; a passed-in model is never re-quantized."""
     if config.quantization is None:
-        return None, None, {}
+        return None, None, QuantizationRecord()
     from tokbench.quant import quantize_model
-    from tokbench.quant.tuning import tune_model
+    from tokbench.quant.tune import tune_model
 
     quantize_ns = tune_ns = None
-    record: dict[str, Any] = {}
+    record = QuantizationRecord()
     if quantize:
         start_ns = clock()
-        record["report"] = quantize_model(model, config.group_size, config.quant_kernel).to_dict()
+        record = replace(record, report=quantize_model(model, config.group_size, config.quant_kernel))
         synchronize(device)
         quantize_ns = clock() - start_ns
     if config.tune:
@@ -413,8 +398,8 @@ def _quantize_and_tune(
                 prefill_rows=config.prefill_rows,
             )
             tune_ns = clock() - start_ns
-        record["tuning"] = tuning.to_dict()
-        record["tuning_warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+        warned = tuple(f"{w.category.__name__}: {w.message}" for w in caught)
+        record = replace(record, tuning=tuning, tuning_warnings=warned)
     return quantize_ns, tune_ns, record
 
 
@@ -454,33 +439,32 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
 
 def effective_settings(
     model: Any, config: BenchmarkConfig, device: torch.device, generation_config: Any
-) -> dict[str, Any]:
+) -> EffectiveSettings:
     """What the loaded model really runs with, recorded next to what the config asked for.
 
     ``generation_config`` lists every generate setting that differs from transformers' defaults;
     under ``benchmark_mode`` nothing else reaches ``generate``.
     """
     parameter = next(model.parameters())
-    settings = {
-        "device": str(device),
-        "dtype": str(parameter.dtype).removeprefix("torch."),
-        "attn_implementation": compat.attention_implementation(model),
-        "use_kernels": bool(getattr(model, "use_kernels", False)),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "generation_config": json.loads(generation_config.to_json_string(use_diff=True)),
-    }
-    if config.quantization is not None:
-        settings["quantization"] = _quantization_settings(model, config, device)
-    if settings["attn_implementation"] not in ("unknown", config.attn_implementation):
+    settings = EffectiveSettings(
+        device=str(device),
+        dtype=str(parameter.dtype).removeprefix("torch."),
+        attn_implementation=compat.attention_implementation(model),
+        use_kernels=bool(getattr(model, "use_kernels", False)),
+        parameters=sum(p.numel() for p in model.parameters()),
+        generation_config=json.loads(generation_config.to_json_string(use_diff=True)),
+        quantization=_quantization_settings(model, config, device) if config.quantization is not None else None,
+    )
+    if settings.attn_implementation not in ("unknown", config.attn_implementation):
         raise UnavailableFeatureError(
             "attn_implementation",
-            f"transformers loaded {settings['attn_implementation']} instead of {config.attn_implementation}",
+            f"transformers loaded {settings.attn_implementation} instead of {config.attn_implementation}",
             "pick an attention implementation this model supports",
         )
     return settings
 
 
-def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> dict[str, Any]:
+def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> QuantizationSettings:
     """What the quantized layers will really run: per layer shape, the kernel for prefill M and decode M."""
     from tokbench.quant import QuantizedLinear
 
@@ -494,10 +478,10 @@ def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.de
                 f"{phase} M={m}": layer.choice_for(m, device, layer.compute_dtype).label
                 for phase, m in row_counts.items()
             }
-    return {
-        "method": config.quantization,
-        "group_size": layers[0].group_size if layers else None,
-        "layers": len(layers),
-        "tuned": any(layer.dispatch for layer in layers),
-        "kernels": kernels,
-    }
+    return QuantizationSettings(
+        method=config.quantization,
+        group_size=layers[0].group_size if layers else None,
+        layers=len(layers),
+        tuned=any(layer.dispatch for layer in layers),
+        kernels=kernels,
+    )

@@ -16,15 +16,16 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
-from tokbench.analysis.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
+from tokbench.analysis.stats import bootstrap_intervals, median, relative_half_width
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import AUTO
+from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ STOP_PRECISION = "target precision reached"
 STOP_MAX = "max iterations"
 STOP_BUDGET = "time budget"
 
-PRECISION_METRIC = "e2e_latency_ms"
 # The bootstrap is re-run only when the sample has grown by this fraction: O(n) checks cost O(n^2).
 _CHECK_GROWTH = 1.1
 
@@ -70,66 +70,6 @@ class WarmupPlan:
 
 
 @dataclass(frozen=True)
-class WarmupRecord:
-    """What the warmup did and whether it ended in steady state.
-
-    ``steady_state`` is the test's verdict on the last warmup iterations (also for a fixed count,
-    where it is informative only); None when there were too few iterations to test.
-    ``compiled_in`` are the warmup iterations (0-based) during which dynamo compiled graphs: the test
-    only looks at the iterations after the last of them.
-    """
-
-    policy: str
-    iterations: int
-    stop_reason: str
-    steady_state: bool | None
-    test: str = SteadyStateTest.NAME
-    window: int = 0
-    shift: float | None = None
-    allowed_shift: float | None = None
-    trend_p_value: float | None = None
-    compiled_in: tuple[int, ...] = ()
-    elapsed_ns: int = 0
-
-    @property
-    def detected_length(self) -> int | None:
-        """Warmup iterations it took to reach steady state; None when it was not reached."""
-        return self.iterations if self.steady_state else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "iterations": self.iterations,
-            "stop_reason": self.stop_reason,
-            "steady_state": self.steady_state,
-            "detected_length": self.detected_length,
-            "test": self.test,
-            "window": self.window,
-            "shift": _finite_or_none(self.shift),
-            "allowed_shift": self.allowed_shift,
-            "trend_p_value": self.trend_p_value,
-            "compiled_in": list(self.compiled_in),
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WarmupRecord:
-        return cls(
-            policy=str(data["policy"]),
-            iterations=int(data["iterations"]),
-            stop_reason=str(data["stop_reason"]),
-            steady_state=data.get("steady_state"),
-            test=str(data.get("test", SteadyStateTest.NAME)),
-            window=int(data.get("window", 0)),
-            shift=data.get("shift"),
-            allowed_shift=data.get("allowed_shift"),
-            trend_p_value=data.get("trend_p_value"),
-            compiled_in=tuple(int(i) for i in data.get("compiled_in", ())),
-            elapsed_ns=int(data.get("elapsed_ns", 0)),
-        )
-
-
-@dataclass(frozen=True)
 class MeasurementPlan:
     """``iterations`` None means auto: measure until the median E2E CI is within the target."""
 
@@ -149,60 +89,6 @@ class MeasurementPlan:
             budget_s=config.measurement_budget_s,
             target_relative_precision=config.target_relative_precision,
         )
-
-
-@dataclass(frozen=True)
-class MeasurementRecord:
-    """How many iterations were measured, why it stopped, and the precision of the median E2E reached.
-
-    ``relative_precision`` is the half-width of the bootstrap CI of the median E2E latency over its
-    median (0.01 = ±1%) at ``confidence``; the same interval as the summary's ``median_ci``.
-    """
-
-    policy: str
-    iterations: int
-    stop_reason: str
-    relative_precision: float | None
-    target_relative_precision: float | None = None
-    metric: str = PRECISION_METRIC
-    confidence: float = CONFIDENCE
-    elapsed_ns: int = 0
-
-    @property
-    def target_met(self) -> bool | None:
-        if self.target_relative_precision is None or self.relative_precision is None:
-            return None
-        return self.relative_precision <= self.target_relative_precision
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "iterations": self.iterations,
-            "stop_reason": self.stop_reason,
-            "relative_precision": _finite_or_none(self.relative_precision),
-            "target_relative_precision": self.target_relative_precision,
-            "target_met": self.target_met,
-            "metric": self.metric,
-            "confidence": self.confidence,
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MeasurementRecord:
-        return cls(
-            policy=str(data["policy"]),
-            iterations=int(data["iterations"]),
-            stop_reason=str(data["stop_reason"]),
-            relative_precision=data.get("relative_precision"),
-            target_relative_precision=data.get("target_relative_precision"),
-            metric=str(data.get("metric", PRECISION_METRIC)),
-            confidence=float(data.get("confidence", CONFIDENCE)),
-            elapsed_ns=int(data.get("elapsed_ns", 0)),
-        )
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def _bar(total: int, label: str, enabled: bool) -> tqdm:  # type: ignore[type-arg]

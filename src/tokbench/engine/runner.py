@@ -15,19 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from tokbench import compat
-from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
+from tokbench.analysis.summaries import summarize_traces
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.config import BenchmarkConfig, check_runnable, require_config
+from tokbench.config import BenchmarkConfig, require_config
 from tokbench.engine import profiling
 from tokbench.engine.continuous import ContinuousBatchingSession
+from tokbench.engine.efficiency import measure_efficiency
 from tokbench.engine.generation import time_generate
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
-from tokbench.engine.warmup import device_warmup
+from tokbench.engine.preflight import check_runnable
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
+from tokbench.hardware.warmup import device_warmup
 from tokbench.quant.kernels import KernelUnavailableError
+from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
     STATUS_FAILED,
@@ -36,7 +39,6 @@ from tokbench.schema.results import (
     BenchmarkResult,
     CompileRecord,
     Phases,
-    summarize_traces,
 )
 
 DEFAULT_DEVICE_WARMUP_S = 0.5
@@ -146,7 +148,7 @@ def _measure(
 ) -> BenchmarkResult:
     common: dict[str, Any] = {
         "effective_settings": loaded.effective_settings,
-        "model_source": loaded.source.to_dict(),
+        "model_source": loaded.source,
         "quantization": loaded.quantization,
     }
     try:

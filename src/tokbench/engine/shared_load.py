@@ -61,5 +61,5 @@ def _as_shared(result: BenchmarkResult, shared: LoadedModel, configs: int) -> Be
     return dataclasses.replace(
         result,
         phases=dataclasses.replace(result.phases, load=load_record),
-        model_source=shared.source.to_dict() if result.model_source else result.model_source,
+        model_source=shared.source if result.model_source else result.model_source,
     )

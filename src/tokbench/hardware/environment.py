@@ -129,8 +129,8 @@ def capture_environment() -> dict[str, Any]:
     import torch
     import transformers
 
-    from tokbench import __version__
     from tokbench.hardware.monitor import nvml_environment
+    from tokbench.version import __version__
 
     gpus = gpu_info()
     nvml = nvml_environment([gpu["index"] for gpu in gpus])

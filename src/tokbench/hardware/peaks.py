@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.fileio import atomic_write_text, cache_root
+from tokbench.schema.efficiency import HardwarePeak
 
 if TYPE_CHECKING:
     import torch
@@ -105,39 +106,6 @@ def find_accelerator(device_name: str) -> AcceleratorSpec | None:
         if re.search(spec.pattern, device_name, flags=re.IGNORECASE):
             return spec
     return None
-
-
-@dataclass(frozen=True)
-class HardwarePeak:
-    """The peaks MBU and MFU divide by, and where they come from."""
-
-    device: str
-    dtype: str
-    memory_bandwidth_bytes_s: float
-    flops_s: float
-    kind: str  # "table" | "probe"
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "dtype": self.dtype,
-            "memory_bandwidth_bytes_s": self.memory_bandwidth_bytes_s,
-            "flops_s": self.flops_s,
-            "kind": self.kind,
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HardwarePeak:
-        return cls(
-            device=str(data["device"]),
-            dtype=str(data["dtype"]),
-            memory_bandwidth_bytes_s=float(data["memory_bandwidth_bytes_s"]),
-            flops_s=float(data["flops_s"]),
-            kind=str(data["kind"]),
-            source=str(data["source"]),
-        )
 
 
 # --- the probe ---------------------------------------------------------------------------------------

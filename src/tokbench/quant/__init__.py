@@ -6,17 +6,7 @@ Triton is never imported from here: :mod:`tokbench.quant.triton_kernels` is load
 
 from __future__ import annotations
 
-from tokbench.quant.int4 import (
-    SUPPORTED_GROUP_SIZES,
-    QuantizationError,
-    QuantizationReport,
-    QuantizedLinear,
-    dequantize,
-    pack_int4,
-    quantize_model,
-    quantize_weight,
-    unpack_int4,
-)
+from tokbench.quant.int4 import QuantizedLinear, quantize_model
 from tokbench.quant.kernels import (
     KERNELS,
     SPLIT_K_VALUES,
@@ -29,7 +19,16 @@ from tokbench.quant.kernels import (
     simplicity_rank,
     tolerance,
 )
+from tokbench.quant.packing import (
+    SUPPORTED_GROUP_SIZES,
+    QuantizationError,
+    dequantize,
+    pack_int4,
+    quantize_weight,
+    unpack_int4,
+)
 from tokbench.quant.runtime import Int4Runtime
+from tokbench.schema.quant import QuantizationReport
 
 __all__ = [
     "KERNELS",

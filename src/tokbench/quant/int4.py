@@ -20,120 +20,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
-from tokbench.errors import TokbenchError
+from tokbench.quant import kernels as quant_kernels  # bind_kernel looked up per call: tests spy on it
+from tokbench.quant.kernels import (
+    KernelChoice,
+    check_choice,
+    default_choice,
+    prepare_for,
+    unavailable_reason,
+)
+from tokbench.quant.packing import (
+    PACK_FACTOR,
+    QuantizationError,
+    QuantizedWeight,
+    check_group_size,
+    pack_int4,
+    padded_in_features,
+    quantize_weight,
+)
 from tokbench.quant.runtime import Int4Runtime
+from tokbench.schema.quant import QuantizationReport
 
-SUPPORTED_GROUP_SIZES = (32, 64, 128, 256)
-PACK_FACTOR = 8  # int4 values per int32 word
-_QMAX = 15
 # Bound kernels kept per layer, one per (M, device, dtype) seen; a run uses a handful of M values,
 # the cap only bounds sweeps over many M.
 _MAX_BOUND_KERNELS = 64
-
-
-class QuantizationError(TokbenchError, ValueError):
-    """A model or weight cannot be quantized as asked (bad group size, non-finite weights...)."""
-
-
-def check_group_size(group_size: int) -> None:
-    if group_size not in SUPPORTED_GROUP_SIZES:
-        raise QuantizationError(f"group_size={group_size} is not supported. Fix: use one of {SUPPORTED_GROUP_SIZES}")
-
-
-def padded_in_features(in_features: int, group_size: int) -> int:
-    return math.ceil(in_features / group_size) * group_size
-
-
-def _nibble_shifts(device: torch.device) -> torch.Tensor:
-    """Bit offset of (half h, byte b) in a word: ``[2, 1, 4]`` broadcast against ``[.., 2, words, 4]``."""
-    half = torch.arange(2, dtype=torch.int32, device=device).view(2, 1, 1) * 4
-    byte = torch.arange(4, dtype=torch.int32, device=device).view(1, 1, 4) * 8
-    return half + byte
-
-
-def pack_int4(q: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Pack int values 0..15 ``[N, K_pad]`` into int32 ``[N, K_pad / 8]`` (layout in the module doc)."""
-    check_group_size(group_size)
-    out_features, in_padded = q.shape
-    if in_padded % group_size:
-        raise QuantizationError(f"packed width {in_padded} is not a multiple of group_size={group_size}")
-    if q.numel() and (int(q.min()) < 0 or int(q.max()) > _QMAX):
-        raise QuantizationError("int4 values must lie in 0..15")
-    words = group_size // PACK_FACTOR
-    # [N, G, half, word, byte]: element h * g/2 + 4 * w + b of each group.
-    grouped = q.to(torch.int64).view(out_features, in_padded // group_size, 2, words, 4)
-    shifts = _nibble_shifts(q.device).to(torch.int64)
-    packed = (grouped << shifts).sum(dim=(2, 4))
-    # Values are < 2**32; wrap the top half into int32's negative range (same bits).
-    packed = torch.where(packed >= 2**31, packed - 2**32, packed)
-    return packed.to(torch.int32).view(out_features, in_padded // PACK_FACTOR)
-
-
-def unpack_int4(packed: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Inverse of :func:`pack_int4`: int32 ``[N, K_pad / 8]`` to int32 values 0..15 ``[N, K_pad]``."""
-    out_features, packed_width = packed.shape
-    words = group_size // PACK_FACTOR
-    groups = packed_width // words
-    # Arithmetic shift sign-extends negative words; the mask drops those bits.
-    values = (packed.view(out_features, groups, 1, words, 1) >> _nibble_shifts(packed.device)) & _QMAX
-    return values.reshape(out_features, groups * group_size)
-
-
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """Unpacked result of quantizing one weight (internal hand-off; tensors, so no to_dict)."""
-
-    q: torch.Tensor  # int32 [N, K_pad], 0..15
-    scales: torch.Tensor  # float32 [N, G]
-    zeros: torch.Tensor  # uint8 [N, G]
-    in_features: int
-    group_size: int
-
-
-def quantize_weight(weight: torch.Tensor, group_size: int = 128) -> QuantizedWeight:
-    """Quantize a ``[N, K]`` weight group-wise along K (asymmetric, zero always in range)."""
-    check_group_size(group_size)
-    if weight.dim() != 2:
-        raise QuantizationError(f"expected a 2-D weight, got shape {tuple(weight.shape)}")
-    w = weight.detach().to(torch.float32)
-    if not bool(torch.isfinite(w).all()):
-        raise QuantizationError("the weight has NaN or infinite values; int4 cannot represent them")
-    out_features, in_features = w.shape
-    in_padded = padded_in_features(in_features, group_size)
-    if in_padded != in_features:
-        w = torch.nn.functional.pad(w, (0, in_padded - in_features))
-    grouped = w.view(out_features, in_padded // group_size, group_size)
-    low = grouped.amin(dim=-1).clamp(max=0.0)
-    high = grouped.amax(dim=-1).clamp(min=0.0)
-    scales = (high - low) / _QMAX
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
-    zeros = torch.round(-low / scales).clamp(0, _QMAX)
-    q = torch.round(grouped / scales.unsqueeze(-1)) + zeros.unsqueeze(-1)
-    q = q.clamp(0, _QMAX).to(torch.int32).view(out_features, in_padded)
-    return QuantizedWeight(q, scales.contiguous(), zeros.to(torch.uint8).contiguous(), in_features, group_size)
-
-
-def dequantize(
-    packed: torch.Tensor,
-    scales: torch.Tensor,
-    zeros: torch.Tensor,
-    group_size: int,
-    in_features: int,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """The full ``[N, in_features]`` weight ``(q - z) * s`` computed in float32 (the oracle's weight)."""
-    q = unpack_int4(packed, group_size)
-    out_features, in_padded = q.shape
-    grouped = q.view(out_features, in_padded // group_size, group_size).to(torch.float32)
-    weight = (grouped - zeros.to(torch.float32).unsqueeze(-1)) * scales.to(torch.float32).unsqueeze(-1)
-    return weight.view(out_features, in_padded)[:, :in_features].to(dtype)
 
 
 class QuantizedLinear(nn.Module):
@@ -299,8 +214,6 @@ class QuantizedLinear(nn.Module):
 
     def set_choice(self, kernel: str, split_k: int = 1) -> None:
         """Use one kernel for every M (clears the tuned dispatch table)."""
-        from tokbench.quant.kernels import KernelChoice, check_choice
-
         choice = KernelChoice(kernel, split_k)
         if kernel != "auto":
             check_choice(self, choice)
@@ -309,9 +222,6 @@ class QuantizedLinear(nn.Module):
 
     def choice_for(self, m: int, device: torch.device, dtype: torch.dtype) -> Any:
         """The kernel used for ``m`` rows: tuned, else fixed, else default; the default if it cannot run."""
-        # Imported here, not at module level: kernels imports this module (packing, dequantize).
-        from tokbench.quant.kernels import KernelChoice, default_choice, unavailable_reason
-
         stored: Any = None
         if self._dispatch:
             if m in self._dispatch:
@@ -331,10 +241,8 @@ class QuantizedLinear(nn.Module):
         key = (m, device, dtype)
         bound = self._bound.get(key)
         if bound is None:
-            from tokbench.quant.kernels import bind_kernel  # cold path only (import cycle, see choice_for)
-
             with torch.inference_mode(False), torch.no_grad():
-                bound = bind_kernel(self, self.choice_for(m, device, dtype), device, dtype)
+                bound = quant_kernels.bind_kernel(self, self.choice_for(m, device, dtype), device, dtype)
             if len(self._bound) >= _MAX_BOUND_KERNELS:
                 self._bound.clear()
             self._bound[key] = bound
@@ -360,48 +268,6 @@ class QuantizedLinear(nn.Module):
         )
 
 
-@dataclass(frozen=True)
-class QuantizationReport:
-    """What :func:`quantize_model` did, for the runner's load-phase record."""
-
-    layers_quantized: int
-    unique_shapes: tuple[tuple[int, int], ...]  # (in_features, out_features)
-    bytes_before: int  # dense weights (and biases) of the replaced layers
-    bytes_after: int  # packed int4 + scales + zeros (+ biases) of their replacements
-    derived_bytes: int  # op-specific copies prepared at quantize time (e.g. native packing)
-    group_size: int
-    kernel: str
-    skipped: tuple[str, ...]  # module names left dense on purpose (the LM head)
-    elapsed_ns: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers_quantized": self.layers_quantized,
-            "unique_shapes": [list(shape) for shape in self.unique_shapes],
-            "bytes_before": self.bytes_before,
-            "bytes_after": self.bytes_after,
-            "derived_bytes": self.derived_bytes,
-            "group_size": self.group_size,
-            "kernel": self.kernel,
-            "skipped": list(self.skipped),
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QuantizationReport:
-        return cls(
-            layers_quantized=int(data["layers_quantized"]),
-            unique_shapes=tuple((int(a), int(b)) for a, b in data["unique_shapes"]),
-            bytes_before=int(data["bytes_before"]),
-            bytes_after=int(data["bytes_after"]),
-            derived_bytes=int(data["derived_bytes"]),
-            group_size=int(data["group_size"]),
-            kernel=str(data["kernel"]),
-            skipped=tuple(str(name) for name in data["skipped"]),
-            elapsed_ns=int(data["elapsed_ns"]),
-        )
-
-
 def _output_embedding_ids(model: nn.Module) -> set[int]:
     ids: set[int] = set()
     getter = getattr(model, "get_output_embeddings", None)
@@ -424,7 +290,6 @@ def quantize_model(model: nn.Module, group_size: int = 128, kernel: str = "auto"
     fixed kernel raise :class:`tokbench.quant.kernels.KernelUnavailableError` here, not mid-run.
     """
     from tokbench.clock import monotonic_ns
-    from tokbench.quant.kernels import prepare_for
 
     check_group_size(group_size)
     start_ns = monotonic_ns()

@@ -27,14 +27,14 @@ import functools
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tokbench.errors import TokbenchError
 from tokbench.quant import native_ops
-from tokbench.quant.int4 import PACK_FACTOR, dequantize, unpack_int4
+from tokbench.quant.packing import PACK_FACTOR, dequantize, unpack_int4
+from tokbench.schema.quant import KernelChoice
 
 if TYPE_CHECKING:
     from tokbench.quant.int4 import QuantizedLinear
@@ -60,25 +60,6 @@ def tolerance(dtype: torch.dtype, split_k: int = 1) -> float:
 
 class KernelUnavailableError(TokbenchError):
     """A kernel was asked for a layer, device or dtype it cannot run (the message says why)."""
-
-
-@dataclass(frozen=True, order=True)
-class KernelChoice:
-    """One runnable configuration: a kernel and, for split-K kernels, the number of K blocks."""
-
-    kernel: str
-    split_k: int = 1
-
-    @property
-    def label(self) -> str:
-        return f"{self.kernel}/{self.split_k}" if self.kernel in ("splitk", "triton") else self.kernel
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "split_k": self.split_k}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KernelChoice:
-        return cls(kernel=str(data["kernel"]), split_k=int(data["split_k"]))
 
 
 DEFAULT_PREFILL_CHOICE = KernelChoice("splitk", 1)

@@ -20,6 +20,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from tokbench.errors import TokbenchError
+from tokbench.schema.quant import NativeAvailability
 
 # The CPU ops (`*_for_cpu`) first shipped in 2.6; the uint8 form of the CUDA packer in 2.5.
 _MIN_TORCH_CPU = (2, 6)
@@ -33,33 +34,6 @@ _CUDA_INNER_K_TILES = 8
 
 class NativeInt4Error(TokbenchError):
     """The native int4 op cannot run this layer on this device (the message says why)."""
-
-
-@dataclass(frozen=True)
-class NativeAvailability:
-    """Whether the native int4 op works on a device, and why not when it does not."""
-
-    device_type: str
-    available: bool
-    reason: str
-    torch_version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device_type": self.device_type,
-            "available": self.available,
-            "reason": self.reason,
-            "torch_version": self.torch_version,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NativeAvailability:
-        return cls(
-            device_type=str(data["device_type"]),
-            available=bool(data["available"]),
-            reason=str(data["reason"]),
-            torch_version=str(data["torch_version"]),
-        )
 
 
 @dataclass(frozen=True)

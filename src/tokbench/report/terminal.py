@@ -15,6 +15,7 @@ from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
+    from tokbench.schema.records import LaunchRecord
     from tokbench.sweep.plan import SweepPlan
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
     from tokbench.sweep.store import StoredRun
@@ -76,7 +77,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     )
     lines = [
         f"{config.name}  [{result.status}]  config {result.config_hash}",
-        _model_line(config.model, effective.get("parameters"), effective.get("device", config.device)),
+        _model_line(config.model, effective.parameters, effective.device or config.device),
         f"{'requests' if config.continuous_batching else 'batch'} {config.batch_size} × prompt {prompt_text} → "
         f"{config.new_tokens} new tokens; "
         f"dtype {config.dtype}; attention {config.attn_implementation}; "
@@ -124,15 +125,16 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         return []
     load = result.phases.load
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
-    tuning = result.quantization.get("tuning")
+    tuning = result.quantization.tuning
     if tuning is not None:
-        hits, total = sum(1 for e in tuning["entries"] if e["from_cache"]), len(tuning["entries"])
+        hits, total = tuning.cache_hits, len(tuning.entries)
         text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache)"
-        noisy = len(result.quantization.get("tuning_warnings", ()))
+        noisy = len(result.quantization.tuning_warnings or ())
         if noisy:
             text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
     lines = [text]
-    kernels = result.effective_settings.get("quantization", {}).get("kernels", {})
+    settings = result.effective_settings.quantization
+    kernels = settings.kernels if settings is not None else {}
     if kernels:
         lines.append(
             "int4 kernels: "
@@ -368,41 +370,39 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
     launch = result.launch
     if not launch:
         return []
-    parts = [f"launcher {launch.get('launcher')}"]
+    parts = [f"launcher {launch.launcher}"]
     for key, label in (("pid", "pid"), ("exit_code", "exit code"), ("signal", "signal"), ("timeout_s", "timeout s")):
-        if launch.get(key) is not None:
-            parts.append(f"{label} {launch[key]}")
-    if launch.get("wall_ns") is not None:
-        parts.append(f"wall {_ms(launch['wall_ns'])}")
-    if launch.get("compile_cache"):
-        parts.append(f"compile cache {launch['compile_cache']}")
+        if getattr(launch, key) is not None:
+            parts.append(f"{label} {getattr(launch, key)}")
+    if launch.wall_ns is not None:
+        parts.append(f"wall {_ms(launch.wall_ns)}")
+    if launch.compile_cache:
+        parts.append(f"compile cache {launch.compile_cache}")
     lines = ["; ".join(parts)]
     lines.extend(_where_lines(launch))
-    tail = str(launch.get("stderr_tail") or "").rstrip()
+    tail = str(launch.stderr_tail or "").rstrip()
     if tail:
         lines.append("child output (tail):")
         lines.extend("  " + line for line in tail.splitlines()[-20:])
     return lines
 
 
-def _where_lines(launch: dict[str, Any]) -> list[str]:
+def _where_lines(launch: LaunchRecord) -> list[str]:
     """Where an executor ran it: a Ray node and task, a local slot's GPUs, its place in a load group."""
     lines = []
-    ray = launch.get("ray")
-    if isinstance(ray, dict):
-        if ray.get("error"):
-            lines.append(f"ray: the task died: {ray['error']}")
+    ray = launch.ray
+    if ray is not None:
+        if ray.error:
+            lines.append(f"ray: the task died: {ray.error}")
         else:
-            gpus = ",".join(str(gpu) for gpu in ray.get("gpu_ids") or []) or "none"
-            node = f"{ray.get('node_ip')} ({str(ray.get('node_id'))[:12]})"
-            lines.append(f"ray: node {node}, task {ray.get('task_id')}, GPUs {gpus}")
-    if launch.get("slot") is not None:
-        gpus = ",".join(str(gpu) for gpu in launch.get("gpus") or []) or "none assigned"
-        lines.append(f"local slot {launch['slot']} of {launch.get('parallel')}, GPUs {gpus}")
-    group = launch.get("group")
-    if isinstance(group, dict):
-        place = f"config {group.get('index', 0) + 1} of {group.get('size')}"
-        lines.append(f"load group: {place}, worker {group.get('worker')}")
+            gpus = ",".join(ray.gpu_ids or ()) or "none"
+            lines.append(f"ray: node {ray.node_ip} ({str(ray.node_id)[:12]}), task {ray.task_id}, GPUs {gpus}")
+    if launch.slot is not None:
+        gpus = ",".join(str(gpu) for gpu in launch.gpus or ()) or "none assigned"
+        lines.append(f"local slot {launch.slot} of {launch.parallel}, GPUs {gpus}")
+    group = launch.group
+    if group is not None:
+        lines.append(f"load group: config {group.index + 1} of {group.size}, worker {group.worker}")
     return lines
 
 

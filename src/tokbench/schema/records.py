@@ -6,12 +6,15 @@ a cheap, dependency-light operation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tokbench.schema.quant import QuantizationSettings
+from tokbench.schema.serde import Record
 
 
 @dataclass(frozen=True)
-class GenerationTrace:
+class GenerationTrace(Record):
     """Raw record of one generate call. All times are absolute ``perf_counter_ns`` instants.
 
     ``token_timestamps_ns[r][i]`` is when token ``i`` (0-based) of row ``r`` reached the host.
@@ -61,38 +64,9 @@ class GenerationTrace:
     def e2e_ns(self) -> int:
         return self.end_ns - self.t0_ns
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "t0_ns": self.t0_ns,
-            "end_ns": self.end_ns,
-            "token_timestamps_ns": [list(row) for row in self.token_timestamps_ns],
-            "prompt_tokens": list(self.prompt_tokens),
-            "generated_tokens": list(self.generated_tokens),
-            "output_shape": list(self.output_shape),
-            "decoded_sample": self.decoded_sample,
-            "sample_token_ids": list(self.sample_token_ids),
-            "request_submitted_ns": list(self.request_submitted_ns),
-            "request_finished_ns": list(self.request_finished_ns),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationTrace:
-        return cls(
-            t0_ns=int(data["t0_ns"]),
-            end_ns=int(data["end_ns"]),
-            token_timestamps_ns=tuple(tuple(int(t) for t in row) for row in data["token_timestamps_ns"]),
-            prompt_tokens=tuple(int(n) for n in data["prompt_tokens"]),
-            generated_tokens=tuple(int(n) for n in data["generated_tokens"]),
-            output_shape=tuple(int(n) for n in data["output_shape"]),
-            decoded_sample=str(data.get("decoded_sample", "")),
-            sample_token_ids=tuple(int(n) for n in data.get("sample_token_ids", ())),
-            request_submitted_ns=tuple(int(t) for t in data.get("request_submitted_ns", ())),
-            request_finished_ns=tuple(int(t) for t in data.get("request_finished_ns", ())),
-        )
-
 
 @dataclass(frozen=True)
-class LoadTimings:
+class LoadTimings(Record):
     """Wall time of each loading phase, in ns. ``None`` means the phase did not happen."""
 
     tokenizer_ns: int | None = None
@@ -106,25 +80,9 @@ class LoadTimings:
     shared: bool = False
     shared_by: int = 1
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokenizer_ns": self.tokenizer_ns,
-            "weights_ns": self.weights_ns,
-            "to_device_ns": self.to_device_ns,
-            "quantize_ns": self.quantize_ns,
-            "tune_ns": self.tune_ns,
-            "tokenizer_cached": self.tokenizer_cached,
-            "shared": self.shared,
-            "shared_by": self.shared_by,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoadTimings:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class DeviceWarmupReport:
+class DeviceWarmupReport(Record):
     """What a device warmup did: how many matmuls of which size, and for how long."""
 
     device: str
@@ -132,26 +90,9 @@ class DeviceWarmupReport:
     matmuls: int
     elapsed_ns: int
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "device": self.device,
-            "matrix_size": self.matrix_size,
-            "matmuls": self.matmuls,
-            "elapsed_ns": self.elapsed_ns,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> DeviceWarmupReport:
-        return cls(
-            device=str(data["device"]),
-            matrix_size=int(data["matrix_size"]),  # type: ignore[arg-type]
-            matmuls=int(data["matmuls"]),  # type: ignore[arg-type]
-            elapsed_ns=int(data["elapsed_ns"]),  # type: ignore[arg-type]
-        )
-
 
 @dataclass(frozen=True)
-class ContinuousBatchingSetup:
+class ContinuousBatchingSetup(Record):
     """The continuous-batching manager's one-time setup, done before the validation call and never timed
     as part of an iteration: creation (paged KV cache allocation) plus warmup, and the sizing it got.
 
@@ -162,33 +103,17 @@ class ContinuousBatchingSetup:
     start_ns: int
     end_ns: int
     attn_implementation: str  # what the manager runs (eager becomes paged|eager)
-    settings: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("elapsed_ns",)
 
     @property
     def elapsed_ns(self) -> int:
         return self.end_ns - self.start_ns
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start_ns": self.start_ns,
-            "end_ns": self.end_ns,
-            "elapsed_ns": self.elapsed_ns,
-            "attn_implementation": self.attn_implementation,
-            "settings": dict(self.settings),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ContinuousBatchingSetup:
-        return cls(
-            start_ns=int(data["start_ns"]),
-            end_ns=int(data["end_ns"]),
-            attn_implementation=str(data["attn_implementation"]),
-            settings=dict(data.get("settings", {})),
-        )
-
 
 @dataclass(frozen=True)
-class OperatorTime:
+class OperatorTime(Record):
     """One operator's totals in a profile: self time (excluding children) on the CPU and the device."""
 
     name: str
@@ -196,26 +121,9 @@ class OperatorTime:
     self_cpu_us: float
     self_device_us: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "calls": self.calls,
-            "self_cpu_us": self.self_cpu_us,
-            "self_device_us": self.self_device_us,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OperatorTime:
-        return cls(
-            name=str(data["name"]),
-            calls=int(data["calls"]),
-            self_cpu_us=float(data["self_cpu_us"]),
-            self_device_us=float(data["self_device_us"]),
-        )
-
 
 @dataclass(frozen=True)
-class ProfileRecord:
+class ProfileRecord(Record):
     """One profiled generation of ``tokens`` tokens per request, run after measurement.
 
     ``trace_path`` is a gzipped Chrome / Perfetto trace JSON; each model forward in it is a
@@ -229,23 +137,102 @@ class ProfileRecord:
     activities: tuple[str, ...]
     top_operators: tuple[OperatorTime, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokens": self.tokens,
-            "trace_path": self.trace_path,
-            "forward_passes": self.forward_passes,
-            "elapsed_ns": self.elapsed_ns,
-            "activities": list(self.activities),
-            "top_operators": [op.to_dict() for op in self.top_operators],
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProfileRecord:
-        return cls(
-            tokens=int(data["tokens"]),
-            trace_path=str(data["trace_path"]),
-            forward_passes=int(data["forward_passes"]),
-            elapsed_ns=int(data["elapsed_ns"]),
-            activities=tuple(str(a) for a in data.get("activities", ())),
-            top_operators=tuple(OperatorTime.from_dict(op) for op in data.get("top_operators", ())),
-        )
+@dataclass(frozen=True)
+class ModelSource(Record):
+    """Where a model comes from: a built-in preset, a local folder, or a Hugging Face Hub id.
+
+    Both fields are empty in a result that failed before the model was resolved (stored as ``{}``).
+    """
+
+    OMIT_NONE = True
+
+    kind: str | None = None  # "preset" | "local" | "hub" | "provided" (a model object passed in by the caller)
+    identifier: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.kind is not None
+
+
+@dataclass(frozen=True)
+class EffectiveSettings(Record):
+    """What the loaded model really ran with, next to what the config asked for; empty (``{}``) when
+    the run failed before loading. ``generation_config`` is transformers' own diff against its defaults."""
+
+    OMIT_NONE = True
+
+    device: str | None = None
+    dtype: str | None = None
+    attn_implementation: str | None = None
+    use_kernels: bool | None = None
+    parameters: int | None = None
+    generation_config: dict[str, Any] | None = None
+    quantization: QuantizationSettings | None = None  # only when the model was quantized
+
+    def __bool__(self) -> bool:
+        return self.device is not None
+
+
+@dataclass(frozen=True)
+class LaunchGroup(Record):
+    """The load group a config ran in: its position, the group's size, which worker (1 = first) ran it."""
+
+    OMIT_NONE = True
+
+    index: int = 0
+    size: int = 1
+    worker: int = 1
+    worker_wall_ns: int | None = None  # the worker's wall time up to this config's result
+
+
+@dataclass(frozen=True)
+class RayPlacement(Record):
+    """Where a Ray task ran a config, or why it never returned one (``error``)."""
+
+    OMIT_NONE = True
+
+    node_id: str | None = None
+    node_ip: str | None = None
+    task_id: str | None = None
+    gpu_ids: tuple[str, ...] | None = None
+    worker_pid: int | None = None
+    cuda_visible_devices: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchRecord(Record):
+    """How a launcher produced a result (``tokbench.sweep.launchers``); empty for a plain ``run``.
+
+    Each field is written only when it applies, so the stored object keeps the keys it always had.
+    """
+
+    OMIT_NONE = True
+
+    launcher: str | None = None  # "inline" | "process" | "none (skipped before launching)"
+    planned_launcher: str | None = None  # the launcher a config skipped up front would have used
+    pid: int | None = None
+    compile_cache: str | None = None
+    timeout_s: float | None = None
+    start_method: str | None = None  # "forkserver" | "spawn"
+    forkserver_pid: int | None = None
+    forkserver_start_s: float | None = None  # the fork server's start, paid by the first config it ran
+    forkserver_error: str | None = None
+    fallback: str | None = None
+    wall_ns: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    stderr_tail: str | None = None
+    sweep_id: str | None = None
+    repeat_index: int | None = None
+    # Sweep executors (``tokbench.sweep.executors``): which ran it, and on which slot / GPUs / Ray node.
+    executor: str | None = None  # "local" | "ray"
+    parallel: int | None = None  # slots of a parallel local executor
+    slot: int | None = None
+    gpus: tuple[int, ...] | None = None  # the GPUs the child saw (CUDA_VISIBLE_DEVICES)
+    child_environment: dict[str, str] | None = None
+    group: LaunchGroup | None = None
+    ray: RayPlacement | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) is not None for name in self.__dataclass_fields__)

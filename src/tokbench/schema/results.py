@@ -1,37 +1,36 @@
 """BenchmarkResult: everything one config's run produced, schema-versioned, raw data included.
 
-Raw traces are kept so every summary can be recomputed (``recompute_summary``) and new metrics
-derived later without re-running anything.
+Raw traces are kept so every summary can be recomputed (``tokbench.analysis.summaries.recompute_summary``)
+and new metrics derived later without re-running anything. Reading a result imports no torch.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tokbench.analysis.efficiency import EfficiencyReport
-from tokbench.analysis.metrics import (
-    METRIC_UNITS,
-    NS_PER_MS,
-    distinct_requests,
-    inter_token_latencies_ns,
-    metric_samples,
-)
-from tokbench.analysis.stats import Summary, median, summarize
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.policy import MeasurementRecord, WarmupRecord
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
-from tokbench.hardware.monitor import MemoryPeak, MonitorRecord
+from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.monitor import MemoryPeak, MonitorRecord
+from tokbench.schema.policy import MeasurementRecord, WarmupRecord
+from tokbench.schema.quant import QuantizationRecord
 from tokbench.schema.records import (
     ContinuousBatchingSetup,
     DeviceWarmupReport,
+    EffectiveSettings,
     GenerationTrace,
+    LaunchRecord,
     LoadTimings,
+    ModelSource,
     ProfileRecord,
 )
+from tokbench.schema.serde import Record, from_data
+from tokbench.schema.summary import Summary
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
@@ -49,7 +48,7 @@ FLAG_RECOMPILED_WHILE_MEASURING = "recompiled_while_measuring"
 
 
 @dataclass(frozen=True)
-class CompileRecord:
+class CompileRecord(Record):
     """Whether torch.compile really ran: generate's compiled forward, and dynamo's graphs per phase."""
 
     requested: bool
@@ -59,6 +58,8 @@ class CompileRecord:
     graphs_after_warmup: int
     graphs_after_measurement: int
 
+    SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("compiled", "recompiles_during_measurement")
+
     @property
     def compiled(self) -> bool:
         return self.forward_compiled and self.graphs_after_validation > self.graphs_before
@@ -67,32 +68,9 @@ class CompileRecord:
     def recompiles_during_measurement(self) -> int:
         return self.graphs_after_measurement - self.graphs_after_warmup
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requested": self.requested,
-            "forward_compiled": self.forward_compiled,
-            "graphs_before": self.graphs_before,
-            "graphs_after_validation": self.graphs_after_validation,
-            "graphs_after_warmup": self.graphs_after_warmup,
-            "graphs_after_measurement": self.graphs_after_measurement,
-            "compiled": self.compiled,
-            "recompiles_during_measurement": self.recompiles_during_measurement,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompileRecord:
-        return cls(
-            requested=bool(data["requested"]),
-            forward_compiled=bool(data["forward_compiled"]),
-            graphs_before=int(data["graphs_before"]),
-            graphs_after_validation=int(data["graphs_after_validation"]),
-            graphs_after_warmup=int(data["graphs_after_warmup"]),
-            graphs_after_measurement=int(data["graphs_after_measurement"]),
-        )
-
 
 @dataclass(frozen=True)
-class Phases:
+class Phases(Record):
     """Time spent outside the measured iterations: loading, warmups, the cold first call."""
 
     load: LoadTimings = field(default_factory=LoadTimings)
@@ -111,42 +89,9 @@ class Phases:
         """E2E latency of the validation call, the first generation after loading."""
         return self.cold_call.e2e_ns if self.cold_call else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "load": self.load.to_dict(),
-            "device_warmup": self.device_warmup.to_dict() if self.device_warmup else None,
-            "cold_call": self.cold_call.to_dict() if self.cold_call else None,
-            "warmup_curve_ns": list(self.warmup_curve_ns),
-            "measurement_wall_ns": self.measurement_wall_ns,
-            "compile": self.compile.to_dict() if self.compile else None,
-            "continuous_batching_setup": (
-                self.continuous_batching_setup.to_dict() if self.continuous_batching_setup else None
-            ),
-            "warmup": self.warmup.to_dict() if self.warmup else None,
-            "measurement": self.measurement.to_dict() if self.measurement else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Phases:
-        return cls(
-            load=LoadTimings.from_dict(data["load"]),
-            device_warmup=DeviceWarmupReport.from_dict(data["device_warmup"]) if data.get("device_warmup") else None,
-            cold_call=GenerationTrace.from_dict(data["cold_call"]) if data.get("cold_call") else None,
-            warmup_curve_ns=tuple(int(v) for v in data.get("warmup_curve_ns", ())),
-            measurement_wall_ns=data.get("measurement_wall_ns"),
-            compile=CompileRecord.from_dict(data["compile"]) if data.get("compile") else None,
-            continuous_batching_setup=(
-                ContinuousBatchingSetup.from_dict(data["continuous_batching_setup"])
-                if data.get("continuous_batching_setup")
-                else None
-            ),
-            warmup=WarmupRecord.from_dict(data["warmup"]) if data.get("warmup") else None,
-            measurement=MeasurementRecord.from_dict(data["measurement"]) if data.get("measurement") else None,
-        )
-
 
 @dataclass(frozen=True)
-class BenchmarkResult:
+class BenchmarkResult(Record):
     config: BenchmarkConfig
     status: str
     reason: str = ""
@@ -154,24 +99,34 @@ class BenchmarkResult:
     phases: Phases = field(default_factory=Phases)
     iterations: tuple[GenerationTrace, ...] = ()
     summary: dict[str, Summary] = field(default_factory=dict)
-    effective_settings: dict[str, Any] = field(default_factory=dict)
-    model_source: dict[str, str] = field(default_factory=dict)
+    effective_settings: EffectiveSettings = field(default_factory=EffectiveSettings)
+    model_source: ModelSource = field(default_factory=ModelSource)
     started_at: str = ""
     notes: tuple[str, ...] = ()  # things a reader must know that are not failures
-    # Int4 quantization: {"report": QuantizationReport dict, "tuning": TuningReport dict}; empty if off.
-    quantization: dict[str, Any] = field(default_factory=dict)
+    # Int4 quantization: what quantizing did and what tuning decided; empty if off.
+    quantization: QuantizationRecord = field(default_factory=QuantizationRecord)
     profile: ProfileRecord | None = None  # the profiled generation after measurement (profile_tokens > 0)
     monitor: MonitorRecord | None = None  # hardware samples over the measured iterations
     memory_peaks: tuple[MemoryPeak, ...] = ()  # one per measured iteration
     efficiency: EfficiencyReport | None = None  # memory breakdown, MBU / MFU, energy per token
     # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
     # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
-    launch: dict[str, Any] = field(default_factory=dict)
+    launch: LaunchRecord = field(default_factory=LaunchRecord)
     schema_version: int = SCHEMA_VERSION
+
+    # derived; written for readers of the JSON, checked (config_hash) or ignored (flags) on load
+    SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("config_hash", "flags")
+    # the order results have always been written in: identity and outcome first, bulky raw data last
+    LEADING_KEYS: ClassVar[tuple[str, ...]] = (
+        "schema_version", "config", "config_hash", "status", "reason", "started_at", "notes", "model_source",
+        "environment", "effective_settings", "quantization", "phases", "flags", "summary", "iterations",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if isinstance(self.launch, Mapping):  # launchers build the record field by field as a child runs
+            object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
 
     @property
     def config_hash(self) -> str:
@@ -199,85 +154,25 @@ class BenchmarkResult:
             flags.append(FLAG_RECOMPILED_WHILE_MEASURING)
         return tuple(flags)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "config": self.config.to_dict(),
-            "config_hash": self.config_hash,
-            "status": self.status,
-            "reason": self.reason,
-            "started_at": self.started_at,
-            "notes": list(self.notes),
-            "model_source": dict(self.model_source),
-            "environment": self.environment,
-            "effective_settings": self.effective_settings,
-            "quantization": self.quantization,
-            "phases": self.phases.to_dict(),
-            "flags": list(self.flags),  # derived; written for readers of the JSON, ignored on load
-            "summary": {name: summary.to_dict() for name, summary in self.summary.items()},
-            "iterations": [trace.to_dict() for trace in self.iterations],
-            "profile": self.profile.to_dict() if self.profile else None,
-            "monitor": self.monitor.to_dict() if self.monitor else None,
-            "memory_peaks": [peak.to_dict() for peak in self.memory_peaks],
-            "efficiency": self.efficiency.to_dict() if self.efficiency else None,
-            "launch": dict(self.launch),
-        }
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchmarkResult:
-        version = data.get("schema_version")
+    def from_dict(cls, data: Mapping[str, Any]) -> BenchmarkResult:
+        """A result from its JSON data, any readable schema version; its stored config_hash must match."""
+        version = data.get("schema_version") if isinstance(data, Mapping) else None
         if version not in READABLE_SCHEMA_VERSIONS:
             raise ResultFormatError(
                 f"result schema_version {version!r} is not supported by this tokbench (reads "
                 f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); upgrade tokbench to read newer results"
             )
         try:
-            config = BenchmarkConfig.from_dict(data["config"])
-            result = cls(
-                config=config,
-                status=data["status"],
-                reason=data.get("reason", ""),
-                environment=data.get("environment", {}),
-                phases=Phases.from_dict(data["phases"]),
-                iterations=tuple(GenerationTrace.from_dict(t) for t in data.get("iterations", ())),
-                summary={name: Summary.from_dict(s) for name, s in data.get("summary", {}).items()},
-                effective_settings=data.get("effective_settings", {}),
-                model_source=data.get("model_source", {}),
-                started_at=data.get("started_at", ""),
-                notes=tuple(str(note) for note in data.get("notes", ())),
-                quantization=data.get("quantization", {}),
-                profile=ProfileRecord.from_dict(data["profile"]) if data.get("profile") else None,
-                monitor=MonitorRecord.from_dict(data["monitor"]) if data.get("monitor") else None,
-                memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
-                efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
-                launch=dict(data.get("launch") or {}),
-            )
-        except (KeyError, TypeError) as error:
+            # loaded means upgraded: the result is this version's (older fields got their defaults)
+            result = from_data(cls, {key: value for key, value in data.items() if key != "schema_version"}, "result")
+        except (KeyError, TypeError) as error:  # BenchmarkConfig.from_dict's own errors
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
         if data.get("config_hash") not in (None, result.config_hash):
             raise ResultFormatError(
                 f"stored config_hash {data['config_hash']} does not match its config ({result.config_hash})"
             )
         return result
-
-
-def summarize_traces(traces: tuple[GenerationTrace, ...] | list[GenerationTrace]) -> dict[str, Summary]:
-    """The summary of every metric, computed from raw traces alone."""
-    if not traces:
-        return {}
-    samples = metric_samples(traces)
-    # ITL pools every gap: its trend is tested on one value per call (the median gap), in call order.
-    orders = {"itl_ms": [median(_call_gaps_ms(trace)) for trace in traces]}
-    return {name: summarize(values, METRIC_UNITS[name], order=orders.get(name)) for name, values in samples.items()}
-
-
-def _call_gaps_ms(trace: GenerationTrace) -> list[float]:
-    rows = trace.token_timestamps_ns
-    return [gap / NS_PER_MS for row in distinct_requests(trace) for gap in inter_token_latencies_ns(rows[row])]
-
-
-def recompute_summary(result: BenchmarkResult) -> dict[str, Summary]:
-    return summarize_traces(result.iterations)
 
 
 def save_result(result: BenchmarkResult, path: str | Path) -> Path:

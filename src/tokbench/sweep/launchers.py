@@ -34,6 +34,7 @@ from typing import Any
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
+from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.forkserver import ForkServer
 from tokbench.sweep.worker import group_result_path
@@ -66,7 +67,7 @@ class InlineLauncher:
 
         start_ns = self._clock()
         result = run(config, tokenizers=self._tokenizers, progress=self._progress, **self._run_options)
-        launch = {"launcher": self.name, "pid": os.getpid(), "wall_ns": self._clock() - start_ns}
+        launch = LaunchRecord(launcher=self.name, pid=os.getpid(), wall_ns=self._clock() - start_ns)
         notes = result.notes
         if timeout_s is not None:
             notes = (*notes, f"launcher: the inline launcher does not enforce timeout_s={timeout_s:g}")
@@ -236,7 +237,7 @@ class ProcessLauncher:
             return self._failed(config, reason, tail, launch, started_at)
         if result.ok:
             launch.pop("stderr_tail")  # keep the tail for failures, where it explains something
-        return dataclasses.replace(result, launch=launch)
+        return dataclasses.replace(result, launch=LaunchRecord.from_dict(launch))
 
     def abort(self) -> None:
         """From another thread (a parallel executor's Ctrl-C): kill the running child's process group and
@@ -457,7 +458,7 @@ class ProcessLauncher:
             reason=reason,
             environment=self._parent_environment(),
             started_at=started_at,
-            launch=launch,
+            launch=LaunchRecord.from_dict(launch),
         )
 
     def _parent_environment(self) -> dict[str, Any]:

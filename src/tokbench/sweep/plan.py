@@ -3,7 +3,7 @@
 Any config field may be a list; a sweep is the cross product of the lists. A named level restricts
 the attention × compile × kernels × batching dimensions to a chosen set of combinations. Nothing here
 runs a benchmark: ``plan_sweep`` expands, validates, lists the configs this machine cannot run (with
-their reason, via ``config.check_runnable``), collapses duplicates by ``config_hash`` and orders the
+their reason, via ``engine.preflight.check_runnable``), collapses duplicates by ``config_hash`` and orders the
 rest so configs of one model are adjacent and, within a model, compiled configs come last, together.
 """
 
@@ -248,9 +248,9 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
 
 
 def plan_sweep(spec: SweepSpec, check: Callable[[BenchmarkConfig], None] | None = None) -> SweepPlan:
-    """Expand, deduplicate, list what cannot run, and order. ``check`` defaults to ``config.check_runnable``."""
+    """Expand, deduplicate, list what cannot run, and order. ``check`` defaults to ``preflight.check_runnable``."""
     if check is None:
-        from tokbench.config import check_runnable as check
+        from tokbench.engine.preflight import check_runnable as check
     expanded, invalid, notes = expand(spec)
     if not expanded and not invalid:
         raise ConfigError("sweep", "the sweep has no configurations", "give at least one config field value")

@@ -27,6 +27,7 @@ from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
+from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
 from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
@@ -241,7 +242,8 @@ def _sigint_deferred() -> Iterator[None]:
 def _with_sweep(result: BenchmarkResult, sweep_id: str, repeat_index: int) -> BenchmarkResult:
     import dataclasses
 
-    return dataclasses.replace(result, launch={**result.launch, "sweep_id": sweep_id, "repeat_index": repeat_index})
+    launch = dataclasses.replace(result.launch, sweep_id=sweep_id, repeat_index=repeat_index)
+    return dataclasses.replace(result, launch=launch)
 
 
 def _skipped_result(
@@ -253,7 +255,7 @@ def _skipped_result(
         reason=reason,
         environment=environment,
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        launch={"launcher": "none (skipped before launching)", "planned_launcher": launcher_name},
+        launch=LaunchRecord(launcher="none (skipped before launching)", planned_launcher=launcher_name),
     )
 
 

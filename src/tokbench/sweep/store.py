@@ -183,7 +183,7 @@ class ResultStore:
             "started_at": result.started_at,
             "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git.get("commit") if isinstance(git, dict) else None,
-            "launcher": result.launch.get("launcher"),
+            "launcher": result.launch.launcher,
             **{column: _median(result, name) for name, column in zip(HEADLINE_METRICS, _METRIC_COLUMNS, strict=True)},
             "result_json": json.dumps(data, allow_nan=False),
         }

@@ -177,9 +177,9 @@ class LocalExecutor:
         return self._launchers[slot]
 
     def _annotate(self, result: BenchmarkResult, slot: int) -> BenchmarkResult:
-        launch = {**result.launch, "executor": self.name}
+        launch = dataclasses.replace(result.launch, executor=self.name)
         if len(self.slots) > 1 or self.slots[slot]:
-            launch.update({"parallel": len(self.slots), "slot": slot, "gpus": list(self.slots[slot])})
+            launch = dataclasses.replace(launch, parallel=len(self.slots), slot=slot, gpus=tuple(self.slots[slot]))
         return dataclasses.replace(result, launch=launch)
 
     @staticmethod

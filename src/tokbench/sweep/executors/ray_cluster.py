@@ -27,6 +27,7 @@ from typing import Any
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import LaunchError, ResultFormatError
+from tokbench.schema.records import RayPlacement
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
 
@@ -67,7 +68,7 @@ def run_unit_task(payload: str) -> Iterator[str]:
     start_method = unit["start_method"] or "spawn"  # a fork server per task would cost what a spawn costs
     with ProcessLauncher(compile_cache=unit["compile_cache"], start_method=start_method) as launcher:
         for result in launcher.launch_group(configs, unit["timeouts_s"]):
-            launch = {**result.launch, "executor": "ray", "ray": where}
+            launch = dataclasses.replace(result.launch, executor="ray", ray=RayPlacement.from_dict(where))
             yield json.dumps(dataclasses.replace(result, launch=launch).to_dict(), allow_nan=False)
 
 

@@ -1,0 +1,57 @@
+"""Choosing a winner: per-candidate median and IQR, noise-aware near-ties, dispersion warnings."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+from tokbench.analysis.stats import percentile
+from tokbench.quant.kernels import simplicity_rank
+from tokbench.quant.tune.timing import TuningError
+from tokbench.schema.quant import CandidateTiming, KernelChoice
+
+HIGH_DISPERSION = 0.1  # IQR / median above this is reported (torch.utils.benchmark uses the same bound)
+TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
+
+
+class HighDispersionWarning(UserWarning):
+    """A candidate's timings were noisy (IQR / median > 0.1): its median is less trustworthy."""
+
+
+def candidate_timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
+    """One candidate's timing record from its samples: their median and interquartile range."""
+    values = [float(s) for s in samples]
+    median = percentile(values, 50.0)
+    iqr = percentile(values, 75.0) - percentile(values, 25.0)
+    return CandidateTiming(choice, round(median), round(iqr), tuple(int(s) for s in samples))
+
+
+def is_near_tie(best: CandidateTiming, other: CandidateTiming, tie_relative: float = TIE_RELATIVE) -> bool:
+    """Whether ``other``'s median is within the noise of ``best``'s (see the module doc)."""
+    noise = 2.0 * math.hypot(best.median_standard_error_ns, other.median_standard_error_ns)
+    return other.median_ns - best.median_ns <= max(tie_relative * best.median_ns, noise)
+
+
+def pick_winner(timings: Sequence[CandidateTiming], tie_relative: float = TIE_RELATIVE) -> tuple[KernelChoice, bool]:
+    """The winner and whether a near-tie decided it (the fastest was beaten by a simpler tied one)."""
+    if not timings:
+        raise TuningError("no candidate timings to choose from")
+    best = min(timings, key=lambda t: (t.median_ns, simplicity_rank(t.choice)))
+    tied = [t for t in timings if is_near_tie(best, t, tie_relative)]
+    winner = min(tied, key=lambda t: simplicity_rank(t.choice))
+    return winner.choice, winner.choice != best.choice
+
+
+def warn_dispersion(timings: Sequence[CandidateTiming], context: str) -> bool:
+    """Warn (HighDispersionWarning) for each noisy candidate; True if any was."""
+    noisy = [t for t in timings if t.dispersion > HIGH_DISPERSION]
+    for timing in noisy:
+        warnings.warn(
+            f"{context}: {timing.choice.label} timings are noisy (IQR/median = {timing.dispersion:.2f} > "
+            f"{HIGH_DISPERSION}); its median of {timing.median_ns / 1e3:.1f} us is less trustworthy. "
+            "Close other programs, pin threads, or give the tuner a larger budget",
+            HighDispersionWarning,
+            stacklevel=3,
+        )
+    return bool(noisy)

@@ -1,0 +1,145 @@
+"""Int4 quantization and kernel-tuning records (produced by ``tokbench.quant``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tokbench.schema.serde import Record
+
+MEDIAN_SE_PER_IQR = 0.93  # standard error of a median ~ 0.93 * IQR / sqrt(n) (normal approximation)
+
+
+@dataclass(frozen=True)
+class QuantizationReport(Record):
+    """What :func:`quantize_model` did, for the runner's load-phase record."""
+
+    layers_quantized: int
+    unique_shapes: tuple[tuple[int, int], ...]  # (in_features, out_features)
+    bytes_before: int  # dense weights (and biases) of the replaced layers
+    bytes_after: int  # packed int4 + scales + zeros (+ biases) of their replacements
+    derived_bytes: int  # op-specific copies prepared at quantize time (e.g. native packing)
+    group_size: int
+    kernel: str
+    skipped: tuple[str, ...]  # module names left dense on purpose (the LM head)
+    elapsed_ns: int
+
+
+@dataclass(frozen=True, order=True)
+class KernelChoice(Record):
+    """One runnable configuration: a kernel and, for split-K kernels, the number of K blocks."""
+
+    kernel: str
+    split_k: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.kernel}/{self.split_k}" if self.kernel in ("splitk", "triton") else self.kernel
+
+
+@dataclass(frozen=True)
+class NativeAvailability(Record):
+    """Whether the native int4 op works on a device, and why not when it does not."""
+
+    device_type: str
+    available: bool
+    reason: str
+    torch_version: str
+
+
+@dataclass(frozen=True)
+class MeasurePlan(Record):
+    """How a measurement spent its budget."""
+
+    estimate_round_ns: int
+    warmup_rounds: int
+    timed_rounds: int
+
+
+@dataclass(frozen=True)
+class CandidateTiming(Record):
+    """One candidate's timed samples (ns) and their median and interquartile range."""
+
+    choice: KernelChoice
+    median_ns: int
+    iqr_ns: int
+    samples: tuple[int, ...]
+
+    @property
+    def dispersion(self) -> float:
+        return self.iqr_ns / self.median_ns if self.median_ns > 0 else 0.0
+
+    @property
+    def median_standard_error_ns(self) -> float:
+        return MEDIAN_SE_PER_IQR * self.iqr_ns / math.sqrt(max(len(self.samples), 1))
+
+
+@dataclass(frozen=True)
+class ShapeTuning(Record):
+    """Tuning of one layer shape at one M."""
+
+    in_features: int
+    out_features: int
+    group_size: int
+    m: int
+    phase: str  # "prefill", "decode" or "prefill+decode" (sequence_length 1)
+    layers: int  # how many layers of the model have this shape
+    candidates: tuple[CandidateTiming, ...]
+    winner: KernelChoice
+    default: KernelChoice  # always timed (as a baseline when it is not a candidate)
+    speedup_vs_default: float | None  # default's median / winner's median; None if the default failed
+    from_cache: bool
+    tie_break: bool
+    high_dispersion: bool
+    plan: MeasurePlan | None  # None when the entry came from the cache
+    tuning_ns: int
+    rejected: tuple[tuple[str, str], ...] = ()  # (label, reason) of candidates whose first call failed
+
+    def timing_of(self, choice: KernelChoice) -> CandidateTiming | None:
+        return next((t for t in self.candidates if t.choice == choice), None)
+
+
+@dataclass(frozen=True)
+class TuningReport(Record):
+    """Everything :func:`tune_model` measured and decided."""
+
+    device: str
+    device_type: str
+    dtype: str
+    torch_version: str
+    batch_size: int
+    sequence_length: int
+    budget_s_per_shape: float
+    entries: tuple[ShapeTuning, ...]
+    warmup_ns: int  # device warmup before timing (0 when everything came from the cache)
+    total_tuning_ns: int  # wall time of the whole call, warmup included
+    cache_dir: str | None
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for e in self.entries if e.from_cache)
+
+
+@dataclass(frozen=True)
+class QuantizationSettings(Record):
+    """What the quantized layers of a loaded model run: per layer shape, the kernel at prefill M and decode M."""
+
+    method: str
+    group_size: int | None
+    layers: int
+    tuned: bool
+    kernels: dict[str, dict[str, str]]  # "4096x4096" -> {"prefill M=512": "splitk/4", "decode M=1": "native"}
+
+
+@dataclass(frozen=True)
+class QuantizationRecord(Record):
+    """The result's ``quantization``: what quantizing did and what tuning decided; empty when unquantized."""
+
+    OMIT_NONE = True
+
+    report: QuantizationReport | None = None
+    tuning: TuningReport | None = None
+    tuning_warnings: tuple[str, ...] | None = None  # the tuner's warnings, kept for the result
+
+    def __bool__(self) -> bool:
+        return self.report is not None or self.tuning is not None
