@@ -41,7 +41,9 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
+# Stopped by SIGINT / SIGTERM: keeps what was measured, never counts as ok (a --resume runs it again).
+STATUS_INTERRUPTED = "interrupted"
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_INTERRUPTED)
 
 FLAG_NO_STEADY_STATE = "no_steady_state"
 FLAG_PRECISION_NOT_REACHED = "precision_not_reached"

@@ -4,26 +4,23 @@ Only this (parent) process writes the store, one transaction per result. The con
 impossible are stored first as ``skipped``. With ``repeat`` K every config runs K times, round after
 round (config order within a round), each time in its own process with the process launcher.
 ``resume`` leaves out what the store already holds as ``ok`` or ``skipped`` for the same sweep id and
-repeat index; ``failed`` configs run again. Ctrl-C ends the running child (the launcher does that),
-keeps every stored result, and returns an outcome marked ``interrupted``.
+repeat index; ``failed`` and ``interrupted`` configs run again. Ctrl-C (and SIGTERM, under
+``interrupts.interruptible``) ends the running child (the launcher does that), keeps every stored result,
+and returns an outcome marked ``interrupted``; an inline run stopped mid-way is stored as ``interrupted``.
 """
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from tqdm import tqdm
-
 from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
+from tokbench.interrupts import signals_deferred
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.launchers import make_launcher
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
@@ -100,14 +97,19 @@ def execute_plan(
     *,
     repeat: int = 1,
     resume: bool = False,
-    progress: bool = True,
+    progress: ProgressHook | bool | None = None,
     on_result: Callable[[SweepEntry], None] | None = None,
 ) -> SweepOutcome:
-    """Run ``plan`` and store each result as it arrives. Returns early, ``interrupted``, on Ctrl-C."""
+    """Run ``plan`` and store each result as it arrives. Returns early, ``interrupted``, on Ctrl-C.
+
+    ``progress``: a ``ProgressHook`` told after each config (``cli`` passes the terminal's).
+    """
     outcome = SweepOutcome(plan)
     done = store.completed(plan.sweep_id) if resume else set()
     total = len(plan.skipped) + repeat * len(plan.runnable)
-    bar = tqdm(total=total, desc="sweep", unit="config", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    hook = as_hook(progress)
+    if hook is not None:
+        hook.stage_started(STAGE_SWEEP, total)
 
     environment: list[dict[str, Any]] = []  # captured once, for the skipped results built here
 
@@ -118,14 +120,15 @@ def execute_plan(
 
     def record(entry: SweepEntry) -> None:
         outcome.entries.append(entry)
-        bar.update(1)
+        if hook is not None:
+            hook.advanced(STAGE_SWEEP, len(outcome.entries))
         if on_result is not None:
             on_result(entry)
 
     def store_and_record(config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
-        # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit
-        # (and until the result is in the outcome), then stop.
-        with _sigint_deferred():
+        # A Ctrl-C or SIGTERM during the write would roll it back and lose a finished result: hold it until
+        # the commit (and until the result is in the outcome), then stop.
+        with signals_deferred():
             run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
             record(SweepEntry(config, repeat_index, result, run_id))
 
@@ -142,13 +145,22 @@ def execute_plan(
                 if (config.config_hash, repeat_index) in done:
                     record(SweepEntry(config, repeat_index, None, None, resumed=True))
                     continue
-                bar.set_postfix_str(config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}")
-                result = launcher.launch(config, planned.timeout_s)
+                if hook is not None:
+                    detail = config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}"
+                    hook.advanced(STAGE_SWEEP, len(outcome.entries), detail)
+                try:
+                    result = launcher.launch(config, planned.timeout_s)
+                except KeyboardInterrupt as interrupt:  # an inline run keeps what it measured, as interrupted
+                    partial: BenchmarkResult | None = getattr(interrupt, "result", None)
+                    if partial is not None:
+                        store_and_record(config, repeat_index, _with_sweep(partial, plan.sweep_id, repeat_index))
+                    raise
                 store_and_record(config, repeat_index, _with_sweep(result, plan.sweep_id, repeat_index))
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
-        bar.close()
+        if hook is not None:
+            hook.stage_finished(STAGE_SWEEP)
     return outcome
 
 
@@ -157,7 +169,7 @@ def run_sweep(
     *,
     db: str | Path = DEFAULT_DB_PATH,
     resume: bool = False,
-    progress: bool = True,
+    progress: ProgressHook | bool | None = None,
     on_result: Callable[[SweepEntry], None] | None = None,
     **options: Any,
 ) -> SweepOutcome:
@@ -178,21 +190,6 @@ def run_sweep(
         return execute_plan(
             plan, launcher, store, repeat=spec.repeat, resume=resume, progress=progress, on_result=on_result
         )
-
-
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
 
 
 def _with_sweep(result: BenchmarkResult, sweep_id: str, repeat_index: int) -> BenchmarkResult:
