@@ -374,6 +374,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     console.print(sweep_summary_table(outcome))
     console.print(
         f"{outcome.count('ok')} ok, {outcome.count('skipped')} skipped, {outcome.count('failed')} failed"
+        + (f", {outcome.count('interrupted')} interrupted" if outcome.count("interrupted") else "")
         + (f", {outcome.resumed} already stored (resumed)" if outcome.resumed else "")
         + f"; results in {args.db} (sweep {plan.sweep_id})"
     )
