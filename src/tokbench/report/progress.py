@@ -3,8 +3,8 @@
 rich already draws the tables, so it draws the bars too (one progress library). The display refreshes
 only when the engine reports an iteration (``auto_refresh=False``): no refresh thread competes with the
 measured calls for the CPU. It is transient (gone once the stage ends) and never reaches a result.
-When stderr is not a terminal (a CI log, a pipe) there are no bars: one line when a stage starts and one when
-it ends, so a log still shows where a run was.
+When stderr is not a terminal (a CI log, a pipe) there are no bars: a line when a stage starts, after its
+1st, 2nd, 4th, 8th... iteration, and when it ends, so a log still shows where a run was in a few lines.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ class RichProgress:
     def advanced(self, stage: str, done: int, detail: str = "") -> None:
         if stage in self._done:
             self._done[stage] = done
+            if done & (done - 1) == 0:  # 1, 2, 4, 8...: a log shows the run moving in a few lines, however long
+                self._console.print(f"{stage}: {done} so far", markup=False, highlight=False)
             return
         task = self._tasks.get(stage)
         if self._progress is None or task is None:
