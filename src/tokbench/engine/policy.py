@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
 from tokbench.analysis.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import AUTO
 from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, stage
 from tokbench.schema.records import GenerationTrace
@@ -207,7 +207,7 @@ def warm_up(
     generate_once: GenerateOnce,
     plan: WarmupPlan,
     *,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     graph_count: GraphCount | None = None,
     curve_into: list[int] | None = None,
     progress: ProgressHook | bool | None = None,
@@ -281,7 +281,7 @@ def measure(
     generate_once: GenerateOnce,
     plan: MeasurementPlan,
     *,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     into: list[GenerationTrace] | None = None,
     progress: ProgressHook | bool | None = None,
 ) -> MeasurementRecord:

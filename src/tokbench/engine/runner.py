@@ -18,7 +18,7 @@ from typing import Any
 
 from tokbench import compat
 from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.engine import profiling
 from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
@@ -72,7 +72,7 @@ def run(
     tokenizer: Any = None,
     *,
     tokenizers: TokenizerCache | None = None,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     progress: ProgressHook | bool | None = None,
     device_warmup_s: float = DEFAULT_DEVICE_WARMUP_S,
     profile_path: str | Path | None = None,
