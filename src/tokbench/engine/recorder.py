@@ -37,7 +37,7 @@ from tokbench.schema.results import (
     STATUS_OK,
     BenchmarkResult,
     CompileRecord,
-    Phases,
+    StageRecords,
     summarize_traces,
 )
 
@@ -110,7 +110,7 @@ class RunRecorder:
 
     # --- the one way out ------------------------------------------------------------------------------
 
-    def phases(self, status: str = STATUS_OK) -> Phases:
+    def stage_records(self, status: str = STATUS_OK) -> StageRecords:
         """Everything outside the measured iterations recorded so far; unfinished policy loops get a record
         with what they did and why they stopped."""
         warmup, measurement = self.warmup, self.measurement
@@ -138,7 +138,7 @@ class RunRecorder:
                 target_relative_precision=None if fixed else self._measurement_plan.target_relative_precision,
                 elapsed_ns=wall_ns,
             )
-        return Phases(
+        return StageRecords(
             load=self.load,
             device_warmup=self.device_warmup,
             cold_call=self.cold_call,
@@ -172,7 +172,7 @@ class RunRecorder:
             status=status,
             reason=reason,
             environment=self.environment,
-            phases=self.phases(status),
+            phases=self.stage_records(status),
             iterations=tuple(self.traces),
             summary=summary,
             effective_settings=self.effective_settings,

@@ -94,8 +94,10 @@ class CompileRecord:
 
 
 @dataclass(frozen=True)
-class Phases:
-    """Time spent outside the measured iterations: loading, warmups, the cold first call."""
+class StageRecords:
+    """What each stage of the run recorded besides the raw iterations: load timings, device warmup, the
+    backend's setup, the cold first call, the warmup curve and policy record, the measurement policy's record
+    and wall time, the compile record. Serialized under the result's ``phases`` key (unchanged)."""
 
     load: LoadTimings = field(default_factory=LoadTimings)
     device_warmup: DeviceWarmupReport | None = None
@@ -129,7 +131,7 @@ class Phases:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Phases:
+    def from_dict(cls, data: dict[str, Any]) -> StageRecords:
         return cls(
             load=LoadTimings.from_dict(data["load"]),
             device_warmup=DeviceWarmupReport.from_dict(data["device_warmup"]) if data.get("device_warmup") else None,
@@ -147,13 +149,17 @@ class Phases:
         )
 
 
+# The old name (it said "phases" but held the measurement record too); kept for code written against it.
+Phases = StageRecords
+
+
 @dataclass(frozen=True)
 class BenchmarkResult:
     config: BenchmarkConfig
     status: str
     reason: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
-    phases: Phases = field(default_factory=Phases)
+    phases: StageRecords = field(default_factory=StageRecords)
     iterations: tuple[GenerationTrace, ...] = ()
     summary: dict[str, Summary] = field(default_factory=dict)
     effective_settings: dict[str, Any] = field(default_factory=dict)
@@ -240,7 +246,7 @@ class BenchmarkResult:
                 status=data["status"],
                 reason=data.get("reason", ""),
                 environment=data.get("environment", {}),
-                phases=Phases.from_dict(data["phases"]),
+                phases=StageRecords.from_dict(data["phases"]),
                 iterations=tuple(GenerationTrace.from_dict(t) for t in data.get("iterations", ())),
                 summary={name: Summary.from_dict(s) for name, s in data.get("summary", {}).items()},
                 effective_settings=data.get("effective_settings", {}),
