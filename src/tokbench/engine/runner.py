@@ -19,7 +19,7 @@ from typing import Any
 from tokbench import compat
 from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
 from tokbench.clock import Clock, perf_counter_ns
-from tokbench.config import BenchmarkConfig, check_runnable
+from tokbench.config import BenchmarkConfig, check_runnable, require_config
 from tokbench.engine import profiling
 from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
@@ -85,6 +85,7 @@ def run(
     booleans are accepted and mean no hook). Raises ``RunInterrupted`` (a ``KeyboardInterrupt``) with the
     ``interrupted`` result on Ctrl-C, or on SIGTERM inside ``interrupts.interruptible()``.
     """
+    require_config(config, "tokbench.engine.runner.run")  # a wrong type is a programming error: raise, not a result
     recorder = RunRecorder(config, datetime.now(timezone.utc).isoformat(timespec="seconds"), clock)
     try:
         recorder.environment = _environment()

@@ -11,6 +11,7 @@ and returns an outcome marked ``interrupted``; an inline run stopped mid-way is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,11 +21,14 @@ from typing import Any, Protocol
 from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
+from tokbench.errors import StoreWriteError
+from tokbench.fileio import write_new_text
 from tokbench.interrupts import signals_deferred
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.launchers import make_launcher
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
 from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
+from tokbench.text import safe_filename, terminal_safe
 
 
 class Launcher(Protocol):
@@ -129,7 +133,12 @@ def execute_plan(
         # A Ctrl-C or SIGTERM during the write would roll it back and lose a finished result: hold it until
         # the commit (and until the result is in the outcome), then stop.
         with signals_deferred():
-            run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            try:
+                run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            except StoreWriteError as error:
+                # Never lose a finished result: keep it as JSON beside the store, say where, stop the sweep.
+                kept = keep_beside_store(store.path, result)
+                raise StoreWriteError(f"{error}; the result of {config.name} is kept in {kept}") from error
             record(SweepEntry(config, repeat_index, result, run_id))
 
     try:
@@ -146,8 +155,8 @@ def execute_plan(
                     record(SweepEntry(config, repeat_index, None, None, resumed=True))
                     continue
                 if hook is not None:
-                    detail = config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}"
-                    hook.advanced(STAGE_SWEEP, len(outcome.entries), detail)
+                    label = config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}"
+                    hook.advanced(STAGE_SWEEP, len(outcome.entries), terminal_safe(label, newlines=False))
                 try:
                     result = launcher.launch(config, planned.timeout_s)
                 except KeyboardInterrupt as interrupt:  # an inline run keeps what it measured, as interrupted
@@ -162,6 +171,19 @@ def execute_plan(
         if hook is not None:
             hook.stage_finished(STAGE_SWEEP)
     return outcome
+
+
+def keep_beside_store(db: Path, result: BenchmarkResult) -> str:
+    """Write a result the store could not take as JSON in ``<db>-unsaved/`` (else a fallback folder)."""
+    from tokbench.outputs import keep_somewhere_safe
+
+    data = result.to_dict()
+    stem = f"{safe_filename(result.config.name)}-{result.config_hash}"
+    try:
+        return str(write_new_text(Path(f"{db}-unsaved"), stem, ".json", json.dumps(data, indent=1, allow_nan=False)))
+    except OSError:
+        kept, errors = keep_somewhere_safe(data, stem)
+        return str(kept) if kept else f"nowhere ({'; '.join(errors)})"
 
 
 def run_sweep(
