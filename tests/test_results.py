@@ -19,7 +19,7 @@ from tokbench.schema.results import (
     SCHEMA_VERSION,
     BenchmarkResult,
     CompileRecord,
-    Phases,
+    StageRecords,
     load_result,
     save_result,
 )
@@ -42,7 +42,7 @@ def _result() -> BenchmarkResult:
         config=BenchmarkConfig(new_tokens=3, sequence_length=16, compile_mode="default"),
         status="ok",
         environment={"torch": "x", "gpus": []},
-        phases=Phases(
+        phases=StageRecords(
             load=LoadTimings(tokenizer_ns=1, weights_ns=2, to_device_ns=3),
             device_warmup=DeviceWarmupReport("cpu", 512, 10, 123),
             cold_call=traces[0],
@@ -173,7 +173,7 @@ def test_run_flags_say_what_the_policies_could_not_do() -> None:
     assert result.to_dict()["flags"] == ["precision_not_reached"]
     unsteady = WarmupRecord("auto", 50, "max iterations", False)
     recompiled = CompileRecord(True, True, 0, 1, 1, 3)
-    phases = Phases(warmup=unsteady, compile=recompiled)
+    phases = StageRecords(warmup=unsteady, compile=recompiled)
     assert BenchmarkResult(config=result.config, status="ok", phases=phases).flags == (
         "no_steady_state",
         "recompiled_while_measuring",

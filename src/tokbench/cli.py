@@ -25,7 +25,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3
 EXIT_FAILED = 4
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143 (interrupts.exit_code)
 
 
 # CLI flag destination -> BenchmarkConfig field, for the flags that map one to one.
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Load the model with exactly the given settings, make one validation call, warm up, measure, "
             "print a table of TTFT / TPOT / ITL / E2E / throughput and write the full result as JSON. "
             f"Exit codes: {EXIT_OK} ok, {EXIT_USAGE} invalid config, {EXIT_SKIPPED} skipped "
-            f"(needs something this machine lacks), {EXIT_FAILED} failed."
+            f"(needs something this machine lacks), {EXIT_FAILED} failed, {EXIT_INTERRUPTED} / 143 interrupted by "
+            "Ctrl-C / SIGTERM (what was measured is kept as an interrupted result)."
         ),
     )
     _add_run_arguments(run_parser)
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_store_commands(commands: Any) -> None:
+    from tokbench.schema.results import STATUSES
     from tokbench.sweep.plan import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS, START_METHODS
     from tokbench.sweep.store import DEFAULT_DB_PATH
 
@@ -270,7 +272,7 @@ def _add_store_commands(commands: Any) -> None:
             "Expand a sweep file (any config field may be a list: the sweep is the cross product), list the "
             "configs this machine cannot run, then run the rest one by one and store every result. "
             f"Exit codes: {EXIT_OK} nothing failed, {EXIT_USAGE} invalid sweep, {EXIT_FAILED} some config failed, "
-            f"{EXIT_INTERRUPTED} interrupted (stored results stay; --resume goes on)."
+            f"{EXIT_INTERRUPTED} / 143 interrupted by Ctrl-C / SIGTERM (stored results stay; --resume goes on)."
         ),
     )
     sweep.add_argument("--config", required=True, metavar="FILE", help="YAML or JSON sweep file")
@@ -309,7 +311,7 @@ def _add_store_commands(commands: Any) -> None:
 
     history = commands.add_parser("history", help="list stored runs")
     history.add_argument("--model", help="only runs of this model")
-    history.add_argument("--status", choices=("ok", "skipped", "failed"), help="only runs with this status")
+    history.add_argument("--status", choices=STATUSES, help="only runs with this status")
     history.add_argument("--limit", type=int, help="only the latest N runs")
     history.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
 
@@ -317,7 +319,7 @@ def _add_store_commands(commands: Any) -> None:
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--output", metavar="FILE", help="where to write (default: standard output)")
     export.add_argument("--model", help="only runs of this model")
-    export.add_argument("--status", choices=("ok", "skipped", "failed"), help="only runs with this status")
+    export.add_argument("--status", choices=STATUSES, help="only runs with this status")
     export.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
 
     show = commands.add_parser("show", help="print one stored run")
@@ -375,6 +377,8 @@ def _open_store(path: str, must_exist: bool) -> Any:
 
 def command_sweep(args: argparse.Namespace) -> int:
     from tokbench.errors import LaunchError
+    from tokbench.interrupts import exit_code, interruptible
+    from tokbench.report.progress import RichProgress
     from tokbench.report.terminal import make_console, print_load_groups, print_plan, sweep_summary_table
     from tokbench.sweep.executors import open_executor
     from tokbench.sweep.plan import load_sweep_file, plan_sweep
@@ -409,17 +413,20 @@ def command_sweep(args: argparse.Namespace) -> int:
     try:
         executor = open_executor(spec)
     except (ConfigError, LaunchError) as error:
-        print(f"tokbench: {error}", file=sys.stderr)
+        print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with _open_store(args.db, must_exist=False) as store:
+        # SIGTERM ends the sweep like Ctrl-C: the running child ended, temporary folders removed, the store
+        # kept. Installed after the executor opened: ray.init sets a SIGTERM handler of its own.
+        with interruptible() as stopped_by, _open_store(args.db, must_exist=False) as store:
+            hook = None if args.no_progress else RichProgress()
             outcome = execute_plan(
                 plan,
                 executor,
                 store,
                 repeat=spec.repeat,
                 resume=args.resume,
-                progress=not args.no_progress,
+                progress=hook,
                 share_load=spec.share_load,
             )
     finally:
@@ -427,12 +434,13 @@ def command_sweep(args: argparse.Namespace) -> int:
     console.print(sweep_summary_table(outcome))
     console.print(
         f"{outcome.count('ok')} ok, {outcome.count('skipped')} skipped, {outcome.count('failed')} failed"
+        + (f", {outcome.count('interrupted')} interrupted" if outcome.count("interrupted") else "")
         + (f", {outcome.resumed} already stored (resumed)" if outcome.resumed else "")
         + f"; results in {args.db} (sweep {plan.sweep_id})"
     )
     if outcome.interrupted:
         print("tokbench: interrupted; stored results are kept, run again with --resume to go on", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code(stopped_by)
     return EXIT_FAILED if outcome.count("failed") else EXIT_OK
 
 
@@ -552,8 +560,10 @@ def command_tune(args: argparse.Namespace) -> int:
 
 def command_run(args: argparse.Namespace) -> int:
     from tokbench.engine.profiling import trace_path_for
-    from tokbench.engine.runner import run
+    from tokbench.engine.runner import RunInterrupted, run
+    from tokbench.interrupts import interruptible, signals_deferred
     from tokbench.outputs import OutputLocationError, plan_result_target
+    from tokbench.report.progress import RichProgress
     from tokbench.report.terminal import make_console, print_result
 
     try:
@@ -566,11 +576,22 @@ def command_run(args: argparse.Namespace) -> int:
     except OutputLocationError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
-    result = run(config, progress=not args.no_progress, profile_path=trace_path_for(target.planned_path))
-    print_result(result, make_console())
-    written = _keep_result(result, target)
+    hook = None if args.no_progress else RichProgress()
+    interrupted: RunInterrupted | None = None
+    with interruptible():  # SIGTERM like Ctrl-C: the run stops and keeps what it measured
+        try:
+            result = run(config, progress=hook, profile_path=trace_path_for(target.planned_path))
+        except RunInterrupted as stop:
+            interrupted, result = stop, stop.result
+        with signals_deferred():  # the table and the save are never cut in half by a signal
+            print_result(result, make_console())
+            written = _keep_result(result, target)
     if written is None:
         return EXIT_FAILED
+    if interrupted is not None:
+        reason = terminal_safe(result.reason, newlines=False)
+        print(f"tokbench: {result.status}: {reason}; what was measured is in {written}", file=sys.stderr)
+        return interrupted.exit_code
     if result.status == "ok":
         return EXIT_OK
     print(f"tokbench: {result.status}: {terminal_safe(result.reason, newlines=False)}", file=sys.stderr)
@@ -619,5 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     except TokbenchError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt as interrupt:  # stopped outside a stage that keeps a result: no traceback
+        from tokbench.interrupts import signal_of
+
+        print("tokbench: interrupted", file=sys.stderr)
+        return 128 + signal_of(interrupt)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -116,7 +116,7 @@ def reset_compiler() -> None:
 
 
 # transformers' continuous batching (5.x) stamps each request's creation and every generated token with
-# time.perf_counter(), float seconds: the same clock as tokbench's monotonic_ns (perf_counter_ns), so a
+# time.perf_counter(), float seconds: the same clock as tokbench's clock.perf_counter_ns, so a
 # stamp converts exactly enough (float64 keeps sub-ns steps for years of uptime). The generation loop runs
 # in a background thread that no streamer reaches, so these stamps are the only ones taken the moment a
 # token is on the host; continuous.py checks every converted stamp lies between its own ns stamps.

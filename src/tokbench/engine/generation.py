@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.errors import GenerationError
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import GenerationTrace
@@ -24,7 +24,7 @@ class TimestampStreamer:
     is skipped. The work per call is one clock read and one append, so it adds no measurable time.
     """
 
-    def __init__(self, clock: Clock = monotonic_ns) -> None:
+    def __init__(self, clock: Clock = perf_counter_ns) -> None:
         self._clock = clock
         self._seen_prompt = False
         self.step_timestamps_ns: list[int] = []
@@ -52,7 +52,7 @@ def time_generate(
     generation_config: Any,
     new_tokens: int,
     tokenizer: Any = None,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     decode_sample: bool = False,
 ) -> GenerationTrace:
     """Run one ``generate`` call and return its raw trace; a wrong token count raises.

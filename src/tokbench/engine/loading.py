@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tokbench import compat, presets
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device, synchronize
@@ -319,7 +319,7 @@ def load(
     tokenizers: TokenizerCache | None = None,
     model: Any = None,
     tokenizer: Any = None,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
 ) -> LoadedModel:
     """Load (or adopt) tokenizer and model for ``config``; time each phase separately."""
     device = resolve_device(config.device)

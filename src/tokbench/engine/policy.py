@@ -13,18 +13,16 @@ the same against the real model and against a fake series in tests; the runner o
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
 from tokbench.analysis.stats import bootstrap_intervals, median, relative_half_width
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import AUTO
+from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, stage
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.records import GenerationTrace
 
@@ -91,18 +89,14 @@ class MeasurementPlan:
         )
 
 
-def _bar(total: int, label: str, enabled: bool) -> tqdm:  # type: ignore[type-arg]
-    return tqdm(total=total, desc=label, disable=not enabled, leave=False, file=sys.stderr, unit="it")
-
-
 def warm_up(
     generate_once: GenerateOnce,
     plan: WarmupPlan,
     *,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     graph_count: GraphCount | None = None,
     curve_into: list[int] | None = None,
-    progress: bool = False,
+    progress: ProgressHook | bool | None = None,
 ) -> WarmupRecord:
     """Run warmup generations as ``plan`` says; each one's E2E (ns) is appended to ``curve_into``
     as it happens, so a caller keeps the curve even if a generation raises."""
@@ -113,11 +107,11 @@ def warm_up(
     test: SteadyStateTest | None = None
     stop_reason = STOP_FIXED
     start_ns = clock()
-    with _bar(plan.iterations if fixed else plan.max_iterations, "Warmup", progress) as bar:  # type: ignore[arg-type]
+    with stage(as_hook(progress), STAGE_WARMUP, plan.iterations if fixed else plan.max_iterations) as advance:
         while not fixed or len(curve) < plan.iterations:  # type: ignore[operator]
             graphs_before = graph_count() if graph_count else 0
             curve.append(generate_once().e2e_ns)
-            bar.update(1)
+            advance()
             if graph_count and graph_count() > graphs_before:
                 compiled_in.append(len(curve) - 1)
             if fixed:
@@ -173,9 +167,9 @@ def measure(
     generate_once: GenerateOnce,
     plan: MeasurementPlan,
     *,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     into: list[GenerationTrace] | None = None,
-    progress: bool = False,
+    progress: ProgressHook | bool | None = None,
 ) -> MeasurementRecord:
     """Run measured generations as ``plan`` says; each trace is appended to ``into`` as it happens."""
     traces = into if into is not None else []
@@ -185,10 +179,10 @@ def measure(
     precision: float | None = None
     next_check = plan.min_iterations
     start_ns = clock()
-    with _bar(plan.iterations if fixed else plan.max_iterations, "Measure", progress) as bar:  # type: ignore[arg-type]
+    with stage(as_hook(progress), STAGE_MEASUREMENT, plan.iterations if fixed else plan.max_iterations) as advance:
         while not fixed or len(traces) < plan.iterations:  # type: ignore[operator]
             traces.append(generate_once())
-            bar.update(1)
+            advance()
             precision = None
             if fixed:
                 continue

@@ -1,75 +1,60 @@
-"""The runner only orchestrates: load → device warmup → validation → warmup → measurement.
+"""The runner only orchestrates: load → device warmup → backend → validation → warmup → measurement.
 
 Every way a config can go wrong ends as a result with a status and a reason; ``run`` does not
 raise for a bad config or a failing stage, so a caller running many configs always gets one
-result per config.
+result per config. Each stage hands its output to a ``RunRecorder`` as it finishes, so every exit
+is one ``recorder.finish(status, reason)`` and keeps everything measured before it. An interruption
+(SIGINT, or SIGTERM under ``interrupts.interruptible``) is the one exception that leaves ``run``:
+``RunInterrupted``, a ``KeyboardInterrupt`` that carries the ``interrupted`` result.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+import signal
 from contextlib import ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tokbench import compat
-from tokbench.analysis.summaries import summarize_traces
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig, require_config
 from tokbench.engine import profiling
-from tokbench.engine.continuous import ContinuousBatchingSession
+from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
 from tokbench.engine.efficiency import measure_efficiency
-from tokbench.engine.generation import time_generate
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.engine.preflight import check_runnable
+from tokbench.engine.progress import ProgressHook
+from tokbench.engine.recorder import RunRecorder, describe
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.hardware.warmup import device_warmup
+from tokbench.interrupts import Interrupted, signal_of
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
     STATUS_FAILED,
+    STATUS_INTERRUPTED,
     STATUS_OK,
     STATUS_SKIPPED,
     BenchmarkResult,
     CompileRecord,
-    Phases,
 )
 
 DEFAULT_DEVICE_WARMUP_S = 0.5
 
-Finish = Callable[..., BenchmarkResult]
+_describe = describe  # the name the rest of the engine used before the recorder owned it
 
 
-def _describe(error: BaseException) -> str:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+class RunInterrupted(Interrupted):
+    """The run was stopped by a signal; ``result`` is its ``interrupted`` result with what was measured."""
 
-
-def _generate(
-    loaded: LoadedModel,
-    config: BenchmarkConfig,
-    clock: Clock,
-    decode_sample: bool = False,
-    session: ContinuousBatchingSession | None = None,
-) -> GenerationTrace:
-    if session is not None:  # continuous batching: the manager built once before validation, reused
-        return session.generate_once(decode_sample=decode_sample)
-    return time_generate(
-        loaded.model,
-        loaded.inputs.input_ids,
-        loaded.inputs.attention_mask,
-        loaded.generation_config,
-        config.new_tokens,
-        tokenizer=loaded.tokenizer,
-        clock=clock,
-        decode_sample=decode_sample,
-    )
+    def __init__(self, result: BenchmarkResult, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(signal_number)
+        self.result = result
 
 
 def _environment() -> dict[str, Any]:
@@ -89,8 +74,8 @@ def run(
     tokenizer: Any = None,
     *,
     tokenizers: TokenizerCache | None = None,
-    clock: Clock = monotonic_ns,
-    progress: bool = True,
+    clock: Clock = perf_counter_ns,
+    progress: ProgressHook | bool | None = None,
     device_warmup_s: float = DEFAULT_DEVICE_WARMUP_S,
     profile_path: str | Path | None = None,
 ) -> BenchmarkResult:
@@ -98,127 +83,120 @@ def run(
 
     Pass one ``tokenizers`` cache to many calls to load each model's tokenizer once. With
     ``profile_tokens`` set, the profiler trace goes to ``profile_path`` (default: tokbench-results/).
+    ``progress``: a ``ProgressHook`` told of every warmup / measured iteration (the engine draws nothing;
+    booleans are accepted and mean no hook). Raises ``RunInterrupted`` (a ``KeyboardInterrupt``) with the
+    ``interrupted`` result on Ctrl-C, or on SIGTERM inside ``interrupts.interruptible()``.
     """
     require_config(config, "tokbench.engine.runner.run")  # a wrong type is a programming error: raise, not a result
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    environment = _environment()
+    recorder = RunRecorder(config, datetime.now(timezone.utc).isoformat(timespec="seconds"), clock)
+    try:
+        recorder.environment = _environment()
+        return _run(recorder, model, tokenizer, tokenizers, clock, progress, device_warmup_s, profile_path)
+    except KeyboardInterrupt as interrupt:
+        number = signal_of(interrupt)
+        stage = f"after {len(recorder.warmup_curve_ns)} warmup and {len(recorder.traces)} measured iterations"
+        result = recorder.finish(STATUS_INTERRUPTED, f"interrupted by {signal.Signals(number).name} {stage}")
+        raise RunInterrupted(result, number) from None
 
-    def finished(status: str, reason: str = "", extra_notes: tuple[str, ...] = (), **fields: Any) -> BenchmarkResult:
-        return BenchmarkResult(
-            config=config,
-            status=status,
-            reason=reason,
-            environment=environment,
-            started_at=started_at,
-            notes=extra_notes,
-            **fields,
-        )
 
+def _run(
+    recorder: RunRecorder,
+    model: Any,
+    tokenizer: Any,
+    tokenizers: TokenizerCache | None,
+    clock: Clock,
+    progress: ProgressHook | bool | None,
+    device_warmup_s: float,
+    profile_path: str | Path | None,
+) -> BenchmarkResult:
+    config = recorder.config
     try:
         check_runnable(config)
         if config.compile_mode is not None:
             compat.reset_compiler()  # a cold compile every time, not graphs left by an earlier config
         loaded = load(config, tokenizers, model, tokenizer, clock)
     except (UnavailableFeatureError, KernelUnavailableError) as error:
-        return finished(STATUS_SKIPPED, str(error))
+        return recorder.finish(STATUS_SKIPPED, str(error))
     except ModelMismatchError as error:
-        return finished(STATUS_FAILED, f"the model passed in does not match the config: {error}")
+        return recorder.finish(STATUS_FAILED, f"the model passed in does not match the config: {error}")
     except ModuleNotFoundError as error:  # an optional package a feature needs is missing
-        return finished(STATUS_SKIPPED, f"a package this config needs is missing: {_describe(error)}")
+        return recorder.finish(STATUS_SKIPPED, f"a package this config needs is missing: {_describe(error)}")
     except Exception as error:
-        return finished(STATUS_FAILED, f"loading failed: {_describe(error)}")
+        return recorder.finish(STATUS_FAILED, f"loading failed: {_describe(error)}")
+    recorder.loaded(loaded.timings, loaded.effective_settings, loaded.source, loaded.quantization)
 
     profile_target = Path(profile_path) if profile_path else profiling.default_trace_path(config.name)
     try:
         with benchmark_mode(loaded.model), ExitStack() as resources:
-            return _measure(config, loaded, clock, progress, device_warmup_s, finished, resources, profile_target)
-    except Exception as error:  # anything _measure did not classify itself
-        return finished(STATUS_FAILED, f"measurement failed: {_describe(error)}")
+            return _measure(recorder, loaded, clock, progress, device_warmup_s, resources, profile_target)
+    except Exception as error:  # anything _measure did not classify itself: what was measured stays
+        return recorder.finish(STATUS_FAILED, f"measurement failed: {_describe(error)}")
 
 
 def _measure(
-    config: BenchmarkConfig,
+    recorder: RunRecorder,
     loaded: LoadedModel,
     clock: Clock,
-    progress: bool,
+    progress: ProgressHook | bool | None,
     device_warmup_s: float,
-    finished: Finish,
     resources: ExitStack,
     profile_path: Path,
 ) -> BenchmarkResult:
-    common: dict[str, Any] = {
-        "effective_settings": loaded.effective_settings,
-        "model_source": loaded.source,
-        "quantization": loaded.quantization,
-    }
+    config = recorder.config
     try:
-        warmup_report = device_warmup(loaded.device, budget_s=device_warmup_s, clock=clock)
+        recorder.device_warmup = device_warmup(loaded.device, budget_s=device_warmup_s, clock=clock)
     except Exception as error:
-        phases = Phases(load=loaded.timings)
-        return finished(STATUS_FAILED, f"device warmup failed: {_describe(error)}", phases=phases, **common)
-    session: ContinuousBatchingSession | None = None
-    if config.continuous_batching:  # built, warmed up and timed once, outside every iteration
-        try:
-            session = resources.enter_context(ContinuousBatchingSession.open(loaded, config, clock))
-        except UnavailableFeatureError as error:
-            return finished(STATUS_SKIPPED, str(error), phases=Phases(load=loaded.timings), **common)
-        except Exception as error:
-            phases = Phases(load=loaded.timings, device_warmup=warmup_report)
-            reason = f"continuous-batching setup failed: {_describe(error)}"
-            return finished(STATUS_FAILED, reason, phases=phases, **common)
-    cb_setup = session.setup if session is not None else None
+        return recorder.finish(STATUS_FAILED, f"device warmup failed: {_describe(error)}")
+    try:  # a backend with a setup (continuous batching) is built, warmed up and timed once, outside every iteration
+        backend: GenerationBackend = resources.enter_context(open_backend(loaded, config, clock))
+    except UnavailableFeatureError as error:
+        return recorder.finish(STATUS_SKIPPED, str(error))
+    except Exception as error:
+        return recorder.finish(STATUS_FAILED, f"{backend_name(config)} setup failed: {_describe(error)}")
+    recorder.continuous_batching_setup = backend.setup
     if config.compile_mode is not None:
         compat.forget_compiled_forward(loaded.model)  # observe this run's own compile
     graphs_before = compat.compiled_graph_count()
 
     # Validation: one full generation that fails fast; it is also the cold-start record.
     try:
-        cold_trace = _generate(loaded, config, clock, decode_sample=True, session=session)
+        recorder.cold_call = backend.generate_once(decode_sample=True)
     except Exception as error:
-        phases = Phases(load=loaded.timings, device_warmup=warmup_report, continuous_batching_setup=cb_setup)
-        return finished(STATUS_FAILED, f"validation call failed: {_describe(error)}", phases=phases, **common)
+        return recorder.finish(STATUS_FAILED, f"validation call failed: {_describe(error)}")
     graphs_after_validation = compat.compiled_graph_count()
 
-    warmup_curve_ns: list[int] = []
-    traces: list[GenerationTrace] = []
-
     def generate_once() -> GenerationTrace:
-        return _generate(loaded, config, clock, session=session)
+        return backend.generate_once()
 
     # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
     sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
     tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
     try:
-        warmup_record = warm_up(
+        warmup_plan = WarmupPlan.from_config(config)
+        recorder.warmup_started(warmup_plan)
+        recorder.warmup = warm_up(
             generate_once,
-            WarmupPlan.from_config(config),
+            warmup_plan,
             clock=clock,
             graph_count=compat.compiled_graph_count,
-            curve_into=warmup_curve_ns,
+            curve_into=recorder.warmup_curve_ns,
             progress=progress,
         )
         graphs_after_warmup = compat.compiled_graph_count()
         measured_once = tracker.wrap(generate_once) if tracker is not None else generate_once
-        measurement_start_ns = clock()
         plan = MeasurementPlan.from_config(config)
+        recorder.measurement_started(plan)
         with sampler if sampler is not None else nullcontext():
-            measurement_record = measure(measured_once, plan, clock=clock, into=traces, progress=progress)
-        measurement_end_ns = clock()
-    except Exception as error:
-        common.update(_monitoring(sampler, tracker))
-        failure = f"generation failed after {len(warmup_curve_ns)} warmup and {len(traces)} measured iterations: "
-        phases = Phases(
-            load=loaded.timings,
-            device_warmup=warmup_report,
-            cold_call=cold_trace,
-            warmup_curve_ns=tuple(warmup_curve_ns),
-            continuous_batching_setup=cb_setup,
-        )
-        return finished(STATUS_FAILED, failure + _describe(error), phases=phases, iterations=tuple(traces), **common)
-    finally:
-        if sampler is not None:
-            sampler.close()  # idempotent; releases the vendor libraries if measurement never started
-    common.update(_monitoring(sampler, tracker))
+            record = measure(measured_once, plan, clock=clock, into=recorder.traces, progress=progress)
+        recorder.measurement_finished(record)
+    except BaseException as error:  # a failure, or an interruption: the samples so far go with the result
+        _stop_monitoring(recorder, sampler, tracker)
+        if not isinstance(error, Exception):
+            raise
+        warmed, measured = len(recorder.warmup_curve_ns), len(recorder.traces)
+        failure = f"generation failed after {warmed} warmup and {measured} measured iterations: "
+        return recorder.finish(STATUS_FAILED, failure + _describe(error))
+    _stop_monitoring(recorder, sampler, tracker)
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
@@ -228,44 +206,22 @@ def _measure(
         graphs_after_warmup=graphs_after_warmup,
         graphs_after_measurement=compat.compiled_graph_count(),
     )
-    phases = Phases(
-        load=loaded.timings,
-        device_warmup=warmup_report,
-        cold_call=cold_trace,
-        warmup_curve_ns=tuple(warmup_curve_ns),
-        measurement_wall_ns=measurement_end_ns - measurement_start_ns,
-        compile=compile_record,
-        continuous_batching_setup=cb_setup,
-        warmup=warmup_record,
-        measurement=measurement_record,
-    )
+    recorder.compile = compile_record
     if compile_record.requested and not compile_record.compiled:
         reason = "torch.compile was requested but generate ran the model's forward uncompiled"
-        return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
-    try:
-        summary = summarize_traces(traces)
-    except ValueError as error:  # e.g. a zero-length interval from a broken clock
-        reason = f"metrics could not be computed from the raw stamps: {_describe(error)}"
-        return finished(STATUS_FAILED, reason, phases=phases, iterations=tuple(traces), **common)
-    efficiency, efficiency_notes = _efficiency(config, loaded, traces, tracker, sampler)
-    profile, profile_notes = _profile(config, loaded, clock, session, profile_path)
-    return finished(
-        STATUS_OK,
-        phases=phases,
-        iterations=tuple(traces),
-        summary=summary,
-        profile=profile,
-        efficiency=efficiency,
-        extra_notes=efficiency_notes + profile_notes,
-        **common,
-    )
+        return recorder.finish(STATUS_FAILED, reason)
+    recorder.efficiency, efficiency_notes = _efficiency(config, loaded, recorder.traces, tracker, sampler)
+    recorder.note(*efficiency_notes)
+    recorder.profile, profile_notes = _profile(config, loaded, clock, backend, profile_path)
+    recorder.note(*profile_notes)
+    return recorder.finish(STATUS_OK)
 
 
 def _profile(
     config: BenchmarkConfig,
     loaded: LoadedModel,
     clock: Clock,
-    session: ContinuousBatchingSession | None,
+    backend: GenerationBackend,
     trace_path: Path,
 ) -> tuple[ProfileRecord | None, tuple[str, ...]]:
     """One extra generation of ``profile_tokens`` tokens under the profiler, after measurement.
@@ -277,14 +233,7 @@ def _profile(
     tokens = config.profile_tokens
 
     def generate() -> GenerationTrace:
-        if session is not None:
-            return session.generate_once(new_tokens=tokens)
-        generation_config = copy.deepcopy(loaded.generation_config)
-        generation_config.max_new_tokens = tokens
-        inputs = loaded.inputs
-        return time_generate(
-            loaded.model, inputs.input_ids, inputs.attention_mask, generation_config, tokens, clock=clock
-        )
+        return backend.generate_once(new_tokens=tokens)
 
     try:
         return profiling.profile_generation(generate, loaded.model, loaded.device, tokens, trace_path, clock), ()
@@ -292,13 +241,12 @@ def _profile(
         return None, (f"profile_tokens: profiling failed, no trace was written: {_describe(error)}",)
 
 
-def _monitoring(sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
+def _stop_monitoring(recorder: RunRecorder, sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> None:
     if sampler is not None:
-        fields["monitor"] = sampler.record
+        sampler.close()  # idempotent; releases the vendor libraries if measurement never started
+        recorder.monitor = sampler.record
     if tracker is not None:
-        fields["memory_peaks"] = tuple(tracker.peaks)
-    return fields
+        recorder.memory_peaks = tuple(tracker.peaks)
 
 
 def _efficiency(

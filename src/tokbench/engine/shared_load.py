@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.loading import LoadedModel, TokenizerCache, load
 from tokbench.engine.runner import run
@@ -27,7 +27,7 @@ def measure_group(
     *,
     on_start: Callable[[int], None] | None = None,
     tokenizers: TokenizerCache | None = None,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     progress: bool = False,
     **run_options: Any,
 ) -> Iterator[BenchmarkResult]:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.fileio import atomic_write_text, cache_root
 from tokbench.schema.efficiency import HardwarePeak
 
@@ -155,7 +155,7 @@ def _copy_time_ns(device: torch.device, settings: ProbeSettings, clock: Clock) -
 
 
 def probe(
-    device: torch.device, dtype: str, settings: ProbeSettings | None = None, clock: Clock = monotonic_ns
+    device: torch.device, dtype: str, settings: ProbeSettings | None = None, clock: Clock = perf_counter_ns
 ) -> dict[str, Any]:
     """Measure copy bandwidth and matmul FLOP/s on ``device``: best of a few, after a warm-up call."""
     import torch
@@ -200,7 +200,7 @@ def default_probe_dir() -> Path:
 
 
 def cached_probe(
-    device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = monotonic_ns
+    device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = perf_counter_ns
 ) -> tuple[dict[str, Any], Path, bool]:
     """The probe's figures for this machine and dtype, from the cache or measured now (then cached).
 
@@ -224,7 +224,7 @@ def cached_probe(
 
 
 def peak_for(
-    device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = monotonic_ns
+    device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = perf_counter_ns
 ) -> HardwarePeak:
     """The table entry for a known accelerator, else this machine's cached probe."""
     name = _device_name(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import DeviceWarmupReport
 
@@ -24,7 +24,7 @@ def device_warmup(
     budget_s: float = 0.5,
     matrix_size: int | None = None,
     dtype: torch.dtype = torch.float32,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     max_matmuls: int = 10_000,
 ) -> DeviceWarmupReport:
     """Run dummy matmuls on ``device`` until ``budget_s`` seconds have passed, then synchronize.

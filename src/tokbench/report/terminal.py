@@ -354,7 +354,7 @@ def print_result(result: BenchmarkResult, console: Console | None = None) -> Non
 
 # --- sweeps and the results store -------------------------------------------------------------------
 
-_STATUS_STYLES = {"ok": "green", "skipped": "yellow", "failed": "red"}
+_STATUS_STYLES = {"ok": "green", "skipped": "yellow", "failed": "red", "interrupted": "magenta"}
 
 
 def _cell(value: float | None) -> str:

@@ -40,7 +40,9 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
-STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
+# Stopped by SIGINT / SIGTERM: keeps what was measured, never counts as ok (a --resume runs it again).
+STATUS_INTERRUPTED = "interrupted"
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_INTERRUPTED)
 
 FLAG_NO_STEADY_STATE = "no_steady_state"
 FLAG_PRECISION_NOT_REACHED = "precision_not_reached"
@@ -70,8 +72,10 @@ class CompileRecord(Record):
 
 
 @dataclass(frozen=True)
-class Phases(Record):
-    """Time spent outside the measured iterations: loading, warmups, the cold first call."""
+class StageRecords(Record):
+    """What each stage of the run recorded besides the raw iterations: load timings, device warmup, the
+    backend's setup, the cold first call, the warmup curve and policy record, the measurement policy's record
+    and wall time, the compile record. Serialized under the result's ``phases`` key (unchanged)."""
 
     load: LoadTimings = field(default_factory=LoadTimings)
     device_warmup: DeviceWarmupReport | None = None
@@ -90,13 +94,17 @@ class Phases(Record):
         return self.cold_call.e2e_ns if self.cold_call else None
 
 
+# The old name (it said "phases" but held the measurement record too); kept for code written against it.
+Phases = StageRecords
+
+
 @dataclass(frozen=True)
 class BenchmarkResult(Record):
     config: BenchmarkConfig
     status: str
     reason: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
-    phases: Phases = field(default_factory=Phases)
+    phases: StageRecords = field(default_factory=StageRecords)
     iterations: tuple[GenerationTrace, ...] = ()
     summary: dict[str, Summary] = field(default_factory=dict)
     effective_settings: EffectiveSettings = field(default_factory=EffectiveSettings)

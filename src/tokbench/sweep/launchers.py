@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
 from tokbench.schema.records import LaunchRecord
@@ -54,7 +54,7 @@ class InlineLauncher:
 
     name = "inline"
 
-    def __init__(self, *, progress: bool = False, clock: Clock = monotonic_ns, **run_options: Any) -> None:
+    def __init__(self, *, progress: bool = False, clock: Clock = perf_counter_ns, **run_options: Any) -> None:
         from tokbench.engine.loading import TokenizerCache
 
         self._tokenizers = TokenizerCache()
@@ -121,7 +121,7 @@ class ProcessLauncher:
         *,
         compile_cache: str = "fresh",
         python: str = sys.executable,
-        clock: Clock = monotonic_ns,
+        clock: Clock = perf_counter_ns,
         environment: dict[str, Any] | None = None,
         start_method: str = DEFAULT_START_METHOD,
         child_environment: Mapping[str, str] | None = None,

@@ -4,29 +4,26 @@ Only this (parent) process writes the store, one transaction per result. The con
 impossible are stored first as ``skipped``. With ``repeat`` K every config runs K times, round after
 round (config order within a round), each time in its own process with the process launcher.
 ``resume`` leaves out what the store already holds as ``ok`` or ``skipped`` for the same sweep id and
-repeat index; ``failed`` configs run again. Ctrl-C ends the running child (the launcher does that),
-keeps every stored result, and returns an outcome marked ``interrupted``.
+repeat index; ``failed`` and ``interrupted`` configs run again. Ctrl-C (and SIGTERM, under
+``interrupts.interruptible``) ends the running child (the launcher does that), keeps every stored result,
+and returns an outcome marked ``interrupted``; an inline run stopped mid-way is stored as ``interrupted``.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tqdm import tqdm
-
 from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
+from tokbench.interrupts import signals_deferred
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
@@ -107,13 +104,16 @@ def execute_plan(
     *,
     repeat: int = 1,
     resume: bool = False,
-    progress: bool = True,
+    progress: ProgressHook | bool | None = None,
     on_result: Callable[[SweepEntry], None] | None = None,
     share_load: bool = True,
 ) -> SweepOutcome:
     """Run ``plan`` through ``executor`` (or a bare launcher, run one unit at a time here) and store each
     result as it arrives; configs that need no reload share a load unless ``share_load`` is False.
-    Returns early, ``interrupted``, on Ctrl-C."""
+    Returns early, ``interrupted``, on Ctrl-C or SIGTERM.
+
+    ``progress``: a ``ProgressHook`` told after each config (``cli`` passes the terminal's).
+    """
     from tokbench.sweep.executors import WorkItem, work_units
     from tokbench.sweep.executors.local import LocalExecutor
 
@@ -122,7 +122,9 @@ def execute_plan(
     outcome = SweepOutcome(plan)
     done = store.completed(plan.sweep_id) if resume else set()
     total = len(plan.skipped) + repeat * len(plan.runnable)
-    bar = tqdm(total=total, desc="sweep", unit="config", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    hook = as_hook(progress)
+    if hook is not None:
+        hook.stage_started(STAGE_SWEEP, total)
 
     environment: list[dict[str, Any]] = []  # captured once, for the skipped results built here
 
@@ -133,14 +135,16 @@ def execute_plan(
 
     def record(entry: SweepEntry) -> None:
         outcome.entries.append(entry)
-        bar.update(1)
+        if hook is not None:
+            label = entry.config.name if repeat == 1 else f"{entry.config.name} #{entry.repeat_index + 1}"
+            hook.advanced(STAGE_SWEEP, len(outcome.entries), terminal_safe(f"last: {label}", newlines=False))
         if on_result is not None:
             on_result(entry)
 
     def store_and_record(config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
-        # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit
-        # (and until the result is in the outcome), then stop.
-        with _sigint_deferred():
+        # A Ctrl-C or SIGTERM during the write would roll it back and lose a finished result: hold it until
+        # the commit (and until the result is in the outcome), then stop.
+        with signals_deferred():
             try:
                 run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
             except StoreWriteError as error:
@@ -151,8 +155,6 @@ def execute_plan(
 
     def deliver(item: WorkItem, result: BenchmarkResult) -> None:
         store_and_record(item.config, item.repeat_index, _with_sweep(result, plan.sweep_id, item.repeat_index))
-        name = item.config.name if repeat == 1 else f"{item.config.name} #{item.repeat_index + 1}"
-        bar.set_postfix_str(terminal_safe(f"last: {name}", newlines=False))
 
     try:
         for skipped in plan.skipped:
@@ -164,11 +166,18 @@ def execute_plan(
         units, resumed = work_units(plan, repeat=repeat, done=done, share_load=share_load)
         for item in resumed:
             record(SweepEntry(item.config, item.repeat_index, None, None, resumed=True))
-        executor.execute(units, deliver)
+        try:
+            executor.execute(units, deliver)
+        except KeyboardInterrupt as interrupt:  # an inline run keeps what it measured, as interrupted
+            partial: BenchmarkResult | None = getattr(interrupt, "result", None)
+            if partial is not None and repeat == 1:
+                store_and_record(partial.config, 0, _with_sweep(partial, plan.sweep_id, 0))
+            raise
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
-        bar.close()
+        if hook is not None:
+            hook.stage_finished(STAGE_SWEEP)
     return outcome
 
 
@@ -190,7 +199,7 @@ def run_sweep(
     *,
     db: str | Path = DEFAULT_DB_PATH,
     resume: bool = False,
-    progress: bool = True,
+    progress: ProgressHook | bool | None = None,
     on_result: Callable[[SweepEntry], None] | None = None,
     **options: Any,
 ) -> SweepOutcome:
@@ -222,21 +231,6 @@ def run_sweep(
             )
     finally:
         executor.close()
-
-
-@contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
 
 
 def _with_sweep(result: BenchmarkResult, sweep_id: str, repeat_index: int) -> BenchmarkResult:

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.schema.monitor import STATUS_OK, MonitorRecord, SampleSeries, Value
 from tokbench.schema.records import GenerationTrace
 
@@ -67,7 +67,7 @@ class Sampler:
         self,
         backends: list[Backend | tuple[str, str]],
         interval_ms: int = DEFAULT_INTERVAL_MS,
-        clock: Clock = monotonic_ns,
+        clock: Clock = perf_counter_ns,
     ) -> None:
         if interval_ms < 1:
             raise ValueError(f"interval_ms must be >= 1, got {interval_ms}")
@@ -95,7 +95,7 @@ class Sampler:
 
     @classmethod
     def for_device(
-        cls, device: torch.device, interval_ms: int = DEFAULT_INTERVAL_MS, clock: Clock = monotonic_ns
+        cls, device: torch.device, interval_ms: int = DEFAULT_INTERVAL_MS, clock: Clock = perf_counter_ns
     ) -> Sampler:
         """The host, plus the GPU backend for ``device`` (or a ``gpu`` slot saying why there is none)."""
         try:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.hardware.devices import device_name
 from tokbench.quant.int4 import QuantizedLinear
 from tokbench.quant.kernels import (
@@ -157,7 +157,7 @@ def tune_model(
     budget_s_per_shape: float = 2.0,
     warmup_s: float = 0.5,
     kernels: tuple[str, ...] = TUNABLE_KERNELS,
-    clock: Clock = monotonic_ns,
+    clock: Clock = perf_counter_ns,
     timer: RoundTimer | None = None,
     min_rounds: int = 5,
     max_rounds: int = 1000,

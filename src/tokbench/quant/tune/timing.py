@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from tokbench.clock import Clock, monotonic_ns
+from tokbench.clock import Clock, perf_counter_ns
 from tokbench.errors import TokbenchError
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.quant import MeasurePlan
@@ -29,7 +29,7 @@ class ClockTimer:
     def __init__(
         self,
         device: torch.device,
-        clock: Clock = monotonic_ns,
+        clock: Clock = perf_counter_ns,
         before_call: Callable[[], object] | None = None,
     ) -> None:
         self.device = device
@@ -71,7 +71,7 @@ class CudaEventTimer:
         return [round(start.elapsed_time(end) * 1e6) for start, end in zip(starts, ends, strict=True)]
 
 
-def default_timer(device: torch.device, clock: Clock = monotonic_ns) -> RoundTimer:
+def default_timer(device: torch.device, clock: Clock = perf_counter_ns) -> RoundTimer:
     return CudaEventTimer(device) if device.type == "cuda" else ClockTimer(device, clock)
 
 
