@@ -422,6 +422,7 @@ def effective_settings(
         "use_kernels": bool(getattr(model, "use_kernels", False)),
         "parameters": sum(p.numel() for p in model.parameters()),
         "generation_config": json.loads(generation_config.to_json_string(use_diff=True)),
+        "grad_mode": config.grad_mode,  # every call checks its forwards really ran under it (engine.gradmode)
     }
     if config.quantization is not None:
         settings["quantization"] = _quantization_settings(model, config, device)

@@ -24,7 +24,7 @@ from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
 from tokbench.analysis.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.config import AUTO
+from tokbench.config import AUTO, field_default
 from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
@@ -52,9 +52,10 @@ class WarmupPlan:
     """``iterations`` None means auto: steady-state test between ``min_iterations`` and the bounds."""
 
     iterations: int | None = None
-    min_iterations: int = 5
-    max_iterations: int = 50
-    budget_s: float = 30.0
+    # Defaults are the config fields' own (declared once, in config.py).
+    min_iterations: int = field_default("warmup_min_iterations")
+    max_iterations: int = field_default("warmup_max_iterations")
+    budget_s: float = field_default("warmup_budget_s")
     window: int = STEADY_WINDOW
     tolerance: float = STEADY_TOLERANCE
 
@@ -134,10 +135,10 @@ class MeasurementPlan:
     """``iterations`` None means auto: measure until the median E2E CI is within the target."""
 
     iterations: int | None = None
-    min_iterations: int = 10
-    max_iterations: int = 500
-    budget_s: float = 15.0
-    target_relative_precision: float = 0.01
+    min_iterations: int = field_default("measurement_min_iterations")
+    max_iterations: int = field_default("measurement_max_iterations")
+    budget_s: float = field_default("measurement_budget_s")
+    target_relative_precision: float = field_default("target_relative_precision")
 
     @classmethod
     def from_config(cls, config: BenchmarkConfig) -> MeasurementPlan:

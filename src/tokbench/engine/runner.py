@@ -67,6 +67,7 @@ def _generate(
         tokenizer=loaded.tokenizer,
         clock=clock,
         decode_sample=decode_sample,
+        grad_mode=config.grad_mode,
     )
 
 
@@ -280,7 +281,13 @@ def _profile(
         generation_config.max_new_tokens = tokens
         inputs = loaded.inputs
         return time_generate(
-            loaded.model, inputs.input_ids, inputs.attention_mask, generation_config, tokens, clock=clock
+            loaded.model,
+            inputs.input_ids,
+            inputs.attention_mask,
+            generation_config,
+            tokens,
+            clock=clock,
+            grad_mode=config.grad_mode,
         )
 
     try:

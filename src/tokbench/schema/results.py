@@ -32,10 +32,11 @@ from tokbench.schema.records import (
     LoadTimings,
     ProfileRecord,
 )
+from tokbench.schema.workload import result_workload_key
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
-# written (and keep their config_hash: see config._V1_FIELDS).
+# written (and keep their config_hash: see FieldSpec.introduced in config.py).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
 STATUS_OK = "ok"
@@ -168,10 +169,16 @@ class BenchmarkResult:
     # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
     launch: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
+    # history match runs on it. Left empty, it is computed from the config and the run's device.
+    workload_key: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if not self.workload_key:
+            key = result_workload_key(self.config, self.effective_settings, self.environment)
+            object.__setattr__(self, "workload_key", key)
 
     @property
     def config_hash(self) -> str:
@@ -204,6 +211,7 @@ class BenchmarkResult:
             "schema_version": self.schema_version,
             "config": self.config.to_dict(),
             "config_hash": self.config_hash,
+            "workload_key": self.workload_key,
             "status": self.status,
             "reason": self.reason,
             "started_at": self.started_at,
@@ -232,7 +240,11 @@ class BenchmarkResult:
                 f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); upgrade tokbench to read newer results"
             )
         try:
-            config = BenchmarkConfig.from_dict(data["config"])
+            # A field the stored config lacks did not exist then: it takes its introduced default.
+            config = BenchmarkConfig.from_stored_dict(data["config"])
+            effective_settings = dict(data.get("effective_settings", {}))
+            if "workload_key" not in data and effective_settings:  # written before grad_mode: under no_grad
+                effective_settings.setdefault("grad_mode", config.grad_mode)
             result = cls(
                 config=config,
                 status=data["status"],
@@ -241,7 +253,7 @@ class BenchmarkResult:
                 phases=Phases.from_dict(data["phases"]),
                 iterations=tuple(GenerationTrace.from_dict(t) for t in data.get("iterations", ())),
                 summary={name: Summary.from_dict(s) for name, s in data.get("summary", {}).items()},
-                effective_settings=data.get("effective_settings", {}),
+                effective_settings=effective_settings,
                 model_source=data.get("model_source", {}),
                 started_at=data.get("started_at", ""),
                 notes=tuple(str(note) for note in data.get("notes", ())),
@@ -251,6 +263,7 @@ class BenchmarkResult:
                 memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
                 efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
                 launch=dict(data.get("launch") or {}),
+                workload_key=str(data.get("workload_key") or ""),  # older results: computed on load
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
