@@ -87,7 +87,7 @@ def default_text(value: Any, spec: FieldSpec) -> str:
 def bounds_text(spec: FieldSpec) -> str:
     """Choices or bounds in words, for help and docs."""
     if spec.choices:
-        return " | ".join(str(choice) for choice in spec.choices)
+        return ", ".join(str(choice) for choice in spec.choices)
     parts = []
     if spec.kind == "count":
         parts.append(AUTO)
@@ -170,19 +170,30 @@ def hash_payload(values: dict[str, Any], specs: dict[str, FieldSpec], *, workloa
     return payload
 
 
+def identity_role(spec: FieldSpec) -> str:
+    """What a field's value identifies: the workload (config hash and workload key), the measurement policy
+    (config hash only), or nothing (a label or search effort)."""
+    if not spec.hashed:
+        return "label"
+    return "workload" if spec.workload else "policy"
+
+
 def config_table_markdown(cls: type) -> str:
     """The README's table of config fields, generated from the declarations (one row per field)."""
     defaults = defaults_of(cls)
     rows = [
-        "| field | CLI flag | default | values | what it sets |",
-        "|---|---|---|---|---|",
+        "| field | CLI flag | default | values | identifies | what it sets |",
+        "|---|---|---|---|---|---|",
     ]
     for name, spec in specs_of(cls).items():
         flag = spec.flag_name(name)
-        flag_cell = f"`{flag}`" if flag else "(file only)"
-        values = bounds_text(spec) or {"bool": "true, false", "text": "text"}.get(spec.kind, "see text")
-        scope = "" if spec.workload else " *(policy: not in the workload key)*"
-        rows.append(
-            f"| `{name}` | {flag_cell} | {default_text(defaults[name], spec)} | {values} | {spec.help}{scope} |"
+        cells = (
+            f"`{name}`",
+            f"`{flag}`" if flag else "(file only)",
+            default_text(defaults[name], spec),
+            bounds_text(spec) or {"bool": "true, false", "text": "text"}.get(spec.kind, "see description"),
+            identity_role(spec),
+            spec.help.replace("|", "/"),
         )
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,9 +37,25 @@ HEADLINE_METRICS = (
 )
 _METRIC_COLUMNS = tuple(f"{name}_median" for name in HEADLINE_METRICS)
 
-# Each migration is the statements that take the schema from version i to i + 1; never edit one that
+# A migration step is SQL or, where a new column is computed from the stored JSON, a Python function of the
+# connection, run in the step's transaction.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+
+
+def _backfill_workload_keys(connection: sqlite3.Connection) -> None:
+    """Fill ``workload_key`` of rows stored before the column existed, from each row's result JSON."""
+    rows = connection.execute("SELECT run_id, result_json FROM results WHERE workload_key IS NULL").fetchall()
+    for run_id, text in rows:
+        try:
+            key = BenchmarkResult.from_dict(json.loads(text)).workload_key
+        except (json.JSONDecodeError, ResultFormatError, ValueError, TypeError, KeyError):
+            continue  # an unreadable row keeps NULL; `show` reports why it cannot be read
+        connection.execute("UPDATE results SET workload_key = ? WHERE run_id = ?", (key, run_id))
+
+
+# Each migration is the steps that take the schema from version i to i + 1; never edit one that
 # has shipped, append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         f"""
         CREATE TABLE results (
@@ -66,12 +82,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX results_git_commit ON results (git_commit)",
         "CREATE INDEX results_sweep ON results (sweep_id, config_hash, repeat_index, status)",
     ),
+    (  # 2: what was measured, without how (BenchmarkResult.workload_key): compare and history match on it
+        "ALTER TABLE results ADD COLUMN workload_key TEXT",
+        "CREATE INDEX results_workload_key ON results (workload_key)",
+        _backfill_workload_keys,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROW_COLUMNS = (
     "run_id", "sweep_id", "repeat_index", "model", "name", "config_hash", "status", "reason",
-    "started_at", "stored_at", "git_commit", "launcher", *_METRIC_COLUMNS,
+    "started_at", "stored_at", "git_commit", "launcher", *_METRIC_COLUMNS, "workload_key",
 )  # fmt: skip
 
 
@@ -92,6 +113,7 @@ class StoredRun:
     git_commit: str | None
     launcher: str | None
     medians: dict[str, float | None]
+    workload_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = {column: getattr(self, column) for column in _ROW_COLUMNS if not column.endswith("_median")}
@@ -99,7 +121,7 @@ class StoredRun:
         return row
 
 
-def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[MigrationStep]] = MIGRATIONS) -> int:
     """Bring the schema up to ``len(migrations)``, one transaction per step; returns the old version."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > len(migrations):
@@ -110,8 +132,11 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] 
     for target in range(version + 1, len(migrations) + 1):
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in migrations[target - 1]:
-                connection.execute(statement)
+            for step in migrations[target - 1]:
+                if callable(step):
+                    step(connection)
+                else:
+                    connection.execute(step)
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
@@ -160,6 +185,7 @@ class ResultStore:
             "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git.get("commit") if isinstance(git, dict) else None,
             "launcher": result.launch.get("launcher"),
+            "workload_key": result.workload_key,
             **{column: _median(result, name) for name, column in zip(HEADLINE_METRICS, _METRIC_COLUMNS, strict=True)},
             "result_json": json.dumps(data, allow_nan=False),
         }
@@ -183,10 +209,12 @@ class ResultStore:
         status: str | None = None,
         sweep_id: str | None = None,
         limit: int | None = None,
+        workload_key: str | None = None,
     ) -> list[StoredRun]:
-        """Stored runs, oldest first, filtered by any of model, status and sweep."""
+        """Stored runs, oldest first, filtered by any of model, status, sweep and workload key."""
         conditions, parameters = [], []
-        for column, value in (("model", model), ("status", status), ("sweep_id", sweep_id)):
+        filters = (("model", model), ("status", status), ("sweep_id", sweep_id), ("workload_key", workload_key))
+        for column, value in filters:
             if value is not None:
                 conditions.append(f"{column} = ?")
                 parameters.append(value)
@@ -254,4 +282,5 @@ def _stored_run(row: Sequence[Any]) -> StoredRun:
         git_commit=values["git_commit"],
         launcher=values["launcher"],
         medians={name: values[f"{name}_median"] for name in HEADLINE_METRICS},
+        workload_key=values["workload_key"],
     )
