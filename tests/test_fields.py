@@ -236,6 +236,12 @@ def test_the_store_backfills_workload_keys_of_older_rows(tmp_path: Path) -> None
     )
     connection.close()
     expected = load_result(FIXTURE_V1).workload_key
+    before = db.read_bytes()
+    with ResultStore(db, read_only=True) as store:  # a read command: keys computed on read, nothing written
+        assert [run.workload_key for run in store.runs()] == [expected, None]
+        assert [run.run_id for run in store.runs(workload_key=expected)] == [1]
+        assert store.run(1).workload_key == expected and store.schema_version() == 1
+    assert db.read_bytes() == before
     with ResultStore(db) as store:
         assert store.schema_version() == len(MIGRATIONS)
         runs = store.runs()

@@ -20,7 +20,17 @@ from types import MappingProxyType
 from typing import Any
 
 from tokbench.errors import ConfigError, UnavailableFeatureError
-from tokbench.fields import AUTO, FieldSpec, Kind, check_value, defaults_of, hash_payload, spec_field, specs_of
+from tokbench.fields import (
+    AUTO,
+    INT_LIMIT,
+    FieldSpec,
+    Kind,
+    check_value,
+    defaults_of,
+    hash_payload,
+    spec_field,
+    specs_of,
+)
 
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -33,6 +43,14 @@ QUANT_KERNELS = ("auto", "reference", "splitk", "native", "triton")
 # inference_mode: no autograd bookkeeping at all (what serving paths use); no_grad: generate's own default,
 # what every result stored before grad_mode existed was measured under.
 GRAD_MODES = ("inference_mode", "no_grad")
+
+# Upper bounds: beyond them a value is a typo that would crash late (MemoryError building a billion prompt
+# lengths, an overflow in the RNG) or run for days; each names its field at config time instead.
+MAX_INT = INT_LIMIT  # the bound of every integer field that declares none
+MAX_BATCH_SIZE = 65_536
+MAX_TOKENS = 1_048_576  # prompt or generated tokens per request
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
 
 _HASH_VERSION = "tokbench-config-v1"
 _WORKLOAD_VERSION = "tokbench-workload-v1"
@@ -79,7 +97,16 @@ class BenchmarkConfig:
         ),
     )
     batch_size: int = spec_field(
-        1, FieldSpec("requests (rows) per call", "int", 1, in_v1=True, minimum=1, fix="use a batch size of at least 1")
+        1,
+        FieldSpec(
+            "requests (rows) per call",
+            "int",
+            1,
+            in_v1=True,
+            minimum=1,
+            maximum=MAX_BATCH_SIZE,
+            fix="use a batch size from 1 to 65,536",
+        ),
     )
     # Prompt tokens per request: an int (every row), a list of per-request lengths, or a seeded
     # distribution such as {"distribution": "uniform", "min": 4, "max": 24, "seed": 0}.
@@ -91,7 +118,7 @@ class BenchmarkConfig:
             "custom",
             128,
             in_v1=True,
-            fix="use at least 1 prompt token",
+            fix="use 1 to 1,048,576 prompt tokens",
         ),
     )
     new_tokens: int = spec_field(
@@ -102,7 +129,8 @@ class BenchmarkConfig:
             128,
             in_v1=True,
             minimum=2,
-            fix="generate at least 2 tokens (TPOT and ITL need a second token)",
+            maximum=MAX_TOKENS,
+            fix="generate 2 to 1,048,576 tokens (TPOT and ITL need a second token)",
         ),
     )
     dtype: str = spec_field(
@@ -214,8 +242,9 @@ class BenchmarkConfig:
             0,
             in_v1=True,
             minimum=0,
+            maximum=MAX_SEED,
             workload=False,
-            fix="use a non-negative integer seed",
+            fix="use an integer seed from 0 to 2**63 - 1",
         ),
     )
     trust_remote_code: bool = spec_field(
@@ -505,7 +534,7 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
     if isinstance(value, (list, tuple)):
         lengths = tuple(value)
         for length in lengths:
-            _check_int(length, "sequence_length", minimum=1, fix="use at least 1 prompt token per request")
+            _check_int(length, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
         if len(lengths) != batch_size:
             raise ConfigError(
                 "sequence_length",
@@ -520,14 +549,15 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
             raise ConfigError("sequence_length", problem, _SEQUENCE_LENGTH_FIX)
         _check_choice(value.get("distribution"), "sequence_length", PROMPT_LENGTH_DISTRIBUTIONS)
         for key in ("min", "max"):
-            _check_int(value.get(key), "sequence_length", minimum=1, fix=f"give '{key}': a prompt length >= 1")
+            fix = f"give '{key}': a prompt length from 1 to 1,048,576"
+            _check_int(value.get(key), "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if value["min"] > value["max"]:
             raise ConfigError("sequence_length", f"min {value['min']} > max {value['max']}", "swap min and max")
         spec = {"distribution": value["distribution"], "min": value["min"], "max": value["max"]}
         spec["seed"] = value.get("seed", 0)
         _check_int(spec["seed"], "sequence_length", minimum=0, fix="use a non-negative integer seed")
         return spec
-    _check_int(value, "sequence_length", minimum=1, fix="use at least 1 prompt token")
+    _check_int(value, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
     return value  # type: ignore[return-value]
 
 
@@ -560,11 +590,14 @@ def parse_device(spec: str) -> str:
     return spec
 
 
-def _check_int(value: object, field_name: str, minimum: int, fix: str) -> None:
+def _check_int(value: object, field_name: str, minimum: int, fix: str, maximum: int = MAX_INT) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field_name, f"expected an integer, got {value!r}", fix)
     if value < minimum:
         raise ConfigError(field_name, f"must be >= {minimum}, got {value}", fix)
+    if value > maximum:
+        shown = str(value) if len(str(value)) <= 24 else f"a {len(str(value))}-digit number"
+        raise ConfigError(field_name, f"must be <= {maximum:,}, got {shown}", fix)
 
 
 def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -> None:
@@ -572,12 +605,31 @@ def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -
         raise ConfigError(field_name, f"unknown value {value!r}", f"use one of: {', '.join(str(c) for c in choices)}")
 
 
+def require_config(value: object, where: str) -> BenchmarkConfig:
+    """``value`` if it is a ``BenchmarkConfig``; else a TypeError that says what to pass instead."""
+    if isinstance(value, BenchmarkConfig):
+        return value
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise TypeError(
+        f"{where} takes a BenchmarkConfig, got {type(value).__name__} {shown}; "
+        f"for example {where}(tokbench.BenchmarkConfig(model='tiny-llama'))"
+    )
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a plain dict (``yaml.safe_load`` only: no object tags)."""
     config_path = Path(path)
     if not config_path.is_file():
         raise ConfigError("--config", f"no such file: {config_path}", "pass the path of a .yaml or .json file")
-    text = config_path.read_text(encoding="utf-8")
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            "--config", f"{config_path} is not UTF-8 text (byte {error.start})", "save the file as UTF-8"
+        ) from error
+    except OSError as error:
+        reason = f"cannot read {config_path}: {error.strerror or error}"
+        raise ConfigError("--config", reason, "check the path") from error
     if config_path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -26,6 +26,8 @@ from tokbench.errors import ConfigError
 Kind = Literal["int", "count", "number", "bool", "choice", "text", "custom"]
 AUTO = "auto"
 SPEC_KEY = "tokbench"
+# The bound of an integer field that declares no maximum: beyond it a value is a typo that would crash late.
+INT_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def bounds_text(spec: FieldSpec) -> str:
         symbol = ">" if spec.kind == "number" else ">="
         parts.append(f"{symbol} {spec.minimum:g}")
     if spec.maximum is not None:
-        parts.append(f"{'<' if spec.maximum_exclusive else '<='} {spec.maximum:g}")
+        shown = f"{int(spec.maximum):,}" if spec.kind in ("int", "count") else f"{spec.maximum:g}"
+        parts.append(f"{'<' if spec.maximum_exclusive else '<='} {shown}")
     if spec.kind == "count":
         return f"{parts[0]} or an integer {' '.join(parts[1:])}".strip()
     return ", ".join(parts)
@@ -143,7 +146,10 @@ def _default_fix(spec: FieldSpec) -> str:
 def _check_int_bounds(name: str, spec: FieldSpec, value: int, fix: str) -> None:
     if spec.minimum is not None and value < spec.minimum:
         raise ConfigError(name, f"must be >= {spec.minimum:g}, got {value}", fix)
-    _check_maximum(name, spec, value, fix)
+    maximum = int(spec.maximum) if spec.maximum is not None else INT_LIMIT
+    if value > maximum:
+        shown = str(value) if len(str(value)) <= 24 else f"a {len(str(value))}-digit number"
+        raise ConfigError(name, f"must be <= {maximum:,}, got {shown}", fix)
 
 
 def _check_maximum(name: str, spec: FieldSpec, value: float, fix: str) -> None:

@@ -15,15 +15,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.errors import ResultFormatError, StoreError
+from tokbench.errors import ResultFormatError, StoreError, StoreWriteError
 from tokbench.schema.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
 
 DEFAULT_DB_PATH = Path("tokbench-results.db")
+# PRAGMA application_id of a tokbench store ("tkb1"): another application's SQLite file is never touched.
+APPLICATION_ID = 0x746B6231
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Headline metrics kept as columns: the median of each summary entry.
 HEADLINE_METRICS = (
@@ -42,15 +46,21 @@ _METRIC_COLUMNS = tuple(f"{name}_median" for name in HEADLINE_METRICS)
 MigrationStep = str | Callable[[sqlite3.Connection], None]
 
 
+def _workload_key_of(result_json: str) -> str | None:
+    """The workload key of a stored result's JSON (computed for results written before it existed)."""
+    try:
+        return BenchmarkResult.from_dict(json.loads(result_json)).workload_key
+    except (json.JSONDecodeError, ResultFormatError, ValueError, TypeError, KeyError):
+        return None  # an unreadable row has none; `show` reports why it cannot be read
+
+
 def _backfill_workload_keys(connection: sqlite3.Connection) -> None:
     """Fill ``workload_key`` of rows stored before the column existed, from each row's result JSON."""
     rows = connection.execute("SELECT run_id, result_json FROM results WHERE workload_key IS NULL").fetchall()
     for run_id, text in rows:
-        try:
-            key = BenchmarkResult.from_dict(json.loads(text)).workload_key
-        except (json.JSONDecodeError, ResultFormatError, ValueError, TypeError, KeyError):
-            continue  # an unreadable row keeps NULL; `show` reports why it cannot be read
-        connection.execute("UPDATE results SET workload_key = ? WHERE run_id = ?", (key, run_id))
+        key = _workload_key_of(text)
+        if key is not None:
+            connection.execute("UPDATE results SET workload_key = ? WHERE run_id = ?", (key, run_id))
 
 
 # Each migration is the steps that take the schema from version i to i + 1; never edit one that
@@ -140,25 +150,52 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[Migrat
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)  # a failed ROLLBACK must not hide the error that matters (disk full)
             raise
     return version
 
 
 class ResultStore:
-    """An open results store. Use as a context manager, or call ``close``."""
+    """An open results store. Use as a context manager, or call ``close``.
 
-    def __init__(self, path: str | Path = DEFAULT_DB_PATH) -> None:
+    ``read_only=True`` (history, show, export, compare) opens the file read-only and changes nothing in it, not
+    even a schema upgrade. Either way the file must be a tokbench store (its application id, or for stores
+    written before the id existed, its table layout) and pass SQLite's quick check, else ``StoreError``.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        if self.path.parent != Path():
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}; run `tokbench sweep` first or pass --db")
+        if not read_only and self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # isolation_level=None: no implicit transactions; every write below opens and commits its own.
-            self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._connection.execute("PRAGMA synchronous = FULL")
-            migrate(self._connection)
-        except sqlite3.DatabaseError as error:
+            if read_only:
+                uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+                self._connection = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            else:
+                # isolation_level=None: no implicit transactions; every write below opens and commits its own.
+                self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            _check_is_tokbench_store(self._connection, self.path)
+            _quick_check(self._connection, self.path)
+            if not read_only:
+                self._connection.execute("PRAGMA synchronous = FULL")
+                migrate(self._connection)
+                if self._connection.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                    self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        except sqlite3.Error as error:
             raise StoreError(f"cannot open the results store {self.path}: {error}") from error
+        except StoreError:
+            self._connection.close()
+            raise
+        # A store opened read-only is never migrated: without the column, each row's key is computed from its
+        # JSON on read, by the same function the migration fills the column with.
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(results)")}
+        self._workload_key_sql = "workload_key"
+        if "workload_key" not in columns:
+            self._connection.create_function("tokbench_workload_key", 1, _workload_key_of, deterministic=True)
+            self._workload_key_sql = "tokbench_workload_key(result_json)"
 
     def close(self) -> None:
         self._connection.close()
@@ -191,16 +228,23 @@ class ResultStore:
         }
         columns = ", ".join(values)
         placeholders = ", ".join("?" for _ in values)
-        self._connection.execute("BEGIN IMMEDIATE")
         try:
+            self._connection.execute("BEGIN IMMEDIATE")
             cursor = self._connection.execute(
                 f"INSERT INTO results ({columns}) VALUES ({placeholders})", tuple(values.values())
             )
             self._connection.execute("COMMIT")
-        except BaseException:
-            self._connection.execute("ROLLBACK")
+        except BaseException as error:
+            self._rollback()
+            if isinstance(error, (sqlite3.Error, OSError)):
+                # The first error is the one that matters (disk full, damaged page); a failed ROLLBACK after it
+                # ("no transaction is active") would only hide it.
+                raise StoreWriteError(f"could not store the result in {self.path}: {error}") from error
             raise
         return int(cursor.lastrowid or 0)
+
+    def _rollback(self) -> None:
+        _rollback(self._connection)
 
     def runs(
         self,
@@ -213,12 +257,14 @@ class ResultStore:
     ) -> list[StoredRun]:
         """Stored runs, oldest first, filtered by any of model, status, sweep and workload key."""
         conditions, parameters = [], []
-        filters = (("model", model), ("status", status), ("sweep_id", sweep_id), ("workload_key", workload_key))
+        filters = (
+            ("model", model), ("status", status), ("sweep_id", sweep_id), (self._workload_key_sql, workload_key),
+        )  # fmt: skip
         for column, value in filters:
             if value is not None:
                 conditions.append(f"{column} = ?")
                 parameters.append(value)
-        query = f"SELECT {', '.join(_ROW_COLUMNS)} FROM results"
+        query = f"SELECT {self._select_list()} FROM results"
         if conditions:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY run_id"
@@ -226,9 +272,14 @@ class ResultStore:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY run_id"
         return [_stored_run(row) for row in self._connection.execute(query, parameters)]
 
+    def _select_list(self) -> str:
+        return ", ".join(
+            self._workload_key_sql + " AS workload_key" if c == "workload_key" else c for c in _ROW_COLUMNS
+        )
+
     def run(self, run_id: int) -> StoredRun:
         row = self._connection.execute(
-            f"SELECT {', '.join(_ROW_COLUMNS)} FROM results WHERE run_id = ?", (run_id,)
+            f"SELECT {self._select_list()} FROM results WHERE run_id = ?", (run_id,)
         ).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id} in {self.path}; `tokbench history` lists the stored runs")
@@ -259,6 +310,50 @@ class ResultStore:
 
     def schema_version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        # SQLite may have rolled back already (e.g. on SQLITE_FULL); nothing is half-written either way.
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+def _check_is_tokbench_store(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse another application's database before reading or writing anything in it."""
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    if application_id == APPLICATION_ID:
+        return
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables.discard("sqlite_sequence")
+    if application_id == 0 and not tables:
+        return  # a new, empty file: becomes a store
+    if application_id == 0 and "results" in tables:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+        if {"run_id", "config_hash", "status", "result_json"} <= columns:
+            return  # a store written before tokbench set its application id
+    raise StoreError(
+        f"{path} is not a tokbench results store (application id {application_id:#x}, tables "
+        f"{', '.join(sorted(tables)) or 'none'}); tokbench leaves it untouched: pass another --db"
+    )
+
+
+def _quick_check(connection: sqlite3.Connection, path: Path) -> None:
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise StoreError(
+            f"the results store {path} is damaged ({'; '.join(problems[:3])}); read what you can with "
+            "`tokbench export --db` and start a new store with another --db"
+        )
+
+
+def is_sqlite_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like an SQLite database (export never writes over one)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def _median(result: BenchmarkResult, metric: str) -> float | None:
