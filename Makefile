@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
+# test: pytest + ruff; ray: the Ray executor, so its tests run too (about 240 MB, ~1.5 min more to install)
+EXTRAS ?= test,ray
 
 .PHONY: run test lint bench clean gpu-check
 
@@ -24,7 +26,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
 	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[test]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -113,7 +113,8 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
         },
     )
     db = tmp_path / "results.db"
-    sweep_process = start_sweep(tmp_path, "--config", str(sweep), "--db", str(db))
+    # One process per config (no load groups): each kind of failure hits its own child.
+    sweep_process = start_sweep(tmp_path, "--config", str(sweep), "--db", str(db), "--no-share-load")
     # An outside kill of the child that runs "killed-by-test", found by its command line like `ps` would.
     victim = wait_for(
         lambda: next(
@@ -175,7 +176,7 @@ def test_a_sweep_with_every_kind_of_failure_runs_to_the_end(tmp_path: Path) -> N
 def test_sigint_and_sigkill_mid_sweep_then_resume_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     sweep = write_sweep(tmp_path / "sweep.yaml", {**TINY, "batch_size": [1, 2, 3]})
     db = tmp_path / "results.db"
-    args = ("--config", str(sweep), "--db", str(db), "--compile-cache", "shared")
+    args = ("--config", str(sweep), "--db", str(db), "--compile-cache", "shared", "--no-share-load")
 
     # 1. Ctrl-C once the first result is stored: the running child is ended, the store stays consistent.
     first = start_sweep(tmp_path, *args)

@@ -130,6 +130,7 @@ def _add_store_commands(commands: Any) -> None:
         help="how the process launcher starts a child: forkserver (default on Linux: forked from a server that "
         "imported torch once, saving seconds per config) or spawn (a new interpreter per config)",
     )
+    _add_executor_arguments(sweep)
     sweep.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
     sweep.add_argument(
         "--resume", action="store_true", help="leave out configs this sweep already stored as ok or skipped"
@@ -155,6 +156,44 @@ def _add_store_commands(commands: Any) -> None:
     show.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
 
 
+def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
+    from tokbench.sweep.plan import EXECUTOR_NAMES
+
+    sweep.add_argument(
+        "--executor",
+        choices=EXECUTOR_NAMES,
+        help="local (default: this machine) or ray (a Ray cluster; needs tokbench[ray])",
+    )
+    sweep.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs)",
+    )
+    sweep.add_argument(
+        "--gpus-per-config",
+        type=int,
+        metavar="K",
+        help="GPUs each config gets: local, its child sees only those (CUDA_VISIBLE_DEVICES) and every visible "
+        "GPU is kept busy; ray, its task reserves K GPUs on one node (default 1)",
+    )
+    sweep.add_argument(
+        "--cpus-per-config", type=float, metavar="C", help="ray: CPUs each config's task reserves (default 1)"
+    )
+    sweep.add_argument(
+        "--ray-address",
+        metavar="auto|ADDR",
+        help="ray: the cluster to use (auto: the one `ray start` runs here; default: a local one for this sweep)",
+    )
+    sweep.add_argument(
+        "--share-load",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="configs that differ only in batch, prompt, new tokens, batching or measurement policy are measured "
+        "on one model load in one worker (default: on; the plan lists them)",
+    )
+
+
 def _open_store(path: str, must_exist: bool) -> Any:
     from tokbench.errors import StoreError
     from tokbench.sweep.store import ResultStore
@@ -166,8 +205,9 @@ def _open_store(path: str, must_exist: bool) -> Any:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from tokbench.report.terminal import make_console, print_plan, sweep_summary_table
-    from tokbench.sweep.launchers import make_launcher
+    from tokbench.errors import LaunchError
+    from tokbench.report.terminal import make_console, print_load_groups, print_plan, sweep_summary_table
+    from tokbench.sweep.executors import open_executor
     from tokbench.sweep.plan import load_sweep_file, plan_sweep
     from tokbench.sweep.runner import execute_plan
 
@@ -180,23 +220,41 @@ def command_sweep(args: argparse.Namespace) -> int:
             repeat=args.repeat,
             compile_cache=args.compile_cache,
             start_method=args.start_method,
+            executor=args.executor,
+            parallel=args.parallel,
+            gpus_per_config=args.gpus_per_config,
+            cpus_per_config=args.cpus_per_config,
+            ray_address=args.ray_address,
+            share_load=args.share_load,
         )
         plan = plan_sweep(spec)
     except ConfigError as error:
         print(f"tokbench: invalid sweep: {error}", file=sys.stderr)
         return EXIT_USAGE
     print_plan(plan, console)
+    print_load_groups(plan, console, share=spec.share_load)
     if args.dry_run:
         for planned in plan.runnable:
             console.print(f"run      {planned.config.name}  (config {planned.config.config_hash})")
         return EXIT_OK
-    with (
-        _open_store(args.db, must_exist=False) as store,
-        make_launcher(spec.launcher, compile_cache=spec.compile_cache, start_method=spec.start_method) as launcher,
-    ):
-        outcome = execute_plan(
-            plan, launcher, store, repeat=spec.repeat, resume=args.resume, progress=not args.no_progress
-        )
+    try:
+        executor = open_executor(spec)
+    except (ConfigError, LaunchError) as error:
+        print(f"tokbench: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with _open_store(args.db, must_exist=False) as store:
+            outcome = execute_plan(
+                plan,
+                executor,
+                store,
+                repeat=spec.repeat,
+                resume=args.resume,
+                progress=not args.no_progress,
+                share_load=spec.share_load,
+            )
+    finally:
+        executor.close()
     console.print(sweep_summary_table(outcome))
     console.print(
         f"{outcome.count('ok')} ok, {outcome.count('skipped')} skipped, {outcome.count('failed')} failed"

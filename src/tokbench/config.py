@@ -105,7 +105,7 @@ class BenchmarkConfig:
             in_v1=True,
             minimum=1,
             maximum=MAX_BATCH_SIZE,
-            fix="use a batch size from 1 to 65,536",
+            fix="use a batch size of at least 1 and at most 65,536",
         ),
     )
     # Prompt tokens per request: an int (every row), a list of per-request lengths, or a seeded
@@ -118,7 +118,7 @@ class BenchmarkConfig:
             "custom",
             128,
             in_v1=True,
-            fix="use 1 to 1,048,576 prompt tokens",
+            fix="use at least 1 prompt token, at most 1,048,576",
         ),
     )
     new_tokens: int = spec_field(
@@ -130,7 +130,7 @@ class BenchmarkConfig:
             in_v1=True,
             minimum=2,
             maximum=MAX_TOKENS,
-            fix="generate 2 to 1,048,576 tokens (TPOT and ITL need a second token)",
+            fix="generate at least 2 tokens (TPOT and ITL need a second token), at most 1,048,576",
         ),
     )
     dtype: str = spec_field(
@@ -244,7 +244,7 @@ class BenchmarkConfig:
             minimum=0,
             maximum=MAX_SEED,
             workload=False,
-            fix="use an integer seed from 0 to 2**63 - 1",
+            fix="use a non-negative integer seed below 2**63",
         ),
     )
     trust_remote_code: bool = spec_field(
@@ -534,7 +534,8 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
     if isinstance(value, (list, tuple)):
         lengths = tuple(value)
         for length in lengths:
-            _check_int(length, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
+            fix = "use at least 1 prompt token per request, at most 1,048,576"
+            _check_int(length, "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if len(lengths) != batch_size:
             raise ConfigError(
                 "sequence_length",
@@ -549,7 +550,7 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
             raise ConfigError("sequence_length", problem, _SEQUENCE_LENGTH_FIX)
         _check_choice(value.get("distribution"), "sequence_length", PROMPT_LENGTH_DISTRIBUTIONS)
         for key in ("min", "max"):
-            fix = f"give '{key}': a prompt length from 1 to 1,048,576"
+            fix = f"give '{key}': a prompt length >= 1 (at most 1,048,576)"
             _check_int(value.get(key), "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if value["min"] > value["max"]:
             raise ConfigError("sequence_length", f"min {value['min']} > max {value['max']}", "swap min and max")
@@ -557,7 +558,9 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
         spec["seed"] = value.get("seed", 0)
         _check_int(spec["seed"], "sequence_length", minimum=0, fix="use a non-negative integer seed")
         return spec
-    _check_int(value, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
+    _check_int(
+        value, "sequence_length", minimum=1, fix="use at least 1 prompt token, at most 1,048,576", maximum=MAX_TOKENS
+    )
     return value  # type: ignore[return-value]
 
 

@@ -90,6 +90,7 @@ def header_lines(result: BenchmarkResult) -> list[str]:
     lines.append(
         f"load: tokenizer {_ms(load.tokenizer_ns)}{' (cached)' if load.tokenizer_cached else ''}, "
         f"weights {_ms(load.weights_ns)}, to device {_ms(load.to_device_ns)}"
+        + (f" (one load shared by {load.shared_by} configs of a sweep)" if load.shared else "")
     )
     lines.extend(_quantization_lines(result))
     setup = phases.continuous_batching_setup
@@ -376,10 +377,32 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
     if launch.get("compile_cache"):
         parts.append(f"compile cache {launch['compile_cache']}")
     lines = ["; ".join(parts)]
+    lines.extend(_where_lines(launch))
     tail = str(launch.get("stderr_tail") or "").rstrip()
     if tail:
         lines.append("child output (tail):")
         lines.extend("  " + line for line in tail.splitlines()[-20:])
+    return lines
+
+
+def _where_lines(launch: dict[str, Any]) -> list[str]:
+    """Where an executor ran it: a Ray node and task, a local slot's GPUs, its place in a load group."""
+    lines = []
+    ray = launch.get("ray")
+    if isinstance(ray, dict):
+        if ray.get("error"):
+            lines.append(f"ray: the task died: {ray['error']}")
+        else:
+            gpus = ",".join(str(gpu) for gpu in ray.get("gpu_ids") or []) or "none"
+            node = f"{ray.get('node_ip')} ({str(ray.get('node_id'))[:12]})"
+            lines.append(f"ray: node {node}, task {ray.get('task_id')}, GPUs {gpus}")
+    if launch.get("slot") is not None:
+        gpus = ",".join(str(gpu) for gpu in launch.get("gpus") or []) or "none assigned"
+        lines.append(f"local slot {launch['slot']} of {launch.get('parallel')}, GPUs {gpus}")
+    group = launch.get("group")
+    if isinstance(group, dict):
+        place = f"config {group.get('index', 0) + 1} of {group.get('size')}"
+        lines.append(f"load group: {place}, worker {group.get('worker')}")
     return lines
 
 
@@ -396,6 +419,20 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
         console.print(Text(terminal_safe(f"skipped  {skipped.config.name}: {skipped.reason}"), style="yellow"))
     for invalid in plan.invalid:
         console.print(Text(terminal_safe(f"invalid  {invalid.fields}: {invalid.reason}"), style="red"))
+
+
+def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) -> None:
+    """Which runnable configs share one model load (one worker loads it once and measures each in turn)."""
+    from tokbench.sweep.grouping import load_groups
+
+    configs = plan.configs
+    groups = [group for group in load_groups(configs, share=share) if group.shared]
+    if not share:
+        console.print("load     not shared: every config loads its model in its own worker (--no-share-load)")
+    for number, group in enumerate(groups, start=1):
+        names = ", ".join(configs[index].name for index in group.indexes)
+        line = f"load     shared {number}: {len(group.indexes)} configs on one load: {names}"
+        console.print(Text(terminal_safe(line)))
 
 
 def sweep_summary_table(outcome: SweepOutcome) -> Table:

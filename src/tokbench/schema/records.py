@@ -101,6 +101,10 @@ class LoadTimings:
     quantize_ns: int | None = None
     tune_ns: int | None = None
     tokenizer_cached: bool = False
+    # A sweep's load group: one load measured several configs (``tokbench.engine.shared_load``); every one
+    # of them carries these same timings, ``shared`` set and ``shared_by`` the number of configs.
+    shared: bool = False
+    shared_by: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +114,8 @@ class LoadTimings:
             "quantize_ns": self.quantize_ns,
             "tune_ns": self.tune_ns,
             "tokenizer_cached": self.tokenizer_cached,
+            "shared": self.shared,
+            "shared_by": self.shared_by,
         }
 
     @classmethod

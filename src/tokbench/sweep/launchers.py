@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ from tokbench.config import BenchmarkConfig
 from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.forkserver import ForkServer
+from tokbench.sweep.worker import group_result_path
 
 STDERR_TAIL_CHARS = 4000
+# How often the parent looks for the results of a load group's worker (and at its configs' timeouts).
+GROUP_POLL_S = 0.1
 # How long a child gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_S = 5.0
 START_METHODS = ("forkserver", "spawn")
@@ -68,6 +72,28 @@ class InlineLauncher:
             notes = (*notes, f"launcher: the inline launcher does not enforce timeout_s={timeout_s:g}")
         return dataclasses.replace(result, launch=launch, notes=notes)
 
+    def launch_group(
+        self, configs: Sequence[BenchmarkConfig], timeouts_s: Sequence[float | None]
+    ) -> Iterator[BenchmarkResult]:
+        """One result per config, in order, measured on one load (``engine.shared_load``); no timeout."""
+        from tokbench.engine.shared_load import measure_group
+
+        start_ns = self._clock()
+        results = measure_group(configs, tokenizers=self._tokenizers, clock=self._clock, **self._run_options)
+        for index, result in enumerate(results):
+            launch = {"launcher": self.name, "pid": os.getpid(), "wall_ns": self._clock() - start_ns}
+            if len(configs) > 1:
+                launch["group"] = {"index": index, "size": len(configs), "worker": 1}
+            timeout_s = timeouts_s[index]
+            notes = result.notes
+            if timeout_s is not None:
+                notes = (*notes, f"launcher: the inline launcher does not enforce timeout_s={timeout_s:g}")
+            yield dataclasses.replace(result, launch=launch, notes=notes)
+            start_ns = self._clock()
+
+    def abort(self) -> None:
+        """Nothing runs elsewhere; a config running inline stops with the process."""
+
     def close(self) -> None:
         """Nothing to release; here so both launchers are used the same way."""
 
@@ -97,6 +123,7 @@ class ProcessLauncher:
         clock: Clock = monotonic_ns,
         environment: dict[str, Any] | None = None,
         start_method: str = DEFAULT_START_METHOD,
+        child_environment: Mapping[str, str] | None = None,
     ) -> None:
         if compile_cache not in ("fresh", "shared"):
             raise LaunchError(f"unknown compile cache mode {compile_cache!r}; use fresh or shared")
@@ -110,6 +137,10 @@ class ProcessLauncher:
         self._clock = clock
         self._environment = environment  # the parent's, for results the parent has to build
         self._shared_cache: Path | None = None
+        # Set for every child (e.g. CUDA_VISIBLE_DEVICES: the devices of a parallel executor's slot).
+        self.child_environment = dict(child_environment or {})
+        self._running: _Child | None = None
+        self._aborted = False
 
     def __enter__(self) -> ProcessLauncher:
         return self
@@ -207,6 +238,135 @@ class ProcessLauncher:
             launch.pop("stderr_tail")  # keep the tail for failures, where it explains something
         return dataclasses.replace(result, launch=launch)
 
+    def abort(self) -> None:
+        """From another thread (a parallel executor's Ctrl-C): kill the running child's process group and
+        start no other. The thread that launched it gets a failed result (or KeyboardInterrupt) back."""
+        self._aborted = True
+        running = self._running
+        if running is not None:
+            _signal_group(running.pid, signal.SIGKILL)
+
+    def launch_group(
+        self, configs: Sequence[BenchmarkConfig], timeouts_s: Sequence[float | None]
+    ) -> Iterator[BenchmarkResult]:
+        """One result per config, in order, each as soon as it exists: the configs of one load group are
+        measured by one worker that loads the model once. If the worker dies (crash, kill, a config past its
+        timeout), the config it was on fails with the reason and the rest go on in a fresh worker."""
+        if len(configs) == 1:
+            yield self.launch(configs[0], timeouts_s[0])
+            return
+        pending = list(range(len(configs)))
+        worker = 0
+        while pending:
+            worker += 1
+            started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            work = Path(tempfile.mkdtemp(prefix="tokbench-child-"))
+            try:
+                indexes = list(pending)
+                for index, result in self._launch_group_once(configs, timeouts_s, indexes, work, worker, started_at):
+                    pending.remove(index)
+                    yield result
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def _launch_group_once(
+        self,
+        configs: Sequence[BenchmarkConfig],
+        timeouts_s: Sequence[float | None],
+        indexes: list[int],
+        work: Path,
+        worker: int,
+        started_at: str,
+    ) -> Iterator[tuple[int, BenchmarkResult]]:
+        """One worker for the configs at ``indexes``: yields (index, result) for each config it finished, then
+        (index, failed result) for the one it was on if it died; the caller runs the rest in a fresh worker."""
+        config_path, result_path, log_path = work / "group.json", work / "result.json", work / "output.log"
+        group = [configs[index] for index in indexes]
+        config_path.write_text(json.dumps({"group": [config.to_dict() for config in group]}), encoding="utf-8")
+        base: dict[str, Any] = {"launcher": self.name, "compile_cache": self.compile_cache}
+        start_ns = config_start_ns = self._clock()
+        child = self._start_child(group[0], config_path, result_path, log_path, self._cache_root(work), base)
+        base["pid"] = child.pid
+        position = 0  # the config (of ``group``) the worker is on
+        returncode: int | None = None
+        exited = timed_out = False
+        timed_out_position = -1
+        server_died: str | None = None
+
+        def launch_record(position: int, now_ns: int) -> dict[str, Any]:
+            return {
+                **base,
+                "timeout_s": timeouts_s[indexes[position]],
+                "wall_ns": now_ns - config_start_ns,
+                "group": {"index": position, "size": len(group), "worker": worker, "worker_wall_ns": now_ns - start_ns},
+            }
+
+        try:
+            while True:
+                while position < len(group) and os.path.exists(group_result_path(str(result_path), position)):
+                    now_ns = self._clock()
+                    launch = launch_record(position, now_ns)
+                    written = Path(group_result_path(str(result_path), position))
+                    result = self._read_result(group[position], written, launch, log_path, started_at)
+                    yield indexes[position], result
+                    position += 1
+                    config_start_ns = now_ns
+                if exited:
+                    break
+                timeout_s = timeouts_s[indexes[position]] if position < len(group) else None
+                remaining_s = None if timeout_s is None else timeout_s - (self._clock() - config_start_ns) / 1e9
+                if remaining_s is not None and remaining_s <= 0:
+                    timed_out, timed_out_position = True, position
+                    returncode = _end_process_group(child)
+                    exited = True
+                    continue  # collect what it wrote before it ended
+                returncode = child.wait(GROUP_POLL_S if remaining_s is None else min(GROUP_POLL_S, remaining_s))
+                exited = returncode is not None
+        except ForkServerError as error:  # the exit status is lost with the server: end the child, record why
+            server_died = str(error)
+            self._server_error = server_died
+        finally:
+            if not exited:  # Ctrl-C, a server death, or the caller stopped iterating: never leave the child running
+                _signal_group(child.pid, signal.SIGKILL)
+                with contextlib.suppress(ForkServerError):
+                    child.wait(TERMINATE_GRACE_S)
+            _kill_leftovers(child.pid)
+            self._running = None
+        if position >= len(group) or (timed_out and position > timed_out_position):
+            return  # all done, or the late config finished as it was ended: the rest go on in a fresh worker
+        launch = launch_record(position, self._clock())
+        launch["exit_code"] = returncode
+        tail = _tail(log_path)
+        launch["stderr_tail"] = tail
+        timeout_s = timeouts_s[indexes[position]]
+        if server_died is not None:
+            launch["forkserver_error"] = server_died
+            reason = f"the fork server died while the child process (pid {child.pid}) ran; it was ended"
+        elif timed_out:
+            reason = f"timed out after {timeout_s:g} s; the child process (pid {child.pid}) was ended"
+        elif returncode is not None and returncode < 0:
+            signal_name = _signal_name(-returncode)
+            launch["signal"] = signal_name
+            cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
+            reason = f"the child process (pid {child.pid}) was killed by {signal_name}{cause}"
+        else:
+            reason = f"the child process (pid {child.pid}) exited with code {returncode} and wrote no result"
+        yield indexes[position], self._failed(group[position], reason, tail, launch, started_at)
+
+    def _read_result(
+        self, config: BenchmarkConfig, path: Path, launch: dict[str, Any], log_path: Path, started_at: str
+    ) -> BenchmarkResult:
+        try:
+            result = BenchmarkResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError, ResultFormatError, ValueError) as error:
+            tail = _tail(log_path)
+            reason = f"the child process (pid {launch.get('pid')}) wrote an unreadable result: {error}"
+            return self._failed(config, reason, tail, {**launch, "stderr_tail": tail}, started_at)
+        if result.config_hash != config.config_hash:
+            reason = f"the child process returned a result for config {result.config_hash}, not {config.config_hash}"
+            return self._failed(config, reason, _tail(log_path), launch, started_at)
+        return dataclasses.replace(result, launch=launch)
+
     def _start_child(
         self,
         config: BenchmarkConfig,
@@ -217,9 +377,14 @@ class ProcessLauncher:
         launch: dict[str, Any],
     ) -> _Child:
         cache_env = {
+            **self.child_environment,
             "TORCHINDUCTOR_CACHE_DIR": str(cache_root / "inductor"),
             "TRITON_CACHE_DIR": str(cache_root / "triton"),
         }
+        if self._aborted:
+            raise KeyboardInterrupt  # aborted from another thread: start nothing more
+        if self.child_environment:
+            launch["child_environment"] = dict(self.child_environment)
         if self.start_method == "forkserver":
             try:
                 server, started = self._fork_server()
@@ -234,7 +399,8 @@ class ProcessLauncher:
                 )
                 launch["start_method"] = "forkserver"
                 launch["forkserver_pid"] = server.pid
-                return _ForkedChild(server, pid)
+                self._running = _ForkedChild(server, pid)
+                return self._running
             except ForkServerError as error:  # spawn this config instead, and say so
                 self._server_error = str(error)
                 if self._server is not None:
@@ -256,7 +422,8 @@ class ProcessLauncher:
                 env={**os.environ, **cache_env},
                 start_new_session=True,
             )
-        return _SpawnedChild(process)
+        self._running = _SpawnedChild(process)
+        return self._running
 
     def _fork_server(self) -> tuple[ForkServer, bool]:
         """The running server; started (again) if there is none. A server that failed to start is not retried."""

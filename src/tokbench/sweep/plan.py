@@ -64,6 +64,10 @@ LAUNCHER_NAMES = ("process", "inline")
 START_METHODS = ("forkserver", "spawn")  # of the process launcher; None: forkserver on Linux, else spawn
 # Keys of a sweep file that are not config fields.
 _SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "start_method", "configs")
+# Where configs run (``tokbench.sweep.executors``); also sweep-file keys.
+EXECUTOR_NAMES = ("local", "ray")
+_EXECUTOR_KEYS = ("executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load")
+_SWEEP_KEYS = (*_SWEEP_KEYS, *_EXECUTOR_KEYS)
 DEFAULT_TIMEOUT_S = 1800.0
 
 
@@ -83,8 +87,15 @@ class SweepSpec:
     compile_cache: str = "fresh"
     launcher: str = "process"
     start_method: str | None = None
+    executor: str = "local"
+    parallel: int | None = None  # local: configs at once (default: 1, or one per GPU slot with gpus_per_config)
+    gpus_per_config: int | None = None  # GPUs each config's child sees (local) or reserves (ray)
+    cpus_per_config: float | None = None  # ray: CPUs each task reserves (default 1)
+    ray_address: str | None = None  # ray: "auto", an address, or None (a local cluster for this sweep)
+    share_load: bool = True  # configs that need no reload share one model load (sweep.grouping)
 
     def __post_init__(self) -> None:
+        self._check_executor_options()
         if self.level is not None and self.level not in LEVELS:
             raise ConfigError("level", f"unknown level {self.level!r}", f"use one of: {', '.join(LEVELS)}")
         _check_timeout(self.timeout_s, "timeout_s")
@@ -102,6 +113,24 @@ class SweepSpec:
             raise ConfigError(
                 "launcher", f"unknown launcher {self.launcher!r}", f"use one of: {', '.join(LAUNCHER_NAMES)}"
             )
+
+    def _check_executor_options(self) -> None:
+        if self.executor not in EXECUTOR_NAMES:
+            raise ConfigError(
+                "executor", f"unknown executor {self.executor!r}", f"use one of: {', '.join(EXECUTOR_NAMES)}"
+            )
+        for name in ("parallel", "gpus_per_config"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(name, f"expected an integer >= 1, got {value!r}", f"use {flag} 1 or more")
+        cpus = self.cpus_per_config
+        if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus < 0):
+            raise ConfigError("cpus_per_config", f"expected a number >= 0, got {cpus!r}", "use --cpus-per-config 1")
+        if not isinstance(self.share_load, bool):
+            raise ConfigError("share_load", f"expected true or false, got {self.share_load!r}", "use true or false")
+        if self.executor == "local" and self.ray_address is not None:
+            raise ConfigError("ray_address", "a Ray address needs the ray executor", "add --executor ray")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm import tqdm
 
@@ -28,10 +28,12 @@ from tokbench.config import BenchmarkConfig
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
-from tokbench.sweep.launchers import make_launcher
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
 from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
 from tokbench.text import safe_filename, terminal_safe
+
+if TYPE_CHECKING:
+    from tokbench.sweep.executors import Executor
 
 
 class Launcher(Protocol):
@@ -99,15 +101,23 @@ def repeat_variation(results: Sequence[BenchmarkResult], metric: str = "e2e_late
 
 def execute_plan(
     plan: SweepPlan,
-    launcher: Launcher,
+    executor: Executor | Launcher,
     store: ResultStore,
     *,
     repeat: int = 1,
     resume: bool = False,
     progress: bool = True,
     on_result: Callable[[SweepEntry], None] | None = None,
+    share_load: bool = True,
 ) -> SweepOutcome:
-    """Run ``plan`` and store each result as it arrives. Returns early, ``interrupted``, on Ctrl-C."""
+    """Run ``plan`` through ``executor`` (or a bare launcher, run one unit at a time here) and store each
+    result as it arrives; configs that need no reload share a load unless ``share_load`` is False.
+    Returns early, ``interrupted``, on Ctrl-C."""
+    from tokbench.sweep.executors import WorkItem, work_units
+    from tokbench.sweep.executors.local import LocalExecutor
+
+    if not hasattr(executor, "execute"):
+        executor = LocalExecutor.for_launcher(executor)
     outcome = SweepOutcome(plan)
     done = store.completed(plan.sweep_id) if resume else set()
     total = len(plan.skipped) + repeat * len(plan.runnable)
@@ -138,23 +148,22 @@ def execute_plan(
                 raise StoreWriteError(f"{error}; the result of {config.name} is kept in {kept}") from error
             record(SweepEntry(config, repeat_index, result, run_id))
 
+    def deliver(item: WorkItem, result: BenchmarkResult) -> None:
+        store_and_record(item.config, item.repeat_index, _with_sweep(result, plan.sweep_id, item.repeat_index))
+        name = item.config.name if repeat == 1 else f"{item.config.name} #{item.repeat_index + 1}"
+        bar.set_postfix_str(terminal_safe(f"last: {name}", newlines=False))
+
     try:
         for skipped in plan.skipped:
             if (skipped.config.config_hash, 0) in done:
                 record(SweepEntry(skipped.config, 0, None, None, resumed=True))
                 continue
-            result = _skipped_result(skipped.config, skipped.reason, launcher.name, parent_environment())
+            result = _skipped_result(skipped.config, skipped.reason, executor.name, parent_environment())
             store_and_record(skipped.config, 0, result)
-        for repeat_index in range(repeat):
-            for planned in plan.runnable:
-                config = planned.config
-                if (config.config_hash, repeat_index) in done:
-                    record(SweepEntry(config, repeat_index, None, None, resumed=True))
-                    continue
-                label = config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}"
-                bar.set_postfix_str(terminal_safe(label, newlines=False))
-                result = launcher.launch(config, planned.timeout_s)
-                store_and_record(config, repeat_index, _with_sweep(result, plan.sweep_id, repeat_index))
+        units, resumed = work_units(plan, repeat=repeat, done=done, share_load=share_load)
+        for item in resumed:
+            record(SweepEntry(item.config, item.repeat_index, None, None, resumed=True))
+        executor.execute(units, deliver)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -187,20 +196,31 @@ def run_sweep(
     """The Python API of ``tokbench sweep``: a spec (a ``SweepSpec``, a dict as in a sweep file, or the
     file's path) is planned and run into the store at ``db``. ``options`` override the spec's sweep
     options: ``level``, ``launcher`` (default ``process``), ``timeout_s``, ``repeat``, ``compile_cache``,
-    ``start_method``."""
+    ``start_method``, ``executor`` (``local`` or ``ray``), ``parallel``, ``gpus_per_config``,
+    ``cpus_per_config``, ``ray_address``, ``share_load``."""
+    from tokbench.sweep.executors import open_executor
+
     if isinstance(spec, (str, Path)):
         spec = load_sweep_file(spec)
     elif not isinstance(spec, SweepSpec):
         spec = SweepSpec.from_dict(spec)
     spec = spec.with_options(**options)
     plan = plan_sweep(spec)
-    with (
-        ResultStore(db) as store,
-        make_launcher(spec.launcher, compile_cache=spec.compile_cache, start_method=spec.start_method) as launcher,
-    ):
-        return execute_plan(
-            plan, launcher, store, repeat=spec.repeat, resume=resume, progress=progress, on_result=on_result
-        )
+    executor = open_executor(spec)
+    try:
+        with ResultStore(db) as store:
+            return execute_plan(
+                plan,
+                executor,
+                store,
+                repeat=spec.repeat,
+                resume=resume,
+                progress=progress,
+                on_result=on_result,
+                share_load=spec.share_load,
+            )
+    finally:
+        executor.close()
 
 
 @contextmanager

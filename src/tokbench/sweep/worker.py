@@ -4,6 +4,11 @@ Reads one config as JSON, runs it with ``runner.run`` (which never raises for a 
 result as JSON, atomically, to the path the parent gave. The parent reads it back; nothing is pickled.
 Exit codes: 0 a result was written (whatever its status), 2 the config file could not be read.
 The fork server's children (``tokbench.sweep.forkserver``) run the same ``run_config_file``.
+
+A load group (``{"group": [config, ...]}`` instead of one config) is measured on one model load
+(``engine.shared_load``): before config i starts the worker creates ``RESULT.i.started``, and writes
+config i's result to ``RESULT.i`` as soon as it exists, so the parent knows which config a worker that
+died was on and keeps every result written before.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import select
 import sys
 import threading
 import time
+from typing import Any
 
 _PARENT_POLL_S = 0.5
 EXIT_BAD_CONFIG = 2
@@ -78,7 +84,11 @@ def run_config_file(config_path: str, result_path: str) -> int:
 
     try:
         with open(config_path, encoding="utf-8") as stream:
-            config = BenchmarkConfig.from_dict(json.load(stream))
+            data = json.load(stream)
+        if isinstance(data, dict) and "group" in data:
+            group = [BenchmarkConfig.from_dict(item) for item in data["group"]]
+            return _run_group(group, result_path)
+        config = BenchmarkConfig.from_dict(data)
     except (OSError, json.JSONDecodeError, ConfigError, TypeError) as error:
         print(f"tokbench.sweep.worker: cannot read the config {config_path}: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -88,6 +98,27 @@ def run_config_file(config_path: str, result_path: str) -> int:
 
     result = run(config, progress=False)
     save_result(result, result_path)
+    return 0
+
+
+def group_result_path(result_path: str, index: int) -> str:
+    return f"{result_path}.{index}"
+
+
+def group_started_path(result_path: str, index: int) -> str:
+    return f"{result_path}.{index}.started"
+
+
+def _run_group(configs: list[Any], result_path: str) -> int:
+    from tokbench.engine.shared_load import measure_group
+    from tokbench.schema.results import save_result
+
+    def started(index: int) -> None:
+        with open(group_started_path(result_path, index), "w", encoding="utf-8"):
+            pass
+
+    for index, result in enumerate(measure_group(configs, on_start=started, progress=False)):
+        save_result(result, group_result_path(result_path, index))
     return 0
 
 

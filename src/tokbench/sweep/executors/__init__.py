@@ -1,0 +1,100 @@
+"""Executors decide where a sweep's configs run: on this machine (``local``, one at a time or one isolated
+process per slot of GPUs), or on a Ray cluster (``ray``). Whatever the executor, every config runs in the
+same isolated worker (``tokbench.sweep.worker`` through a ``ProcessLauncher``: timeouts, crash capture,
+compile cache isolation, launch record), and every result comes back to the caller's thread through
+``deliver``: only the driver writes the store.
+
+The unit of work is a ``WorkUnit``: the configs of one load group (``sweep.grouping``), measured by one
+worker that loads the model once (a single config is a unit of one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tokbench.config import BenchmarkConfig
+from tokbench.errors import ConfigError
+from tokbench.schema.results import BenchmarkResult
+from tokbench.sweep.grouping import load_groups
+from tokbench.sweep.plan import SweepPlan, SweepSpec
+
+EXECUTOR_NAMES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One config × repeat to run, with its timeout."""
+
+    config: BenchmarkConfig
+    repeat_index: int
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Configs one worker measures in turn on one model load (one item: a load of its own)."""
+
+    items: tuple[WorkItem, ...]
+
+    @property
+    def configs(self) -> tuple[BenchmarkConfig, ...]:
+        return tuple(item.config for item in self.items)
+
+    @property
+    def timeouts_s(self) -> tuple[float | None, ...]:
+        return tuple(item.timeout_s for item in self.items)
+
+
+Deliver = Callable[[WorkItem, BenchmarkResult], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def execute(self, units: Sequence[WorkUnit], deliver: Deliver) -> None:
+        """Run every unit; call ``deliver`` in the calling thread once per item, as soon as its result exists.
+        On KeyboardInterrupt (or any exception) it ends what still runs, then re-raises."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def work_units(
+    plan: SweepPlan,
+    *,
+    repeat: int = 1,
+    done: Collection[tuple[str, int]] = (),
+    share_load: bool = True,
+) -> tuple[list[WorkUnit], list[WorkItem]]:
+    """The units to run (round after round of repeats) and the items left out because ``done`` holds them."""
+    units: list[WorkUnit] = []
+    resumed: list[WorkItem] = []
+    for repeat_index in range(repeat):
+        items = [WorkItem(planned.config, repeat_index, planned.timeout_s) for planned in plan.runnable]
+        pending = [item for item in items if (item.config.config_hash, repeat_index) not in done]
+        resumed.extend(item for item in items if (item.config.config_hash, repeat_index) in done)
+        for group in load_groups([item.config for item in pending], share=share_load):
+            units.append(WorkUnit(tuple(pending[index] for index in group.indexes)))
+    return units, resumed
+
+
+def open_executor(spec: SweepSpec, **launcher_options: Any) -> Executor:
+    """The executor a sweep spec asks for (``executor``, ``parallel``, ``gpus_per_config``, ``ray_address``...)."""
+    executor = getattr(spec, "executor", "local")
+    if executor == "ray":
+        if spec.launcher != "process":
+            raise ConfigError("launcher", "the ray executor runs configs with the process launcher", "drop --launcher")
+        from tokbench.sweep.executors.ray_cluster import RayExecutor
+
+        return RayExecutor(
+            address=spec.ray_address,
+            compile_cache=spec.compile_cache,
+            start_method=spec.start_method,
+            gpus_per_config=spec.gpus_per_config,
+            cpus_per_config=spec.cpus_per_config,
+        )
+    from tokbench.sweep.executors.local import LocalExecutor
+
+    return LocalExecutor.for_spec(spec, **launcher_options)
