@@ -70,10 +70,13 @@ def test_compile_turns_the_static_cache_on_and_the_name_says_so() -> None:
 def test_config_hash_is_stable_and_ignores_the_name() -> None:
     config = BenchmarkConfig()
     # Golden value: a change here changes every stored result's identity; bump the hash version instead.
-    # (Changed deliberately when warmup and measurement became "auto" by default.)
-    assert config.config_hash == "897392772f586067"
+    # (Changed deliberately when warmup and measurement became "auto" by default, and when measuring under
+    # inference_mode became the default: the no_grad configs below keep the identities they had before.)
+    assert config.config_hash == "cd90a9a5620cce96"
+    assert BenchmarkConfig(grad_mode="no_grad").config_hash == "897392772f586067"
     # the seeds' fixed plan, asked for explicitly, keeps the identity it had before "auto" existed
-    assert BenchmarkConfig(warmup_iterations=5, measurement_iterations=20).config_hash == "f38275d0b4dc208a"
+    fixed = BenchmarkConfig(warmup_iterations=5, measurement_iterations=20, grad_mode="no_grad")
+    assert fixed.config_hash == "f38275d0b4dc208a"
     assert BenchmarkConfig(target_relative_precision=0.02).config_hash != config.config_hash
     assert BenchmarkConfig(name="my run").config_hash == config.config_hash
     assert BenchmarkConfig(batch_size=2).config_hash != config.config_hash

@@ -9,6 +9,7 @@ import pytest
 
 import tokbench
 from tokbench import compat
+from tokbench.analysis.summaries import recompute_summary
 from tokbench.clock import perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.backends import open_backend
@@ -17,7 +18,7 @@ from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP
 from tokbench.engine.recorder import STOP_INTERRUPTED
 from tokbench.engine.runner import RunInterrupted
 from tokbench.interrupts import Interrupted
-from tokbench.schema.results import load_result, recompute_summary, save_result
+from tokbench.schema.results import load_result, save_result
 
 
 class RecordingHook:

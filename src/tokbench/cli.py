@@ -7,18 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import (
-    ATTN_IMPLEMENTATIONS,
-    AUTO,
-    COMPILE_MODES,
-    DTYPES,
-    QUANT_GROUP_SIZES,
-    QUANT_KERNELS,
-    QUANTIZATIONS,
-    BenchmarkConfig,
-    load_config_file,
-)
+from tokbench.config import BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, TokbenchError
+from tokbench.flags import add_config_flags, config_overrides, count_or_auto, parse_sequence_length
 from tokbench.text import spreadsheet_safe, terminal_safe
 
 EXIT_OK = 0
@@ -28,155 +19,21 @@ EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143 (interrupts.exit_code)
 
 
-# CLI flag destination -> BenchmarkConfig field, for the flags that map one to one.
-_CONFIG_FLAGS = (
-    "model",
-    "batch_size",
-    "sequence_length",
-    "new_tokens",
-    "dtype",
-    "attn_implementation",
-    "compile_mode",
-    "static_cache",
-    "kernels",
-    "device",
-    "warmup_iterations",
-    "measurement_iterations",
-    "monitor",
-    "monitor_interval_ms",
-    "profile_tokens",
-    "seed",
-    "trust_remote_code",
-    "name",
-    "quantization",
-    "group_size",
-    "quant_kernel",
-    "tune",
-    "tune_budget_s",
-    "continuous_batching",
-    "cb_page_size",
-    "cb_num_blocks",
-    "cb_max_batch_tokens",
-    "cb_max_requests_per_batch",
-    "warmup_min_iterations",
-    "warmup_max_iterations",
-    "warmup_budget_s",
-    "measurement_min_iterations",
-    "measurement_max_iterations",
-    "measurement_budget_s",
-    "target_relative_precision",
-)
+__all__ = ["build_parser", "config_from_args", "count_or_auto", "main", "parse_sequence_length"]
 
-
-def parse_sequence_length(text: str) -> int | list[int] | dict[str, object]:
-    """``128`` (every request), ``4,8,16`` (one per request) or ``uniform:MIN:MAX[:SEED]`` (sampled, seeded)."""
-    try:
-        if text.startswith("uniform:"):
-            parts = [int(part) for part in text.split(":")[1:]]
-            if len(parts) not in (2, 3):
-                raise ValueError(text)
-            spec: dict[str, object] = {"distribution": "uniform", "min": parts[0], "max": parts[1]}
-            if len(parts) == 3:
-                spec["seed"] = parts[2]
-            return spec
-        if "," in text:
-            return [int(part) for part in text.split(",")]
-        return int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a prompt length: use N, N1,N2,... (one per request) or uniform:MIN:MAX[:SEED]"
-        ) from error
-
-
-def count_or_auto(text: str) -> int | str:
-    """argparse type of --warmup-iterations / --measurement-iterations: 'auto' or an integer."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+# `tokbench tune` takes these config fields, with help that says what each means for tuning.
+_TUNE_FIELDS = ("model", "batch_size", "sequence_length", "dtype", "device", "seed", "trust_remote_code")
+_TUNE_HELP = {
+    "batch_size": "batch size to tune for: decode M = batch",
+    "sequence_length": "prompt length(s) to tune for, as in run: prefill M = batch × longest",
+    "dtype": "activation dtype",
+}
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
-    add("--model", help="preset (tiny-llama, small-llama), local folder, or Hub id (default: tiny-llama)")
-    add("--batch-size", type=int, help="rows per generate call (default: 1)")
-    add(
-        "--sequence-length",
-        type=parse_sequence_length,
-        help="prompt tokens per request, exactly: N, or N1,N2,... (one per request), or uniform:MIN:MAX[:SEED] "
-        "(sampled per request); shorter prompts are left-padded on the plain path (default: 128)",
-    )
-    add("--new-tokens", type=int, help="tokens generated per row, exactly; EOS is disabled (default: 128)")
-    add("--dtype", choices=DTYPES, help="weight and activation dtype (default: bfloat16)")
-    add(
-        "--attn",
-        dest="attn_implementation",
-        choices=ATTN_IMPLEMENTATIONS,
-        help="attention implementation (default: sdpa)",
-    )
-    add("--compile", dest="compile_mode", choices=COMPILE_MODES, help="torch.compile mode; turns on the static cache")
-    add("--static-cache", action="store_true", default=None, help="use a static KV cache")
-    add("--kernels", action="store_true", default=None, help="transformers use_kernels (needs the kernels library)")
-    add("--device", help="auto, cpu, cuda, cuda:N (default: auto; mps is skipped: its stamps would be late)")
-    add(
-        "--warmup-iterations",
-        type=count_or_auto,
-        help="untimed generations after the validation call: a count, or auto = until steady state (default: auto)",
-    )
-    add("--warmup-min-iterations", type=int, help="auto warmup: at least this many (default: 5)")
-    add("--warmup-max-iterations", type=int, help="auto warmup: at most this many (default: 50)")
-    add("--warmup-budget-s", type=float, help="auto warmup: stop after this many seconds (default: 30)")
-    add(
-        "--measurement-iterations",
-        type=count_or_auto,
-        help="timed generations: a count, or auto = until the median E2E is within --target-precision (default: auto)",
-    )
-    add("--measurement-min-iterations", type=int, help="auto measurement: at least this many (default: 10)")
-    add("--measurement-max-iterations", type=int, help="auto measurement: at most this many (default: 500)")
-    add("--measurement-budget-s", type=float, help="auto measurement: stop after this many seconds (default: 15)")
-    add(
-        "--target-precision",
-        dest="target_relative_precision",
-        type=float,
-        help="auto measurement: 95%% CI half-width of the median E2E, relative (default: 0.01 = ±1%%)",
-    )
-    add(
-        "--no-monitor",
-        dest="monitor",
-        action="store_false",
-        default=None,
-        help="no hardware sampling, per-iteration memory peaks, or efficiency figures",
-    )
-    add("--monitor-interval-ms", type=int, help="hardware sampling period while measuring (default: 50)")
-    add(
-        "--profile-tokens",
-        type=int,
-        metavar="K",
-        help="after measuring, profile one generation of K tokens with torch.profiler; the gzipped Chrome/Perfetto "
-        "trace goes next to the result JSON (NAME.trace.json.gz)",
-    )
-    add(
-        "--continuous-batching",
-        action="store_true",
-        default=None,
-        help="submit the batch_size requests to transformers' continuous-batching manager (built once, untimed)",
-    )
-    add("--cb-page-size", type=int, metavar="N", help="continuous batching: tokens per KV page (default: derived)")
-    add("--cb-num-blocks", type=int, metavar="N", help="continuous batching: KV cache blocks (default: derived)")
-    add("--cb-max-batch-tokens", type=int, metavar="N", help="continuous batching: tokens per step (default: derived)")
-    add(
-        "--cb-max-requests-per-batch",
-        type=int,
-        metavar="N",
-        help="continuous batching: requests per step (default: all)",
-    )
-    _add_quantization_arguments(parser)
-    add("--seed", type=int, help="seed of the preset's random weights (inputs are fixed text) (default: 0)")
-    add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
-    add("--name", help="a name for this run (default: derived from the config)")
+    add_config_flags(parser)  # one flag per config field, from its declaration in config.py
     add(
         "--output",
         metavar="FILE.json",
@@ -185,36 +42,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_quantization_arguments(parser: argparse.ArgumentParser, tune_flag: bool = True) -> None:
-    add = parser.add_argument
-    if tune_flag:
-        add("--quantization", choices=QUANTIZATIONS, help="weight-only quantization of every linear but the LM head")
-    add("--group-size", type=int, choices=QUANT_GROUP_SIZES, help="int4 quantization group size (default: 128)")
-    if tune_flag:
-        add(
-            "--quant-kernel",
-            choices=QUANT_KERNELS,
-            help="int4 kernel for every layer (default: auto, chosen per input row count)",
-        )
-        add("--tune", action="store_true", default=None, help="tune the int4 kernels per layer shape (cached)")
-    add("--tune-budget-s", type=float, help="tuning time budget per layer shape, seconds (default: 2)")
-
-
 def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
-    add("--model", help="preset, local folder, or Hub id (default: tiny-llama)")
-    add("--batch-size", type=int, help="batch size to tune for: decode M = batch (default: 1)")
-    add(
-        "--sequence-length",
-        type=parse_sequence_length,
-        help="prompt length(s) to tune for, as in run: prefill M = batch × longest (default: 128)",
-    )
-    add("--dtype", choices=DTYPES, help="activation dtype (default: bfloat16)")
-    add("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
-    add("--seed", type=int, help="seed of the preset's random weights (default: 0)")
-    add("--trust-remote-code", action="store_true", default=None, help="allow a Hub model's own Python code")
-    _add_quantization_arguments(parser, tune_flag=False)
+    add_config_flags(parser, (*_TUNE_FIELDS, "group_size", "tune_budget_s"), help_overrides=_TUNE_HELP)
     add("--no-cache", action="store_true", help="time every candidate again; neither read nor write the cache")
     add("--output", metavar="FILE.json", help="also write the tuning report as JSON")
 
@@ -517,10 +348,7 @@ def command_show(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     fields: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    for name in _CONFIG_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None:
-            fields[name] = value
+    fields.update(config_overrides(args))
     return BenchmarkConfig.from_dict(fields)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from tokbench import compat
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.gradmode import GradModeProbe, check_grad_mode, grad_mode_context
 from tokbench.engine.loading import LoadedModel
 from tokbench.errors import GenerationError, UnavailableFeatureError
 from tokbench.hardware.devices import synchronize
@@ -107,6 +108,8 @@ class ContinuousBatchingSession:
         self._calls = 0
         self.setup = setup
         self.requests = loaded.inputs.request_token_ids()
+        # The generation thread's grad mode, seen by its first forward (then the probe's hook is gone).
+        self._grad_mode_probe: GradModeProbe | None = GradModeProbe(loaded.model).__enter__()
 
     @classmethod
     def open(
@@ -148,6 +151,11 @@ class ContinuousBatchingSession:
         generation_config = _generation_config(config.new_tokens, _pad_token_id(loaded))
         synchronize(loaded.device)
         start_ns = clock()
+        # The manager's thread runs in the grad mode of the thread that starts it (transformers 5.x:
+        # ContinuousBatchingManager.start reads torch.is_inference_mode_enabled()), and its paged cache is
+        # made by warmup here: both under the config's mode, so the cache's tensors and the loop agree.
+        grad_mode = grad_mode_context(config.grad_mode)
+        grad_mode.__enter__()
         try:
             manager = model.init_continuous_batching(
                 generation_config=generation_config, continuous_batching_config=batching_config, workload_hints=hints
@@ -155,6 +163,7 @@ class ContinuousBatchingSession:
         except ValueError as error:  # the library refuses this model / attention for continuous batching
             _restore_attention(model, original_attention)
             field_name = "attn_implementation" if config.attn_implementation in str(error) else "continuous_batching"
+            grad_mode.__exit__(None, None, None)
             raise UnavailableFeatureError(
                 field_name,
                 f"transformers' continuous batching refused it: {str(error).strip()}",
@@ -168,6 +177,8 @@ class ContinuousBatchingSession:
                 manager.stop(block=True)
             _restore_attention(model, original_attention)
             raise
+        finally:
+            grad_mode.__exit__(None, None, None)
         synchronize(loaded.device)
         end_ns = clock()
         settings = {
@@ -188,6 +199,8 @@ class ContinuousBatchingSession:
         manager, self._manager = self._manager, None
         if manager is None:
             return
+        if self._grad_mode_probe is not None:
+            self._grad_mode_probe.__exit__(None, None, None)
         try:
             manager.stop(block=True, timeout=60)
             manager.destroy()
@@ -239,6 +252,10 @@ class ContinuousBatchingSession:
             remaining -= 1
         synchronize(self._loaded.device)
         end_ns = clock()
+        if self._grad_mode_probe is not None:  # once: the thread's mode cannot change while it runs
+            probe, self._grad_mode_probe = self._grad_mode_probe, None
+            probe.__exit__(None, None, None)
+            check_grad_mode(self._config.grad_mode, probe.seen, "the continuous-batching generation thread")
 
         stamps = tuple(
             _checked_stamps(output, new_tokens, submitted[row], finished[row]) for row, output in enumerate(outputs)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from tokbench.clock import Clock, perf_counter_ns
+from tokbench.config import field_default
+from tokbench.engine.gradmode import check_grad_mode, current_grad_mode, grad_mode_context
 from tokbench.errors import GenerationError
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import GenerationTrace
@@ -29,11 +31,13 @@ class TimestampStreamer:
         self._seen_prompt = False
         self.step_timestamps_ns: list[int] = []
         self.step_tokens: list[torch.Tensor] = []
+        self.grad_mode_seen: str | None = None  # inside generate, where its forwards run
 
     def put(self, value: torch.Tensor) -> None:
         now_ns = self._clock()
         if not self._seen_prompt:
             self._seen_prompt = True
+            self.grad_mode_seen = current_grad_mode()
             return
         if value.device.type != "cpu":  # never stamp before the token is on the host
             value = value.cpu()
@@ -54,11 +58,13 @@ def time_generate(
     tokenizer: Any = None,
     clock: Clock = perf_counter_ns,
     decode_sample: bool = False,
+    grad_mode: str = field_default("grad_mode"),
 ) -> GenerationTrace:
-    """Run one ``generate`` call and return its raw trace; a wrong token count raises.
+    """Run one ``generate`` call under ``grad_mode`` and return its raw trace; a wrong token count raises.
 
     ``t0_ns`` is taken after the device is idle, just before the call; ``end_ns`` after the call
-    returned and the device is idle again.
+    returned and the device is idle again. Every call of a run must use the same ``grad_mode``: a
+    static cache made under inference_mode cannot be reset outside it.
     """
     # EOS would let rows finish early and be padded while the call still returns N columns, which no
     # count check after the call can see: refuse to time a call that could stop at EOS at all.
@@ -72,18 +78,19 @@ def time_generate(
     device = input_ids.device
     batch_size, prompt_length = (int(n) for n in input_ids.shape)
     streamer = TimestampStreamer(clock)
-    synchronize(device)
-    # generate runs under no_grad itself; inference_mode is avoided because its tensors cannot
-    # be reused by a compiled graph or a static cache on the next call.
-    t0_ns = clock()
-    output = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        generation_config=generation_config,
-        streamer=streamer,
-    )
-    synchronize(device)
-    end_ns = clock()
+    # Entered before t0: the measured call is generate itself (which adds its own no_grad inside).
+    with grad_mode_context(grad_mode):
+        synchronize(device)
+        t0_ns = clock()
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=generation_config,
+            streamer=streamer,
+        )
+        synchronize(device)
+        end_ns = clock()
+    check_grad_mode(grad_mode, streamer.grad_mode_seen, "generate")
 
     generated = int(output.shape[1]) - prompt_length
     steps = len(streamer.step_timestamps_ns)

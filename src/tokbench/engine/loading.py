@@ -454,6 +454,7 @@ def effective_settings(
         parameters=sum(p.numel() for p in model.parameters()),
         generation_config=json.loads(generation_config.to_json_string(use_diff=True)),
         quantization=_quantization_settings(model, config, device) if config.quantization is not None else None,
+        grad_mode=config.grad_mode,  # every call checks its forwards really ran under it (engine.gradmode)
     )
     if settings.attn_implementation not in ("unknown", config.attn_implementation):
         raise UnavailableFeatureError(

@@ -21,7 +21,7 @@ from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
 from tokbench.analysis.stats import bootstrap_intervals, median, relative_half_width
 from tokbench.clock import Clock, perf_counter_ns
-from tokbench.config import AUTO
+from tokbench.config import AUTO, field_default
 from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, stage
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.records import GenerationTrace
@@ -50,9 +50,10 @@ class WarmupPlan:
     """``iterations`` None means auto: steady-state test between ``min_iterations`` and the bounds."""
 
     iterations: int | None = None
-    min_iterations: int = 5
-    max_iterations: int = 50
-    budget_s: float = 30.0
+    # Defaults are the config fields' own (declared once, in config.py).
+    min_iterations: int = field_default("warmup_min_iterations")
+    max_iterations: int = field_default("warmup_max_iterations")
+    budget_s: float = field_default("warmup_budget_s")
     window: int = STEADY_WINDOW
     tolerance: float = STEADY_TOLERANCE
 
@@ -72,10 +73,10 @@ class MeasurementPlan:
     """``iterations`` None means auto: measure until the median E2E CI is within the target."""
 
     iterations: int | None = None
-    min_iterations: int = 10
-    max_iterations: int = 500
-    budget_s: float = 15.0
-    target_relative_precision: float = 0.01
+    min_iterations: int = field_default("measurement_min_iterations")
+    max_iterations: int = field_default("measurement_max_iterations")
+    budget_s: float = field_default("measurement_budget_s")
+    target_relative_precision: float = field_default("target_relative_precision")
 
     @classmethod
     def from_config(cls, config: BenchmarkConfig) -> MeasurementPlan:

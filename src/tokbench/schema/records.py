@@ -168,6 +168,9 @@ class EffectiveSettings(Record):
     parameters: int | None = None
     generation_config: dict[str, Any] | None = None
     quantization: QuantizationSettings | None = None  # only when the model was quantized
+    # "inference_mode" | "no_grad": what every call's forwards were checked to run under (engine.gradmode);
+    # absent in results stored before the field existed (they ran under no_grad).
+    grad_mode: str | None = None
 
     def __bool__(self) -> bool:
         return self.device is not None

@@ -31,10 +31,11 @@ from tokbench.schema.records import (
 )
 from tokbench.schema.serde import Record, from_data
 from tokbench.schema.summary import Summary
+from tokbench.schema.workload import result_workload_key
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
-# written (and keep their config_hash: see config._V1_FIELDS).
+# written (and keep their config_hash: see FieldSpec.introduced in config.py).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
 STATUS_OK = "ok"
@@ -121,13 +122,16 @@ class BenchmarkResult(Record):
     # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
     launch: LaunchRecord = field(default_factory=LaunchRecord)
     schema_version: int = SCHEMA_VERSION
+    # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
+    # history match runs on it. Left empty, it is computed from the config and the run's device.
+    workload_key: str = ""
 
     # derived; written for readers of the JSON, checked (config_hash) or ignored (flags) on load
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("config_hash", "flags")
     # the order results have always been written in: identity and outcome first, bulky raw data last
     LEADING_KEYS: ClassVar[tuple[str, ...]] = (
-        "schema_version", "config", "config_hash", "status", "reason", "started_at", "notes", "model_source",
-        "environment", "effective_settings", "quantization", "phases", "flags", "summary", "iterations",
+        "schema_version", "config", "config_hash", "workload_key", "status", "reason", "started_at", "notes",
+        "model_source", "environment", "effective_settings", "quantization", "phases", "flags", "summary", "iterations",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -135,6 +139,9 @@ class BenchmarkResult(Record):
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if isinstance(self.launch, Mapping):  # launchers build the record field by field as a child runs
             object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
+        if not self.workload_key:
+            key = result_workload_key(self.config, self.effective_settings, self.environment)
+            object.__setattr__(self, "workload_key", key)
 
     @property
     def config_hash(self) -> str:
@@ -172,8 +179,17 @@ class BenchmarkResult(Record):
                 f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}); upgrade tokbench to read newer results"
             )
         try:
+            # A field the stored config lacks did not exist then: it takes its introduced default (a config
+            # without grad_mode ran under no_grad), so the stored config hash still matches.
+            config = BenchmarkConfig.from_stored_dict(data["config"])
+            payload = {key: value for key, value in data.items() if key != "schema_version"}
+            payload["config"] = config.to_dict()
+            effective_settings = dict(data.get("effective_settings") or {})
+            if "workload_key" not in data and effective_settings:  # written before grad_mode: under no_grad
+                effective_settings.setdefault("grad_mode", config.grad_mode)
+                payload["effective_settings"] = effective_settings
             # loaded means upgraded: the result is this version's (older fields got their defaults)
-            result = from_data(cls, {key: value for key, value in data.items() if key != "schema_version"}, "result")
+            result = from_data(cls, payload, "result")
         except (KeyError, TypeError) as error:  # BenchmarkConfig.from_dict's own errors
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
         if data.get("config_hash") not in (None, result.config_hash):

@@ -17,14 +17,25 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import ATTN_IMPLEMENTATIONS, COMPILE_MODES, BenchmarkConfig, load_config_file
+from tokbench.config import FIELD_DEFAULTS, FIELD_SPECS, BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, UnavailableFeatureError
 
 # The dimensions a level chooses combinations of. A dimension whose field BenchmarkConfig does not
 # have (in this version) is left out, and a level entry that needs it is dropped with a note.
 LEVEL_DIMENSIONS = ("attn_implementation", "compile_mode", "kernels", "continuous_batching")
-# What a level entry that leaves a dimension out means (BenchmarkConfig's own default wins when it has the field).
-_LEVEL_DEFAULTS = {"attn_implementation": "sdpa", "compile_mode": None, "kernels": False, "continuous_batching": False}
+# What a level entry that leaves a dimension out means: the field's default, as declared in config.py (a
+# dimension this version has no field for falls back to "off").
+_LEVEL_DEFAULTS = {dimension: FIELD_DEFAULTS.get(dimension) for dimension in LEVEL_DIMENSIONS}
+
+
+def _dimension_values(dimension: str) -> tuple[Any, ...]:
+    """Every value of a level dimension, from its field's declaration: its choices (plus off, when it may be
+    unset) or, for a flag, false and true."""
+    spec = FIELD_SPECS[dimension]
+    if spec.kind == "bool":
+        return (False, True)
+    return (None, *spec.choices) if spec.optional else spec.choices
+
 
 _SMALL: tuple[dict[str, Any], ...] = (
     {"attn_implementation": "sdpa"},
@@ -42,10 +53,8 @@ _THOROUGH: tuple[dict[str, Any], ...] = (
     {"attn_implementation": "flash_attention_2", "continuous_batching": True},
 )
 _EVERYTHING: tuple[dict[str, Any], ...] = tuple(
-    {"attn_implementation": attn, "compile_mode": mode, "kernels": kernels, "continuous_batching": batching}
-    for attn, mode, kernels, batching in itertools.product(
-        ATTN_IMPLEMENTATIONS, (None, *COMPILE_MODES), (False, True), (False, True)
-    )
+    dict(zip(LEVEL_DIMENSIONS, values, strict=True))
+    for values in itertools.product(*(_dimension_values(dimension) for dimension in LEVEL_DIMENSIONS))
 )
 # Data, not code: each level is a list of combinations; a dimension a combination leaves out is the default.
 LEVELS: dict[str, tuple[dict[str, Any], ...]] = {"small": _SMALL, "thorough": _THOROUGH, "everything": _EVERYTHING}
@@ -282,7 +291,7 @@ def order_configs(planned: Sequence[PlannedConfig]) -> list[PlannedConfig]:
     model_rank: dict[str, int] = {}
     for item in planned:
         model_rank.setdefault(item.config.model, len(model_rank))
-    mode_rank = {mode: index for index, mode in enumerate(COMPILE_MODES)}
+    mode_rank = {mode: index for index, mode in enumerate(FIELD_SPECS["compile_mode"].choices)}
 
     def key(item: PlannedConfig) -> tuple[int, int, int]:
         mode = item.config.compile_mode

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,9 +41,31 @@ HEADLINE_METRICS = (
 )
 _METRIC_COLUMNS = tuple(f"{name}_median" for name in HEADLINE_METRICS)
 
-# Each migration is the statements that take the schema from version i to i + 1; never edit one that
+# A migration step is SQL or, where a new column is computed from the stored JSON, a Python function of the
+# connection, run in the step's transaction.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
+
+
+def _workload_key_of(result_json: str) -> str | None:
+    """The workload key of a stored result's JSON (computed for results written before it existed)."""
+    try:
+        return BenchmarkResult.from_dict(json.loads(result_json)).workload_key
+    except (json.JSONDecodeError, ResultFormatError, ValueError, TypeError, KeyError):
+        return None  # an unreadable row has none; `show` reports why it cannot be read
+
+
+def _backfill_workload_keys(connection: sqlite3.Connection) -> None:
+    """Fill ``workload_key`` of rows stored before the column existed, from each row's result JSON."""
+    rows = connection.execute("SELECT run_id, result_json FROM results WHERE workload_key IS NULL").fetchall()
+    for run_id, text in rows:
+        key = _workload_key_of(text)
+        if key is not None:
+            connection.execute("UPDATE results SET workload_key = ? WHERE run_id = ?", (key, run_id))
+
+
+# Each migration is the steps that take the schema from version i to i + 1; never edit one that
 # has shipped, append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[MigrationStep, ...], ...] = (
     (
         f"""
         CREATE TABLE results (
@@ -70,12 +92,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX results_git_commit ON results (git_commit)",
         "CREATE INDEX results_sweep ON results (sweep_id, config_hash, repeat_index, status)",
     ),
+    (  # 2: what was measured, without how (BenchmarkResult.workload_key): compare and history match on it
+        "ALTER TABLE results ADD COLUMN workload_key TEXT",
+        "CREATE INDEX results_workload_key ON results (workload_key)",
+        _backfill_workload_keys,
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ROW_COLUMNS = (
     "run_id", "sweep_id", "repeat_index", "model", "name", "config_hash", "status", "reason",
-    "started_at", "stored_at", "git_commit", "launcher", *_METRIC_COLUMNS,
+    "started_at", "stored_at", "git_commit", "launcher", *_METRIC_COLUMNS, "workload_key",
 )  # fmt: skip
 
 
@@ -96,6 +123,7 @@ class StoredRun:
     git_commit: str | None
     launcher: str | None
     medians: dict[str, float | None]
+    workload_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = {column: getattr(self, column) for column in _ROW_COLUMNS if not column.endswith("_median")}
@@ -103,7 +131,7 @@ class StoredRun:
         return row
 
 
-def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[MigrationStep]] = MIGRATIONS) -> int:
     """Bring the schema up to ``len(migrations)``, one transaction per step; returns the old version."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > len(migrations):
@@ -114,8 +142,11 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] 
     for target in range(version + 1, len(migrations) + 1):
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in migrations[target - 1]:
-                connection.execute(statement)
+            for step in migrations[target - 1]:
+                if callable(step):
+                    step(connection)
+                else:
+                    connection.execute(step)
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
@@ -158,6 +189,13 @@ class ResultStore:
         except StoreError:
             self._connection.close()
             raise
+        # A store opened read-only is never migrated: without the column, each row's key is computed from its
+        # JSON on read, by the same function the migration fills the column with.
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(results)")}
+        self._workload_key_sql = "workload_key"
+        if "workload_key" not in columns:
+            self._connection.create_function("tokbench_workload_key", 1, _workload_key_of, deterministic=True)
+            self._workload_key_sql = "tokbench_workload_key(result_json)"
 
     def close(self) -> None:
         self._connection.close()
@@ -184,6 +222,7 @@ class ResultStore:
             "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": git.get("commit") if isinstance(git, dict) else None,
             "launcher": result.launch.launcher,
+            "workload_key": result.workload_key,
             **{column: _median(result, name) for name, column in zip(HEADLINE_METRICS, _METRIC_COLUMNS, strict=True)},
             "result_json": json.dumps(data, allow_nan=False),
         }
@@ -214,14 +253,18 @@ class ResultStore:
         status: str | None = None,
         sweep_id: str | None = None,
         limit: int | None = None,
+        workload_key: str | None = None,
     ) -> list[StoredRun]:
-        """Stored runs, oldest first, filtered by any of model, status and sweep."""
+        """Stored runs, oldest first, filtered by any of model, status, sweep and workload key."""
         conditions, parameters = [], []
-        for column, value in (("model", model), ("status", status), ("sweep_id", sweep_id)):
+        filters = (
+            ("model", model), ("status", status), ("sweep_id", sweep_id), (self._workload_key_sql, workload_key),
+        )  # fmt: skip
+        for column, value in filters:
             if value is not None:
                 conditions.append(f"{column} = ?")
                 parameters.append(value)
-        query = f"SELECT {', '.join(_ROW_COLUMNS)} FROM results"
+        query = f"SELECT {self._select_list()} FROM results"
         if conditions:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY run_id"
@@ -229,9 +272,14 @@ class ResultStore:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY run_id"
         return [_stored_run(row) for row in self._connection.execute(query, parameters)]
 
+    def _select_list(self) -> str:
+        return ", ".join(
+            self._workload_key_sql + " AS workload_key" if c == "workload_key" else c for c in _ROW_COLUMNS
+        )
+
     def run(self, run_id: int) -> StoredRun:
         row = self._connection.execute(
-            f"SELECT {', '.join(_ROW_COLUMNS)} FROM results WHERE run_id = ?", (run_id,)
+            f"SELECT {self._select_list()} FROM results WHERE run_id = ?", (run_id,)
         ).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id} in {self.path}; `tokbench history` lists the stored runs")
@@ -329,4 +377,5 @@ def _stored_run(row: Sequence[Any]) -> StoredRun:
         git_commit=values["git_commit"],
         launcher=values["launcher"],
         medians={name: values[f"{name}_median"] for name in HEADLINE_METRICS},
+        workload_key=values["workload_key"],
     )

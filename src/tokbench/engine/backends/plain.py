@@ -47,6 +47,7 @@ class PlainGenerateBackend:
             tokenizer=loaded.tokenizer,
             clock=self._clock,
             decode_sample=decode_sample,
+            grad_mode=self._config.grad_mode,
         )
 
     def close(self) -> None:
