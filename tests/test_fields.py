@@ -150,7 +150,7 @@ def test_changing_a_current_default_does_not_change_stored_hashes(tmp_path: Path
 
 def test_results_stored_before_grad_mode_load_as_no_grad_and_stay_apart(tmp_path: Path) -> None:
     old = load_result(FIXTURE_V1)
-    assert old.config.grad_mode == "no_grad" and old.effective_settings["grad_mode"] == "no_grad"
+    assert old.config.grad_mode == "no_grad" and old.effective_settings.grad_mode == "no_grad"
     now = BenchmarkConfig(**{**old.config.to_dict(), "grad_mode": "inference_mode"})
     assert now.config_hash != old.config_hash
     assert now.workload_key("cpu") != old.workload_key == old.config.workload_key("cpu")

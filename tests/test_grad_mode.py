@@ -102,5 +102,5 @@ def test_static_cache_and_continuous_batching_runs_record_their_mode(
         config = _config(fast_config_fields, grad_mode=grad_mode, **changes)
         result = tokbench.run(config, progress=False, device_warmup_s=0.01)
         assert result.status == "ok", result.reason
-        assert result.effective_settings["grad_mode"] == grad_mode
+        assert result.effective_settings.grad_mode == grad_mode
         assert result.workload_key == config.workload_key("cpu")

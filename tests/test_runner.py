@@ -217,7 +217,7 @@ def test_compiled_run_really_compiles_and_its_first_call_is_the_slow_one(fast_co
     assert result.effective_settings.generation_config["cache_implementation"] == "static"
     assert record.forward_compiled
     # under inference_mode (the default): warmup and measured calls reuse the validation call's graphs
-    assert result.effective_settings["grad_mode"] == "inference_mode"
+    assert result.effective_settings.grad_mode == "inference_mode"
     assert record.graphs_after_measurement == record.graphs_after_warmup == record.graphs_after_validation
     # the median later call: with several warmup iterations one of them may meet a load spike on a busy machine
     later_calls = sorted([*result.phases.warmup_curve_ns, *(t.e2e_ns for t in result.iterations)])
