@@ -100,7 +100,8 @@ class ReportBrowser:
             """() => {
                 if (document.body.dataset.scriptDone !== '1') return false;
                 const blocks = Array.from(document.querySelectorAll('script.tb-figure'));
-                const visible = blocks.filter(b => { let d = b.closest('details');
+                const visible = blocks.filter(b => {
+                    let d = document.getElementById(b.dataset.target).closest('details');
                     while (d) { if (!d.open) return false; d = d.parentElement.closest('details'); } return true; });
                 const drawn = Number(document.body.dataset.plotsRendered || '0');
                 const failed = Number(document.body.dataset.plotsFailed || '0');

@@ -438,14 +438,15 @@ _PAGE_SCRIPT = """
   "use strict";
   var drawn = 0, failed = 0;
   function draw(scope){
-    var blocks = scope.querySelectorAll('script.tb-figure');
+    var blocks = document.querySelectorAll('script.tb-figure');
     blocks.forEach(function(block){
       if (block.dataset.done) return;
-      var holder = block.closest('details');
+      var target = document.getElementById(block.dataset.target);
+      if (!scope.contains(target)) return;
+      var holder = target.closest('details');
       while (holder) { if (!holder.open) return; holder = holder.parentElement.closest('details'); }
       block.dataset.done = '1';
       var spec = JSON.parse(block.textContent);
-      var target = document.getElementById(block.dataset.target);
       Plotly.newPlot(target, spec.data, spec.layout, {displaylogo: false, responsive: true})
         .then(function(){ drawn += 1; document.body.dataset.plotsRendered = String(drawn); },
               function(error){ failed += 1; document.body.dataset.plotsFailed = String(failed);
