@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(PY):
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -33,7 +33,19 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 
-test: $(STAMP) lint
+# The report's browser tests need a headless Chromium: Debian's chromium, installed here when we are root
+# with apt-get (quietly); otherwise those tests skip with one message saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make: installing Debian's chromium for the report's browser tests"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+				|| echo "make: chromium could not be installed: the browser tests will skip"; \
+		else \
+			echo "make: no chromium (and not root with apt-get): the browser tests will skip"; \
+		fi; }
+
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -99,7 +99,8 @@ def test_single_run_page_renders_and_shows_the_json_numbers(browser, results_dir
     plotted = page.evaluate("document.getElementById('plot-run-1-iterations').data[0].y")
     assert plotted == [t.e2e_ns / NS_PER_MS for t in result.iterations]
     rows = page.evaluate(
-        "Array.from(document.querySelectorAll('#run-1-iterations tbody tr')).map(tr => Number(tr.cells[1].dataset.value))"
+        "Array.from(document.querySelectorAll('#run-1-iterations tbody tr'))"
+        ".map(tr => Number(tr.cells[1].dataset.value))"
     )
     assert rows == plotted
     page.screenshot(path=str(tmp_path / "run.png"), full_page=False)
@@ -112,7 +113,8 @@ def test_sweep_page_from_the_store_sorts_and_draws_folded_runs(browser, results_
     _assert_clean(opened)
     assert page.evaluate("document.querySelectorAll('#sweep .plot .main-svg').length") >= 2
     table = page.evaluate(
-        "Array.from(document.querySelectorAll('#configs tbody tr')).map(tr => Array.from(tr.cells).map(c => c.textContent))"
+        "Array.from(document.querySelectorAll('#configs tbody tr'))"
+        ".map(tr => Array.from(tr.cells).map(c => c.textContent))"
     )
     assert len(table) == 6  # 4 ok + 2 skipped flash-attention configs (batch 1, 2)
     headers = page.evaluate("Array.from(document.querySelectorAll('#configs th')).map(th => th.textContent)")

@@ -120,9 +120,7 @@ def report_browser() -> Iterator[ReportBrowser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=find_chromium(), headless=True, args=list(CHROMIUM_FLAGS)
-        )
+        browser = playwright.chromium.launch(executable_path=find_chromium(), headless=True, args=list(CHROMIUM_FLAGS))
         try:
             yield ReportBrowser(browser)
         finally:

@@ -588,9 +588,7 @@ def sweep_data(items: Sequence[ReportInput]) -> SweepData:
     for item in items:
         grouped.setdefault(item.result.config_hash, []).append(item)
     configs = {key: group[0].result.config.to_dict() for key, group in grouped.items()}
-    varying = tuple(
-        name for name in SERIES_FIELDS if len({repr(_series_value(c, name)) for c in configs.values()}) > 1
-    )
+    varying = tuple(name for name in SERIES_FIELDS if len({repr(_series_value(c, name)) for c in configs.values()}) > 1)
     rows = [_config_row(group, configs[key], varying) for key, group in grouped.items()]
     environments: list[dict[str, Any]] = []
     for item in items:

@@ -293,9 +293,18 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
             continue
         if series.band_low and series.band_high:
             band_color = _rgba(series.color or PALETTE[0], 0.2)
-            traces.append({"type": "scatter", "mode": "lines", "x": _plotly_values(series.x),
-                           "y": _finite(series.band_high), "line": {"width": 0}, "hoverinfo": "skip",
-                           "showlegend": False, "name": plotly_text(series.band_name)})
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": _plotly_values(series.x),
+                    "y": _finite(series.band_high),
+                    "line": {"width": 0},
+                    "hoverinfo": "skip",
+                    "showlegend": False,
+                    "name": plotly_text(series.band_name),
+                }
+            )
             traces.append({"type": "scatter", "mode": "lines", "x": _plotly_values(series.x),
                            "y": _finite(series.band_low), "line": {"width": 0}, "fill": "tonexty",
                            "fillcolor": band_color, "name": plotly_text(series.band_name)})  # fmt: skip
@@ -351,9 +360,7 @@ def write_pngs(figures: Sequence[FigureSpec], directory: str | Path, prefix: str
         matplotlib.use("Agg")  # no display here; also keeps a GUI backend from starting
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ReportError(
-            '--png needs matplotlib: pip install -c .venv/torch-constraint.txt -e ".[png]"'
-        ) from error
+        raise ReportError('--png needs matplotlib: pip install -c .venv/torch-constraint.txt -e ".[png]"') from error
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []

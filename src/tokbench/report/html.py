@@ -52,6 +52,7 @@ class Cell:
 
     text: str
     value: float | int | None = None
+    link: str = ""  # an anchor in this page (#run-3), never an outside URL
 
 
 @dataclass(frozen=True)
@@ -166,13 +167,16 @@ def run_page(data: RunData, page_id: str, open_: bool = True) -> Page:
             if w.steady_from == i:
                 notes.append("steady state from here")
             rows.append((num(i), num(value), txt(", ".join(notes))))
-        verdict = ("not tested" if w.steady_state is None else "reached" if w.steady_state else "NOT reached")
+        verdict = "not tested" if w.steady_state is None else "reached" if w.steady_state else "NOT reached"
         lines = (f"warmup {w.policy or '?'}: {len(w.e2e_ms)} iterations, stopped by {w.stop_reason or '?'}; "
                  f"steady state {verdict}"
                  + (f"; median shift {w.shift:.1%} (allowed {w.allowed_shift:.1%})"
                     if w.shift is not None and w.allowed_shift is not None else ""),)  # fmt: skip
-        sections.append(Section("Warmup", figures["warmup"],
-                                (Table(("iteration", "E2E ms", "note"), tuple(rows), scroll=True),), lines))
+        sections.append(
+            Section(
+                "Warmup", figures["warmup"], (Table(("iteration", "E2E ms", "note"), tuple(rows), scroll=True),), lines
+            )
+        )
     if "iterations" in figures and data.iterations is not None:
         it = data.iterations
         rows = tuple(
@@ -229,16 +233,26 @@ def run_page(data: RunData, page_id: str, open_: bool = True) -> Page:
     if data.efficiency is not None:
         e = data.efficiency
         rows = (
-            (txt("decode MBU"), pct(e.mbu), _rate(e.decode_bandwidth_bytes_s, "B/s"),
-             _rate(e.peak_bandwidth_bytes_s, "B/s")),
+            (
+                txt("decode MBU"),
+                pct(e.mbu),
+                _rate(e.decode_bandwidth_bytes_s, "B/s"),
+                _rate(e.peak_bandwidth_bytes_s, "B/s"),
+            ),
             (txt("prefill MFU"), pct(e.mfu), _rate(e.prefill_flops_s, "FLOP/s"), _rate(e.peak_flops_s, "FLOP/s")),
         )
         lines = [f"peak: {e.peak_source}" if e.peak_source else f"no peak: {e.peak_unavailable}"]
         lines.append("energy per token: " + (f"{e.energy_per_token_j:.4g} J" if e.energy_per_token_j is not None
                                              else e.energy_status or "-"))  # fmt: skip
         lines.extend(f"note: {note}" for note in e.notes)
-        sections.append(Section("Efficiency (MBU / MFU)", figures.get("efficiency"),
-                                (Table(("figure", "utilization", "achieved", "device limit"), rows),), tuple(lines)))
+        sections.append(
+            Section(
+                "Efficiency (MBU / MFU)",
+                figures.get("efficiency"),
+                (Table(("figure", "utilization", "achieved", "device limit"), rows),),
+                tuple(lines),
+            )
+        )
     sections.append(Section("Exact config", tables=(key_value_table(data.config, "config"),
                                                     key_value_table(data.effective_settings, "effective settings")),
                             open=False))  # fmt: skip
@@ -297,11 +311,32 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def split_environments(
+    environments: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[str, Any]], list[tuple[str, list[Any]]]]:
+    """(fields equal in every environment, fields that differ with their distinct values in order seen)."""
+    flattened = [dict(flatten(environment)) for environment in environments]
+    keys = list(dict.fromkeys(key for environment in flattened for key in environment))
+    common, differing = [], []
+    for key in keys:
+        values = list(dict.fromkeys(repr(environment.get(key)) for environment in flattened))
+        if len(values) == 1:
+            common.append((key, flattened[0].get(key)))
+        else:
+            seen = list(dict.fromkeys(str(environment.get(key)) for environment in flattened))
+            differing.append((key, seen))
+    return common, differing
+
+
 def key_value_table(data: dict[str, Any], caption: str) -> Table:
     return Table(("field", "value"), tuple((txt(k), txt(v)) for k, v in flatten(data)), caption=caption)
 
 
 # --- sweep page -------------------------------------------------------------------------------------------
+
+
+def _field_cell(value: Any) -> Cell:
+    return num(value) if isinstance(value, int | float) and not isinstance(value, bool) else txt(value)
 
 
 def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
@@ -311,24 +346,30 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
     columns = ("config", "status", "runs", *field_columns, "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s",
                "overall tok/s", "processes", "E2E CV between", "E2E CV within", "config hash", "reason")  # fmt: skip
     rows = []
-    for row in data.rows:
+    # measured configs first (in plan order), then failed, then skipped
+    status_order = {"ok": 0, "failed": 2, "skipped": 3}
+    for row in sorted(data.rows, key=lambda r: status_order.get(r.status, 1)):
         anchor = run_anchor.get(row.config_hash)
         rows.append((
-            Cell(row.name), Cell(row.status), Cell(",".join(map(str, row.run_ids)) or "-"),
-            *(txt(row.fields.get(name)) if not isinstance(row.fields.get(name), int | float)
-              or isinstance(row.fields.get(name), bool) else num(row.fields.get(name)) for name in field_columns),
+            Cell(row.name, link=f"#{anchor}" if anchor else ""),
+            Cell(row.status),
+            Cell(",".join(map(str, row.run_ids)) or "-"),
+            *(_field_cell(row.fields.get(name)) for name in field_columns),
             num(row.medians.get("ttft_ms")), num(row.medians.get("tpot_ms")), num(row.medians.get("e2e_latency_ms")),
             num(row.medians.get("decode_throughput_tok_s")), num(row.medians.get("overall_throughput_tok_s")),
             num(row.processes), pct(row.between_cv), pct(row.within_cv),
-            Cell(row.config_hash if anchor is None else f"{row.config_hash} →"), Cell(row.reason),
+            Cell(row.config_hash), Cell(row.reason),
         ))  # fmt: skip
     counts = ", ".join(f"{count} {status}" for status, count in sorted(data.counts.items()))
     lines = [f"{len(data.rows)} configs, {sum(data.counts.values())} results ({counts})"]
     if data.sweep_ids:
         lines.append("sweep " + ", ".join(data.sweep_ids))
     lines.append("medians over processes of each process's median; click a column header to sort")
-    sections.append(Section("Every config", tables=(
-        Table(columns, tuple(rows), sortable=True, table_id="configs"),), lines=tuple(lines)))
+    table_section = Section(
+        "Every config",
+        tables=(Table(columns, tuple(rows), sortable=True, table_id="configs", scroll=True),),
+        lines=tuple(lines),
+    )
     if "throughput_vs_batch" in figures:
         spec = figures["throughput_vs_batch"]
         table_rows = tuple((txt(s.name), num(x), num(y)) for s in spec.series for x, y in zip(s.x, s.y, strict=True))
@@ -341,9 +382,14 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
              num(by_hash[key].medians.get("overall_throughput_tok_s")))
             for key in data.pareto
         )  # fmt: skip
-        sections.append(Section("Latency–throughput Pareto front", figures["pareto"],
-                                (Table(("config on the front", "E2E ms", "overall tok/s"), table_rows),),
-                                ("No other config has both a lower median E2E and a higher median throughput.",)))
+        sections.append(
+            Section(
+                "Latency–throughput Pareto front",
+                figures["pareto"],
+                (Table(("config on the front", "E2E ms", "overall tok/s"), table_rows),),
+                ("No other config has both a lower median E2E and a higher median throughput.",),
+            )
+        )
     if "repeat_variation" in figures:
         spec = figures["repeat_variation"]
         table_rows = tuple((txt(r.name), num(r.processes), pct(r.between_cv), pct(r.within_cv))
@@ -351,11 +397,20 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
         sections.append(Section(spec.title, spec, (Table(("config", "processes", "between", "within"), table_rows),),
                                 ("Much larger between processes than within: one process's figures are not the "
                                  "machine's.",)))  # fmt: skip
+    sections.append(table_section)  # after the plots: they are what a reader looks at first
     configs = tuple(key_value_table(row.config, row.name) for row in data.rows)
     sections.append(Section("Exact configs", tables=configs, open=False))
-    for index, environment in enumerate(data.environments):
-        title = "Environment" if len(data.environments) == 1 else f"Environment {index + 1} of {len(data.environments)}"
-        sections.append(Section(title, tables=(key_value_table(environment, "environment"),), open=False))
+    common, differing = split_environments(data.environments)
+    tables = [Table(("field", "value"), tuple((txt(k), txt(v)) for k, v in common), caption="the same for every run")]
+    if differing:
+        tables.append(
+            Table(
+                ("field", "values seen"),
+                tuple((txt(k), txt(" | ".join(map(str, v[:8])))) for k, v in differing),
+                caption="differs between runs",
+            )
+        )
+    sections.append(Section("Environment", tables=tuple(tables), open=False))
     return Page("sweep", "Sweep", f"{len(data.rows)} configs", tuple(sections))
 
 
@@ -419,7 +474,7 @@ section>h3{margin:6px 0;font-size:15px}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 .plot{flex:1 1 560px;min-width:420px;min-height:380px}
 .tables{flex:1 1 420px;min-width:320px;overflow-x:auto}
-.scroll{max-height:380px;overflow-y:auto}
+.scroll{max-height:420px;overflow-y:auto}
 table{border-collapse:collapse;font-size:12px;margin:4px 0 10px}
 th,td{border:1px solid #e5e7eb;padding:3px 6px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -477,7 +532,13 @@ _PAGE_SCRIPT = """
       });
     });
   });
+  function openTarget(){
+    var target = location.hash && document.getElementById(location.hash.slice(1));
+    if (target && target.tagName === 'DETAILS' && !target.open) { target.open = true; }
+  }
+  window.addEventListener('hashchange', openTarget);
   document.body.dataset.plotsRendered = '0';
+  openTarget();
   draw(document);
   document.body.dataset.scriptDone = '1';
 })();
@@ -502,6 +563,8 @@ def _render_table(table: Table) -> str:
             if cell.value is not None:
                 full = _e(repr(cell.value))
                 cells.append(f'<td class="n" data-value="{full}" title="{full}">{_e(cell.text)}</td>')
+            elif cell.link.startswith("#"):
+                cells.append(f'<td><a href="{_e(cell.link)}">{_e(cell.text)}</a></td>')
             else:
                 cells.append(f"<td>{_e(cell.text)}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
@@ -527,7 +590,7 @@ def _render_section(section: Section, page_id: str, figure_blocks: list[str]) ->
         parts.append(f'<div class="tables">{tables}</div>')
     inner = "".join(parts)
     if not section.open:
-        return f'<section><details><summary>{_e(section.title)}</summary>{inner}</details></section>'
+        return f"<section><details><summary>{_e(section.title)}</summary>{inner}</details></section>"
     return f"<section>{inner}</section>"
 
 
@@ -545,7 +608,7 @@ def render_html(report: Report) -> str:
     nav = "".join(f'<a href="#{_e(p.page_id)}">{_e(p.title)}</a>' for p in report.pages)
     notes = "".join(f'<div class="notes">{_e(note)}</div>' for note in report.notes)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(report.title)}</title><style>{_CSS}</style></head><body>"
@@ -568,7 +631,13 @@ def write_report(
     path = atomic_write_text(output, render_html(report))
     pngs: list[Path] = []
     if png_dir is not None:
-        for page in report.pages:
+        # The main plots: the sweep's and the first run's (every run's would be dozens of files).
+        main_pages = (
+            [p for p in report.pages if p.page_id == "sweep"] + [next(p for p in report.pages if p.page_id != "sweep")]
+            if len(report.pages) > 1
+            else list(report.pages)
+        )
+        for page in main_pages:
             specs = [s.figure for s in page.sections if s.figure is not None]
             pngs.extend(write_pngs(specs, png_dir, prefix=f"{page.page_id}-"))
     return path, pngs
