@@ -156,3 +156,24 @@ def test_config_field_change_is_visible(results_dir: Path) -> None:
     # guards the fixture itself: the hostile result really carries the hostile model
     assert load_result(results_dir / "hostile.json").config.model == HOSTILE
     assert BenchmarkConfig(model=HOSTILE).model == HOSTILE
+
+
+def test_comparison_page_draws_its_forest_plot(browser, results_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from test_report_html import comparison_record
+
+    baseline = load_result(results_dir / "hostile.json")
+    contender = dataclasses.replace(baseline, config=baseline.config.replace(batch_size=2))
+    record = comparison_record(baseline, contender)
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(record), encoding="utf-8")
+    opened = browser.open(_report(tmp_path, str(path), str(results_dir / "hostile.json")))
+    _assert_clean(opened)
+    page = opened.page
+    assert page.evaluate("document.querySelectorAll('#comparison-1 .plot .main-svg').length") == 1
+    ratios = page.evaluate(
+        "Array.from(document.querySelectorAll('#comparison-1-table tbody tr'))"
+        ".map(tr => Number(tr.cells[5].dataset.value))"
+    )
+    assert ratios == [metric["median"]["ratio"] for metric in record["workloads"][0]["metrics"]]
+    labels = page.evaluate("Array.from(document.querySelectorAll('#comparison-1 svg text')).map(t => t.textContent)")
+    assert any(f"{HOSTILE} workload" in text for text in labels)  # the y-axis label, drawn as characters

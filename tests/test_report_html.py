@@ -23,12 +23,13 @@ from tokbench.report.data import (
     ReportInputError,
     StoreSelector,
     load_inputs,
+    load_sources,
     pareto_front,
     position_latency,
     run_data,
     sweep_data,
 )
-from tokbench.report.figures import plotly_text, run_figures, sweep_figures, to_plotly, write_pngs
+from tokbench.report.figures import comparison_figures, plotly_text, run_figures, sweep_figures, to_plotly, write_pngs
 from tokbench.report.html import build_report, fmt, json_for_script, plotly_js, render_html
 from tokbench.schema.results import BenchmarkResult, save_result
 from tokbench.sweep.store import ResultStore
@@ -221,3 +222,45 @@ def test_cli_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.Capture
 def test_write_pngs_escape_mathtext(hostile_result: BenchmarkResult, tmp_path: Path) -> None:
     figures = list(run_figures(run_data(ReportInput(hostile_result, "x"))).values())
     assert len(write_pngs(figures, tmp_path)) == len(figures)
+
+
+def comparison_record(baseline: BenchmarkResult, contender: BenchmarkResult) -> dict[str, object]:
+    """A comparison in the JSON shape ``tokbench compare --format json`` writes (ComparisonReport.to_dict),
+    with the medians of two real results; the CI and p-values are stand-ins (this test checks display)."""
+    metrics = []
+    for metric in ("ttft_ms", "e2e_latency_ms"):
+        low, high = baseline.summary[metric].median, contender.summary[metric].median
+        ratio = high / low
+        metrics.append({
+            "metric": metric, "unit": "ms", "higher_is_better": False, "baseline_calls": 3, "contender_calls": 3,
+            "median": {"statistic": "median", "baseline": low, "contender": high, "ratio": ratio,
+                       "ci_low": ratio * 0.9, "ci_high": ratio * 1.1},
+            "tails": [], "p_value": 0.2, "p_adjusted": 0.4, "verdict": "inconclusive",
+            "verdict_reason": f"CI spans the ±2% band {HOSTILE}", "detectable_change": 0.1, "calls_for_1pct": 900,
+        })  # fmt: skip
+    workload = {"workload_key": "k", "name": f"{HOSTILE} workload", "device": "cpu", "baseline_runs": ["a"],
+                "contender_runs": ["b"], "metrics": metrics, "outputs_changed": False,
+                "environment_differences": [], "verdict": "inconclusive"}  # fmt: skip
+    return {"baseline_source": "a.json", "contender_source": "b.json", "min_effect": 0.02, "alpha": 0.05,
+            "correction": "holm", "resamples": 1000, "seed": 0, "workloads": [workload], "unmatched": [],
+            "geometric_means": [], "warnings": [], "schema_version": 1, "regressed": False}  # fmt: skip
+
+
+def test_comparison_page_from_a_compare_record(real_result: BenchmarkResult, tmp_path: Path) -> None:
+    other = relabel(real_result, batch_size=2)
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(comparison_record(real_result, other)), encoding="utf-8")
+    sources = load_sources([path, tmp_path / "comparison.json"])
+    assert sources.results == () and len(sources.comparisons) == 2
+    comparison = sources.comparisons[0]
+    assert [row.metric for row in comparison.rows] == ["ttft_ms", "e2e_latency_ms"]
+    assert comparison.rows[1].ratio == other.summary["e2e_latency_ms"].median / real_result.summary[
+        "e2e_latency_ms"].median  # fmt: skip
+    forest = comparison_figures(comparison)["forest"]
+    assert sum(len(s.x) for s in forest.series) == 2 and forest.markers[0].x == 1.0
+    page = render_html(build_report([], comparisons=sources.comparisons[:1]))
+    assert HOSTILE not in page and 'id="comparison-1-table"' in page
+    bad = tmp_path / "bad-comparison.json"
+    bad.write_text(json.dumps({"baseline_source": "a", "workloads": [{"metrics": [{}]}]}), encoding="utf-8")
+    with pytest.raises(ReportInputError, match="comparison record"):
+        load_sources([bad])

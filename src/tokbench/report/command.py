@@ -52,7 +52,7 @@ def add_report_parser(commands: Any) -> None:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from tokbench.report.data import load_inputs
+    from tokbench.report.data import load_sources
     from tokbench.report.html import write_report
 
     selector = StoreSelector(
@@ -63,14 +63,18 @@ def command_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     started = time.perf_counter()
     try:
-        items = load_inputs(args.inputs, selector)
-        path, pngs = write_report(items, args.output, png_dir=args.png, run_pages=args.run_pages)
+        sources = load_sources(args.inputs, selector)
+        items = sources.results
+        path, pngs = write_report(
+            items, args.output, png_dir=args.png, run_pages=args.run_pages, comparisons=sources.comparisons
+        )
     except ReportError as error:
         print(f"tokbench: {error}", file=sys.stderr)
         return EXIT_USAGE
     elapsed = time.perf_counter() - started
     size = path.stat().st_size
-    print(f"report of {len(items)} result(s) written to {path} ({size / 2**20:.2f} MiB, {elapsed:.2f} s)")
+    what = f"{len(items)} result(s)" + (f" and {len(sources.comparisons)} comparison(s)" if sources.comparisons else "")
+    print(f"report of {what} written to {path} ({size / 2**20:.2f} MiB, {elapsed:.2f} s)")
     if pngs:
         print(f"{len(pngs)} PNG file(s) written to {args.png}")
     return EXIT_OK

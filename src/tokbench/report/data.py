@@ -31,7 +31,7 @@ from tokbench.analysis.metrics import (
 )
 from tokbench.analysis.stats import mean, median, percentile, sample_std
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
-from tokbench.schema.results import STATUS_OK, BenchmarkResult, load_result
+from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
 METRIC_LABELS = {
     "ttft_ms": "TTFT",
@@ -107,10 +107,19 @@ def is_store_file(path: Path) -> bool:
         return False
 
 
-def load_inputs(paths: Sequence[str | Path], selector: StoreSelector | None = None) -> list[ReportInput]:
-    """Every result named by ``paths`` (files, folders, stores), in the order given; folders sorted by name."""
+@dataclass(frozen=True)
+class ReportSources:
+    """What the inputs hold: results (files, folders, stores) and comparisons (``tokbench compare`` JSON)."""
+
+    results: tuple[ReportInput, ...]
+    comparisons: tuple[ComparisonData, ...] = ()
+
+
+def load_sources(paths: Sequence[str | Path], selector: StoreSelector | None = None) -> ReportSources:
+    """Every result and comparison named by ``paths``, in the order given; folders sorted by name."""
     selector = selector or StoreSelector()
     inputs: list[ReportInput] = []
+    comparisons: list[ComparisonData] = []
     stores = 0
     for raw in paths:
         path = Path(raw)
@@ -118,26 +127,46 @@ def load_inputs(paths: Sequence[str | Path], selector: StoreSelector | None = No
             files = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
             if not files:
                 raise ReportInputError(f"{path} holds no result .json files; pass a result file, folder or store")
-            inputs.extend(_load_file(p) for p in files)
+            for file in files:
+                _load_file(file, inputs, comparisons)
         elif path.is_file() and is_store_file(path):
             stores += 1
             inputs.extend(load_store(path, selector))
         elif path.is_file():
-            inputs.append(_load_file(path))
+            _load_file(path, inputs, comparisons)
         else:
             raise ReportInputError(f"{path} does not exist; pass a result .json, a folder of them, or a store .db")
     if not selector.empty and not stores:
         raise ReportInputError("--sweep / --run / --since / --until select runs of a store: pass a store .db file")
-    if not inputs:
+    if not inputs and not comparisons:
         raise ReportInputError("nothing to report: the inputs hold no results")
-    return inputs
+    return ReportSources(tuple(inputs), tuple(comparisons))
 
 
-def _load_file(path: Path) -> ReportInput:
+def load_inputs(paths: Sequence[str | Path], selector: StoreSelector | None = None) -> list[ReportInput]:
+    """The results named by ``paths`` (comparisons left out)."""
+    results = load_sources(paths, selector).results
+    if not results:
+        raise ReportInputError("nothing to report: the inputs hold no results")
+    return list(results)
+
+
+def _load_file(path: Path, inputs: list[ReportInput], comparisons: list[ComparisonData]) -> None:
     try:
-        return ReportInput(result=load_result(path), source=str(path))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise ReportInputError(f"{path} is not a result JSON (not text: {error.reason})") from error
+    except json.JSONDecodeError as error:
+        raise ReportInputError(f"{path} is not valid JSON: {error}") from error
+    except OSError as error:
+        raise ReportInputError(f"{path} cannot be read: {error.strerror}") from error
+    try:
+        if isinstance(data, dict) and is_comparison_dict(data):
+            comparisons.append(comparison_data(data, str(path)))
+        elif isinstance(data, dict):
+            inputs.append(ReportInput(result=BenchmarkResult.from_dict(data), source=str(path)))
+        else:
+            raise ResultFormatError("expected a JSON object (a result or a comparison)")
     except ResultFormatError as error:
         raise ReportInputError(f"{path}: {error}") from error
 
@@ -677,3 +706,81 @@ def pareto_front(
             front.append(key)
             best = value
     return tuple(front)
+
+
+# --- a comparison (tokbench compare) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One workload × metric of a comparison: contender ÷ baseline of the median, its CI, test, verdict."""
+
+    workload: str
+    metric: str
+    unit: str
+    baseline: float
+    contender: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    p_adjusted: float | None
+    verdict: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComparisonData:
+    source: str
+    baseline_source: str
+    contender_source: str
+    min_effect: float | None
+    alpha: float | None
+    rows: tuple[ComparisonRow, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def is_comparison_dict(data: dict[str, Any]) -> bool:
+    """A ``tokbench compare --format json`` record (``ComparisonReport.to_dict``), not a result."""
+    return "workloads" in data and "baseline_source" in data and "config" not in data
+
+
+def comparison_data(data: dict[str, Any], source: str) -> ComparisonData:
+    """The rows of a comparison record: read from its JSON shape (workloads → metrics → median ratio and CI,
+    p-values, verdict), so this module needs nothing but the JSON ``tokbench compare`` writes."""
+    try:
+        rows = []
+        for workload in data["workloads"]:
+            for metric in workload["metrics"]:
+                ratio = metric["median"]
+                rows.append(
+                    ComparisonRow(
+                        workload=str(workload.get("name") or workload.get("workload_key", "")),
+                        metric=str(metric["metric"]),
+                        unit=str(metric.get("unit", "")),
+                        baseline=float(ratio["baseline"]),
+                        contender=float(ratio["contender"]),
+                        ratio=float(ratio["ratio"]),
+                        ci_low=float(ratio["ci_low"]),
+                        ci_high=float(ratio["ci_high"]),
+                        p_value=_optional_float(metric.get("p_value")),
+                        p_adjusted=_optional_float(metric.get("p_adjusted")),
+                        verdict=str(metric.get("verdict", "")),
+                        reason=str(metric.get("verdict_reason", "")),
+                    )
+                )
+        return ComparisonData(
+            source=source,
+            baseline_source=str(data.get("baseline_source", "")),
+            contender_source=str(data.get("contender_source", "")),
+            min_effect=_optional_float(data.get("min_effect")),
+            alpha=_optional_float(data.get("alpha")),
+            rows=tuple(rows),
+            warnings=tuple(str(w) for w in data.get("warnings", ())),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ResultFormatError(f"comparison record is missing or has a malformed field: {error}") from error
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

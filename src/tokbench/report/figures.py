@@ -22,6 +22,7 @@ from typing import Any
 
 from tokbench.report.data import (
     METRIC_LABELS,
+    ComparisonData,
     MonitorData,
     ReportError,
     RunData,
@@ -55,6 +56,8 @@ class Series:
     hover: tuple[str, ...] = ()
     color: str = ""
     y_axis: int = 1  # 2: the right-hand axis
+    x_error_minus: tuple[float, ...] = ()  # horizontal error bars (a forest plot's CIs)
+    x_error_plus: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class FigureSpec:
     x_log: bool = False
     y2_title: str = ""
     bar_mode: str = "group"
+    height: int = 380
+    y_category: bool = False  # y holds labels (a forest plot), drawn top to bottom
 
 
 def _finite(values: Sequence[Any]) -> list[Any]:
@@ -262,6 +267,48 @@ def sweep_figures(data: SweepData, throughput: str = "overall_throughput_tok_s")
     return figures
 
 
+# --- figures of a comparison -----------------------------------------------------------------------------
+
+VERDICT_COLORS = {"slower": PALETTE[3], "faster": PALETTE[2], "inconclusive": PALETTE[1]}
+
+
+def comparison_figures(data: ComparisonData) -> dict[str, FigureSpec]:
+    """The forest plot: contender ÷ baseline of each workload × metric median with its CI, by verdict."""
+    if not data.rows:
+        return {}
+    by_verdict: dict[str, list[int]] = {}
+    for index, row in enumerate(data.rows):
+        by_verdict.setdefault(row.verdict or "-", []).append(index)
+    series = []
+    for verdict, indices in by_verdict.items():
+        rows = [data.rows[i] for i in indices]
+        series.append(
+            Series(
+                verdict,
+                tuple(r.ratio for r in rows),
+                tuple(f"{r.workload} · {METRIC_LABELS.get(r.metric, r.metric)}" for r in rows),  # type: ignore[arg-type]
+                MARKERS,
+                color=VERDICT_COLORS.get(verdict, PALETTE[7]),
+                x_error_minus=tuple(r.ratio - r.ci_low for r in rows),
+                x_error_plus=tuple(r.ci_high - r.ratio for r in rows),
+                hover=tuple(f"{r.workload} {r.metric}: ratio {r.ratio:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]"
+                            for r in rows),
+            )
+        )  # fmt: skip
+    return {
+        "forest": FigureSpec(
+            key="forest",
+            title="Contender ÷ baseline, median with its 95% CI",
+            x_title="ratio (1 = no change)",
+            y_title="",
+            series=tuple(series),
+            markers=(Marker(1.0, "no change", "dash", "#555555"),),
+            height=max(320, 60 + 28 * len(data.rows)),
+            y_category=True,
+        )
+    }
+
+
 # --- plotly ----------------------------------------------------------------------------------------------
 
 
@@ -315,6 +362,9 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
             trace.update(type="scatter", mode=series.mode)
             if series.color:
                 trace["line"] = {"color": series.color}
+        if series.x_error_minus and series.x_error_plus:
+            trace["error_x"] = {"type": "data", "symmetric": False, "array": _finite(series.x_error_plus),
+                                "arrayminus": _finite(series.x_error_minus)}  # fmt: skip
         if series.hover:
             trace["text"] = [plotly_text(h) for h in series.hover]
             trace["hovertemplate"] = "%{text}<br>x=%{x}<br>y=%{y}<extra></extra>"
@@ -340,8 +390,11 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
         "barmode": spec.bar_mode,
         "shapes": shapes,
         "annotations": annotations,
-        "height": 380,
+        "height": spec.height,
     }
+    if spec.y_category:
+        layout["yaxis"] = {"type": "category", "autorange": "reversed", "automargin": True}
+        layout["xaxis"]["zeroline"] = False
     if spec.y2_title:
         layout["yaxis2"] = {"title": {"text": plotly_text(spec.y2_title)}, "overlaying": "y", "side": "right",
                             "rangemode": "tozero"}  # fmt: skip
@@ -365,7 +418,7 @@ def write_pngs(figures: Sequence[FigureSpec], directory: str | Path, prefix: str
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in figures:
-        figure, axis = plt.subplots(figsize=(8, 4.2), dpi=110)
+        figure, axis = plt.subplots(figsize=(8, max(4.2, spec.height / 90)), dpi=110)
         try:
             _draw(axis, spec)
             path = target / f"{prefix}{spec.key}.png"
@@ -411,6 +464,11 @@ def _draw(axis: Any, spec: FigureSpec) -> None:
             continue
         xs = list(series.x)
         ys = [math.nan if v is None else v for v in series.y]
+        if series.x_error_minus and series.x_error_plus:
+            labels = [mpl_text(y) for y in series.y]
+            target.errorbar(xs, labels, xerr=[series.x_error_minus, series.x_error_plus], fmt="o", color=color,
+                            label=mpl_text(series.name), capsize=3)  # fmt: skip
+            continue
         if series.band_low and series.band_high:
             target.fill_between(xs, series.band_low, series.band_high, color=color, alpha=0.2, linewidth=0,
                                 label=mpl_text(series.band_name))  # fmt: skip
@@ -425,8 +483,10 @@ def _draw(axis: Any, spec: FigureSpec) -> None:
     axis.set_title(mpl_text(spec.title), fontsize=11, pad=14)
     axis.set_xlabel(mpl_text(spec.x_title))
     axis.set_ylabel(mpl_text(spec.y_title))
-    if spec.series and spec.series[0].mode not in (HISTOGRAM,):
+    if spec.series and spec.series[0].mode not in (HISTOGRAM,) and not spec.y_category:
         axis.set_ylim(bottom=0)
+    if spec.y_category:
+        axis.invert_yaxis()
     if right is not None:
         right.set_ylabel(mpl_text(spec.y2_title))
         right.set_ylim(bottom=0)

@@ -28,6 +28,7 @@ from typing import Any
 from tokbench.fileio import atomic_write_text
 from tokbench.report.data import (
     METRIC_LABELS,
+    ComparisonData,
     ReportError,
     ReportInput,
     RunData,
@@ -35,7 +36,7 @@ from tokbench.report.data import (
     run_data,
     sweep_data,
 )
-from tokbench.report.figures import FigureSpec, run_figures, sweep_figures, to_plotly, write_pngs
+from tokbench.report.figures import FigureSpec, comparison_figures, run_figures, sweep_figures, to_plotly, write_pngs
 
 DEFAULT_RUN_PAGES = 20
 CONTENT_SECURITY_POLICY = (
@@ -414,14 +415,51 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
     return Page("sweep", "Sweep", f"{len(data.rows)} configs", tuple(sections))
 
 
+# --- comparison page --------------------------------------------------------------------------------------
+
+
+def comparison_page(data: ComparisonData, page_id: str) -> Page:
+    figures = comparison_figures(data)
+    columns = ("workload", "metric", "unit", "baseline", "contender", "ratio", "95% CI low", "95% CI high", "p",
+               "p (Holm)", "verdict", "why")  # fmt: skip
+    rows = tuple(
+        (txt(r.workload), txt(METRIC_LABELS.get(r.metric, r.metric)), txt(r.unit), num(r.baseline), num(r.contender),
+         num(r.ratio), num(r.ci_low), num(r.ci_high), num(r.p_value, 3), num(r.p_adjusted, 3), txt(r.verdict),
+         txt(r.reason))
+        for r in data.rows
+    )  # fmt: skip
+    lines = [f"baseline: {data.baseline_source}", f"contender: {data.contender_source}", f"source: {data.source}"]
+    if data.min_effect is not None and data.alpha is not None:
+        lines.append(f"a change counts when its CI excludes ±{data.min_effect:.1%} and p (Holm) < {data.alpha}")
+    lines.extend(f"warning: {w}" for w in data.warnings)
+    verdicts: dict[str, int] = {}
+    for r in data.rows:
+        verdicts[r.verdict] = verdicts.get(r.verdict, 0) + 1
+    section = Section(
+        "Ratio per workload and metric (forest plot)",
+        figures.get("forest"),
+        (Table(columns, rows, sortable=True, table_id=f"{page_id}-table", scroll=True),),
+        tuple(lines),
+    )
+    subtitle = ", ".join(f"{count} {verdict}" for verdict, count in sorted(verdicts.items())) or "no metrics"
+    return Page(page_id, "Comparison", subtitle, (section,))
+
+
 # --- the report -------------------------------------------------------------------------------------------
 
 
-def build_report(items: Sequence[ReportInput], run_pages: int = DEFAULT_RUN_PAGES) -> Report:
-    """A sweep page when the inputs hold more than one config, then one page per run (up to ``run_pages``)."""
-    if not items:
+def build_report(
+    items: Sequence[ReportInput],
+    run_pages: int = DEFAULT_RUN_PAGES,
+    comparisons: Sequence[ComparisonData] = (),
+) -> Report:
+    """Comparison pages first, a sweep page when the inputs hold more than one result, then one page per run
+    (up to ``run_pages``)."""
+    if not items and not comparisons:
         raise ReportError("nothing to report")
-    pages: list[Page] = []
+    pages: list[Page] = [comparison_page(c, f"comparison-{i + 1}") for i, c in enumerate(comparisons)]
+    if not items:
+        return Report(title="tokbench report: comparison", pages=tuple(pages))
     notes: list[str] = []
     many = len(items) > 1
     run_items = [item for item in items if item.result.iterations] or list(items[:1])
@@ -625,18 +663,16 @@ def write_report(
     output: str | Path,
     png_dir: str | Path | None = None,
     run_pages: int = DEFAULT_RUN_PAGES,
+    comparisons: Sequence[ComparisonData] = (),
 ) -> tuple[Path, list[Path]]:
     """Write the HTML report (atomically) and, with ``png_dir``, the plots as PNG; returns the paths."""
-    report = build_report(list(items), run_pages=run_pages)
+    report = build_report(list(items), run_pages=run_pages, comparisons=comparisons)
     path = atomic_write_text(output, render_html(report))
     pngs: list[Path] = []
     if png_dir is not None:
         # The main plots: the sweep's and the first run's (every run's would be dozens of files).
-        main_pages = (
-            [p for p in report.pages if p.page_id == "sweep"] + [next(p for p in report.pages if p.page_id != "sweep")]
-            if len(report.pages) > 1
-            else list(report.pages)
-        )
+        main_pages = [p for p in report.pages if not p.page_id.startswith("run-")]
+        main_pages += [p for p in report.pages if p.page_id.startswith("run-")][:1]
         for page in main_pages:
             specs = [s.figure for s in page.sections if s.figure is not None]
             pngs.extend(write_pngs(specs, png_dir, prefix=f"{page.page_id}-"))
