@@ -6,7 +6,9 @@ name shown as text) are in test_report_browser.py.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import gzip
 import json
 import sqlite3
 from pathlib import Path
@@ -98,13 +100,19 @@ def test_hostile_text_never_appears_raw(hostile_result: BenchmarkResult) -> None
 
 
 def test_page_has_no_external_url_and_a_restrictive_csp(real_result: BenchmarkResult) -> None:
-    full_page = render_html(build_report([ReportInput(real_result, "r.json")]))
+    report = build_report([ReportInput(real_result, "r.json")])
+    full_page = render_html(report, plain_js=True)
     assert full_page.count(plotly_js()) == 1  # inlined once
     page = full_page.replace(plotly_js(), "")  # the library's own strings (its docs links) are not ours
     assert "default-src 'none'" in page
     for marker in ('src="http', "src='http", 'href="http', "cdn.plot.ly"):
         assert marker not in page
     assert page.count("<script>") == 2  # plotly.js once, the page script once
+    # by default plotly.js is inlined gzipped: exactly the library, a third of the size
+    packed = render_html(report)
+    blob = packed.split('id="tb-plotly-gz">')[1].split("</script>")[0]
+    assert gzip.decompress(base64.b64decode(blob)).decode("utf-8") == plotly_js()
+    assert len(packed) < len(full_page) / 2 and packed.count("<script>") == 1
 
 
 def test_sweep_rows_series_and_pareto(real_result: BenchmarkResult) -> None:

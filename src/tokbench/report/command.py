@@ -43,6 +43,11 @@ def add_report_parser(commands: Any) -> None:
     add("--since", metavar="TIME", help="store: runs started at or after TIME (ISO 8601, e.g. 2026-11-27T08:00)")
     add("--until", metavar="TIME", help="store: runs started at or before TIME (a date alone covers that day)")
     add(
+        "--plain-js",
+        action="store_true",
+        help="inline plotly.js as is (4.6 MiB) instead of gzipped (1.4 MiB, unpacked by browsers from 2023 on)",
+    )
+    add(
         "--run-pages",
         type=int,
         default=DEFAULT_RUN_PAGES,
@@ -66,7 +71,12 @@ def command_report(args: argparse.Namespace) -> int:
         sources = load_sources(args.inputs, selector)
         items = sources.results
         path, pngs = write_report(
-            items, args.output, png_dir=args.png, run_pages=args.run_pages, comparisons=sources.comparisons
+            items,
+            args.output,
+            png_dir=args.png,
+            run_pages=args.run_pages,
+            comparisons=sources.comparisons,
+            plain_js=args.plain_js,
         )
     except ReportError as error:
         print(f"tokbench: {error}", file=sys.stderr)

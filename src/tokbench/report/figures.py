@@ -33,6 +33,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#17becf")  # fmt: skip
 # Shading every measured call on the monitoring plot is useful for tens of calls, noise for hundreds.
 MAX_SHADED_SPANS = 120
+MAX_MONITOR_POINTS = 2000
 
 # series modes
 LINES = "lines"
@@ -186,16 +187,23 @@ def run_figures(data: RunData) -> dict[str, FigureSpec]:
 def monitor_figures(monitor: MonitorData) -> dict[str, FigureSpec]:
     """One plot per unit (%, MiB, W, MHz, °C), over the measured window, the measured calls shaded."""
     by_unit: dict[str, list[Series]] = {}
+    stride = 1
     for index, s in enumerate(monitor.series):
+        # A long run has tens of thousands of samples: plot at most MAX_MONITOR_POINTS per series (the table
+        # beside the plot has min / mean / max of all of them), rounded to what a plot can show.
+        stride = max(1, math.ceil(len(s.seconds) / MAX_MONITOR_POINTS))
+        seconds = tuple(round(t, 4) for t in s.seconds[::stride])
+        values = tuple(None if v is None else float(f"{v:.5g}") for v in s.values[::stride])
         by_unit.setdefault(s.unit, []).append(
-            Series(f"{s.backend} {s.column}", s.seconds, s.values, LINES, color=PALETTE[index % len(PALETTE)])
+            Series(f"{s.backend} {s.column}", seconds, values, LINES, color=PALETTE[index % len(PALETTE)])
         )
+    thinned = f"; every {stride}th sample plotted" if stride > 1 else ""
     spans = monitor.iteration_spans_s if len(monitor.iteration_spans_s) <= MAX_SHADED_SPANS else ()
     return {
         f"monitor_{_slug(unit)}": FigureSpec(
             key=f"monitor_{_slug(unit)}",
             title=f"Monitoring ({unit}) over the measured window, every {monitor.interval_ms} ms",
-            x_title="seconds since measurement start (shaded: measured calls)",
+            x_title=f"seconds since measurement start (shaded: measured calls{thinned})",
             y_title=unit,
             series=tuple(series),
             spans=spans,
