@@ -171,7 +171,7 @@ def test_comparison_page_draws_its_forest_plot(browser, results_dir: Path, tmp_p
     opened = browser.open(_report(tmp_path, str(path), str(results_dir / "hostile.json")))
     _assert_clean(opened)
     page = opened.page
-    assert page.evaluate("document.querySelectorAll('#comparison-1 .plot .main-svg').length") == 1
+    assert page.evaluate("document.querySelectorAll('#comparison-1 .js-plotly-plot').length") == 1
     ratios = page.evaluate(
         "Array.from(document.querySelectorAll('#comparison-1-table tbody tr'))"
         ".map(tr => Number(tr.cells[5].dataset.value))"

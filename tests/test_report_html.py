@@ -272,3 +272,29 @@ def test_comparison_page_from_a_compare_record(real_result: BenchmarkResult, tmp
     bad.write_text(json.dumps({"baseline_source": "a", "workloads": [{"metrics": [{}]}]}), encoding="utf-8")
     with pytest.raises(ReportInputError, match="comparison record"):
         load_sources([bad])
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for inner in value.values() for s in _strings(inner)]
+    if isinstance(value, list | tuple):
+        return [s for inner in value for s in _strings(inner)]
+    return []
+
+
+def test_every_string_of_every_plot_is_escaped(hostile_result: BenchmarkResult, tmp_path: Path) -> None:
+    other = relabel(hostile_result, model=f"{HOSTILE}-2", batch_size=2)
+    items = [ReportInput(hostile_result, "a"), ReportInput(other, "b")]
+    comparison = load_sources_from_record(hostile_result, other, tmp_path)
+    report = build_report(items, comparisons=[comparison])
+    strings = [s for figure in report.figures() for s in _strings(to_plotly(figure))]
+    assert any("&lt;script&gt;" in s for s in strings)  # the hostile names are in the plots...
+    assert not any("<script" in s for s in strings)  # ...never as markup
+
+
+def load_sources_from_record(baseline: BenchmarkResult, contender: BenchmarkResult, folder: Path):  # type: ignore[no-untyped-def]
+    path = folder / "comparison.json"
+    path.write_text(json.dumps(comparison_record(baseline, contender)), encoding="utf-8")
+    return load_sources([path]).comparisons[0]

@@ -363,7 +363,7 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
             traces.append({"type": "scatter", "mode": "lines", "x": _plotly_values(series.x),
                            "y": _finite(series.band_low), "line": {"width": 0}, "fill": "tonexty",
                            "fillcolor": band_color, "name": plotly_text(series.band_name)})  # fmt: skip
-        trace: dict[str, Any] = {"x": _plotly_values(series.x), "y": _finite(series.y), **common}
+        trace: dict[str, Any] = {"x": _plotly_values(series.x), "y": _plotly_values(series.y), **common}
         if series.mode == BAR:
             trace["type"] = "bar"
         else:
