@@ -53,10 +53,12 @@ def synthesize(items: list[ReportInput], count: int) -> list[ReportInput]:
     return synthesized
 
 
-def measure(name: str, items: list[ReportInput], output: Path, browser, screenshot: Path | None) -> None:  # type: ignore[no-untyped-def]
+def measure(  # type: ignore[no-untyped-def]
+    name: str, items: list[ReportInput], output: Path, browser, screenshot: Path | None, plain_js: bool = False
+) -> None:
     started = time.perf_counter()
     report = build_report(items)
-    text = render_html(report)
+    text = render_html(report, plain_js=plain_js)
     atomic_write_text(output, text)
     build_s = time.perf_counter() - started
     plots = len(report.figures())
@@ -65,8 +67,10 @@ def measure(name: str, items: list[ReportInput], output: Path, browser, screensh
             f"page {size / 2**20:.2f} MiB, built in {build_s:.2f} s")  # fmt: skip
     if browser is not None:
         opened = browser.open(output)
+        last = opened.last_draw_ms
         line += (
-            f", drawn by headless Chromium in {opened.load_s:.2f} s ({opened.plots_rendered} plots drawn, "
+            f", headless Chromium: last plot drawn {last / 1000 if last else float('nan'):.2f} s after navigation, "
+            f"{opened.load_s:.2f} s as seen by the driver ({opened.plots_rendered} plots drawn, "
             f"{len(opened.console_errors)} console errors, {len(opened.outside_requests)} outside requests)"
         )
         if screenshot is not None:
@@ -95,10 +99,13 @@ def main() -> None:
         try:
             first_ok = next(i for i in items if i.result.ok)
             measure("one run", [first_ok], workdir / "one.html", browser, None)
+            measure("one run (plotly.js as is)", [first_ok], workdir / "one-plain.html", browser, None, plain_js=True)
             measure("real sweep", items, workdir / "sweep.html", browser, args.screenshot)
             synthetic = synthesize(items, args.configs)
-            measure(f"{len(synthetic)}-config sweep (synthesized from real results)", synthetic,
-                    workdir / "synthetic.html", browser, None)  # fmt: skip
+            for plain_js in (False, True):
+                label = "plotly.js as is" if plain_js else "plotly.js gzipped"
+                measure(f"{len(synthetic)}-config sweep (synthesized from real results; {label})", synthetic,
+                        workdir / "synthetic.html", browser, None, plain_js=plain_js)  # fmt: skip
         finally:
             if browser_context is not None:
                 browser_context.__exit__(None, None, None)

@@ -62,6 +62,12 @@ class OpenedReport:
         return int(self.page.evaluate("document.body.dataset.plotsRendered || '0'"))
 
     @property
+    def last_draw_ms(self) -> float | None:
+        """When the page drew its last plot, in ms after navigation started (the browser's own clock)."""
+        value = self.page.evaluate("document.body.dataset.lastDrawMs || ''")
+        return float(value) if value else None
+
+    @property
     def outside_requests(self) -> list[str]:
         """Requests for anything but the report file itself (data: and blob: URLs stay in the page)."""
         return [url for url in self.requests if url != self.url and not url.startswith(("data:", "blob:"))]

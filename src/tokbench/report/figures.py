@@ -84,6 +84,8 @@ class FigureSpec:
     y2_title: str = ""
     bar_mode: str = "group"
     height: int = 380
+    x_ticks: tuple[float, ...] = ()  # label exactly these x values (batch sizes), not a linear scale's
+    x_integer: bool = False  # x counts something (iterations, positions): no fractional ticks
     y_category: bool = False  # y holds labels (a forest plot), drawn top to bottom
 
 
@@ -103,6 +105,7 @@ def run_figures(data: RunData) -> dict[str, FigureSpec]:
             key="positions",
             title=f"Per-token latency by generated position ({p.requests} requests)",
             x_title="generated token position",
+            x_integer=True,
             y_title="gap to the previous token (ms)",
             series=(
                 Series("median", p.positions, p.median_ms, LINES, band_low=p.p10_ms, band_high=p.p90_ms,
@@ -129,9 +132,10 @@ def run_figures(data: RunData) -> dict[str, FigureSpec]:
             markers.append(Marker(w.steady_from, "steady state from here", "dash", PALETTE[2]))
         figures["warmup"] = FigureSpec(
             key="warmup",
-            title="Warmup curve" + ("" if w.steady_state is None else
-                                    " (steady state reached)" if w.steady_state else " (NO steady state)"),
+            title="Warmup curve" + _steady_state_label(w.policy, w.steady_state),
+
             x_title="warmup iteration (0 = cold first call)",
+            x_integer=True,
             y_title="E2E latency (ms)",
             series=tuple(series),
             markers=tuple(markers),
@@ -143,6 +147,7 @@ def run_figures(data: RunData) -> dict[str, FigureSpec]:
             key="iterations",
             title="Measured iterations in order",
             x_title="measured iteration",
+            x_integer=True,
             y_title="E2E latency (ms)",
             y2_title="decode throughput (tok/s)",
             series=(
@@ -182,6 +187,14 @@ def run_figures(data: RunData) -> dict[str, FigureSpec]:
             series=(Series("utilization", tuple(names), tuple(values), BAR, color=PALETTE[2]),),
         )
     return figures
+
+
+def _steady_state_label(policy: str, steady: bool | None) -> str:
+    if steady is None:
+        return ""
+    if policy == "fixed":  # a fixed count is not stopped by the test: its verdict is for information
+        return " (fixed count; steady-state test passed)" if steady else " (fixed count; steady-state test not passed)"
+    return " (steady state reached)" if steady else " (NO steady state reached)"
 
 
 def monitor_figures(monitor: MonitorData) -> dict[str, FigureSpec]:
@@ -239,6 +252,7 @@ def sweep_figures(data: SweepData, throughput: str = "overall_throughput_tok_s")
                 for points in [sorted(points)]
             ),
             x_log=len({p[0] for points in by_series.values() for p in points}) > 3,
+            x_ticks=tuple(sorted({p[0] for points in by_series.values() for p in points})),
         )  # fmt: skip
     measured = [r for r in data.rows if r.medians.get("e2e_latency_ms") is not None and r.medians.get(throughput)]
     if measured:
@@ -393,13 +407,19 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
         "title": {"text": plotly_text(spec.title), "font": {"size": 15}},
         "xaxis": {"title": {"text": plotly_text(spec.x_title)}, "type": "log" if spec.x_log else "-"},
         "yaxis": {"title": {"text": plotly_text(spec.y_title)}, "rangemode": "tozero"},
-        "margin": {"l": 60, "r": 30 if not spec.y2_title else 70, "t": 60, "b": 50},
-        "legend": {"orientation": "h", "y": -0.2},
+        "margin": {"l": 60, "r": 30 if not spec.y2_title else 70, "t": 60, "b": 60},
+        "legend": {"orientation": "h", "y": -0.3},
         "barmode": spec.bar_mode,
         "shapes": shapes,
         "annotations": annotations,
         "height": spec.height,
     }
+    if spec.x_ticks:
+        layout["xaxis"]["tickvals"] = list(spec.x_ticks)
+    if spec.x_integer:
+        layout["xaxis"]["tickformat"] = "d"
+        if max((len(series.x) for series in spec.series), default=0) <= 20:
+            layout["xaxis"]["dtick"] = 1
     if spec.y_category:
         layout["yaxis"] = {"type": "category", "autorange": "reversed", "automargin": True}
         layout["xaxis"]["zeroline"] = False
@@ -488,6 +508,12 @@ def _draw(axis: Any, spec: FigureSpec) -> None:
                       color=marker.color, rotation=0, va="bottom")  # fmt: skip
     if spec.x_log:
         axis.set_xscale("log", base=2)
+    if spec.x_ticks:
+        axis.set_xticks(list(spec.x_ticks), [f"{t:g}" for t in spec.x_ticks])
+    if spec.x_integer:
+        from matplotlib.ticker import MaxNLocator
+
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_title(mpl_text(spec.title), fontsize=11, pad=14)
     axis.set_xlabel(mpl_text(spec.x_title))
     axis.set_ylabel(mpl_text(spec.y_title))

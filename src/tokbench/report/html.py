@@ -575,7 +575,8 @@ _PAGE_SCRIPT = """
       block.dataset.done = '1';
       var spec = JSON.parse(block.textContent);
       Plotly.newPlot(target, spec.data, spec.layout, {displaylogo: false, responsive: true})
-        .then(function(){ drawn += 1; document.body.dataset.plotsRendered = String(drawn); },
+        .then(function(){ drawn += 1; document.body.dataset.plotsRendered = String(drawn);
+                          document.body.dataset.lastDrawMs = performance.now().toFixed(0); },
               function(error){ failed += 1; document.body.dataset.plotsFailed = String(failed);
                                console.error('plot ' + block.dataset.target + ': ' + error); });
     });
