@@ -214,6 +214,10 @@ def test_cli_report_writes_a_page_and_pngs(
     assert {p.name for p in pngs} >= {"run-1-positions.png", "run-1-warmup.png", "run-1-iterations.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
     assert all(HOSTILE not in p.name for p in pngs)
+    # an output that is a folder: one line, no traceback, nothing lost
+    assert main(["report", str(source), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tokbench: cannot write") and "\n" not in err
 
 
 def test_cli_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,6 +229,10 @@ def test_cli_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "r.html").exists()
     assert main(["report", str(tmp_path / "nothing.db"), "--output", str(tmp_path / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text("{}", encoding="utf-8")
+    assert main(["report", str(good), "--output", str(tmp_path)]) == 2  # schema_version missing
+    assert "schema_version" in capsys.readouterr().err
 
 
 def test_write_pngs_escape_mathtext(hostile_result: BenchmarkResult, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tokbench.errors import StoreError
 from tokbench.report.data import ReportError, StoreSelector
 
 DEFAULT_OUTPUT = Path("tokbench-report.html")
@@ -78,8 +79,12 @@ def command_report(args: argparse.Namespace) -> int:
             comparisons=sources.comparisons,
             plain_js=args.plain_js,
         )
-    except ReportError as error:
+    except (ReportError, StoreError) as error:
         print(f"tokbench: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # the output (or --png folder) cannot be written: a path problem, not a crash
+        where = args.output + (f" and PNGs into {args.png}" if args.png else "")
+        print(f"tokbench: cannot write {where}: {error.strerror}; pass another --output / --png", file=sys.stderr)
         return EXIT_USAGE
     elapsed = time.perf_counter() - started
     size = path.stat().st_size
