@@ -8,7 +8,7 @@ STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean gpu-check browser
 
 $(PY):
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -47,6 +47,13 @@ browser:
 
 test: $(STAMP) lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# On a machine with one CUDA GPU: the cuda tests and short real runs of every GPU path, with a report.
+# No venv needed (a GPU box may have no registry): the venv's Python when it exists, else python3 and src/.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py

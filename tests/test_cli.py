@@ -82,7 +82,7 @@ def test_skipped_config_exits_non_zero_with_one_line_reason(tmp_path: Path) -> N
 def test_invalid_config_is_a_usage_error(tmp_path: Path) -> None:
     completed = tokbench("run", *FAST, "--batch-size", "0", cwd=tmp_path)
     assert completed.returncode == 2
-    assert "batch_size: must be >= 1, got 0. Fix: use a batch size of at least 1" in completed.stderr
+    assert "batch_size: must be >= 1, got 0. Fix: use a batch size from 1 to 65,536" in completed.stderr
     assert not (tmp_path / "tokbench-results").exists()
 
 

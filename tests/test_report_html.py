@@ -214,10 +214,14 @@ def test_cli_report_writes_a_page_and_pngs(
     assert {p.name for p in pngs} >= {"run-1-positions.png", "run-1-warmup.png", "run-1-iterations.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in pngs)
     assert all(HOSTILE not in p.name for p in pngs)
-    # an output that is a folder: one line, no traceback, nothing lost
+    # an output that is a folder, or a file that is not an HTML page: one line, no traceback, nothing lost
     assert main(["report", str(source), "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tokbench: cannot write") and "\n" not in err
+    assert err.startswith("tokbench: --output") and "is a folder" in err and "\n" not in err
+    before = source.read_bytes()
+    assert main(["report", str(source), "--output", str(source)]) == 2
+    assert "is not an HTML page" in capsys.readouterr().err and source.read_bytes() == before
+    assert main(["report", str(source), "--output", str(output)]) == 0  # an earlier report is replaced
 
 
 def test_cli_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

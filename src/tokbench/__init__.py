@@ -22,9 +22,10 @@ def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **opt
 
     Never raises for a bad or unsupported config: the result's ``status`` and ``reason`` say why.
     """
+    from tokbench.config import require_config
     from tokbench.engine.runner import run as run_config
 
-    return run_config(config, model, tokenizer, **options)
+    return run_config(require_config(config, "tokbench.run"), model, tokenizer, **options)
 
 
 def run_sweep(spec: Any, **options: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tokbench.config import (
     load_config_file,
 )
 from tokbench.errors import ConfigError, TokbenchError
+from tokbench.text import spreadsheet_safe, terminal_safe
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -27,7 +27,6 @@ EXIT_SKIPPED = 3
 EXIT_FAILED = 4
 EXIT_INTERRUPTED = 130
 
-DEFAULT_RESULTS_DIR = Path("tokbench-results")
 
 # CLI flag destination -> BenchmarkConfig field, for the flags that map one to one.
 _CONFIG_FLAGS = (
@@ -334,7 +333,8 @@ def _open_store(path: str, must_exist: bool) -> Any:
 
     if must_exist and not Path(path).is_file():
         raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
-    return ResultStore(path)
+    # Reading commands (must_exist) open it read-only: they never add tables, migrate or write anything.
+    return ResultStore(path, read_only=must_exist)
 
 
 def command_sweep(args: argparse.Namespace) -> int:
@@ -405,7 +405,7 @@ def command_export(args: argparse.Namespace) -> int:
             text = json.dumps(records, indent=1, allow_nan=False) + "\n"
         else:
             buffer = io.StringIO()
-            rows = [run.to_dict() for run in runs]
+            rows = [{key: spreadsheet_safe(value) for key, value in run.to_dict().items()} for run in runs]
             columns = list(rows[0]) if rows else []
             writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
             if rows:
@@ -413,13 +413,26 @@ def command_export(args: argparse.Namespace) -> int:
                 writer.writerows(rows)
             text = buffer.getvalue()
     if args.output:
-        from tokbench.fileio import atomic_write_text
-
-        atomic_write_text(args.output, text)
-        print(f"{len(runs)} run(s) written to {args.output}", file=sys.stderr)
+        _write_export(args.output, args.db, text)
+        print(terminal_safe(f"{len(runs)} run(s) written to {args.output}", newlines=False), file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def _write_export(output: str, db: str, text: str) -> None:
+    """Write an export file; never onto the store itself or any other SQLite database."""
+    from tokbench.errors import StoreError
+    from tokbench.fileio import atomic_write_text
+    from tokbench.sweep.store import is_sqlite_file
+
+    target, store = Path(output), Path(db)
+    if target.exists() and ((store.exists() and target.resolve() == store.resolve()) or is_sqlite_file(target)):
+        raise StoreError(f"--output {output} is a results database; exporting would replace it: choose another file")
+    try:
+        atomic_write_text(target, text)
+    except OSError as error:
+        raise StoreError(f"could not write the export to {output}: {error.strerror or error}") from error
 
 
 def command_show(args: argparse.Namespace) -> int:
@@ -481,31 +494,51 @@ def command_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def default_output_path(name: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return DEFAULT_RESULTS_DIR / f"{name}-{stamp}.json"
-
-
 def command_run(args: argparse.Namespace) -> int:
     from tokbench.engine.profiling import trace_path_for
     from tokbench.engine.runner import run
+    from tokbench.outputs import OutputLocationError, plan_result_target
     from tokbench.report.terminal import make_console, print_result
-    from tokbench.schema.results import save_result
 
     try:
         config = config_from_args(args)
     except ConfigError as error:
-        print(f"tokbench: invalid config: {error}", file=sys.stderr)
+        print(f"tokbench: invalid config: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
-    output = Path(args.output) if args.output else default_output_path(config.name)
-    result = run(config, progress=not args.no_progress, profile_path=trace_path_for(output))
-    save_result(result, output)
+    try:
+        target = plan_result_target(args.output, config.name)
+    except OutputLocationError as error:
+        print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run(config, progress=not args.no_progress, profile_path=trace_path_for(target.planned_path))
     print_result(result, make_console())
-    print(f"result written to {output}")
+    written = _keep_result(result, target)
+    if written is None:
+        return EXIT_FAILED
     if result.status == "ok":
         return EXIT_OK
-    print(f"tokbench: {result.status}: {result.reason}", file=sys.stderr)
+    print(f"tokbench: {result.status}: {terminal_safe(result.reason, newlines=False)}", file=sys.stderr)
     return EXIT_SKIPPED if result.status == "skipped" else EXIT_FAILED
+
+
+def _keep_result(result: Any, target: Any) -> Path | None:
+    """Write the result as planned; if that fails now (disk full, folder gone), keep it elsewhere and say where."""
+    from tokbench.outputs import keep_somewhere_safe, write_result_json
+
+    data = result.to_dict()
+    try:
+        path = write_result_json(data, target)
+    except OSError as error:
+        kept, errors = keep_somewhere_safe(data, target.stem)
+        where = f"kept it in {kept} instead" if kept else f"and no fallback took it ({'; '.join(errors)})"
+        print(
+            terminal_safe(f"tokbench: could not write the result to {target.planned_path}: "
+                          f"{error.strerror or error}; {where}", newlines=False),
+            file=sys.stderr,
+        )  # fmt: skip
+        return None
+    print(terminal_safe(f"result written to {path}", newlines=False))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return command_report(args)
     except TokbenchError as error:
-        print(f"tokbench: {error}", file=sys.stderr)
+        print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_FAILED
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -104,13 +104,16 @@ class BenchmarkConfig:
     target_relative_precision: float = 0.01  # half-width of the 95% CI of the median E2E, relative
 
     def __post_init__(self) -> None:
-        _check_int(self.batch_size, "batch_size", minimum=1, fix="use a batch size of at least 1")
+        _check_int(
+            self.batch_size, "batch_size", minimum=1, fix="use a batch size from 1 to 65,536", maximum=MAX_BATCH_SIZE
+        )
         object.__setattr__(self, "sequence_length", _check_sequence_length(self.sequence_length, self.batch_size))
         _check_int(
             self.new_tokens,
             "new_tokens",
             minimum=2,
-            fix="generate at least 2 tokens (TPOT and ITL need a second token)",
+            fix="generate 2 to 1,048,576 tokens (TPOT and ITL need a second token)",
+            maximum=MAX_TOKENS,
         )
         if self.warmup_iterations != AUTO:
             _check_int(self.warmup_iterations, "warmup_iterations", minimum=0, fix="use 'auto' or 0 or more")
@@ -121,7 +124,7 @@ class BenchmarkConfig:
             self.monitor_interval_ms, "monitor_interval_ms", minimum=1, fix="sample every 1 ms or more (default 50)"
         )
         _check_int(self.profile_tokens, "profile_tokens", minimum=0, fix="use 0 (off) or a token count")
-        _check_int(self.seed, "seed", minimum=0, fix="use a non-negative integer seed")
+        _check_int(self.seed, "seed", minimum=0, fix="use an integer seed from 0 to 2**63 - 1", maximum=MAX_SEED)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model", "empty model name", "give a preset name, a local folder or a Hub id")
         _check_choice(self.dtype, "dtype", DTYPES)
@@ -299,7 +302,7 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
     if isinstance(value, (list, tuple)):
         lengths = tuple(value)
         for length in lengths:
-            _check_int(length, "sequence_length", minimum=1, fix="use at least 1 prompt token per request")
+            _check_int(length, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
         if len(lengths) != batch_size:
             raise ConfigError(
                 "sequence_length",
@@ -314,14 +317,15 @@ def _check_sequence_length(value: object, batch_size: int) -> int | tuple[int, .
             raise ConfigError("sequence_length", problem, _SEQUENCE_LENGTH_FIX)
         _check_choice(value.get("distribution"), "sequence_length", PROMPT_LENGTH_DISTRIBUTIONS)
         for key in ("min", "max"):
-            _check_int(value.get(key), "sequence_length", minimum=1, fix=f"give '{key}': a prompt length >= 1")
+            fix = f"give '{key}': a prompt length from 1 to 1,048,576"
+            _check_int(value.get(key), "sequence_length", minimum=1, fix=fix, maximum=MAX_TOKENS)
         if value["min"] > value["max"]:
             raise ConfigError("sequence_length", f"min {value['min']} > max {value['max']}", "swap min and max")
         spec = {"distribution": value["distribution"], "min": value["min"], "max": value["max"]}
         spec["seed"] = value.get("seed", 0)
         _check_int(spec["seed"], "sequence_length", minimum=0, fix="use a non-negative integer seed")
         return spec
-    _check_int(value, "sequence_length", minimum=1, fix="use at least 1 prompt token")
+    _check_int(value, "sequence_length", minimum=1, fix="use 1 to 1,048,576 prompt tokens", maximum=MAX_TOKENS)
     return value  # type: ignore[return-value]
 
 
@@ -354,11 +358,22 @@ def parse_device(spec: str) -> str:
     return spec
 
 
-def _check_int(value: object, field_name: str, minimum: int, fix: str) -> None:
+# Upper bounds: beyond them a value is a typo that would crash late (MemoryError building a billion prompt
+# lengths, an overflow in the RNG) or run for days; each names its field at config time instead.
+MAX_INT = 2**31 - 1
+MAX_BATCH_SIZE = 65_536
+MAX_TOKENS = 1_048_576  # prompt or generated tokens per request
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
+def _check_int(value: object, field_name: str, minimum: int, fix: str, maximum: int = MAX_INT) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field_name, f"expected an integer, got {value!r}", fix)
     if value < minimum:
         raise ConfigError(field_name, f"must be >= {minimum}, got {value}", fix)
+    if value > maximum:
+        shown = str(value) if len(str(value)) <= 24 else f"a {len(str(value))}-digit number"
+        raise ConfigError(field_name, f"must be <= {maximum:,}, got {shown}", fix)
 
 
 def _check_positive(value: object, field_name: str, fix: str) -> None:
@@ -373,12 +388,31 @@ def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -
         raise ConfigError(field_name, f"unknown value {value!r}", f"use one of: {', '.join(str(c) for c in choices)}")
 
 
+def require_config(value: object, where: str) -> BenchmarkConfig:
+    """``value`` if it is a ``BenchmarkConfig``; else a TypeError that says what to pass instead."""
+    if isinstance(value, BenchmarkConfig):
+        return value
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise TypeError(
+        f"{where} takes a BenchmarkConfig, got {type(value).__name__} {shown}; "
+        f"for example {where}(tokbench.BenchmarkConfig(model='tiny-llama'))"
+    )
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a plain dict (``yaml.safe_load`` only: no object tags)."""
     config_path = Path(path)
     if not config_path.is_file():
         raise ConfigError("--config", f"no such file: {config_path}", "pass the path of a .yaml or .json file")
-    text = config_path.read_text(encoding="utf-8")
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            "--config", f"{config_path} is not UTF-8 text (byte {error.start})", "save the file as UTF-8"
+        ) from error
+    except OSError as error:
+        reason = f"cannot read {config_path}: {error.strerror or error}"
+        raise ConfigError("--config", reason, "check the path") from error
     if config_path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

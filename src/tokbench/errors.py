@@ -52,6 +52,10 @@ class StoreError(TokbenchError):
     """The results store cannot be opened or read (a newer schema, a damaged file, an unknown run id)."""
 
 
+class StoreWriteError(StoreError):
+    """A finished result could not be committed to the store (disk full, damaged file); it is kept as JSON."""
+
+
 class LaunchError(TokbenchError):
     """A launcher was asked for something it cannot do (an unknown launcher, a bad compile cache mode)."""
 

@@ -28,11 +28,13 @@ def _umask() -> int:
     return current
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, *, replace: bool = True) -> Path:
     """Write ``text`` to ``path`` via a synced temp file in the same folder and ``os.replace``.
 
     The file gets the permissions a plain ``open(path, "w")`` would give (0666 minus the umask), not
-    the owner-only 0600 of ``mkstemp``: results are meant to be shared.
+    the owner-only 0600 of ``mkstemp``: results are meant to be shared. With ``replace=False`` an existing
+    ``path`` is never replaced: the finished file is hard-linked into place, which fails with
+    ``FileExistsError`` when something is there, even one written a moment ago by another process.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +45,46 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp_name, target)
+        if replace:
+            os.replace(temp_name, target)
+        else:
+            os.link(temp_name, target)  # atomic and exclusive: never replaces a result already there
+            os.unlink(temp_name)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_new_text(folder: str | Path, stem: str, suffix: str, text: str) -> Path:
+    """Write ``text`` to ``folder/stem{suffix}``, or ``stem-2{suffix}``, ``-3``... : the first name that is free.
+
+    Two runs finishing in the same second (parallel jobs) both keep their file; nothing is replaced.
+    """
+    directory = Path(folder)
+    for attempt in range(1, 10_000):
+        candidate = directory / (f"{stem}{suffix}" if attempt == 1 else f"{stem}-{attempt}{suffix}")
+        if candidate.exists():
+            continue
+        try:
+            return atomic_write_text(candidate, text, replace=False)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free file name for {stem}{suffix} in {directory}")
+
+
+def check_writable_folder(folder: str | Path) -> None:
+    """Raise ``OSError`` now if a file cannot be created in ``folder`` (read-only, not a folder, no permission).
+
+    Creates the folder if needed and writes and removes a small probe file: a benchmark must not run for
+    minutes and then find it cannot keep its result.
+    """
+    directory = Path(folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, probe = tempfile.mkstemp(prefix=".tokbench-write-check-", dir=directory)
+    try:
+        os.write(handle, b"0" * 4096)  # a full disk fails here, not after the run
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+        Path(probe).unlink(missing_ok=True)

@@ -85,9 +85,52 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
     location = str(presets.tokenizer_dir()) if source.kind == "preset" else source.identifier
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    except OSError as error:
-        raise ModelSourceError(f"cannot load the tokenizer of {source.identifier!r}: {error}") from error
+    except ModuleNotFoundError:
+        raise  # an optional package is missing: the runner records the config as skipped, naming it
+    except Exception as error:
+        raise load_error("tokenizer", source, error, _TOKENIZER_FILES) from error
     return tokenizer
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "merges.txt")
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "config.json")
+
+
+def load_error(what: str, source: ModelSource, error: BaseException, names: tuple[str, ...]) -> ModelSourceError:
+    """A loading failure as one message that says which files were read and what to do about it.
+
+    transformers' own errors for a damaged file ("Error while deserializing header", a JSON decode error)
+    name neither the file nor what it is; a model with its own code needs a decision only the user can make.
+    """
+    message = " ".join(str(error).split()) or type(error).__name__
+    if "trust_remote_code" in message:
+        return ModelSourceError(
+            f"{source.identifier!r} ships its own modelling code; tokbench runs it only with --trust-remote-code, "
+            "which executes arbitrary Python from that repository on this machine: pass it only for a source you "
+            f"trust (transformers: {message[:300]})"
+        )
+    files = ""
+    if source.kind == "local":
+        folder = Path(source.identifier)
+        found = sorted({p.name for name in names for p in folder.glob(name)}) if folder.is_dir() else []
+        files = f" from {folder} ({', '.join(found) or 'no such files there'})"
+    hint = "re-download or re-save the model" if source.kind != "hub" else "check the id, your network and cache"
+    return ModelSourceError(
+        f"cannot load the {what} of {source.identifier!r}{files}: {type(error).__name__}: {message[:500]}; "
+        f"a damaged or incomplete file gives this: {hint}"
+    )
+
+
+def check_context_length(model_config: Any, prompt_lengths: tuple[int, ...], new_tokens: int) -> None:
+    """Refuse a workload longer than the model's context before any call runs (it would run for ages or
+    produce positions the model was never built for, stored as ok)."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    needed = max(prompt_lengths) + new_tokens
+    if isinstance(limit, int) and limit > 0 and needed > limit:
+        raise InputShapeError(
+            f"a prompt of {max(prompt_lengths)} tokens + {new_tokens} new tokens needs {needed} positions, beyond "
+            f"the model's context of {limit} (max_position_embeddings): use fewer --new-tokens or a shorter prompt"
+        )
 
 
 def pad_token_id_for(tokenizer: Any) -> int:
@@ -239,8 +282,10 @@ def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: An
             trust_remote_code=config.trust_remote_code,
             use_safetensors=None,  # safetensors when present, .bin only as a fallback
         )
-    except OSError as error:
-        raise ModelSourceError(f"cannot load the weights of {source.identifier!r}: {error}") from error
+    except ModuleNotFoundError:
+        raise
+    except Exception as error:
+        raise load_error("weights", source, error, _WEIGHT_PATTERNS) from error
 
 
 def make_generation_config(config: BenchmarkConfig, pad_token_id: int, device: torch.device) -> Any:
@@ -318,6 +363,7 @@ def load(
         to_device_ns = clock() - start_ns
     else:
         _check_provided_model(model, config, device)
+    check_context_length(getattr(model, "config", None), config.prompt_lengths, config.new_tokens)
 
     quantize = source.kind != "provided"
     quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)

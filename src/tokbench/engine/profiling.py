@@ -22,6 +22,7 @@ from tokbench import compat
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import GenerationTrace, OperatorTime, ProfileRecord
+from tokbench.text import safe_filename
 
 FORWARD_EVENT = "tokbench.forward"
 DEFAULT_TOP_OPERATORS = 15
@@ -36,7 +37,7 @@ def trace_path_for(result_path: str | Path) -> Path:
 
 def default_trace_path(name: str, directory: str | Path = "tokbench-results") -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path(directory) / f"{name}-{stamp}{_TRACE_SUFFIX}"
+    return Path(directory) / f"{safe_filename(name)}-{stamp}{_TRACE_SUFFIX}"
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 from tokbench import compat
 from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.config import BenchmarkConfig, check_runnable
+from tokbench.config import BenchmarkConfig, check_runnable, require_config
 from tokbench.engine import profiling
 from tokbench.engine.continuous import ContinuousBatchingSession
 from tokbench.engine.generation import time_generate
@@ -97,6 +97,7 @@ def run(
     Pass one ``tokenizers`` cache to many calls to load each model's tokenizer once. With
     ``profile_tokens`` set, the profiler trace goes to ``profile_path`` (default: tokbench-results/).
     """
+    require_config(config, "tokbench.engine.runner.run")  # a wrong type is a programming error: raise, not a result
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     environment = _environment()
 

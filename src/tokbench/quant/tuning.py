@@ -306,7 +306,7 @@ class TuningCache:
         if not path.is_file():
             return None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
+            entry = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant, parse_float=_finite)
             if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA_VERSION:
                 raise ValueError("unknown schema")
             if entry.get("key") != key:
@@ -582,6 +582,17 @@ def _shape_groups(model: nn.Module) -> dict[tuple[int, int, int, torch.dtype], l
             key = (module.in_features, module.out_features, module.group_size, module.compute_dtype)
             groups.setdefault(key, []).append(module)
     return groups
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a timing")  # NaN / Infinity in a cache file: hand-edited or damaged
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite timing")
+    return value
 
 
 def _validated_entry(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from tokbench.analysis.metrics import (
 from tokbench.analysis.stats import mean, median, percentile, sample_std
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
+from tokbench.sweep.store import ResultStore, is_sqlite_file
 
 METRIC_LABELS = {
     "ttft_ms": "TTFT",
@@ -42,7 +42,6 @@ METRIC_LABELS = {
     "decode_throughput_tok_s": "decode throughput",
     "overall_throughput_tok_s": "overall throughput",
 }
-SQLITE_MAGIC = b"SQLite format 3\x00"
 # Config fields that tell sweep series apart (one line per combination in "throughput vs batch size").
 SERIES_FIELDS = (
     "model",
@@ -100,11 +99,7 @@ class StoreSelector:
 
 
 def is_store_file(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    except OSError:
-        return False
+    return is_sqlite_file(path)
 
 
 @dataclass(frozen=True)
@@ -172,50 +167,37 @@ def _load_file(path: Path, inputs: list[ReportInput], comparisons: list[Comparis
 
 
 def load_store(path: Path, selector: StoreSelector) -> list[ReportInput]:
-    """The selected runs of a store, oldest first, read through a read-only connection."""
-    try:
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"cannot open the results store {path}: {error}") from error
-    conditions: list[str] = []
-    parameters: list[Any] = []
-    if selector.sweep_id is not None:
-        conditions.append("sweep_id = ?")
-        parameters.append(selector.sweep_id)
-    if selector.run_ids:
-        conditions.append(f"run_id IN ({', '.join('?' for _ in selector.run_ids)})")
-        parameters.extend(selector.run_ids)
-    if selector.since is not None:
-        conditions.append("started_at >= ?")
-        parameters.append(selector.since)
-    if selector.until is not None:
-        # A date or minute alone is a prefix: everything that starts with it is inside the range.
-        conditions.append("(started_at <= ? OR started_at LIKE ? || '%')")
-        parameters.extend([selector.until, selector.until])
-    query = "SELECT run_id, sweep_id, repeat_index, result_json FROM results"
-    if conditions:
-        query += " WHERE " + " AND ".join(conditions)
-    query += " ORDER BY run_id"
-    try:
-        rows = connection.execute(query, parameters).fetchall()
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"{path} is not a tokbench results store: {error}") from error
-    finally:
-        connection.close()
-    if not rows:
-        raise ReportInputError(
-            f"no stored run of {path} matches the selection; `tokbench history --db {path}` lists the runs"
-        )
-    inputs = []
-    for run_id, sweep_id, repeat_index, text in rows:
-        try:
-            result = BenchmarkResult.from_dict(json.loads(text))
-        except (json.JSONDecodeError, ResultFormatError) as error:
-            raise StoreError(f"run {run_id} in {path} cannot be read: {error}") from error
-        inputs.append(
-            ReportInput(result=result, source=f"{path} run {run_id}", run_id=run_id, sweep_id=sweep_id,
-                        repeat_index=int(repeat_index or 0))
-        )  # fmt: skip
+    """The selected runs of a store, oldest first. ``ResultStore(read_only=True)`` refuses another
+    application's database and a damaged one, and changes nothing in the file (no schema upgrade)."""
+    until = selector.until
+    with ResultStore(path, read_only=True) as store:
+        runs = [
+            run
+            for run in store.runs(sweep_id=selector.sweep_id)
+            if (not selector.run_ids or run.run_id in selector.run_ids)
+            and (selector.since is None or run.started_at >= selector.since)
+            # a date or minute alone is a prefix: everything that starts with it is inside the range
+            and (until is None or run.started_at <= until or run.started_at.startswith(until))
+        ]
+        if not runs:
+            raise ReportInputError(
+                f"no stored run of {path} matches the selection; `tokbench history --db {path}` lists the runs"
+            )
+        inputs = []
+        for run, data in zip(runs, store.result_dicts(runs), strict=True):
+            try:
+                result = BenchmarkResult.from_dict(data)
+            except ResultFormatError as error:
+                raise StoreError(f"run {run.run_id} in {path} cannot be read: {error}") from error
+            inputs.append(
+                ReportInput(
+                    result=result,
+                    source=f"{path} run {run.run_id}",
+                    run_id=run.run_id,
+                    sweep_id=run.sweep_id,
+                    repeat_index=run.repeat_index,
+                )
+            )
     return inputs
 
 

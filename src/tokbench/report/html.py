@@ -704,6 +704,21 @@ def _library_and_page_scripts(plain_js: bool) -> str:
     )
 
 
+def check_output(output: str | Path) -> None:
+    """Refuse to replace anything but an earlier HTML page: ``-o results.db`` must never destroy a store."""
+    path = Path(output)
+    if path.is_dir():
+        raise ReportError(f"--output {path} is a folder; pass a file name such as {path / 'report.html'}")
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                start = handle.read(64).lstrip().lower()
+        except OSError as error:
+            raise ReportError(f"--output {path} cannot be read to check it: {error.strerror}") from error
+        if not start.startswith((b"<!doctype html", b"<html")):
+            raise ReportError(f"--output {path} exists and is not an HTML page; tokbench leaves it: pass another")
+
+
 def write_report(
     items: Iterable[ReportInput],
     output: str | Path,
@@ -713,6 +728,7 @@ def write_report(
     plain_js: bool = False,
 ) -> tuple[Path, list[Path]]:
     """Write the HTML report (atomically) and, with ``png_dir``, the plots as PNG; returns the paths."""
+    check_output(output)
     report = build_report(list(items), run_pages=run_pages, comparisons=comparisons)
     path = atomic_write_text(output, render_html(report, plain_js=plain_js))
     pngs: list[Path] = []

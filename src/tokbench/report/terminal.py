@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -12,6 +12,7 @@ from rich.text import Text
 from tokbench.analysis.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.analysis.stats import Summary
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
+from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
     from tokbench.sweep.plan import SweepPlan
@@ -312,7 +313,7 @@ def per_request_table(result: BenchmarkResult) -> Table | None:
 def render(result: BenchmarkResult) -> Group:
     style = "green" if result.status == STATUS_OK else "yellow" if result.status == "skipped" else "red"
     parts: list[Text | Table] = [
-        Text(line, style=style if i == 0 else "") for i, line in enumerate(header_lines(result))
+        Text(terminal_safe(line), style=style if i == 0 else "") for i, line in enumerate(header_lines(result))
     ]
     if result.summary:
         parts.append(result_table(result))
@@ -320,15 +321,27 @@ def render(result: BenchmarkResult) -> Group:
         if requests is not None:
             parts.append(requests)
         parts.append(Text(FLAGS_LEGEND, style="dim"))
-    parts.extend(Text(line) for line in monitoring_lines(result))
+    parts.extend(Text(terminal_safe(line)) for line in monitoring_lines(result))
     return Group(*parts)
+
+
+class SafeConsole(Console):
+    """A console for untrusted text: control characters are shown escaped, and text is never read as markup.
+
+    Names, model ids, reasons and notes come from config files, Hub ids and other people's stores; an ESC
+    sequence or a ``[link=...]`` in them must print as text, not drive the terminal.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(terminal_safe(text), **kwargs)
 
 
 def make_console() -> Console:
     """A console wide enough for the table even when output is piped (rich assumes 80 there)."""
-    console = Console()
+    options: dict[str, Any] = {"markup": False, "emoji": False, "highlight": False}
+    console = SafeConsole(**options)
     if not console.is_terminal:
-        console = Console(width=max(console.width, 150))
+        console = SafeConsole(width=max(console.width, 150), **options)
     return console
 
 
@@ -380,9 +393,9 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
     for note in plan.notes:
         console.print(f"note: {note}")
     for skipped in plan.skipped:
-        console.print(Text(f"skipped  {skipped.config.name}: {skipped.reason}", style="yellow"))
+        console.print(Text(terminal_safe(f"skipped  {skipped.config.name}: {skipped.reason}"), style="yellow"))
     for invalid in plan.invalid:
-        console.print(Text(f"invalid  {invalid.fields}: {invalid.reason}", style="red"))
+        console.print(Text(terminal_safe(f"invalid  {invalid.fields}: {invalid.reason}"), style="red"))
 
 
 def sweep_summary_table(outcome: SweepOutcome) -> Table:
@@ -447,7 +460,7 @@ def history_table(runs: list[StoredRun]) -> Table:
             run.model,
             run.name,
             run.config_hash,
-            Text(run.status, style=_STATUS_STYLES.get(run.status, "")),
+            Text(terminal_safe(run.status), style=_STATUS_STYLES.get(run.status, "")),
             _cell(run.medians.get("ttft_ms")),
             _cell(run.medians.get("tpot_ms")),
             _cell(run.medians.get("decode_throughput_tok_s")),

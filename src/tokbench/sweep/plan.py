@@ -276,11 +276,17 @@ def _as_values(name: str, value: Any) -> list[Any]:
     return [value]
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: beyond it a timeout is a typo, and inf/nan are no timeout at all
+
+
 def _check_timeout(value: object, name: str) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(name, f"expected a positive number of seconds, got {value!r}", "use e.g. 600, or null")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < MAX_TIMEOUT_S:
+        # nan fails every comparison and inf never ends a hung child: both are refused, not crashed on later.
+        raise ConfigError(
+            name, f"expected a finite positive number of seconds, got {value!r}", "use e.g. 600, or null for none"
+        )
 
 
 def _config_field_names() -> list[str]:

@@ -10,6 +10,7 @@ keeps every stored result, and returns an outcome marked ``interrupted``.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -24,10 +25,13 @@ from tqdm import tqdm
 
 from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
+from tokbench.errors import StoreWriteError
+from tokbench.fileio import write_new_text
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.launchers import make_launcher
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
 from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
+from tokbench.text import safe_filename, terminal_safe
 
 
 class Launcher(Protocol):
@@ -126,7 +130,12 @@ def execute_plan(
         # A Ctrl-C during the write would roll it back and lose a finished result: hold it until the commit
         # (and until the result is in the outcome), then stop.
         with _sigint_deferred():
-            run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            try:
+                run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+            except StoreWriteError as error:
+                # Never lose a finished result: keep it as JSON beside the store, say where, stop the sweep.
+                kept = keep_beside_store(store.path, result)
+                raise StoreWriteError(f"{error}; the result of {config.name} is kept in {kept}") from error
             record(SweepEntry(config, repeat_index, result, run_id))
 
     try:
@@ -142,7 +151,8 @@ def execute_plan(
                 if (config.config_hash, repeat_index) in done:
                     record(SweepEntry(config, repeat_index, None, None, resumed=True))
                     continue
-                bar.set_postfix_str(config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}")
+                label = config.name if repeat == 1 else f"{config.name} #{repeat_index + 1}"
+                bar.set_postfix_str(terminal_safe(label, newlines=False))
                 result = launcher.launch(config, planned.timeout_s)
                 store_and_record(config, repeat_index, _with_sweep(result, plan.sweep_id, repeat_index))
     except KeyboardInterrupt:
@@ -150,6 +160,19 @@ def execute_plan(
     finally:
         bar.close()
     return outcome
+
+
+def keep_beside_store(db: Path, result: BenchmarkResult) -> str:
+    """Write a result the store could not take as JSON in ``<db>-unsaved/`` (else a fallback folder)."""
+    from tokbench.outputs import keep_somewhere_safe
+
+    data = result.to_dict()
+    stem = f"{safe_filename(result.config.name)}-{result.config_hash}"
+    try:
+        return str(write_new_text(Path(f"{db}-unsaved"), stem, ".json", json.dumps(data, indent=1, allow_nan=False)))
+    except OSError:
+        kept, errors = keep_somewhere_safe(data, stem)
+        return str(kept) if kept else f"nowhere ({'; '.join(errors)})"
 
 
 def run_sweep(

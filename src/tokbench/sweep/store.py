@@ -15,15 +15,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.errors import ResultFormatError, StoreError
+from tokbench.errors import ResultFormatError, StoreError, StoreWriteError
 from tokbench.schema.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
 
 DEFAULT_DB_PATH = Path("tokbench-results.db")
+# PRAGMA application_id of a tokbench store ("tkb1"): another application's SQLite file is never touched.
+APPLICATION_ID = 0x746B6231
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 # Headline metrics kept as columns: the median of each summary entry.
 HEADLINE_METRICS = (
@@ -115,25 +119,45 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] 
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)  # a failed ROLLBACK must not hide the error that matters (disk full)
             raise
     return version
 
 
 class ResultStore:
-    """An open results store. Use as a context manager, or call ``close``."""
+    """An open results store. Use as a context manager, or call ``close``.
 
-    def __init__(self, path: str | Path = DEFAULT_DB_PATH) -> None:
+    ``read_only=True`` (history, show, export, compare) opens the file read-only and changes nothing in it, not
+    even a schema upgrade. Either way the file must be a tokbench store (its application id, or for stores
+    written before the id existed, its table layout) and pass SQLite's quick check, else ``StoreError``.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        if self.path.parent != Path():
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise StoreError(f"no results store at {self.path}; run `tokbench sweep` first or pass --db")
+        if not read_only and self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # isolation_level=None: no implicit transactions; every write below opens and commits its own.
-            self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._connection.execute("PRAGMA synchronous = FULL")
-            migrate(self._connection)
-        except sqlite3.DatabaseError as error:
+            if read_only:
+                uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+                self._connection = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            else:
+                # isolation_level=None: no implicit transactions; every write below opens and commits its own.
+                self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            _check_is_tokbench_store(self._connection, self.path)
+            _quick_check(self._connection, self.path)
+            if not read_only:
+                self._connection.execute("PRAGMA synchronous = FULL")
+                migrate(self._connection)
+                if self._connection.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                    self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        except sqlite3.Error as error:
             raise StoreError(f"cannot open the results store {self.path}: {error}") from error
+        except StoreError:
+            self._connection.close()
+            raise
 
     def close(self) -> None:
         self._connection.close()
@@ -165,16 +189,23 @@ class ResultStore:
         }
         columns = ", ".join(values)
         placeholders = ", ".join("?" for _ in values)
-        self._connection.execute("BEGIN IMMEDIATE")
         try:
+            self._connection.execute("BEGIN IMMEDIATE")
             cursor = self._connection.execute(
                 f"INSERT INTO results ({columns}) VALUES ({placeholders})", tuple(values.values())
             )
             self._connection.execute("COMMIT")
-        except BaseException:
-            self._connection.execute("ROLLBACK")
+        except BaseException as error:
+            self._rollback()
+            if isinstance(error, (sqlite3.Error, OSError)):
+                # The first error is the one that matters (disk full, damaged page); a failed ROLLBACK after it
+                # ("no transaction is active") would only hide it.
+                raise StoreWriteError(f"could not store the result in {self.path}: {error}") from error
             raise
         return int(cursor.lastrowid or 0)
+
+    def _rollback(self) -> None:
+        _rollback(self._connection)
 
     def runs(
         self,
@@ -231,6 +262,50 @@ class ResultStore:
 
     def schema_version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        # SQLite may have rolled back already (e.g. on SQLITE_FULL); nothing is half-written either way.
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+def _check_is_tokbench_store(connection: sqlite3.Connection, path: Path) -> None:
+    """Refuse another application's database before reading or writing anything in it."""
+    application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+    if application_id == APPLICATION_ID:
+        return
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables.discard("sqlite_sequence")
+    if application_id == 0 and not tables:
+        return  # a new, empty file: becomes a store
+    if application_id == 0 and "results" in tables:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+        if {"run_id", "config_hash", "status", "result_json"} <= columns:
+            return  # a store written before tokbench set its application id
+    raise StoreError(
+        f"{path} is not a tokbench results store (application id {application_id:#x}, tables "
+        f"{', '.join(sorted(tables)) or 'none'}); tokbench leaves it untouched: pass another --db"
+    )
+
+
+def _quick_check(connection: sqlite3.Connection, path: Path) -> None:
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise StoreError(
+            f"the results store {path} is damaged ({'; '.join(problems[:3])}); read what you can with "
+            "`tokbench export --db` and start a new store with another --db"
+        )
+
+
+def is_sqlite_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like an SQLite database (export never writes over one)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def _median(result: BenchmarkResult, metric: str) -> float | None:
