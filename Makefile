@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # test: pytest + ruff; ray: the Ray executor, so its tests run too (about 240 MB, ~1.5 min more to install)
 EXTRAS ?= test,ray
 
-.PHONY: run test lint bench clean gpu-check
+.PHONY: run test lint bench clean gpu-check browser
 
 $(PY):
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -36,7 +36,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/lint-imports  # layers and torch-free core: [tool.importlinter] in pyproject.toml
 
-test: $(STAMP) lint
+# The report's browser tests need a headless Chromium: Debian's chromium, installed here when we are root
+# with apt-get (quietly); otherwise those tests skip with one message saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make: installing Debian's chromium for the report's browser tests"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+				|| echo "make: chromium could not be installed: the browser tests will skip"; \
+		else \
+			echo "make: no chromium (and not root with apt-get): the browser tests will skip"; \
+		fi; }
+
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # On a machine with one CUDA GPU: the cuda tests and short real runs of every GPU path, with a report.

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tune_arguments(tune_parser)
     _add_store_commands(commands)
+    from tokbench.report.command import add_report_parser
+
+    add_report_parser(commands)
     return parser
 
 
@@ -465,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_export(args)
         if args.command == "show":
             return command_show(args)
+        if args.command == "report":
+            from tokbench.report.command import command_report
+
+            return command_report(args)
     except TokbenchError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_FAILED

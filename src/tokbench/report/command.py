@@ -1,0 +1,95 @@
+"""``tokbench report INPUT... --output report.html [--png DIR]``: the command line of the HTML report.
+
+Kept out of ``cli.py`` so the report's options live beside the report; ``cli`` registers the parser and
+dispatches here. The command reads its inputs only (a store is opened read-only) and writes the page
+(and PNGs) where it is told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tokbench.errors import StoreError
+from tokbench.report.data import ReportError, StoreSelector
+
+DEFAULT_OUTPUT = Path("tokbench-report.html")
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+def add_report_parser(commands: Any) -> None:
+    from tokbench.report.html import DEFAULT_RUN_PAGES
+
+    report = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page (plots + tables) of results, a folder, or a store",
+        description=(
+            "Make one HTML file that works offline (plotly.js inlined, no network): per-token latency by "
+            "position, TTFT / ITL / E2E distributions, the warmup curve, the measured iterations, monitoring, "
+            "memory and MBU / MFU for each run; for several configs, throughput vs batch size, the "
+            "latency–throughput Pareto front and a sortable table of every config. INPUT is a result JSON, a "
+            "folder of them, or a results store (.db) with an optional selector."
+        ),
+    )
+    add = report.add_argument
+    add("inputs", nargs="+", metavar="INPUT", help="result .json, folder of results, or store .db")
+    add("--output", "-o", default=str(DEFAULT_OUTPUT), metavar="FILE.html", help=f"default: {DEFAULT_OUTPUT}")
+    add("--png", metavar="DIR", help="also write the plots as PNG files into DIR (needs the png extra: matplotlib)")
+    add("--sweep", dest="sweep_id", metavar="SWEEP_ID", help="store: only this sweep's runs")
+    add("--run", dest="run_ids", type=int, action="append", metavar="RUN_ID", help="store: only this run (repeatable)")
+    add("--since", metavar="TIME", help="store: runs started at or after TIME (ISO 8601, e.g. 2026-11-27T08:00)")
+    add("--until", metavar="TIME", help="store: runs started at or before TIME (a date alone covers that day)")
+    add(
+        "--plain-js",
+        action="store_true",
+        help="inline plotly.js as is (4.6 MiB) instead of gzipped (1.4 MiB, unpacked by browsers from 2023 on)",
+    )
+    add(
+        "--run-pages",
+        type=int,
+        default=DEFAULT_RUN_PAGES,
+        metavar="N",
+        help=f"at most N runs get a page of their own with every plot (default: {DEFAULT_RUN_PAGES})",
+    )
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from tokbench.report.data import load_sources
+    from tokbench.report.html import write_report
+
+    selector = StoreSelector(
+        sweep_id=args.sweep_id, run_ids=tuple(args.run_ids or ()), since=args.since, until=args.until
+    )
+    if args.run_pages < 0:
+        print("tokbench: --run-pages must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.perf_counter()
+    try:
+        sources = load_sources(args.inputs, selector)
+        items = sources.results
+        path, pngs = write_report(
+            items,
+            args.output,
+            png_dir=args.png,
+            run_pages=args.run_pages,
+            comparisons=sources.comparisons,
+            plain_js=args.plain_js,
+        )
+    except (ReportError, StoreError) as error:
+        print(f"tokbench: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:  # the output (or --png folder) cannot be written: a path problem, not a crash
+        where = args.output + (f" and PNGs into {args.png}" if args.png else "")
+        print(f"tokbench: cannot write {where}: {error.strerror}; pass another --output / --png", file=sys.stderr)
+        return EXIT_USAGE
+    elapsed = time.perf_counter() - started
+    size = path.stat().st_size
+    what = f"{len(items)} result(s)" + (f" and {len(sources.comparisons)} comparison(s)" if sources.comparisons else "")
+    print(f"report of {what} written to {path} ({size / 2**20:.2f} MiB, {elapsed:.2f} s)")
+    if pngs:
+        print(f"{len(pngs)} PNG file(s) written to {args.png}")
+    return EXIT_OK
