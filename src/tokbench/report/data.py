@@ -355,7 +355,7 @@ def run_data(item: ReportInput) -> RunData:
         config_hash=result.config_hash,
         started_at=result.started_at,
         config=result.config.to_dict(),
-        effective_settings=dict(result.effective_settings),
+        effective_settings=result.effective_settings.to_dict(),
         environment=dict(result.environment),
         flags=result.flags,
         notes=result.notes,
