@@ -28,6 +28,7 @@ from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.quant.kernels import KernelUnavailableError
+from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
     STATUS_FAILED,
@@ -175,6 +176,8 @@ def _measure(
         phases = Phases(load=loaded.timings, device_warmup=warmup_report, continuous_batching_setup=cb_setup)
         return finished(STATUS_FAILED, f"validation call failed: {_describe(error)}", phases=phases, **common)
     graphs_after_validation = compat.compiled_graph_count()
+    if cold_trace.sample_token_ids:  # what the model generated: compare flags a change of output
+        common["output_fingerprint"] = OutputFingerprint.of(cold_trace.sample_token_ids)
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []

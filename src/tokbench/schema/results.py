@@ -25,6 +25,7 @@ from tokbench.engine.policy import MeasurementRecord, WarmupRecord
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.hardware.monitor import MemoryPeak, MonitorRecord
+from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.records import (
     ContinuousBatchingSetup,
     DeviceWarmupReport,
@@ -167,6 +168,8 @@ class BenchmarkResult:
     # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
     # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
     launch: dict[str, Any] = field(default_factory=dict)
+    # The validation call's generated token ids and their hash: `tokbench compare` flags changed outputs.
+    output_fingerprint: OutputFingerprint | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -221,6 +224,7 @@ class BenchmarkResult:
             "memory_peaks": [peak.to_dict() for peak in self.memory_peaks],
             "efficiency": self.efficiency.to_dict() if self.efficiency else None,
             "launch": dict(self.launch),
+            "output_fingerprint": self.output_fingerprint.to_dict() if self.output_fingerprint else None,
         }
 
     @classmethod
@@ -251,6 +255,9 @@ class BenchmarkResult:
                 memory_peaks=tuple(MemoryPeak.from_dict(p) for p in data.get("memory_peaks", ())),
                 efficiency=EfficiencyReport.from_dict(data["efficiency"]) if data.get("efficiency") else None,
                 launch=dict(data.get("launch") or {}),
+                output_fingerprint=(
+                    OutputFingerprint.from_dict(data["output_fingerprint"]) if data.get("output_fingerprint") else None
+                ),
             )
         except (KeyError, TypeError) as error:
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
