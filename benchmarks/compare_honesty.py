@@ -20,13 +20,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import tokbench  # noqa: E402
-from tokbench.config import BenchmarkConfig  # noqa: E402
-from tokbench.engine.delay import delayed_forwards  # noqa: E402
-from tokbench.engine.loading import load  # noqa: E402
-from tokbench.schema.comparison import ComparisonReport  # noqa: E402
-from tokbench.sweep.comparison import compare  # noqa: E402
-from tokbench.sweep.selectors import SelectedRun, select_from_store  # noqa: E402
+import tokbench
+from tokbench.config import BenchmarkConfig
+from tokbench.engine.delay import delayed_forwards
+from tokbench.engine.loading import load
+from tokbench.schema.comparison import ComparisonReport
+from tokbench.sweep.comparison import compare
+from tokbench.sweep.selectors import SelectedRun, select_from_store
 
 DECIDED = ("faster", "slower")
 
@@ -71,7 +71,9 @@ def aa(args: argparse.Namespace, folder: Path) -> None:
           f"(false-positive rate {false_positive / max(pairs, 1):.0%}), separate processes")  # fmt: skip
     print("A/A verdicts per metric: " + "; ".join(f"{key} ×{count}" for key, count in sorted(per_metric.items())))
     if detectable:
-        print(f"A/A: median TPOT change detectable at 80% power per pair: {min(detectable):.1%} .. {max(detectable):.1%}")
+        print(
+            f"A/A: median TPOT change detectable at 80% power per pair: {min(detectable):.1%} .. {max(detectable):.1%}"
+        )
 
 
 def ab(args: argparse.Namespace, folder: Path) -> None:
@@ -79,7 +81,9 @@ def ab(args: argparse.Namespace, folder: Path) -> None:
     loaded = load(config)
     detected, covered, metrics_seen = 0, 0, Counter()
     for pair in range(args.ab_pairs):
-        base = tokbench.run(config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False, device_warmup_s=0.05)
+        base = tokbench.run(
+            config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False, device_warmup_s=0.05
+        )
         delay_ns = int(base.summary["tpot_ms"].median * 1e6 * args.slowdown)
         with delayed_forwards(loaded.model, delay_ns):
             slow = tokbench.run(

@@ -269,7 +269,7 @@ def test_regressions_finds_the_step_in_a_stored_history(aa_store: tuple[Path, st
     assert json.loads(done.stdout)["workloads"][0]["changes"] == []
 
 
-def test_results_carry_an_output_fingerprint_and_old_ones_still_load(aa_store: tuple[Path, str], tmp_path: Path) -> None:
+def test_results_carry_an_output_fingerprint_old_ones_still_load(aa_store: tuple[Path, str], tmp_path: Path) -> None:
     db, _ = aa_store
     real = _first_result(db)
     fingerprint = real.output_fingerprint
