@@ -142,12 +142,33 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _bootstrap_quantiles(calls: Sequence[np.ndarray], quantiles: Sequence[float], draws: np.ndarray) -> np.ndarray:
-    """Quantiles of the pooled values of each resample of whole calls; ``draws`` is (resamples, calls)."""
-    resamples = draws.shape[0]
+def _draw_calls(
+    rng: np.random.Generator, run_of_call: Sequence[int] | None, calls: int, resamples: int
+) -> np.ndarray | list[np.ndarray]:
+    """Call indices of each resample: calls with replacement, or, when the calls come from several runs
+    (processes), runs with replacement and then calls within each drawn run: a two-level (cluster) bootstrap
+    whose interval also holds the run-to-run variation a single process cannot show."""
+    runs = sorted(set(run_of_call)) if run_of_call is not None else []
+    if len(runs) < 2:
+        return rng.integers(0, calls, size=(resamples, calls))
+    members = [np.flatnonzero(np.asarray(run_of_call) == run) for run in runs]
+    draws = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(members), size=len(members))
+        draws.append(np.concatenate([rng.choice(members[run], size=len(members[run])) for run in picked]))
+    if len({len(draw) for draw in draws}) == 1:
+        return np.stack(draws)
+    return draws
+
+
+def _bootstrap_quantiles(
+    calls: Sequence[np.ndarray], quantiles: Sequence[float], draws: np.ndarray | list[np.ndarray]
+) -> np.ndarray:
+    """Quantiles of the pooled values of each resample of whole calls; ``draws`` holds each resample's calls."""
+    resamples = len(draws)
     out = np.empty((resamples, len(quantiles)))
     lengths = {len(call) for call in calls}
-    if len(lengths) == 1:  # every call has as many values: one array, resampled chunk by chunk
+    if len(lengths) == 1 and isinstance(draws, np.ndarray):  # equal calls: one array, resampled chunk by chunk
         matrix = np.stack(calls)
         per_resample = matrix.size
         chunk = max(1, _CHUNK_VALUES // max(per_resample, 1))
@@ -181,17 +202,20 @@ def bootstrap_ratios(
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
+    baseline_runs: Sequence[int] | None = None,
+    contender_runs: Sequence[int] | None = None,
 ) -> list[RatioEstimate]:
     """Ratio of each statistic (a quantile of the pooled values) with a CI from resampling whole calls.
 
-    Each resample draws as many calls as each side has, with replacement, independently per side.
+    Each resample draws as many calls as each side has, with replacement, independently per side. ``*_runs``
+    give the run (process) of each call: a side of several runs is resampled runs first, then calls.
     """
     if not baseline_calls or not contender_calls:
         raise ValueError("a ratio needs calls on both sides")
     rng = np.random.default_rng(seed)
     quantiles = [q for _, q in statistics]
-    base_draws = rng.integers(0, len(baseline_calls), size=(resamples, len(baseline_calls)))
-    cont_draws = rng.integers(0, len(contender_calls), size=(resamples, len(contender_calls)))
+    base_draws = _draw_calls(rng, baseline_runs, len(baseline_calls), resamples)
+    cont_draws = _draw_calls(rng, contender_runs, len(contender_calls), resamples)
     base_boot = _bootstrap_quantiles(baseline_calls, quantiles, base_draws)
     cont_boot = _bootstrap_quantiles(contender_calls, quantiles, cont_draws)
     base_point = np.quantile(np.concatenate(list(baseline_calls)), quantiles)

@@ -160,12 +160,15 @@ def _refuse_single(baseline: SelectedRun, contender: SelectedRun, ignore: tuple[
 # --- comparing ----------------------------------------------------------------------------------------
 
 
-def _pooled_calls(runs: Sequence[SelectedRun]) -> dict[str, list[Any]]:
+def _pooled_calls(runs: Sequence[SelectedRun]) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+    """Every metric's calls over ``runs``, and the run each call came from (for the two-level bootstrap)."""
     pooled: dict[str, list[Any]] = {name: [] for name in METRIC_UNITS}
-    for run in runs:
+    run_of_call: dict[str, list[int]] = {name: [] for name in METRIC_UNITS}
+    for index, run in enumerate(runs):
         for name, calls in stats.per_call_samples(run.result.iterations).items():
             pooled[name].extend(calls)
-    return pooled
+            run_of_call[name].extend([index] * len(calls))
+    return pooled, run_of_call
 
 
 def _run_warnings(side: str, runs: Sequence[SelectedRun]) -> list[str]:
@@ -231,13 +234,20 @@ def compare(
     # First pass: ratios and raw p-values of every (workload, metric); Holm needs them all before any verdict.
     raw: list[tuple[str, str, list[stats.RatioEstimate], float, int, int]] = []
     for key in common:
-        base_calls = _pooled_calls(groups["baseline"][key])
-        cont_calls = _pooled_calls(groups["contender"][key])
+        base_calls, base_runs = _pooled_calls(groups["baseline"][key])
+        cont_calls, cont_runs = _pooled_calls(groups["contender"][key])
         for metric in METRIC_UNITS:
             before, after = base_calls[metric], cont_calls[metric]
             if not before or not after:
                 continue
-            ratios = stats.bootstrap_ratios(before, after, resamples=resamples, seed=seed)
+            ratios = stats.bootstrap_ratios(
+                before,
+                after,
+                resamples=resamples,
+                seed=seed,
+                baseline_runs=base_runs[metric],
+                contender_runs=cont_runs[metric],
+            )
             rank = stats.mann_whitney_u(stats.call_values(before), stats.call_values(after))
             raw.append((key, metric, ratios, rank.p_value, len(before), len(after)))
     adjusted = stats.holm_adjust([entry[3] for entry in raw])
@@ -276,6 +286,11 @@ def compare(
         cont_prints = {fp.sha256 for run in cont_runs if (fp := fingerprint_of(run.result)) is not None}
         outputs_changed = None if not base_prints or not cont_prints else base_prints != cont_prints
         warnings = _run_warnings("baseline", base_runs) + _run_warnings("contender", cont_runs)
+        if len(base_runs) == 1 or len(cont_runs) == 1:
+            warnings.append(
+                "a side is one process: its CI holds call-to-call noise only, not process-to-process or "
+                "machine-load drift; store several runs (sweep --repeat K) to pool them"
+            )
         if outputs_changed:
             warnings.append("OUTPUTS CHANGED: the contender generated different tokens; a speedup is not a plain win")
         differences = _config_differences(first_base.config, first_cont.config)
