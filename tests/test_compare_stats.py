@@ -163,3 +163,31 @@ def test_change_points_are_reproducible_and_validate_input() -> None:
     with pytest.raises(ValueError):
         find_change_points([1.0, math.nan, 2.0])
     assert find_change_points([1.0, 2.0, 3.0]) == []  # shorter than two minimum segments
+
+
+def test_several_runs_a_side_are_resampled_runs_first() -> None:
+    # three processes a side, each at its own level (±3%): the call-level CI ignores that spread, the two-level
+    # bootstrap (runs, then calls) holds it
+    rng = np.random.default_rng(8)
+    base, cont, base_runs, cont_runs = [], [], [], []
+    for run in range(3):
+        base_level, cont_level = 100 * (1 + rng.normal(0, 0.03)), 100 * (1 + rng.normal(0, 0.03))
+        base += _calls(rng, 10, base_level, 0.2)
+        cont += _calls(rng, 10, cont_level, 0.2)
+        base_runs += [run] * 10
+        cont_runs += [run] * 10
+    flat = stats.bootstrap_ratios(base, cont, seed=0, resamples=500)[0]
+    nested = stats.bootstrap_ratios(
+        base, cont, seed=0, resamples=500, baseline_runs=base_runs, contender_runs=cont_runs
+    )[0]
+    assert nested.ratio == flat.ratio
+    assert nested.ci_high - nested.ci_low > 2 * (flat.ci_high - flat.ci_low)
+
+
+def test_selector_syntax_errors_are_clear() -> None:
+    from tokbench.sweep.selectors import SelectorError, parse_selector
+
+    assert parse_selector("sweep=ab12, run=3-7,latest") == {"sweep": "ab12", "run": "3-7", "latest": ""}
+    for bad, fragment in (("colour=red", "unknown selector key"), ("sweep=", "needs a value"), ("", "empty")):
+        with pytest.raises(SelectorError, match=fragment):
+            parse_selector(bad)
