@@ -25,6 +25,7 @@ from tokbench.config import BenchmarkConfig
 from tokbench.engine.delay import delayed_forwards
 from tokbench.engine.loading import load
 from tokbench.schema.comparison import ComparisonReport
+from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.comparison import compare
 from tokbench.sweep.selectors import SelectedRun, select_from_store
 
@@ -80,27 +81,34 @@ def ab(args: argparse.Namespace, folder: Path) -> None:
     config = BenchmarkConfig.from_dict(workload(args))
     loaded = load(config)
     detected, covered, metrics_seen = 0, 0, Counter()
-    for pair in range(args.ab_pairs):
-        base = tokbench.run(
-            config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False, device_warmup_s=0.05
-        )
-        delay_ns = int(base.summary["tpot_ms"].median * 1e6 * args.slowdown)
-        with delayed_forwards(loaded.model, delay_ns):
-            slow = tokbench.run(
+
+    def timed_run(wait_ns: int) -> tuple[BenchmarkResult, float]:
+        with delayed_forwards(loaded.model, wait_ns) as delay:
+            result = tokbench.run(
                 config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False, device_warmup_s=0.05
             )
+        return result, sum(delay.waited_ns) / max(len(delay.waited_ns), 1) / 1e6
+
+    probe, _ = timed_run(0)
+    step_ns = int(probe.summary["tpot_ms"].median * 1e6)
+    # the baseline waits a little too (a placebo): on a shared machine any wait costs cache refills
+    base_wait_ns, slow_wait_ns = step_ns // 10, step_ns // 10 + int(step_ns * args.slowdown)
+    for pair in range(args.ab_pairs):
+        base, base_wait_ms = timed_run(base_wait_ns)
+        slow, slow_wait_ms = timed_run(slow_wait_ns)
+        added_ms = slow_wait_ms - base_wait_ms
         report = compare([SelectedRun(base, f"base {pair}")], [SelectedRun(slow, f"slow {pair}")])
         found = verdicts(report)
         tpot_verdict, tpot_ratio, low, high = found["tpot_ms"]
         e2e_verdict = found["e2e_latency_ms"][0]
         tpot = next(m for m in report.workloads[0].metrics if m.metric == "tpot_ms")
-        expected = (tpot.median.baseline + delay_ns / 1e6) / tpot.median.baseline
+        expected = (tpot.median.baseline + added_ms) / tpot.median.baseline
         hit = tpot_verdict == "slower" and e2e_verdict == "slower"
         detected += hit
         covered += low <= expected <= high
         metrics_seen.update(f"{metric}: {verdict}" for metric, (verdict, *_) in found.items())
         print(
-            f"A/B pair {pair}: injected {delay_ns / 1e6:.3f} ms/forward (TPOT ×{expected:.3f} expected); "
+            f"A/B pair {pair}: injected {added_ms:.3f} ms/forward (TPOT ×{expected:.3f} expected); "
             f"TPOT {tpot_verdict} ×{tpot_ratio:.3f} [{low:.3f}, {high:.3f}], E2E {e2e_verdict}; "
             f"detectable ≥{tpot.detectable_change:.1%}"
         )
