@@ -31,7 +31,7 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         help="compare two sets of results workload by workload: faster / slower / no change, with CIs",
         description=(
             "Match BASELINE and CONTENDER results by workload key and, for every metric, report contender ÷ "
-            "baseline of the median (and p90 / p99) with a 95%% bootstrap CI over whole calls, a Mann-Whitney U "
+            "baseline of the median (and p90 / p99) with a 95% bootstrap CI over whole calls, a Mann-Whitney U "
             "p-value (Holm-corrected over all tests) and a verdict that needs significance and a change beyond "
             f"--min-effect. Exit codes: {EXIT_OK} nothing regressed, {EXIT_REGRESSION} a workload is "
             f"significantly slower (with --fail-on regression), {EXIT_USAGE} usage error or meaningless comparison."
@@ -65,7 +65,7 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         default="never",
         help=f"regression: exit {EXIT_REGRESSION} when any workload is significantly slower (the CI gate)",
     )
-    compare.add_argument("--output", metavar="FILE", help="also write the report (in --format) to FILE")
+    compare.add_argument("--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)")
 
     regressions = commands.add_parser(
         "regressions",
