@@ -1,7 +1,8 @@
 """How honest is `tokbench compare`? Prints the A/A false-positive rate and the A/B detection rate.
 
-A/A: the same workload run 2×PAIRS times, each run in its own process (the sweep's process launcher), compared in
-pairs; a pair where any metric comes out "faster" or "slower" is a false positive.
+A/A: the same workload run 2×K×PAIRS times, each run in its own process (the sweep's process launcher); each pair
+compares one process against the next, and then K interleaved processes against K (pooled: the bootstrap resamples
+processes, then calls); a pair where any metric comes out "faster" or "slower" is a false positive.
 A/B: in one process, a run of the model, then a run of the same model with every forward delayed by SLOWDOWN × the
 first run's median TPOT (a spin wait: an exact, known amount); detected when TPOT and E2E come out "slower", and
 the report says how often the ratio's 95% CI covered the injected slowdown.
@@ -54,27 +55,31 @@ def verdicts(report: ComparisonReport) -> dict[str, tuple[str, float, float, flo
 
 def aa(args: argparse.Namespace, folder: Path) -> None:
     db = folder / "aa.db"
-    tokbench.run_sweep(workload(args), db=db, repeat=2 * args.pairs, progress=False, launcher="process")
+    per_side = args.runs_per_side
+    tokbench.run_sweep(workload(args), db=db, repeat=2 * per_side * args.pairs, progress=False, launcher="process")
     runs = [run for run in select_from_store(db, {}) if run.result.ok]
-    false_positive, per_metric = 0, Counter()
-    detectable = []
-    for first, second in zip(runs[0::2], runs[1::2], strict=False):
-        report = compare([first], [second])
-        found = verdicts(report)
-        per_metric.update(f"{metric}: {verdict}" for metric, (verdict, *_) in found.items())
-        detectable.append(next(m.detectable_change for m in report.workloads[0].metrics if m.metric == "tpot_ms"))
-        flagged = [f"{metric} {verdict} ×{ratio:.3f}" for metric, (verdict, ratio, *_) in found.items()
-                   if verdict in DECIDED]  # fmt: skip
-        false_positive += bool(flagged)
-        print(f"A/A pair runs {first.run_id}/{second.run_id}: " + (", ".join(flagged) or "no metric faster/slower"))
-    pairs = len(runs) // 2
-    print(f"A/A: {false_positive}/{pairs} pairs with any metric called faster/slower "
-          f"(false-positive rate {false_positive / max(pairs, 1):.0%}), separate processes")  # fmt: skip
-    print("A/A verdicts per metric: " + "; ".join(f"{key} ×{count}" for key, count in sorted(per_metric.items())))
-    if detectable:
-        print(
-            f"A/A: median TPOT change detectable at 80% power per pair: {min(detectable):.1%} .. {max(detectable):.1%}"
-        )
+    for label, size in (("one process a side", 1), (f"{per_side} processes a side, pooled", per_side)):
+        false_positive, per_metric, detectable, pairs = 0, Counter(), [], 0
+        for start in range(0, len(runs) - 2 * per_side + 1, 2 * per_side):
+            chunk = runs[start : start + 2 * per_side]
+            # interleaved: A B A B ... so load drift over time hits both sides alike
+            first, second = chunk[0::2][:size], chunk[1::2][:size]
+            report = compare(first, second)
+            found = verdicts(report)
+            pairs += 1
+            per_metric.update(f"{metric}: {verdict}" for metric, (verdict, *_) in found.items())
+            tpot = next(m for m in report.workloads[0].metrics if m.metric == "tpot_ms")
+            detectable.append(tpot.detectable_change)
+            flagged = [f"{metric} {verdict} ×{ratio:.3f}" for metric, (verdict, ratio, *_) in found.items()
+                       if verdict in DECIDED]  # fmt: skip
+            false_positive += bool(flagged)
+            ids = f"{[run.run_id for run in first]} vs {[run.run_id for run in second]}"
+            print(f"A/A ({label}) runs {ids}: " + (", ".join(flagged) or "no metric faster/slower"))
+        print(f"A/A ({label}): {false_positive}/{pairs} pairs with any metric called faster/slower "
+              f"(false-positive rate {false_positive / max(pairs, 1):.0%}); separate processes")  # fmt: skip
+        print("  verdicts per metric: " + "; ".join(f"{key} ×{count}" for key, count in sorted(per_metric.items())))
+        if detectable:
+            print(f"  TPOT change detectable at 80% power: {min(detectable):.1%} .. {max(detectable):.1%}")
 
 
 def ab(args: argparse.Namespace, folder: Path) -> None:
@@ -120,7 +125,8 @@ def ab(args: argparse.Namespace, folder: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5, help="A/A pairs (2 processes each)")
+    parser.add_argument("--pairs", type=int, default=5, help="A/A pairs")
+    parser.add_argument("--runs-per-side", type=int, default=2, help="A/A processes a side for the pooled pairs")
     parser.add_argument("--ab-pairs", type=int, default=5)
     parser.add_argument("--slowdown", type=float, default=0.05, help="injected per-forward delay, × median TPOT")
     parser.add_argument("--model", default="tiny-llama")
