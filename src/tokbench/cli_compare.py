@@ -65,7 +65,9 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         default="never",
         help=f"regression: exit {EXIT_REGRESSION} when any workload is significantly slower (the CI gate)",
     )
-    compare.add_argument("--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)")
+    compare.add_argument(
+        "--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)"
+    )
 
     regressions = commands.add_parser(
         "regressions",

@@ -67,6 +67,8 @@ _ENVIRONMENT_KEYS = (
     "torch_threads", "torch_interop_threads", "cpu_governors", "memory_bytes",
 )  # fmt: skip
 _VOLATILE = ("temperature_c", "current", "status", "uuid", "torch_index", "nvml_index")
+# Set by the process launcher to a fresh folder per child: always different, never a difference that matters.
+_PER_PROCESS_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
 def _flatten(prefix: str, value: Any, into: dict[str, str]) -> None:
@@ -94,7 +96,8 @@ def environment_facts(environment: dict[str, Any]) -> dict[str, str]:
     _flatten("gpus", [{"name": gpu.get("name")} for gpu in environment.get("gpus") or [] if isinstance(gpu, dict)],
              facts)  # fmt: skip
     _flatten("nvml", environment.get("nvml"), facts)
-    _flatten("env", environment.get("env"), facts)
+    variables = environment.get("env") or {}
+    _flatten("env", {k: v for k, v in variables.items() if k not in _PER_PROCESS_VARIABLES}, facts)
     return facts
 
 
