@@ -244,9 +244,14 @@ def history_changes_table(report: HistoryChangesReport) -> list[object]:
     """``tokbench regressions``: a table of every change point, then the workloads without one."""
     label = METRIC_LABELS.get(report.metric, report.metric)
     table = Table(title=f"change points in the per-run median {label} (E-divisive means, permutation test)")
-    for column in ("workload", "runs", "change", "before", "after", "p", "last run before", "first run after",
-                   "bisect"):  # fmt: skip
-        table.add_column(column, justify="right" if column in ("runs", "before", "after", "p") else "left")
+    table.add_column("workload", overflow="fold")
+    table.add_column("runs", justify="right")
+    table.add_column("change", no_wrap=True)
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("p", justify="right")
+    table.add_column("last run before → first run after", overflow="fold")
+    table.add_column("bisect", no_wrap=True)
     quiet = []
     for workload in report.workloads:
         if not workload.changes:
@@ -264,8 +269,7 @@ def history_changes_table(report: HistoryChangesReport) -> list[object]:
                 _number(change.before_median),
                 _number(change.after_median),
                 f"{change.p_value:.3f}",
-                neutral(change.last_before, 80),
-                neutral(change.first_after, 80),
+                f"{neutral(change.last_before, 80)} → {neutral(change.first_after, 80)}",
                 neutral(change.commit_range or "-", 40),
             )
     parts: list[object] = []
