@@ -145,13 +145,12 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     from tokbench.report.compare_view import render_terminal
     from tokbench.report.terminal import make_console
     from tokbench.sweep.comparison import compare
-    from tokbench.sweep.selectors import select
+    from tokbench.sweep.selectors import select, select_from_store
 
-    contender_spec = f"{db}:sweep={sweep_id}"
     try:
         report = compare(
             select(baseline_spec, db),
-            select(contender_spec, db),
+            select_from_store(Path(db), {"sweep": sweep_id}),  # the store's own name may lack a .db suffix
             baseline_source=baseline_spec,
             contender_source=f"this sweep ({sweep_id})",
         )
