@@ -66,7 +66,7 @@ def timed_sweep(spec: dict[str, Any], **options: Any) -> float:
     loads: dict[Any, int] = {}
     for index, result in enumerate(results):
         load = result.phases.load
-        key = ("worker", result.launch.get("pid")) if load.shared else index
+        key = ("worker", result.launch.pid) if load.shared else index
         loads[key] = (load.tokenizer_ns or 0) + (load.weights_ns or 0) + (load.to_device_ns or 0)
     print(
         f"    [{', '.join(f'{key}={value}' for key, value in options.items())}] {elapsed:.2f} s wall, "

@@ -125,10 +125,12 @@ def test_stored_results_load_with_their_hash_and_round_trip(name: str, tmp_path:
         # Fields added since the fixture was written (issue 11: grad mode, workload key; issue 14: shared loads)
         # appear with the values that say what the old run was; nothing else may differ.
         assert rewritten.pop("workload_key") == result.workload_key
+        assert rewritten.pop("output_fingerprint") is None  # issue 12: absent from results before it
         assert rewritten["config"].pop("grad_mode") == "no_grad" == rewritten["effective_settings"].pop("grad_mode")
         assert rewritten["phases"]["load"].pop("shared") is False and rewritten["phases"]["load"].pop("shared_by") == 1
         assert rewritten == stored
-        assert [key for key in result.to_dict() if key != "workload_key"] == list(stored)  # same keys, same order
+        added = ("workload_key", "output_fingerprint")
+        assert [key for key in result.to_dict() if key not in added] == list(stored)  # same keys, same order
 
 
 def test_the_int4_fixture_reads_back_as_typed_records() -> None:

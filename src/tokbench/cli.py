@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tokbench.report.command import add_report_parser
 
     add_report_parser(commands)
+    from tokbench.cli_compare import add_compare_commands
+    from tokbench.sweep.store import DEFAULT_DB_PATH
+
+    add_compare_commands(commands, str(DEFAULT_DB_PATH))
     return parser
 
 
@@ -141,6 +145,9 @@ def _add_store_commands(commands: Any) -> None:
         "--resume", action="store_true", help="leave out configs this sweep already stored as ok or skipped"
     )
     sweep.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    sweep.add_argument(
+        "--baseline", metavar="SELECTOR", help="compare the sweep's results with these at the end (see `compare`)"
+    )
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     history = commands.add_parser("history", help="list stored runs")
@@ -148,6 +155,9 @@ def _add_store_commands(commands: Any) -> None:
     history.add_argument("--status", choices=STATUSES, help="only runs with this status")
     history.add_argument("--limit", type=int, help="only the latest N runs")
     history.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help)
+    history.add_argument(
+        "--changes", action="store_true", help="find change points per workload (as `tokbench regressions`)"
+    )
 
     export = commands.add_parser("export", help="write stored runs out as JSON (full results) or CSV (columns)")
     export.add_argument("--format", choices=("json", "csv"), default="json")
@@ -272,6 +282,10 @@ def command_sweep(args: argparse.Namespace) -> int:
         + (f", {outcome.resumed} already stored (resumed)" if outcome.resumed else "")
         + f"; results in {args.db} (sweep {plan.sweep_id})"
     )
+    if args.baseline and not outcome.interrupted:
+        from tokbench.cli_compare import print_sweep_comparison
+
+        print_sweep_comparison(args.baseline, args.db, plan.sweep_id)
     if outcome.interrupted:
         print("tokbench: interrupted; stored results are kept, run again with --resume to go on", file=sys.stderr)
         return exit_code(stopped_by)
@@ -281,6 +295,10 @@ def command_sweep(args: argparse.Namespace) -> int:
 def command_history(args: argparse.Namespace) -> int:
     from tokbench.report.terminal import history_table, make_console
 
+    if args.changes:
+        from tokbench.cli_compare import command_regressions
+
+        return command_regressions(args)
     with _open_store(args.db, must_exist=True) as store:
         runs = store.runs(model=args.model, status=args.status, limit=args.limit)
     make_console().print(history_table(runs))
@@ -472,6 +490,12 @@ def main(argv: list[str] | None = None) -> int:
             from tokbench.report.command import command_report
 
             return command_report(args)
+        if args.command in ("compare", "regressions"):
+            from tokbench import cli_compare
+
+            if args.command == "compare":
+                return cli_compare.command_compare(args)
+            return cli_compare.command_regressions(args)
     except TokbenchError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from tokbench.analysis.summaries import summarize_traces
 from tokbench.clock import Clock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import POLICY_AUTO, POLICY_FIXED, MeasurementPlan, WarmupPlan
+from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
@@ -72,6 +73,7 @@ class RunRecorder:
         self.monitor: MonitorRecord | None = None
         self.memory_peaks: tuple[MemoryPeak, ...] = ()
         self.notes: list[str] = []
+        self.output_fingerprint: OutputFingerprint | None = None
         self._warmup_plan: WarmupPlan | None = None
         self._warmup_start_ns: int | None = None
         self._measurement_plan: MeasurementPlan | None = None
@@ -181,6 +183,7 @@ class RunRecorder:
             monitor=self.monitor,
             memory_peaks=self.memory_peaks,
             efficiency=self.efficiency,
+            output_fingerprint=self.output_fingerprint,
         )
 
 

@@ -33,6 +33,7 @@ from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.hardware.warmup import device_warmup
 from tokbench.interrupts import Interrupted, signal_of
 from tokbench.quant.kernels import KernelUnavailableError
+from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
@@ -164,6 +165,8 @@ def _measure(
     except Exception as error:
         return recorder.finish(STATUS_FAILED, f"validation call failed: {_describe(error)}")
     graphs_after_validation = compat.compiled_graph_count()
+    if recorder.cold_call.sample_token_ids:  # what the model generated: compare flags a change of output
+        recorder.output_fingerprint = OutputFingerprint.of(recorder.cold_call.sample_token_ids)
 
     def generate_once() -> GenerationTrace:
         return backend.generate_once()

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
+from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
@@ -121,6 +122,8 @@ class BenchmarkResult(Record):
     # How the result was produced when a launcher ran it (launcher, child pid, exit code, wall time,
     # stderr tail...): set by ``tokbench.sweep.launchers``, empty for a plain ``run``.
     launch: LaunchRecord = field(default_factory=LaunchRecord)
+    # The validation call's generated token ids and their hash: `tokbench compare` flags changed outputs.
+    output_fingerprint: OutputFingerprint | None = None
     schema_version: int = SCHEMA_VERSION
     # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
     # history match runs on it. Left empty, it is computed from the config and the run's device.
@@ -139,9 +142,9 @@ class BenchmarkResult(Record):
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if isinstance(self.launch, Mapping):  # launchers build the record field by field as a child runs
             object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
-        if not self.workload_key:
-            key = result_workload_key(self.config, self.effective_settings, self.environment)
-            object.__setattr__(self, "workload_key", key)
+        # Derived, always: a copy with another config or device (dataclasses.replace) never keeps a stale key.
+        key = result_workload_key(self.config, self.effective_settings, self.environment)
+        object.__setattr__(self, "workload_key", key)
 
     @property
     def config_hash(self) -> str:
