@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tokbench.analysis.summarize import recompute_summary, summarize_traces
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.generation import GenerationTrace
 from tokbench.engine.loading import LoadTimings
@@ -21,9 +22,7 @@ from tokbench.schema.results import (
     CompileRecord,
     Phases,
     load_result,
-    recompute_summary,
     save_result,
-    summarize_traces,
 )
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import tokbench
+from tokbench.analysis.summarize import recompute_summary
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.loading import load
-from tokbench.schema.results import load_result, recompute_summary, save_result
+from tokbench.schema.results import load_result, save_result
 
 
 def _check_complete(result: tokbench.BenchmarkResult) -> None:

@@ -8,6 +8,7 @@ the same against the real model and against a fake series in tests; the runner o
   maximum and a time budget. When a bound stops it first, the record says no steady state was reached.
 - ``measure``: a fixed count, or ``auto``: until the bootstrap CI of the median E2E latency is
   within the target relative precision, bounded the same way; the record gives the precision reached.
+  The precision is ``analysis.summarize.median_precision``: the very interval the summary stores.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
-from tokbench.analysis.stats import CONFIDENCE, bootstrap_intervals, median, relative_half_width
+from tokbench.analysis.stats import CONFIDENCE
+from tokbench.analysis.summarize import PRECISION_METRIC, median_precision
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import AUTO
 from tokbench.schema.records import GenerationTrace
@@ -39,7 +40,6 @@ STOP_PRECISION = "target precision reached"
 STOP_MAX = "max iterations"
 STOP_BUDGET = "time budget"
 
-PRECISION_METRIC = "e2e_latency_ms"
 # The bootstrap is re-run only when the sample has grown by this fraction: O(n) checks cost O(n^2).
 _CHECK_GROWTH = 1.1
 
@@ -271,16 +271,6 @@ def _test_since_compile(curve: list[int], compiled_in: list[int], plan: WarmupPl
     if len(series) < 2:
         return None
     return steady_state_test([float(v) for v in series], window=plan.window, tolerance=plan.tolerance)
-
-
-def median_precision(traces: list[GenerationTrace]) -> float:
-    """Relative half-width of the bootstrap CI of the median E2E latency (one sample per distinct request,
-    as in ``metrics.metric_samples``); inf when it cannot be computed (no traces, zero median)."""
-    samples = [(trace.end_ns - trace.t0_ns) / NS_PER_MS for trace in traces for _ in distinct_requests(trace)]
-    if not samples:
-        return math.inf
-    (interval,) = bootstrap_intervals(samples, (50.0,))
-    return relative_half_width(interval, median(samples))
 
 
 def measure(

@@ -16,6 +16,7 @@ from typing import Any
 
 from tokbench import compat
 from tokbench.analysis.efficiency import EfficiencyReport, measure_efficiency
+from tokbench.analysis.summarize import summarize_traces
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.engine import profiling
@@ -36,7 +37,6 @@ from tokbench.schema.results import (
     BenchmarkResult,
     CompileRecord,
     Phases,
-    summarize_traces,
 )
 
 DEFAULT_DEVICE_WARMUP_S = 0.5

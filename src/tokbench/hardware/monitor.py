@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokbench.clock import Clock, monotonic_ns
-from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
     import torch
@@ -648,32 +647,6 @@ class Sampler:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-# --- attribution -------------------------------------------------------------------------------------
-
-PHASE_PREFILL = "prefill"
-PHASE_DECODE = "decode"
-PHASE_OUTSIDE = "outside"
-
-
-def sample_phases(
-    timestamps_ns: tuple[int, ...] | list[int], traces: list[GenerationTrace] | tuple[GenerationTrace, ...]
-) -> list[tuple[int | None, str]]:
-    """For each sample, the measured iteration it fell in and the phase: prefill (``t0`` up to the
-    first token), decode (first token to ``end``), or outside any call (index None)."""
-    labels: list[tuple[int | None, str]] = []
-    for stamp in timestamps_ns:
-        label: tuple[int | None, str] = (None, PHASE_OUTSIDE)
-        for index, trace in enumerate(traces):
-            if trace.t0_ns <= stamp <= trace.end_ns:
-                first_token_ns = (
-                    min(row[0] for row in trace.token_timestamps_ns if row) if trace.batch_size else trace.end_ns
-                )
-                label = (index, PHASE_PREFILL if stamp < first_token_ns else PHASE_DECODE)
-                break
-        labels.append(label)
-    return labels
 
 
 # --- per-iteration peak memory -----------------------------------------------------------------------

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
-from tokbench.analysis.stats import percentile
+from tokbench.analysis.stats import interquartile_range, median
 from tokbench.clock import Clock, monotonic_ns
 from tokbench.errors import TokbenchError
 from tokbench.fileio import CACHE_ENV_VAR as CACHE_ENV_VAR  # re-exported: the tuning cache honours it
@@ -219,10 +219,7 @@ class CandidateTiming:
 
     @classmethod
     def from_samples(cls, choice: KernelChoice, samples: Sequence[int]) -> CandidateTiming:
-        values = [float(s) for s in samples]
-        median = percentile(values, 50.0)
-        iqr = percentile(values, 75.0) - percentile(values, 25.0)
-        return cls(choice, round(median), round(iqr), tuple(int(s) for s in samples))
+        return cls(choice, round(median(samples)), round(interquartile_range(samples)), tuple(int(s) for s in samples))
 
     @property
     def dispersion(self) -> float:

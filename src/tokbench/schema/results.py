@@ -1,6 +1,6 @@
 """BenchmarkResult: everything one config's run produced, schema-versioned, raw data included.
 
-Raw traces are kept so every summary can be recomputed (``recompute_summary``) and new metrics
+Raw traces are kept so every summary can be recomputed (``analysis.summarize.recompute_summary``) and new metrics
 derived later without re-running anything.
 """
 
@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.analysis.efficiency import EfficiencyReport
-from tokbench.analysis.metrics import (
-    METRIC_UNITS,
-    NS_PER_MS,
-    distinct_requests,
-    inter_token_latencies_ns,
-    metric_samples,
-)
-from tokbench.analysis.stats import Summary, median, summarize
+from tokbench.analysis.stats import Summary
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import MeasurementRecord, WarmupRecord
 from tokbench.errors import ResultFormatError
@@ -259,25 +252,6 @@ class BenchmarkResult:
                 f"stored config_hash {data['config_hash']} does not match its config ({result.config_hash})"
             )
         return result
-
-
-def summarize_traces(traces: tuple[GenerationTrace, ...] | list[GenerationTrace]) -> dict[str, Summary]:
-    """The summary of every metric, computed from raw traces alone."""
-    if not traces:
-        return {}
-    samples = metric_samples(traces)
-    # ITL pools every gap: its trend is tested on one value per call (the median gap), in call order.
-    orders = {"itl_ms": [median(_call_gaps_ms(trace)) for trace in traces]}
-    return {name: summarize(values, METRIC_UNITS[name], order=orders.get(name)) for name, values in samples.items()}
-
-
-def _call_gaps_ms(trace: GenerationTrace) -> list[float]:
-    rows = trace.token_timestamps_ns
-    return [gap / NS_PER_MS for row in distinct_requests(trace) for gap in inter_token_latencies_ns(rows[row])]
-
-
-def recompute_summary(result: BenchmarkResult) -> dict[str, Summary]:
-    return summarize_traces(result.iterations)
 
 
 def save_result(result: BenchmarkResult, path: str | Path) -> Path:
