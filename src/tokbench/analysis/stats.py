@@ -12,7 +12,7 @@ single values: resampling correlated values as if independent makes the interval
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -44,8 +44,7 @@ def as_values(values: ArrayLike) -> FloatArray:
 
 
 def mean(values: ArrayLike) -> float:
-    # fsum: exact, so a hand-computed mean matches to the last digit whatever the order of the values
-    return math.fsum(as_values(values).tolist()) / np.size(values)
+    return float(np.mean(as_values(values)))
 
 
 def sample_std(values: ArrayLike) -> float:
@@ -108,7 +107,10 @@ def coefficient_of_variation(values: ArrayLike) -> float:
     return sample_std(values) / abs(centre)
 
 
-def tukey_outliers(values: ArrayLike, fence: float = 3.0) -> list[int]:
+FAR_OUT_FENCE = 3.0  # Tukey's "far out" fences: quartiles ± 3 IQR
+
+
+def tukey_outliers(values: ArrayLike, fence: float = FAR_OUT_FENCE) -> list[int]:
     """Indices of the values outside [Q1 - fence * IQR, Q3 + fence * IQR] (3 = Tukey's "far out")."""
     array = np.asarray(values, dtype=np.float64)
     if array.size < 4:
@@ -134,33 +136,71 @@ def bootstrap_intervals(
     draws as many groups as there are, with replacement, and pools their values (a cluster bootstrap).
     Without ``clusters`` every value is its own group (the ordinary bootstrap). The interval is the
     (1 - confidence) / 2 and (1 + confidence) / 2 percentiles of the resampled statistic. A single
-    value gives a zero-width interval.
+    value (or a single cluster) gives a zero-width interval.
     """
-    data = as_values(values)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    for q in quantiles:
-        _check_quantile(q)
-    labels = _cluster_labels(data.size, clusters)
-    estimates = bootstrap_quantiles(data, labels, quantiles, resamples, seed)
-    tail = (1.0 - confidence) / 2 * 100.0
-    intervals = []
-    for estimate in estimates:
-        low, high = _sorted_percentiles(np.sort(estimate), (tail, 100.0 - tail))
-        intervals.append((low, high))
-    return intervals
+    return SortedSample.of(values, clusters).bootstrap_intervals(quantiles, confidence, resamples, seed)
+
+
+@dataclass(frozen=True, eq=False)
+class SortedSample:
+    """Values sorted once (stable), with the dense cluster label (0..K-1) of each sorted value.
+
+    Summaries need the sort for percentiles and the bootstrap needs it again: one sort serves both.
+    """
+
+    ordered: FloatArray
+    ordered_labels: IntArray
+    cluster_count: int
+
+    @classmethod
+    def of(cls, values: ArrayLike, clusters: ArrayLike | None = None) -> SortedSample:
+        data = as_values(values)
+        labels = _cluster_labels(data.size, clusters)
+        order = np.argsort(data)  # tie order is irrelevant: equal values give the same order statistics
+        return cls(data[order], labels[order], int(labels.max()) + 1)
+
+    def percentiles(self, quantiles: Sequence[float]) -> list[float]:
+        return _sorted_percentiles(self.ordered, quantiles)
+
+    def bootstrap_intervals(
+        self,
+        quantiles: Sequence[float],
+        confidence: float = CONFIDENCE,
+        resamples: int = BOOTSTRAP_RESAMPLES,
+        seed: int = BOOTSTRAP_SEED,
+    ) -> list[tuple[float, float]]:
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        if resamples < 1:
+            raise ValueError(f"resamples must be >= 1, got {resamples}")
+        for q in quantiles:
+            _check_quantile(q)
+        # resamples in chunks, so memory stays bounded for many clusters (e.g. a large unclustered sample)
+        parts = [
+            _weighted_sorted_quantiles(self.ordered, self.ordered_labels, counts, quantiles)
+            for counts in _resample_count_chunks(self.cluster_count, resamples, seed)
+        ]
+        estimates = [np.concatenate([part[i] for part in parts]) for i in range(len(quantiles))]
+        tail = (1.0 - confidence) / 2 * 100.0
+        intervals = []
+        for estimate in estimates:
+            low, high = _sorted_percentiles(np.sort(estimate), (tail, 100.0 - tail))
+            intervals.append((low, high))
+        return intervals
 
 
 def _cluster_labels(size: int, clusters: ArrayLike | None) -> IntArray:
-    """Dense labels 0..K-1, one per value."""
+    """Dense labels 0..K-1, one per value, in order of the given labels."""
     if clusters is None:
-        return np.arange(size, dtype=np.int64)
+        return np.arange(size, dtype=np.intp)
     raw = np.asarray(clusters)
     if raw.shape != (size,):
         raise ValueError(f"clusters needs one label per value ({size}), got shape {raw.shape}")
-    return np.unique(raw, return_inverse=True)[1].astype(np.int64).reshape(size)
+    if np.issubdtype(raw.dtype, np.integer) and raw.min() >= 0 and raw.max() < 4 * size:
+        # small non-negative integers (call indices): renumber the ones present without a sort
+        present = np.bincount(raw, minlength=1) > 0
+        return (np.cumsum(present) - 1)[raw].astype(np.intp)
+    return np.unique(raw, return_inverse=True)[1].reshape(size).astype(np.intp)
 
 
 # Elements of the temporary arrays one step of the bootstrap may use: bounds memory for very large samples.
@@ -169,100 +209,117 @@ _WORK_ELEMENTS = 1 << 22
 
 def resample_counts(cluster_count: int, resamples: int, seed: int) -> IntArray:
     """``counts[r, k]``: how often resample r drew cluster k (K draws with replacement from K clusters)."""
+    return np.concatenate(list(_resample_count_chunks(cluster_count, resamples, seed)))
+
+
+def _resample_count_chunks(cluster_count: int, resamples: int, seed: int) -> Iterator[IntArray]:
+    """``resample_counts`` a chunk of rows at a time (rows x K <= _WORK_ELEMENTS), from one seeded generator.
+
+    Time is O(resamples x K): trivial for clusters that are calls (hundreds), seconds for a sample of
+    hundreds of thousands of independent values.
+    """
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, cluster_count, size=(resamples, cluster_count))
-    offsets = (np.arange(resamples, dtype=np.int64) * cluster_count)[:, None]
-    counts = np.bincount((draws + offsets).ravel(), minlength=resamples * cluster_count)
-    return counts.reshape(resamples, cluster_count)
-
-
-def bootstrap_quantiles(
-    data: FloatArray, labels: IntArray, quantiles: Sequence[float], resamples: int, seed: int
-) -> list[FloatArray]:
-    """The ``quantiles`` of ``resamples`` cluster-bootstrap resamples of ``data``: one array per quantile."""
-    cluster_count = int(labels.max()) + 1
-    return weighted_quantiles(data, labels, resample_counts(cluster_count, resamples, seed), quantiles)
+    rows_per_chunk = max(1, _WORK_ELEMENTS // cluster_count)
+    for first in range(0, resamples, rows_per_chunk):
+        rows = min(rows_per_chunk, resamples - first)
+        draws = rng.integers(0, cluster_count, size=(rows, cluster_count))
+        offsets = (np.arange(rows, dtype=np.int64) * cluster_count)[:, None]
+        counts = np.bincount((draws + offsets).ravel(), minlength=rows * cluster_count)
+        yield counts.reshape(rows, cluster_count)
 
 
 def weighted_quantiles(
-    data: FloatArray, labels: IntArray, counts: IntArray, quantiles: Sequence[float]
+    data: ArrayLike, labels: ArrayLike, counts: IntArray, quantiles: Sequence[float]
 ) -> list[FloatArray]:
     """For each row r of ``counts``, the ``quantiles`` of the pooled sample that repeats every value of
     cluster k ``counts[r, k]`` times (linear interpolation, as ``percentiles``): one array per quantile.
+    ``labels`` are dense cluster indices 0..K-1 (K = ``counts.shape[1]``)."""
+    array = as_values(data)
+    order = np.argsort(array)
+    return _weighted_sorted_quantiles(array[order], np.asarray(labels, dtype=np.intp)[order], counts, quantiles)
 
-    The pooled sample is never built. Its sorted values are the sorted ``data`` with each value repeated
+
+def _weighted_sorted_quantiles(
+    ordered: FloatArray, ordered_labels: IntArray, counts: IntArray, quantiles: Sequence[float]
+) -> list[FloatArray]:
+    """``weighted_quantiles`` on sorted values.
+
+    The pooled sample is never built. Its sorted values are the sorted data with each value repeated
     by its cluster's count, so an order statistic can be found on the sorted data: blocks of the sorted
-    data carry each row's cumulative weight (a matrix product of counts by per-block cluster sizes), and
-    only the one block that holds the wanted rank is expanded. Cost per row and quantile: about K plus
-    the block size (~sqrt(n)) operations, instead of a sort of n values.
+    data carry each row's cumulative weight (a matrix product of counts by per-block cluster sizes, or
+    block sums when clusters are many and small), and only the block that holds the wanted rank is
+    expanded. Cost per row and quantile: about K plus the block size (~sqrt(n)) operations, instead
+    of a sort of the pooled values.
     """
-    size = data.size
-    order = np.argsort(data, kind="stable")
-    ordered = data[order]
-    ordered_labels = labels[order]
-    cluster_count = counts.shape[1]
-    cluster_sizes = np.bincount(labels, minlength=cluster_count)
-    totals = counts @ cluster_sizes  # values in each pooled sample
-
+    size = ordered.size
+    resamples, cluster_count = counts.shape
     block = max(32, math.isqrt(size))
     blocks = -(-size // block)
-    block_weight = _block_weights(counts, ordered_labels, cluster_count, block, blocks)
-    cumulative = np.cumsum(block_weight, axis=1)  # values of the sample up to the end of each block
+    # pad to whole blocks with a dummy cluster (index K) that is never drawn
+    padded_labels = np.full(blocks * block, cluster_count, dtype=np.intp)
+    padded_labels[:size] = ordered_labels
+    label_blocks = padded_labels.reshape(blocks, block)
+    padded_counts = np.zeros((resamples, cluster_count + 1), dtype=np.int64)
+    padded_counts[:, :cluster_count] = counts
+    totals = counts @ np.bincount(ordered_labels, minlength=cluster_count)  # values in each pooled sample
+    cumulative = np.cumsum(_block_weights(padded_counts, label_blocks), axis=1)  # up to each block's end
 
-    # every order statistic needed: the two ranks each quantile interpolates between
-    positions = np.stack([(totals - 1) * q / 100.0 for q in quantiles], axis=1)  # (R, Q)
-    lower = np.floor(positions).astype(np.int64)
-    upper = np.minimum(lower + 1, (totals - 1)[:, None])
-    ranks = np.concatenate([lower, upper], axis=1)  # (R, 2Q)
-    values = _order_statistics(ranks, counts, cumulative, ordered, ordered_labels, block)
-    low_values, high_values = values[:, : len(quantiles)], values[:, len(quantiles) :]
-    estimates = low_values + (high_values - low_values) * (positions - lower)
-    return [estimates[:, i].copy() for i in range(len(quantiles))]
+    estimates = []
+    for q in quantiles:
+        position = (totals - 1) * q / 100.0
+        lower = np.floor(position).astype(np.int64)
+        upper = np.minimum(lower + 1, totals - 1)
+        low_index, high_index = _rank_indices(lower, upper, padded_counts, cumulative, label_blocks)
+        low, high = ordered[low_index], ordered[high_index]
+        estimates.append(low + (high - low) * (position - lower))
+    return estimates
 
 
-def _block_weights(
-    counts: IntArray, ordered_labels: IntArray, cluster_count: int, block: int, blocks: int
-) -> FloatArray:
-    """``weights[r, b]``: how many values of resample r fall in block b of the sorted data."""
-    size = ordered_labels.size
-    block_of = np.arange(size, dtype=np.int64) // block
-    if cluster_count * blocks <= max(4 * size, _WORK_ELEMENTS):
-        # per-block cluster sizes (K x B), then one matrix product for all resamples
-        per_block = np.bincount(ordered_labels * blocks + block_of, minlength=cluster_count * blocks)
-        return counts.astype(np.float64) @ per_block.reshape(cluster_count, blocks).astype(np.float64)
-    # many small clusters (e.g. every value its own): sum each resample's weights block by block
-    starts = np.arange(0, size, block)
-    rows_per_chunk = max(1, _WORK_ELEMENTS // size)
+def _block_weights(padded_counts: IntArray, label_blocks: IntArray) -> FloatArray:
+    """``weights[r, b]``: how many values of pooled sample r fall in block b of the sorted data."""
+    blocks, block = label_blocks.shape
+    clusters = padded_counts.shape[1]
+    if clusters * blocks <= max(40 * blocks * block, _WORK_ELEMENTS):
+        # per-block cluster sizes (K x B), then one matrix product (BLAS) for all rows
+        block_of = np.repeat(np.arange(blocks, dtype=np.intp), block)
+        per_block = np.bincount(label_blocks.ravel() * blocks + block_of, minlength=clusters * blocks)
+        return padded_counts.astype(np.float64) @ per_block.reshape(clusters, blocks).astype(np.float64)
+    # many small clusters (e.g. every value its own): sum each row's weights block by block, in chunks
+    rows_per_chunk = max(1, _WORK_ELEMENTS // label_blocks.size)
+    flat = label_blocks.ravel()
     chunks = [
-        np.add.reduceat(counts[first : first + rows_per_chunk][:, ordered_labels], starts, axis=1)
-        for first in range(0, counts.shape[0], rows_per_chunk)
+        padded_counts[first : first + rows_per_chunk][:, flat].reshape(-1, blocks, block).sum(axis=2)
+        for first in range(0, padded_counts.shape[0], rows_per_chunk)
     ]
     return np.concatenate(chunks).astype(np.float64)
 
 
-def _order_statistics(
-    ranks: IntArray,
-    counts: IntArray,
-    cumulative: FloatArray,
-    ordered: FloatArray,
-    ordered_labels: IntArray,
-    block: int,
-) -> FloatArray:
-    """``result[r, j]``: the value of 0-based rank ``ranks[r, j]`` in resample r's sorted pooled values."""
-    resamples, wanted = ranks.shape
-    size = ordered.size
-    # the block holding each rank: the number of blocks that end at or before it
-    block_index = np.empty_like(ranks)
-    for j in range(wanted):
-        block_index[:, j] = (cumulative <= ranks[:, j : j + 1]).sum(axis=1)
-    before = np.where(block_index > 0, np.take_along_axis(cumulative, np.maximum(block_index - 1, 0), axis=1), 0.0)
-    positions = block_index[:, :, None] * block + np.arange(block)[None, None, :]  # (R, J, block)
-    inside = positions < size
-    clipped = np.minimum(positions, size - 1)
-    weights = counts[np.arange(resamples)[:, None, None], ordered_labels[clipped]] * inside
-    running = before[:, :, None] + np.cumsum(weights, axis=2)
-    offset = np.argmax(running > ranks[:, :, None], axis=2)
-    return ordered[np.take_along_axis(clipped, offset[:, :, None], axis=2)[:, :, 0]]
+def _rank_indices(
+    lower: IntArray, upper: IntArray, padded_counts: IntArray, cumulative: FloatArray, label_blocks: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Indices into the sorted data of rank ``lower[r]`` and ``upper[r]`` (0-based, upper = lower or
+    lower + 1) of each pooled sample r."""
+    block = label_blocks.shape[1]
+    low_block, running = _expand_block(lower, padded_counts, cumulative, label_blocks)
+    low_index = low_block * block + np.argmax(running > lower[:, None], axis=1)
+    high_index = low_block * block + np.argmax(running > upper[:, None], axis=1)
+    crossing = np.flatnonzero(running[:, -1] <= upper)  # upper is the first value of a later block
+    if crossing.size:
+        high_block, high_running = _expand_block(
+            upper[crossing], padded_counts[crossing], cumulative[crossing], label_blocks
+        )
+        high_index[crossing] = high_block * block + np.argmax(high_running > upper[crossing, None], axis=1)
+    return low_index, high_index
+
+
+def _expand_block(
+    ranks: IntArray, padded_counts: IntArray, cumulative: FloatArray, label_blocks: IntArray
+) -> tuple[IntArray, IntArray]:
+    """The block holding each row's rank, and the row's running count through that block's values."""
+    block_index = np.count_nonzero(cumulative <= ranks[:, None], axis=1)
+    before = np.where(block_index > 0, cumulative[np.arange(ranks.size), np.maximum(block_index - 1, 0)], 0.0)
+    weights = np.take_along_axis(padded_counts, label_blocks[block_index], axis=1)
+    return block_index, before.astype(np.int64)[:, None] + np.cumsum(weights, axis=1)
 
 
 def relative_half_width(interval: tuple[float, float], centre: float) -> float:

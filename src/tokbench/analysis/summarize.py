@@ -20,16 +20,16 @@ from tokbench.analysis.stats import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
+    FAR_OUT_FENCE,
     SUMMARY_PERCENTILES,
+    SortedSample,
     Summary,
     as_values,
     bootstrap_intervals,
-    coefficient_of_variation,
     mean,
     percentiles,
     relative_half_width,
     sample_std,
-    tukey_outliers,
 )
 from tokbench.schema.records import GenerationTrace
 
@@ -52,19 +52,25 @@ def summarize(
     measurement order, e.g. one value per call for a pooled metric), else on ``values``; the bootstrap
     resamples whole ``clusters`` (e.g. calls) when given, else single values."""
     data = as_values(values)
-    q1, centre_median, q3, p90, p95, p99 = percentiles(data, (25.0, 50.0, 75.0, *SUMMARY_PERCENTILES))
-    intervals = bootstrap_intervals(
-        data, (50.0, *SUMMARY_PERCENTILES), resamples=resamples, seed=seed, clusters=clusters
-    )
+    sample = SortedSample.of(data, clusters)  # one sort for the percentiles and the bootstrap
+    q1, centre_median, q3, p90, p95, p99 = sample.percentiles((25.0, 50.0, 75.0, *SUMMARY_PERCENTILES))
+    intervals = sample.bootstrap_intervals((50.0, *SUMMARY_PERCENTILES), resamples=resamples, seed=seed)
     centre = mean(data)
+    spread = sample_std(data)
+    iqr = q3 - q1
+    outliers = (
+        int(np.count_nonzero((data < q1 - FAR_OUT_FENCE * iqr) | (data > q3 + FAR_OUT_FENCE * iqr)))
+        if data.size >= 4
+        else 0
+    )  # as stats.tukey_outliers, without a second sort
     return Summary(
         unit=unit,
         count=int(data.size),
         mean=centre,
         median=centre_median,
-        std=sample_std(data),
-        min=float(data.min()),
-        max=float(data.max()),
+        std=spread,
+        min=float(sample.ordered[0]),
+        max=float(sample.ordered[-1]),
         p90=p90,
         p95=p95,
         p99=p99,
@@ -72,9 +78,9 @@ def summarize(
         p90_ci=intervals[1],
         p95_ci=intervals[2],
         p99_ci=intervals[3],
-        cv=coefficient_of_variation(data) if centre != 0 else None,
-        iqr=q3 - q1,
-        outliers=len(tukey_outliers(data)),
+        cv=spread / abs(centre) if centre != 0 else None,
+        iqr=iqr,
+        outliers=outliers,
         trend_p_value=mann_kendall(data if order is None else order).p_value,
         confidence=CONFIDENCE,
     )
