@@ -266,7 +266,7 @@ class ProbeRecord:
 class ProbeSettings:
     copy_bytes: int  # size of the source buffer; each copy reads and writes it once
     matmul_size: int  # square matmul side
-    rounds: int = 15  # timed rounds per figure, after one warm round; the figure is their median
+    rounds: int = 11  # timed rounds per figure, after one warm round; the figure is their median
 
     @classmethod
     def for_device(cls, device_type: str) -> ProbeSettings:
