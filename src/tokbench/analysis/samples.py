@@ -27,6 +27,7 @@ from tokbench.analysis.metrics import (
     NS_PER_MS,
     decode_throughput,
     distinct_requests,
+    inter_token_latencies_ns,
     overall_throughput,
     prefill_throughput,
     request_e2e_ns,
@@ -60,10 +61,6 @@ class MetricSamples:
     def __len__(self) -> int:
         return int(self.values.size)
 
-    @property
-    def call_count(self) -> int:
-        return int(np.unique(self.calls).size)
-
     def per_call_medians(self) -> list[float]:
         """The median value of each call, in call order."""
         boundaries = np.flatnonzero(np.diff(self.calls)) + 1
@@ -92,7 +89,7 @@ def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, MetricSamples
             for name, value in per_request.items():
                 values[name].append(value)
                 calls[name].append(call)
-            gaps = np.diff(np.asarray(stamps, dtype=np.int64))  # integer ns; ms only in the division below
+            gaps = np.asarray(inter_token_latencies_ns(stamps), dtype=np.int64)  # integer ns until the division
             itl_parts.append(gaps / NS_PER_MS)
             itl_calls.append(np.full(gaps.size, call, dtype=np.int64))
         per_call = {

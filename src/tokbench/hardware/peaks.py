@@ -177,10 +177,6 @@ class RobustFigure:
         q1, centre, q3 = percentiles(values, (25.0, 50.0, 75.0))
         return cls(median=centre, q1=q1, q3=q3, min=min(values), max=max(values), n=len(values))
 
-    @property
-    def relative_iqr(self) -> float:
-        return (self.q3 - self.q1) / self.median
-
     def to_dict(self) -> dict[str, Any]:
         return {"median": self.median, "q1": self.q1, "q3": self.q3, "min": self.min, "max": self.max, "n": self.n}
 
