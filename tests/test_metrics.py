@@ -106,3 +106,13 @@ def test_throughput_needs_positive_duration() -> None:
         overall_throughput(make_trace(5, [5, 5], end=5))
     with pytest.raises(ValueError, match="2 generated tokens"):
         time_per_output_token_ns([1])
+
+
+def test_metric_samples_of_some_metrics_compute_only_those() -> None:
+    broken = make_trace(5, [5, 5], end=5)  # zero durations: every throughput raises
+    only_e2e = metric_samples([broken], ("e2e_latency_ms",))
+    assert list(only_e2e) == ["e2e_latency_ms"] and only_e2e["e2e_latency_ms"].values.tolist() == [0.0]
+    with pytest.raises(ValueError, match="positive duration"):
+        metric_samples([broken])
+    with pytest.raises(ValueError, match="unknown metrics"):
+        metric_samples([broken], ("latency",))

@@ -17,7 +17,7 @@ its steps): ``stats.bootstrap_intervals`` resamples whole calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +71,28 @@ class MetricSamples:
         return self.per_call_medians() if self.name in TREND_PER_CALL else self.values
 
 
-def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, MetricSamples]:
-    """Every metric's samples over ``traces`` (in ``METRIC_UNITS`` order). Times stay integer
+# Per distinct request, in ns (converted once, in metric_samples); and per call, in tokens per second.
+_PER_REQUEST_NS: dict[str, Callable[[GenerationTrace, int, tuple[int, ...]], float]] = {
+    "ttft_ms": lambda trace, row, stamps: request_ttft_ns(trace, row),
+    "tpot_ms": lambda trace, row, stamps: time_per_output_token_ns(stamps),
+    "e2e_latency_ms": lambda trace, row, stamps: request_e2e_ns(trace, row),
+}
+_PER_CALL: dict[str, Callable[[GenerationTrace], float]] = {
+    "prefill_throughput_tok_s": prefill_throughput,
+    "decode_throughput_tok_s": decode_throughput,
+    "overall_throughput_tok_s": overall_throughput,
+}
+
+
+def metric_samples(
+    traces: Sequence[GenerationTrace], metrics: Collection[str] | None = None
+) -> dict[str, MetricSamples]:
+    """Every metric's samples over ``traces`` (in ``METRIC_UNITS`` order), or only those named in
+    ``metrics`` (the others are not computed, so a broken one cannot fail them). Times stay integer
     nanoseconds until here, where they become ms / tokens per second."""
+    wanted = set(METRIC_UNITS) if metrics is None else set(metrics)
+    if not wanted <= set(METRIC_UNITS):
+        raise ValueError(f"unknown metrics {sorted(wanted - set(METRIC_UNITS))}; known: {', '.join(METRIC_UNITS)}")
     values: dict[str, list[float]] = {name: [] for name in METRIC_UNITS}
     calls: dict[str, list[int]] = {name: [] for name in METRIC_UNITS}
     itl_parts: list[FloatArray] = []
@@ -82,26 +101,26 @@ def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, MetricSamples
         for row in distinct_requests(trace):
             stamps = trace.token_timestamps_ns[row]
             per_request = {
-                "ttft_ms": request_ttft_ns(trace, row) / NS_PER_MS,
-                "tpot_ms": time_per_output_token_ns(stamps) / NS_PER_MS,
-                "e2e_latency_ms": request_e2e_ns(trace, row) / NS_PER_MS,
+                name: formula(trace, row, stamps) / NS_PER_MS
+                for name, formula in _PER_REQUEST_NS.items()
+                if name in wanted
             }
             for name, value in per_request.items():
                 values[name].append(value)
                 calls[name].append(call)
+            if "itl_ms" not in wanted:
+                continue
             gaps = np.asarray(inter_token_latencies_ns(stamps), dtype=np.int64)  # integer ns until the division
             itl_parts.append(gaps / NS_PER_MS)
             itl_calls.append(np.full(gaps.size, call, dtype=np.int64))
-        per_call = {
-            "prefill_throughput_tok_s": prefill_throughput(trace),
-            "decode_throughput_tok_s": decode_throughput(trace),
-            "overall_throughput_tok_s": overall_throughput(trace),
-        }
+        per_call = {name: formula(trace) for name, formula in _PER_CALL.items() if name in wanted}
         for name, value in per_call.items():
             values[name].append(value)
             calls[name].append(call)
     result: dict[str, MetricSamples] = {}
     for name, unit in METRIC_UNITS.items():
+        if name not in wanted:
+            continue
         if name == "itl_ms":
             metric_values = np.concatenate(itl_parts) if itl_parts else np.empty(0)
             metric_calls = np.concatenate(itl_calls) if itl_calls else np.empty(0, dtype=np.int64)

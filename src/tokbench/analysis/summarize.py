@@ -110,7 +110,7 @@ def median_precision(traces: Sequence[GenerationTrace], metric: str = PRECISION_
     ``median_relative_precision``; inf when it cannot be computed (no samples, zero median)."""
     if not traces:
         return math.inf
-    samples = metric_samples(traces)[metric]
+    samples = metric_samples(traces, (metric,))[metric]  # only this metric: another's failure is not the policy's
     if len(samples) == 0:
         return math.inf
     centre = percentiles(samples.values, (50.0,))[0]
