@@ -17,12 +17,11 @@ start is printed separately: once per sweep, not per config).
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
 
-from tokbench.analysis.stats import bootstrap_intervals
+from tokbench.analysis.stats import bootstrap_intervals, median
 from tokbench.config import BenchmarkConfig
 from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
 
@@ -87,11 +86,11 @@ def main() -> None:
     finally:
         for launcher in launchers.values():
             launcher.close()
-    config_s = statistics.median(walls["inline"])
+    config_s = median(walls["inline"])
     print(f"config time (inline, median): {config_s:.2f} s")
     for name in names[1:]:
         overheads = [p - i for p, i in zip(walls[name], walls["inline"], strict=True)]
-        overhead_s = statistics.median(overheads)
+        overhead_s = median(overheads)
         low, high = bootstrap_intervals(overheads, [50.0])[0]  # 95% CI of the median
         print(f"process launcher ({name}) overhead per config (median of paired differences): {overhead_s:.2f} s")
         print(f"  = {overhead_s / config_s:.1%} of the config's time (target <= 10%); 95% CI {low:.2f} .. {high:.2f} s")

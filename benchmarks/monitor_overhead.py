@@ -16,14 +16,13 @@ one core the sampler thread takes).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
 from tokbench.analysis.metrics import decode_throughput
-from tokbench.analysis.stats import bootstrap_intervals
+from tokbench.analysis.stats import bootstrap_intervals, median
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.generation import time_generate
 from tokbench.engine.loading import benchmark_mode, load
@@ -95,7 +94,7 @@ def main() -> None:
 
     paired = [m / b for m, b in zip(monitored, bare, strict=True)]
     low, high = bootstrap_intervals(paired, [50.0])[0]  # 95% CI of the median
-    ratio = statistics.median(monitored) / statistics.median(bare)
+    ratio = median(monitored) / median(bare)
     cost_ns = sample_cost_ns()
     print(
         f"model {config.model} on {loaded.device}, batch {config.batch_size}, prompt {config.sequence_length}, "
@@ -103,21 +102,21 @@ def main() -> None:
         f"torch threads {torch.get_num_threads()}"
     )
     print(
-        f"decode tok/s (median): monitored {statistics.median(monitored):9.1f}  bare {statistics.median(bare):9.1f}  "
+        f"decode tok/s (median): monitored {median(monitored):9.1f}  bare {median(bare):9.1f}  "
         f"ratio {ratio:.4f}"
     )
     print(
-        f"decode tok/s ratio, paired per round: median {statistics.median(paired):.4f}, "
+        f"decode tok/s ratio, paired per round: median {median(paired):.4f}, "
         f"95% bootstrap CI [{low:.4f}, {high:.4f}]"
     )
-    print(f"samples per monitored call (median): {statistics.median(samples_per_call):.0f}")
+    print(f"samples per monitored call (median): {median(samples_per_call):.0f}")
     print(
         f"one host sample costs {cost_ns / 1000:.1f} µs = {cost_ns / (args.interval_ms * 1e6):.2e} of the interval "
         "(the sampler thread's share of one core)"
     )
     # Judged on the paired ratio: both calls of a round share the machine's state, so drift between rounds
     # (±20% here) cancels; the ratio of the two medians does not cancel it.
-    paired_median = statistics.median(paired)
+    paired_median = median(paired)
     verdict = "met" if paired_median >= 0.99 else "NOT met"
     if low >= 0.99:
         certainty = "the CI's lower bound is above 0.99: shown"

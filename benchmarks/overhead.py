@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
 from tokbench.analysis.metrics import decode_throughput
-from tokbench.analysis.stats import bootstrap_intervals
+from tokbench.analysis.stats import bootstrap_intervals, median
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.generation import TimestampStreamer, time_generate
 from tokbench.engine.loading import LoadedModel, benchmark_mode, load
@@ -106,10 +105,10 @@ def main() -> None:
     paired_ratios = [bare / timed for timed, bare in zip(tokbench_e2e, bare_n, strict=True)]
     low, high = bootstrap_intervals(paired_ratios, [50.0])[0]  # 95% CI of the median
     put_ns = streamer_cost_ns()
-    bare_decode = batch * (new - 1) * 1e9 / (statistics.median(bare_n) - statistics.median(bare_1))
-    tokbench_decode_median = statistics.median(tokbench_decode)
-    bare_overall = batch * new * 1e9 / statistics.median(bare_n)
-    tokbench_overall = batch * new * 1e9 / statistics.median(tokbench_e2e)
+    bare_decode = batch * (new - 1) * 1e9 / (median(bare_n) - median(bare_1))
+    tokbench_decode_median = median(tokbench_decode)
+    bare_overall = batch * new * 1e9 / median(bare_n)
+    tokbench_overall = batch * new * 1e9 / median(tokbench_e2e)
     decode_ratio = tokbench_decode_median / bare_decode
     overall_ratio = tokbench_overall / bare_overall
     print(
@@ -120,9 +119,9 @@ def main() -> None:
           f"ratio {decode_ratio:.4f}")  # fmt: skip
     print(f"overall tok/s (median): tokbench {tokbench_overall:9.1f}  bare {bare_overall:9.1f}  "
           f"ratio {overall_ratio:.4f}")  # fmt: skip
-    print(f"overall tok/s ratio, paired per round: median {statistics.median(paired_ratios):.4f}, "
+    print(f"overall tok/s ratio, paired per round: median {median(paired_ratios):.4f}, "
           f"95% bootstrap CI [{low:.4f}, {high:.4f}]")  # fmt: skip
-    tpot_ns = (statistics.median(bare_n) - statistics.median(bare_1)) / (new - 1)
+    tpot_ns = (median(bare_n) - median(bare_1)) / (new - 1)
     print(f"streamer cost: {put_ns:.0f} ns per token = {put_ns / tpot_ns:.2e} of a {tpot_ns / 1e6:.2f} ms decode "
           f"step: the ratio this adds is {1 - put_ns / tpot_ns:.5f}")  # fmt: skip
     print(f"target decode ratio >= 0.99: {'met' if decode_ratio >= 0.99 else 'NOT met'}"

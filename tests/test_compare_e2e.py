@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tokbench
-from tokbench.analysis.summaries import summarize_traces
+from tokbench.analysis.summarize import summarize_traces
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.delay import ForwardDelay, delayed_forwards
 from tokbench.engine.loading import load

@@ -119,7 +119,7 @@ def test_detectability_shrinks_with_more_calls() -> None:
 
 
 def test_per_call_samples_match_the_pooled_metric_samples() -> None:
-    from tokbench.analysis.metrics import metric_samples
+    from tokbench.analysis.samples import sample_values as metric_samples
     from tokbench.schema.records import GenerationTrace
 
     traces = [

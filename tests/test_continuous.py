@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import tokbench
-from tokbench.analysis.summaries import recompute_summary
+from tokbench.analysis.summarize import recompute_summary
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.continuous import cache_sizing
 from tokbench.engine.loading import load
@@ -76,6 +76,30 @@ def test_manager_is_set_up_once_outside_every_iteration(tmp_path: Path) -> None:
     assert result.summary == recompute_summary(result)
     assert len(result.sample_output) > 0
     assert load_result(save_result(result, tmp_path / "cb.json")) == result
+
+
+def test_auto_measurement_stops_on_the_interval_the_summary_stores() -> None:
+    # continuous batching: E2E samples are per request (own submission -> own finish); the policy's
+    # precision must be the stored median CI's half-width, not one computed from the call's span
+    config = BenchmarkConfig(
+        **_fields(
+            continuous_batching=True,
+            batch_size=4,
+            measurement_iterations="auto",
+            measurement_min_iterations=3,
+            measurement_max_iterations=4,
+            measurement_budget_s=60.0,
+            target_relative_precision=0.001,
+        )
+    )
+    result = tokbench.run(config, progress=False, device_warmup_s=0.01)
+    assert result.status == "ok", result.reason
+    measurement = result.phases.measurement
+    assert measurement is not None and measurement.policy == "auto"
+    assert 3 <= measurement.iterations == len(result.iterations) <= 4
+    stored = result.summary["e2e_latency_ms"]
+    assert stored.count == 4 * len(result.iterations)  # one sample per request
+    assert measurement.relative_precision == stored.median_relative_precision
 
 
 def test_flex_attention_is_skipped_with_the_library_reason() -> None:

@@ -24,7 +24,14 @@ from tokbench.analysis.efficiency import (
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.efficiency import weight_facts
 from tokbench.engine.loading import load
-from tokbench.hardware.peaks import ACCELERATORS, KIND_PROBE, cached_probe, find_accelerator, peak_for
+from tokbench.hardware.peaks import (
+    ACCELERATORS,
+    KIND_PROBE,
+    ProbeCacheWarning,
+    cached_probe,
+    find_accelerator,
+    peak_for,
+)
 from tokbench.schema.efficiency import EfficiencyReport, HardwarePeak
 from tokbench.schema.monitor import MemoryPeak
 from tokbench.schema.records import GenerationTrace
@@ -164,13 +171,14 @@ def test_every_table_entry_names_its_source() -> None:
 
 def test_cpu_probe_is_short_cached_and_reprobed_when_the_cache_is_unreadable(tmp_path: Path) -> None:
     cpu = torch.device("cpu")
-    figures, path, from_cache = cached_probe(cpu, "float32", tmp_path)
+    record, path, from_cache = cached_probe(cpu, "float32", tmp_path)
     assert not from_cache and path.is_file() and path.parent == tmp_path
-    assert figures["copy_bandwidth_bytes_s"] > 0 and figures["matmul_flops_s"] > 0
+    assert record.copy_bandwidth_bytes_s.median > 0 and record.matmul_flops_s.median > 0
     again, same_path, from_cache = cached_probe(cpu, "float32", tmp_path)
-    assert from_cache and same_path == path and again == figures
+    assert from_cache and same_path == path and again == record
     path.write_text("{not json", encoding="utf-8")
-    _, _, from_cache = cached_probe(cpu, "float32", tmp_path)
+    with pytest.warns(ProbeCacheWarning, match=path.name):
+        _, _, from_cache = cached_probe(cpu, "float32", tmp_path)
     assert not from_cache and json.loads(path.read_text(encoding="utf-8"))["figures"]["matmul_size"] > 0
 
 

@@ -8,12 +8,12 @@ from tokbench.analysis.metrics import (
     decode_throughput,
     end_to_end_latency_ns,
     inter_token_latencies_ns,
-    metric_samples,
     overall_throughput,
     prefill_throughput,
     time_per_output_token_ns,
     time_to_first_token_ns,
 )
+from tokbench.analysis.samples import metric_samples, sample_values
 from tokbench.engine.generation import GenerationTrace
 
 # ~12 days of uptime in ns: float32 seconds would have a 62 ms step here (peers.md defect 1).
@@ -50,7 +50,7 @@ def test_integer_ns_keeps_one_ns_resolution_after_days_of_uptime() -> None:
 def test_itl_has_n_minus_one_gaps_and_excludes_the_end_of_generate() -> None:
     stamps = [100, 200, 300]
     trace = make_trace(0, stamps, end=10_000)
-    samples = metric_samples([trace])
+    samples = sample_values([trace])
     assert len(samples["itl_ms"]) == 2
     assert samples["itl_ms"] == [100 / 1e6, 100 / 1e6]
 
@@ -68,13 +68,19 @@ def test_metric_samples_pool_requests_and_iterations() -> None:
     ms = 1_000_000
     lockstep_batch = make_trace(0, [2 * ms, 3 * ms, 5 * ms], 6 * ms, batch=2)
     traces = [lockstep_batch, make_trace(0, [4 * ms, 5 * ms, 6 * ms], 7 * ms)]
-    samples = metric_samples(traces)
+    samples = sample_values(traces)
     # the lockstep batch's two identical rows are one timing sample
     assert samples["ttft_ms"] == [2.0, 4.0]
     assert samples["tpot_ms"] == [1.5, 1.0]
     assert samples["itl_ms"] == [1.0, 2.0, 1.0, 1.0]
     assert samples["e2e_latency_ms"] == [6.0, 7.0]
     assert len(samples["decode_throughput_tok_s"]) == 2
+    # every value knows the call it came from: the bootstrap resamples whole calls
+    clustered = metric_samples(traces)
+    assert clustered["itl_ms"].calls.tolist() == [0, 0, 1, 1]
+    assert clustered["ttft_ms"].calls.tolist() == [0, 1]
+    assert clustered["itl_ms"].per_call_medians() == [1.5, 1.0]
+    assert clustered["itl_ms"].trend_series() == [1.5, 1.0]  # pooled gaps: trend over per-call medians
 
 
 def test_rows_with_their_own_stamps_each_count() -> None:
@@ -87,7 +93,7 @@ def test_rows_with_their_own_stamps_each_count() -> None:
         generated_tokens=(3, 3),
         output_shape=(2, 11),
     )
-    samples = metric_samples([trace])
+    samples = sample_values([trace])
     assert samples["ttft_ms"] == [1.0, 3.0]
     assert samples["tpot_ms"] == [1.5, 3.0]
     assert samples["itl_ms"] == [1.0, 2.0, 2.0, 4.0]
@@ -100,3 +106,13 @@ def test_throughput_needs_positive_duration() -> None:
         overall_throughput(make_trace(5, [5, 5], end=5))
     with pytest.raises(ValueError, match="2 generated tokens"):
         time_per_output_token_ns([1])
+
+
+def test_metric_samples_of_some_metrics_compute_only_those() -> None:
+    broken = make_trace(5, [5, 5], end=5)  # zero durations: every throughput raises
+    only_e2e = metric_samples([broken], ("e2e_latency_ms",))
+    assert list(only_e2e) == ["e2e_latency_ms"] and only_e2e["e2e_latency_ms"].values.tolist() == [0.0]
+    with pytest.raises(ValueError, match="positive duration"):
+        metric_samples([broken])
+    with pytest.raises(ValueError, match="unknown metrics"):
+        metric_samples([broken], ("latency",))

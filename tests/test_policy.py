@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from tokbench.analysis.summaries import summarize_traces
+from tokbench.analysis.summarize import summarize_traces
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import (
@@ -169,3 +169,53 @@ def test_records_round_trip_and_plans_come_from_the_config() -> None:
     config = BenchmarkConfig(warmup_iterations=3, warmup_max_iterations=9, target_relative_precision=0.02)
     assert WarmupPlan.from_config(config) == WarmupPlan(iterations=3, max_iterations=9)
     assert MeasurementPlan.from_config(config) == MeasurementPlan(iterations=None, target_relative_precision=0.02)
+
+
+def _two_request_calls(count: int = 12) -> list[GenerationTrace]:
+    """Continuous-batching calls of 2 requests with spread-out submissions and finishes.
+
+    Each call (first submission -> last finish) lasts 101 ± 0.5 ms, but the samples are the requests'
+    own E2E latencies, spread over ~20..100 ms: their median is known only loosely. A policy that
+    looked at the call's span would see a tight interval.
+    """
+    rng = random.Random(11)
+    traces, start = [], 0
+    for _ in range(count):
+        submitted = (start, start + round(rng.uniform(0, 60) * MS))
+        finished = (start + round(rng.uniform(20, 100) * MS), start + round((101 + rng.uniform(-0.5, 0.5)) * MS))
+        stamps = tuple(tuple(s + (f - s) * k // 4 for k in (1, 2, 3)) for s, f in zip(submitted, finished, strict=True))
+        traces.append(
+            GenerationTrace(
+                t0_ns=start,
+                end_ns=max(finished),
+                token_timestamps_ns=stamps,
+                prompt_tokens=(4, 4),
+                generated_tokens=(3, 3),
+                output_shape=(2, 7),
+                request_submitted_ns=submitted,
+                request_finished_ns=finished,
+            )
+        )
+        start = max(finished) + 5 * MS
+    return traces
+
+
+def test_continuous_batching_precision_is_the_stored_interval() -> None:
+    # Before the fix (main at fa54975) this series gave: policy ±0.2% (E2E per call), stored median CI ±12.2%
+    # (per request, values resampled singly). Now both are ±13.3%: the per-request samples of
+    # analysis.samples, resampled by call.
+    traces = _two_request_calls()
+    stored = summarize_traces(traces)["e2e_latency_ms"]
+    assert stored.count == 24
+    assert median_precision(traces) == stored.median_relative_precision
+    assert stored.median_relative_precision is not None and stored.median_relative_precision > 0.05
+    # the call-level span the old policy used is steady: its interval is narrow, and must not be the one used
+    spans = [trace.e2e_ns / MS for trace in traces]
+    assert max(spans) / min(spans) < 1.05
+
+    clock = FakeClock()
+    calls = iter(traces)
+    plan = MeasurementPlan(min_iterations=12, max_iterations=12, target_relative_precision=0.05)
+    record = measure(lambda: next(calls), plan, clock=clock)
+    assert record.iterations == 12 and record.target_met is False
+    assert record.relative_precision == stored.median_relative_precision

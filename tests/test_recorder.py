@@ -9,7 +9,7 @@ import pytest
 
 import tokbench
 from tokbench import compat
-from tokbench.analysis.summaries import recompute_summary
+from tokbench.analysis.summarize import recompute_summary
 from tokbench.clock import perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.backends import open_backend

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tokbench.analysis.summaries import recompute_summary, summarize_traces
+from tokbench.analysis.summarize import recompute_summary, summarize_traces
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord

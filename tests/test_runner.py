@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tokbench
-from tokbench.analysis.summaries import recompute_summary
+from tokbench.analysis.summarize import recompute_summary
 from tokbench.clock import FakeClock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.loading import load

@@ -184,7 +184,7 @@ def test_reading_and_recomputing_results_imports_no_torch() -> None:
     code = (
         "import sys\n"
         "from tokbench.schema.results import load_result\n"
-        "from tokbench.analysis.summaries import recompute_summary\n"
+        "from tokbench.analysis.summarize import recompute_summary\n"
         "from tokbench.schema.json_schema import result_json_schema\n"
         f"result = load_result({str(DATA / 'result-v2-int4.json')!r})\n"
         "assert recompute_summary(result) and result_json_schema()\n"

@@ -1,4 +1,4 @@
-"""Steady-state, trend, changepoint and outlier tests on synthetic series with known answers."""
+"""Steady-state, trend and outlier tests on synthetic series with known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from tokbench.analysis.stationarity import changepoint, mann_kendall, steady_state_test, tukey_outliers
+from tokbench.analysis.stationarity import mann_kendall, steady_state_test
+from tokbench.analysis.stats import tukey_outliers
 
 
 def _noisy(level: float, count: int, relative_noise: float, seed: int) -> list[float]:
@@ -70,14 +71,6 @@ def test_steady_state_is_reached_right_after_a_changepoint() -> None:
     assert not any(verdicts[:7])
 
 
-def test_changepoint_at_a_known_index() -> None:
-    assert changepoint([5.0] * 7 + [1.0] * 13) == 7
-    noisy = _noisy(300.0, 12, 0.1, seed=5) + _noisy(100.0, 30, 0.1, seed=6)
-    assert changepoint(noisy) == 12
-    assert changepoint([2.0] * 10) is None
-    assert changepoint([1.0]) is None
-
-
 def test_tukey_far_out_outliers_by_hand() -> None:
     values = [10.0, 11.0, 12.0, 13.0, 14.0, 100.0, -50.0]
     # sorted: -50 10 11 12 13 14 100 -> Q1 10.5, Q3 13.5, IQR 3 -> fences 1.5 and 22.5
@@ -87,3 +80,15 @@ def test_tukey_far_out_outliers_by_hand() -> None:
     for index in (13, 77, 150):
         heavy[index] = 1000.0
     assert tukey_outliers(heavy) == [13, 77, 150]
+
+
+def test_mann_kendall_of_a_long_series_matches_the_pairwise_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the numpy S statistic works a block of rows at a time: check it against the plain double loop
+    from tokbench.analysis import stationarity
+
+    rng = random.Random(8)
+    series = [round(rng.gauss(100.0, 5.0), 1) + 0.01 * i for i in range(700)]  # rounded: ties occur
+    s = sum((later > earlier) - (later < earlier) for i, earlier in enumerate(series) for later in series[i + 1 :])
+    assert mann_kendall(series).s == s
+    monkeypatch.setattr(stationarity, "_PAIR_BLOCK", 7 * len(series))  # blocks of 7 rows
+    assert mann_kendall(series).s == s

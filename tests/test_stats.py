@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from tokbench.analysis.stats import (
@@ -14,10 +15,13 @@ from tokbench.analysis.stats import (
     mean,
     median,
     percentile,
+    percentiles,
     relative_half_width,
+    resample_counts,
     sample_std,
-    summarize,
+    weighted_quantiles,
 )
+from tokbench.analysis.summarize import summarize
 
 
 def test_mean_and_sample_std_by_hand() -> None:
@@ -121,3 +125,52 @@ def test_flags_from_dispersion_trend_and_outliers() -> None:
     assert replace(quiet, iqr=10.1).flags == ("high_dispersion",)
     assert replace(quiet, trend_p_value=0.049).flags == ("trend",)
     assert replace(quiet, outliers=2).flags == ("outliers",)
+
+
+def _pooled_quantiles_by_sorting(
+    values: np.ndarray, labels: np.ndarray, counts: np.ndarray, qs: list[float]
+) -> list[np.ndarray]:
+    """The definition: build each pooled sample, sort it, interpolate."""
+    rows = []
+    for row in counts:
+        pooled = np.sort(np.repeat(values, row[labels]))
+        rows.append(percentiles(pooled, qs))
+    return [np.array([row[i] for row in rows]) for i in range(len(qs))]
+
+
+@pytest.mark.parametrize("work_elements", [None, 64])  # 64: the chunked path for many small clusters
+def test_cluster_quantiles_equal_sorting_each_pooled_sample(
+    work_elements: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokbench.analysis import stats
+
+    if work_elements is not None:
+        monkeypatch.setattr(stats, "_WORK_ELEMENTS", work_elements)
+    rng = np.random.default_rng(3)
+    values = np.round(rng.gamma(2.0, 10.0, size=700), 1)  # rounded: ties across clusters
+    labels = rng.integers(0, 40, size=700)
+    counts = resample_counts(40, 25, seed=5)
+    qs = [0.0, 2.5, 50.0, 90.0, 99.0, 100.0]
+    fast = weighted_quantiles(values, labels, counts, qs)
+    slow = _pooled_quantiles_by_sorting(values, labels, counts, qs)
+    for got, want in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_cluster_bootstrap_widens_the_interval_of_correlated_values() -> None:
+    # 30 calls of 200 gaps each: each call has its own level (machine state), the gaps of a call are close to it
+    rng = np.random.default_rng(4)
+    levels = rng.normal(4.0, 0.2, size=30)
+    gaps = np.concatenate([level + rng.normal(0.0, 0.02, size=200) for level in levels])
+    calls = np.repeat(np.arange(30), 200)
+    (independent,) = bootstrap_intervals(gaps, (50.0,))
+    (clustered,) = bootstrap_intervals(gaps, (50.0,), clusters=calls)
+    width = lambda interval: interval[1] - interval[0]  # noqa: E731
+    # 30 independent levels, not 6000 independent gaps: the width is that of a median of ~30 values
+    assert width(clustered) > 4 * width(independent)
+    (of_levels,) = bootstrap_intervals(levels, (50.0,))
+    assert 0.5 < width(clustered) / width(of_levels) < 2.0
+    # seeded: the same samples and clusters give the same interval
+    assert bootstrap_intervals(gaps, (50.0,), clusters=calls) == [clustered]
+    with pytest.raises(ValueError, match="one label per value"):
+        bootstrap_intervals(gaps, (50.0,), clusters=calls[:-1])

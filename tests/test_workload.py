@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch
 
-from tokbench.analysis.metrics import distinct_requests, metric_samples, per_request_samples, prefill_throughput
+from tokbench.analysis.metrics import distinct_requests, per_request_samples, prefill_throughput
+from tokbench.analysis.samples import sample_values
 from tokbench.cli import build_parser, config_from_args, parse_sequence_length
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.loading import TokenizerCache, build_inputs, resolve_model_source
@@ -99,7 +100,7 @@ def test_continuous_batching_metrics_by_hand() -> None:
     trace = _continuous_trace()
     # rows with their own submission count separately even when their stamps coincide
     assert distinct_requests(trace) == [0, 1]
-    samples = metric_samples([trace])
+    samples = sample_values([trace])
     assert samples["ttft_ms"] == [9.0, 8.0]  # from each request's own submission
     assert samples["tpot_ms"] == [4.0, 4.0]
     assert samples["itl_ms"] == [4.0, 4.0, 4.0, 4.0]
@@ -122,6 +123,6 @@ def test_lockstep_rows_still_count_once() -> None:
         output_shape=(2, 6),
     )
     assert distinct_requests(trace) == [0]
-    assert metric_samples([trace])["ttft_ms"] == [3 / 1_000_000]
+    assert sample_values([trace])["ttft_ms"] == [3 / 1_000_000]
     with pytest.raises(ValueError, match="entries"):
         GenerationTrace(0, 1, ((1, 2),), (1,), (2,), (1, 3), request_submitted_ns=(0, 0))

@@ -20,11 +20,11 @@ over its whole allocated length moves more bytes than counted here, and its MBU 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tokbench.analysis.stats import median
 from tokbench.schema.efficiency import EfficiencyReport, HardwarePeak
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.records import GenerationTrace
@@ -165,9 +165,9 @@ def analyse(
     step_bytes = mean_decode_step_bytes(
         facts.decode_weight_bytes, shape, batch_size, prompt_tokens, new_tokens, dtype_bytes
     )
-    steps_per_s = statistics.median(decode_steps_per_s(t) for t in traces) if traces else None
+    steps_per_s = median([decode_steps_per_s(t) for t in traces]) if traces else None
     flops = prefill_flops(shape, facts.linear_parameters, facts.lm_head_parameters, batch_size, prompt_tokens)
-    flops_s = statistics.median(flops / prefill_seconds(t) for t in traces) if traces else None
+    flops_s = median([flops / prefill_seconds(t) for t in traces]) if traces else None
     bandwidth = step_bytes * steps_per_s if steps_per_s is not None else None
     tokens = sum(sum(t.generated_tokens) for t in traces)
     notes = []

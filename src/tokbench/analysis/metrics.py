@@ -102,23 +102,6 @@ def request_e2e_ns(trace: GenerationTrace, row: int) -> int:
     return end_to_end_latency_ns(trace.submitted_ns(row), trace.finished_ns(row))
 
 
-def metric_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[float]]:
-    """Every metric's samples over ``traces``: per distinct request for latencies, pooled gaps for
-    ITL, per call for throughputs. Converted to ms / tokens per second here, at the very end."""
-    samples: dict[str, list[float]] = {name: [] for name in METRIC_UNITS}
-    for trace in traces:
-        for row in distinct_requests(trace):
-            stamps = trace.token_timestamps_ns[row]
-            samples["ttft_ms"].append(request_ttft_ns(trace, row) / NS_PER_MS)
-            samples["tpot_ms"].append(time_per_output_token_ns(stamps) / NS_PER_MS)
-            samples["itl_ms"].extend(gap / NS_PER_MS for gap in inter_token_latencies_ns(stamps))
-            samples["e2e_latency_ms"].append(request_e2e_ns(trace, row) / NS_PER_MS)
-        samples["prefill_throughput_tok_s"].append(prefill_throughput(trace))
-        samples["decode_throughput_tok_s"].append(decode_throughput(trace))
-        samples["overall_throughput_tok_s"].append(overall_throughput(trace))
-    return samples
-
-
 @dataclass(frozen=True)
 class RequestSamples:
     """One request position's samples over iterations: its prompt length and per-iteration latencies."""

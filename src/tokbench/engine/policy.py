@@ -8,6 +8,7 @@ the same against the real model and against a fake series in tests; the runner o
   maximum and a time budget. When a bound stops it first, the record says no steady state was reached.
 - ``measure``: a fixed count, or ``auto``: until the bootstrap CI of the median E2E latency is
   within the target relative precision, bounded the same way; the record gives the precision reached.
+  The precision is ``analysis.summarize.median_precision``: the very interval the summary stores.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tokbench.analysis.metrics import NS_PER_MS, distinct_requests
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
-from tokbench.analysis.stats import bootstrap_intervals, median, relative_half_width
+from tokbench.analysis.summarize import median_precision
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import AUTO, field_default
 from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, stage
@@ -152,16 +152,6 @@ def _test_since_compile(curve: list[int], compiled_in: list[int], plan: WarmupPl
     if len(series) < 2:
         return None
     return steady_state_test([float(v) for v in series], window=plan.window, tolerance=plan.tolerance)
-
-
-def median_precision(traces: list[GenerationTrace]) -> float:
-    """Relative half-width of the bootstrap CI of the median E2E latency (one sample per distinct request,
-    as in ``metrics.metric_samples``); inf when it cannot be computed (no traces, zero median)."""
-    samples = [(trace.end_ns - trace.t0_ns) / NS_PER_MS for trace in traces for _ in distinct_requests(trace)]
-    if not samples:
-        return math.inf
-    (interval,) = bootstrap_intervals(samples, (50.0,))
-    return relative_half_width(interval, median(samples))
 
 
 def measure(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokbench.analysis.summaries import summarize_traces
+from tokbench.analysis.summarize import summarize_traces
 from tokbench.clock import Clock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import POLICY_AUTO, POLICY_FIXED, MeasurementPlan, WarmupPlan

@@ -2,11 +2,17 @@
 
 Every ``HardwarePeak`` says where its figures come from. Table figures are the vendors' published dense
 (no structured sparsity) peaks; FP32 is the non-tensor-core figure, since torch keeps TF32 off for
-matmuls by default. CPUs and accelerators not in the table get a short probe (best of a few large
-copies for memory bandwidth, square matmuls in the run's dtype for FLOP/s) that is cached on disk per
-machine, dtype, torch version and thread count under ``$TOKBENCH_CACHE_DIR/hardware`` (else
-``~/.cache/tokbench/hardware``). A probe taken while other work loads the machine reads low, which makes
-utilization read high: delete the cache file to probe again.
+matmuls by default. CPUs and accelerators not in the table get a short probe: after a warm round, the
+median of several timed rounds of a large copy (memory bandwidth) and of a square matmul in the run's dtype
+(FLOP/s), with the spread of the rounds (quartiles, min, max, n) kept in the record. A single best or
+single timing moves with whatever else the machine does (34.9 then 53.6 GB/s on one machine); the median
+of rounds moves much less, and the spread says how much to trust it.
+
+The figures are cached on disk per machine, dtype, torch version and thread count under
+``$TOKBENCH_CACHE_DIR/hardware`` (else ``~/.cache/tokbench/hardware``), so every run on a machine divides
+by the same peak. ``TOKBENCH_REPROBE=1`` measures again and replaces the cached figures. A cache file
+that cannot be trusted (bad JSON, wrong types, NaN, infinite or non-positive figures) is ignored with a
+``ProbeCacheWarning`` naming the file, and replaced by a fresh probe.
 """
 
 from __future__ import annotations
@@ -15,20 +21,24 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tokbench.analysis.stats import percentiles
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.fileio import atomic_write_text, cache_root
-from tokbench.schema.efficiency import HardwarePeak
+from tokbench.schema.efficiency import HardwarePeak, ProbeRecord, RobustFigure
 
 if TYPE_CHECKING:
     import torch
 
-PROBE_SCHEMA_VERSION = 1
+# 2: median of timed rounds with their spread (1 was the best of a few timings, which moved run to run)
+PROBE_SCHEMA_VERSION = 2
+REPROBE_ENV = "TOKBENCH_REPROBE"
 KIND_TABLE = "table"
 KIND_PROBE = "probe"
 
@@ -108,15 +118,21 @@ def find_accelerator(device_name: str) -> AcceleratorSpec | None:
     return None
 
 
-# --- the probe ---------------------------------------------------------------------------------------
+def robust_figure(values: list[float]) -> RobustFigure:
+    """The median of timed rounds with their quartiles and extremes."""
+    q1, centre, q3 = percentiles(values, (25.0, 50.0, 75.0))
+    return RobustFigure(median=centre, q1=q1, q3=q3, min=min(values), max=max(values), n=len(values))
+
+
+class ProbeCacheWarning(UserWarning):
+    """A cached probe file could not be used; it is measured again and replaced."""
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
     copy_bytes: int  # size of the source buffer; each copy reads and writes it once
     matmul_size: int  # square matmul side
-    min_repeats: int = 3
-    budget_s: float = 0.1  # per measurement, after the warm-up call
+    rounds: int = 11  # timed rounds per figure, after one warm round; the figure is their median
 
     @classmethod
     def for_device(cls, device_type: str) -> ProbeSettings:
@@ -125,54 +141,45 @@ class ProbeSettings:
         return cls(copy_bytes=1024 * 2**20, matmul_size=8192)
 
 
-def _best_time_ns(work: Any, device: torch.device, settings: ProbeSettings, clock: Clock) -> int:
+def _round_times_ns(work: Any, device: torch.device, settings: ProbeSettings, clock: Clock) -> list[int]:
+    """One warm round (first touch, kernel selection), then ``settings.rounds`` timed, synchronized rounds."""
     from tokbench.hardware.devices import synchronize
 
-    work()  # first touch / kernel selection stay out of the figure
+    work()
     synchronize(device)
-    best: int | None = None
-    started = clock()
-    repeats = 0
-    while repeats < settings.min_repeats or clock() - started < settings.budget_s * 1e9:
+    times = []
+    for _ in range(settings.rounds):
         start = clock()
         work()
         synchronize(device)
-        elapsed = max(1, clock() - start)
-        best = elapsed if best is None else min(best, elapsed)
-        repeats += 1
-        if repeats >= 50:
-            break
-    assert best is not None
-    return best
-
-
-def _copy_time_ns(device: torch.device, settings: ProbeSettings, clock: Clock) -> int:
-    import torch
-
-    source = torch.ones(settings.copy_bytes // 4, dtype=torch.float32, device=device)
-    target = torch.empty_like(source)
-    return _best_time_ns(lambda: target.copy_(source), device, settings, clock)
+        times.append(max(1, clock() - start))
+    return times
 
 
 def probe(
     device: torch.device, dtype: str, settings: ProbeSettings | None = None, clock: Clock = perf_counter_ns
-) -> dict[str, Any]:
-    """Measure copy bandwidth and matmul FLOP/s on ``device``: best of a few, after a warm-up call."""
+) -> ProbeRecord:
+    """Measure copy bandwidth and matmul FLOP/s on ``device``: the median of timed rounds, with their spread."""
     import torch
 
     settings = settings or ProbeSettings.for_device(device.type)
-    copy_ns = _copy_time_ns(device, settings, clock)
+    if settings.rounds < 1:
+        raise ValueError(f"the probe needs at least 1 round, got {settings.rounds}")
+    source = torch.ones(settings.copy_bytes // 4, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    copy_ns = _round_times_ns(lambda: target.copy_(source), device, settings, clock)
     size = settings.matmul_size
     left = torch.randn(size, size, device=device).to(getattr(torch, dtype))
     right = torch.randn(size, size, device=device).to(getattr(torch, dtype))
-    matmul_ns = _best_time_ns(lambda: torch.mm(left, right), device, settings, clock)
-    return {
-        "copy_bandwidth_bytes_s": 2 * settings.copy_bytes / (copy_ns / 1e9),  # read + write
-        "matmul_flops_s": 2 * size**3 / (matmul_ns / 1e9),
-        "copy_bytes": settings.copy_bytes,
-        "matmul_size": size,
-        "threads": torch.get_num_threads(),
-    }
+    matmul_ns = _round_times_ns(lambda: torch.mm(left, right), device, settings, clock)
+    return ProbeRecord(
+        copy_bandwidth_bytes_s=robust_figure([2 * settings.copy_bytes * 1e9 / ns for ns in copy_ns]),  # read + write
+        matmul_flops_s=robust_figure([2 * size**3 * 1e9 / ns for ns in matmul_ns]),
+        copy_bytes=settings.copy_bytes,
+        matmul_size=size,
+        threads=torch.get_num_threads(),
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _device_name(device: torch.device) -> str:
@@ -199,28 +206,66 @@ def default_probe_dir() -> Path:
     return cache_root() / "hardware"
 
 
+def reprobe_requested() -> bool:
+    """Whether ``TOKBENCH_REPROBE`` asks to measure again instead of reading the cache."""
+    return os.environ.get(REPROBE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def read_probe_cache(path: Path, key: dict[str, Any]) -> ProbeRecord | None:
+    """The cached record for ``key``, or None when there is none for it. A file that exists but cannot be
+    trusted (bad JSON, wrong types, NaN / inf / non-positive figures) warns naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        warnings.warn(f"{path}: cannot read the hardware probe cache ({error.strerror}); probing again",
+                      ProbeCacheWarning, stacklevel=3)  # fmt: skip
+        return None
+    try:
+        stored = json.loads(text, parse_constant=_reject_constant)
+        if not isinstance(stored, dict):
+            raise ValueError("the file is not a JSON object")
+        if stored.get("key") != key:
+            return None  # another machine, dtype, torch or thread count (or an older probe): not this figure
+        return ProbeRecord.from_dict(stored.get("figures"))
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        reason = "it is not valid JSON" if isinstance(error, json.JSONDecodeError) else str(error)
+        warnings.warn(f"{path}: ignoring an invalid hardware probe cache ({reason}); probing again and replacing it",
+                      ProbeCacheWarning, stacklevel=3)  # fmt: skip
+        return None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"a figure is {name}")
+
+
 def cached_probe(
-    device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = perf_counter_ns
-) -> tuple[dict[str, Any], Path, bool]:
+    device: torch.device,
+    dtype: str,
+    cache_dir: Path | None = None,
+    clock: Clock = perf_counter_ns,
+    *,
+    reprobe: bool | None = None,
+    settings: ProbeSettings | None = None,
+) -> tuple[ProbeRecord, Path, bool]:
     """The probe's figures for this machine and dtype, from the cache or measured now (then cached).
 
-    Returns the figures, the cache file, and whether they came from the cache.
+    ``reprobe`` (default: ``TOKBENCH_REPROBE``) measures again even when the cache holds figures.
+    Returns the record, the cache file, and whether it came from the cache.
     """
     directory = cache_dir if cache_dir is not None else default_probe_dir()
     key = probe_cache_key(device, dtype)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = directory / f"probe-{device.type}-{digest}.json"
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("key") == key:
-            return stored["figures"], path, True
-    except (OSError, ValueError, KeyError, AttributeError):
-        pass  # absent or unreadable: probe again and overwrite
-    figures = probe(device, dtype, clock=clock)
-    figures["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if not (reprobe if reprobe is not None else reprobe_requested()):
+        stored = read_probe_cache(path, key)
+        if stored is not None:
+            return stored, path, True
+    record = probe(device, dtype, settings=settings, clock=clock)
     with suppress(OSError):  # a read-only cache folder costs a re-probe next time, not the result
-        atomic_write_text(path, json.dumps({"key": key, "figures": figures}, indent=1))
-    return figures, path, False
+        atomic_write_text(path, json.dumps({"key": key, "figures": record.to_dict()}, indent=1, allow_nan=False))
+    return record, path, False
 
 
 def peak_for(
@@ -235,12 +280,11 @@ def peak_for(
                 name, dtype, spec.memory_bandwidth_bytes_s, spec.flops_s(dtype), KIND_TABLE,
                 f"table entry {spec.name}: {spec.source}",
             )  # fmt: skip
-    figures, path, from_cache = cached_probe(device, dtype, cache_dir, clock)
+    record, path, from_cache = cached_probe(device, dtype, cache_dir, clock)
     source = (
-        f"measured probe ({figures['copy_bytes'] // 2**20} MiB copy, {figures['matmul_size']}² {dtype} matmul, "
-        f"{figures['threads']} threads, {figures.get('measured_at', '?')}; "
-        f"{'cached' if from_cache else 'now cached'} in {path})"
+        f"measured probe ({record.describe(dtype)}; {'cached' if from_cache else 'now cached'} in {path}; "
+        f"{REPROBE_ENV}=1 measures again)"
     )
     return HardwarePeak(
-        name, dtype, float(figures["copy_bandwidth_bytes_s"]), float(figures["matmul_flops_s"]), KIND_PROBE, source
+        name, dtype, record.copy_bandwidth_bytes_s.median, record.matmul_flops_s.median, KIND_PROBE, source, record
     )

@@ -24,10 +24,10 @@ from tokbench.analysis.metrics import (
     NS_PER_S,
     decode_throughput,
     distinct_requests,
-    metric_samples,
     overall_throughput,
     request_ttft_ns,
 )
+from tokbench.analysis.samples import sample_values
 from tokbench.analysis.stats import mean, median, percentile, sample_std
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
@@ -345,7 +345,7 @@ class RunData:
 def run_data(item: ReportInput) -> RunData:
     result = item.result
     traces = result.iterations
-    samples = metric_samples(traces) if traces else {}
+    samples = sample_values(traces) if traces else {}
     return RunData(
         title=result.config.name,
         model=result.config.model,

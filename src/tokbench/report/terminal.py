@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from tokbench.analysis import stats
 from tokbench.analysis.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.analysis.stats import Summary
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
@@ -306,9 +306,9 @@ def per_request_table(result: BenchmarkResult) -> Table | None:
         table.add_row(
             str(request.row),
             str(request.prompt_tokens),
-            _format(statistics.median(request.ttft_ms)),
-            _format(statistics.median(request.tpot_ms)),
-            _format(statistics.median(request.e2e_latency_ms)),
+            _format(stats.median(request.ttft_ms)),
+            _format(stats.median(request.tpot_ms)),
+            _format(stats.median(request.e2e_latency_ms)),
         )
     return table
 

@@ -1,6 +1,6 @@
 """BenchmarkResult: everything one config's run produced, schema-versioned, raw data included.
 
-Raw traces are kept so every summary can be recomputed (``tokbench.analysis.summaries.recompute_summary``)
+Raw traces are kept so every summary can be recomputed (``tokbench.analysis.summarize.recompute_summary``)
 and new metrics derived later without re-running anything. Reading a result imports no torch.
 """
 

@@ -15,7 +15,7 @@ allocator's peak allocated / reserved bytes on CUDA, the process's peak RSS on C
 reset before each call through ``/proc/self/clear_refs``).
 
 Modules: ``backends`` (host / NVML / amdsmi, device matching, ``nvml_environment``), ``sampler``
-(``Sampler``, ``sample_phases``), ``peak_memory`` (``PeakMemoryTracker``); records in ``tokbench.schema.monitor``.
+(``Sampler``), ``peak_memory`` (``PeakMemoryTracker``); records in ``tokbench.schema.monitor``.
 
 This package imports neither torch nor the vendor libraries at import time, so results stay cheap to read.
 """
@@ -44,7 +44,6 @@ from tokbench.hardware.monitor.sampler import (
     PHASE_OUTSIDE,
     PHASE_PREFILL,
     Sampler,
-    sample_phases,
 )
 
 __all__ = [
@@ -68,7 +67,6 @@ __all__ = [
     "normalize_uuid",
     "nvml_environment",
     "reset_peak_rss",
-    "sample_phases",
     "unavailable",
     "visible_device_entry",
 ]

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.schema.monitor import STATUS_OK, MonitorRecord, SampleSeries, Value
-from tokbench.schema.records import GenerationTrace
 
 if TYPE_CHECKING:
     import torch
@@ -160,22 +159,3 @@ class Sampler:
 PHASE_PREFILL = "prefill"
 PHASE_DECODE = "decode"
 PHASE_OUTSIDE = "outside"
-
-
-def sample_phases(
-    timestamps_ns: tuple[int, ...] | list[int], traces: list[GenerationTrace] | tuple[GenerationTrace, ...]
-) -> list[tuple[int | None, str]]:
-    """For each sample, the measured iteration it fell in and the phase: prefill (``t0`` up to the
-    first token), decode (first token to ``end``), or outside any call (index None)."""
-    labels: list[tuple[int | None, str]] = []
-    for stamp in timestamps_ns:
-        label: tuple[int | None, str] = (None, PHASE_OUTSIDE)
-        for index, trace in enumerate(traces):
-            if trace.t0_ns <= stamp <= trace.end_ns:
-                first_token_ns = (
-                    min(row[0] for row in trace.token_timestamps_ns if row) if trace.batch_size else trace.end_ns
-                )
-                label = (index, PHASE_PREFILL if stamp < first_token_ns else PHASE_DECODE)
-                break
-        labels.append(label)
-    return labels
