@@ -21,7 +21,7 @@ from tokbench.config import BenchmarkConfig, check_runnable
 from tokbench.engine import profiling
 from tokbench.engine.continuous import ContinuousBatchingSession
 from tokbench.engine.generation import time_generate
-from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load, record_output_fingerprint
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.engine.warmup import device_warmup
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
@@ -175,6 +175,7 @@ def _measure(
         phases = Phases(load=loaded.timings, device_warmup=warmup_report, continuous_batching_setup=cb_setup)
         return finished(STATUS_FAILED, f"validation call failed: {_describe(error)}", phases=phases, **common)
     graphs_after_validation = compat.compiled_graph_count()
+    record_output_fingerprint(loaded, cold_trace.sample_token_ids)  # quantized only: tokens vs the unquantized
 
     warmup_curve_ns: list[int] = []
     traces: list[GenerationTrace] = []
