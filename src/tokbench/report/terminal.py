@@ -118,9 +118,12 @@ def header_lines(result: BenchmarkResult) -> list[str]:
 
 def _quantization_lines(result: BenchmarkResult) -> list[str]:
     config = result.config
+    method = result.quantization.get("method") or {}
     if config.quantization is None:
-        return []
+        return _prequantized_lines(method)
     load = result.phases.load
+    if config.quantization != "int4":
+        return _thirdparty_lines(result, method)
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
     tuning = result.quantization.get("tuning")
     if tuning is not None:
@@ -129,7 +132,7 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         noisy = len(result.quantization.get("tuning_warnings", ()))
         if noisy:
             text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
-    lines = [text]
+    lines = [text, *_fingerprint_lines(result)]
     kernels = result.effective_settings.get("quantization", {}).get("kernels", {})
     if kernels:
         lines.append(
@@ -140,6 +143,51 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
             )
         )
     return lines
+
+
+def _prequantized_lines(method: dict) -> list[str]:
+    if not method.get("prequantized"):
+        return []
+    return [
+        f"pre-quantized model ({_printable(method.get('method', ''))}, loaded as it is): "
+        f"{_printable(method.get('library', ''))} {_printable(method.get('library_version', ''))}, "
+        f"quantized weights {_bytes(method.get('quantized_weight_bytes'))}"
+    ]
+
+
+def _thirdparty_lines(result: BenchmarkResult, method: dict) -> list[str]:
+    """The method, its library and version, quantize time, quantized weight size, and the output fingerprint."""
+    text = f"{result.config.quantization}"
+    if method:
+        text += (
+            f" via {_printable(method.get('library', ''))} {_printable(method.get('library_version', ''))}"
+            f" (transformers quantization_config): quantize {_ms(result.phases.load.quantize_ns)} (weights read"
+            f" again and quantized while loading), quantized weights {_bytes(method.get('quantized_weight_bytes'))}"
+        )
+    lines = [text]
+    lines.extend(_fingerprint_lines(result))
+    return lines
+
+
+def _fingerprint_lines(result: BenchmarkResult) -> list[str]:
+    fingerprint = result.quantization.get("fingerprint")
+    if not fingerprint:
+        return []
+    first = fingerprint.get("first_divergence")
+    where = "identical" if first is None else f"first differs at token {first + 1}"
+    return [
+        f"output vs unquantized: {fingerprint['agreement']:.0%} of {fingerprint['compared_tokens']} greedy tokens "
+        f"agree ({where}; row 0, same prompt)"
+    ]
+
+
+def _printable(value: object) -> str:
+    """Text from a library or a model folder with control characters shown escaped, never sent raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+
+
+def _bytes(value: object) -> str:
+    return f"{value / 2**20:,.1f} MiB" if isinstance(value, (int, float)) else "-"
 
 
 def policy_lines(result: BenchmarkResult) -> list[str]:
