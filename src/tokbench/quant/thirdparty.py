@@ -197,7 +197,8 @@ def _probe_torchao(method: str, device: torch.device, dtype: torch.dtype, group_
 def _probe_quanto(method: str, device: torch.device, dtype: torch.dtype, group_size: int) -> None:
     from optimum.quanto import freeze, qint4, qint8, quantize
 
-    layer, sample = _probe_linear(device, dtype)
+    linear, sample = _probe_linear(device, dtype)
+    layer = torch.nn.Sequential(linear)  # quanto replaces the children of the module it is given
     quantize(layer, weights=qint4 if method == "quanto-int4" else qint8)
     freeze(layer)
     with torch.no_grad():
