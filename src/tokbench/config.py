@@ -242,10 +242,10 @@ class BenchmarkConfig:
             parts.append(f"{self.quantization}-g{self.group_size}")
         elif self.quantization:
             parts.append(self.quantization)
-            if self.quant_kernel != "auto":
-                parts.append(self.quant_kernel)
-            if self.tune:
-                parts.append("tuned")
+        if self.quant_kernel != "auto":
+            parts.append(self.quant_kernel)
+        if self.tune:
+            parts.append("tuned")
         return "-".join(parts)
 
     @property

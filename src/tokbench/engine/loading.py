@@ -294,8 +294,14 @@ def load(
     model: Any = None,
     tokenizer: Any = None,
     clock: Clock = monotonic_ns,
+    *,
+    reference_output: bool = True,
 ) -> LoadedModel:
-    """Load (or adopt) tokenizer and model for ``config``; time each phase separately."""
+    """Load (or adopt) tokenizer and model for ``config``; time each phase separately.
+
+    With ``reference_output`` (and a quantization), row 0's greedy tokens from the unquantized weights are
+    generated before quantizing, for the result's output fingerprint; ``tokbench tune`` needs none.
+    """
     device = resolve_device(config.device)
     source = resolve_model_source(config.model) if model is None else ModelSource("provided", config.model)
 
@@ -329,7 +335,7 @@ def load(
     generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
     quantize = source.kind != "provided"
     reference_ids: tuple[int, ...] = ()
-    if quantize and config.quantization is not None:
+    if quantize and reference_output and config.quantization is not None:
         reference_ids = _reference_token_ids(model, config, inputs, generation_config)
     if quantize and thirdparty_method(config.quantization):
         model, quantize_ns, tune_ns, quantization = _load_thirdparty(model, config, source, device, clock)
