@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
-# test: pytest + ruff; ray: the Ray executor, so its tests run too (about 240 MB, ~1.5 min more to install)
-EXTRAS ?= test,ray
+# test: pytest, ruff and the test tools; ray: the Ray executor; quant: torchao, optimum-quanto, bitsandbytes
+# (third-party quantization): installed so their tests run for real (ray ~240 MB, quant ~200 MB more)
+EXTRAS ?= test,ray,quant
 
 .PHONY: run test lint bench clean gpu-check browser
 

@@ -389,7 +389,7 @@ def command_tune(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {error}", file=sys.stderr)
         return EXIT_USAGE
-    loaded = load(config)  # quantized, untuned: tuning happens below, with the cache flag applied
+    loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
     with benchmark_mode(loaded.model):
         report = tune_model(
             loaded.model,

@@ -34,8 +34,12 @@ from tokbench.fields import (
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# One line per quantization method; its checks live in _check_quantization.
-QUANTIZATIONS = ("int4",)
+# "int4" is tokbench's own; the others load through transformers' quantization_config (tokbench.quant.thirdparty).
+QUANTIZATIONS = (
+    "int4", "torchao-int4", "torchao-int8", "torchao-int8-dynamic", "quanto-int8", "quanto-int4", "bnb-nf4", "bnb-int8",
+)  # fmt: skip
+# Methods whose group size is a setting (the others quantize per channel or per block of their own).
+GROUPED_QUANTIZATIONS = ("int4", "torchao-int4")
 # Mirrors tokbench.quant (kept here so validating a config never imports torch).
 QUANT_GROUP_SIZES = (32, 64, 128, 256)
 QUANT_KERNELS = ("auto", "reference", "splitk", "native", "triton")
@@ -387,6 +391,14 @@ class BenchmarkConfig:
             for name in ("group_size", "quant_kernel", "tune", "tune_budget_s"):
                 if getattr(self, name) != FIELD_DEFAULTS[name]:
                     raise ConfigError(name, "applies only to a quantized model", "add quantization: int4, or drop it")
+        if self.quantization is not None and self.quantization != "int4":
+            int4_only = ("quant_kernel", "tune", "tune_budget_s")
+            grouped = () if self.quantization in GROUPED_QUANTIZATIONS else ("group_size",)
+            for name in int4_only + grouped:
+                if getattr(self, name) != FIELD_DEFAULTS[name]:
+                    raise ConfigError(
+                        name, f"does not apply to {self.quantization}", "drop it, or use quantization: int4"
+                    )
         if self.tune is True and self.quant_kernel != "auto":
             raise ConfigError(
                 "tune", f"tuning picks the kernel, but quant_kernel pins it to {self.quant_kernel!r}", "drop one"
@@ -444,12 +456,14 @@ class BenchmarkConfig:
             parts.append("static")
         if self.kernels:
             parts.append("kernels")
-        if self.quantization:
+        if self.quantization in GROUPED_QUANTIZATIONS:
             parts.append(f"{self.quantization}-g{self.group_size}")
-            if self.quant_kernel != "auto":
-                parts.append(self.quant_kernel)
-            if self.tune:
-                parts.append("tuned")
+        elif self.quantization:
+            parts.append(self.quantization)
+        if self.quant_kernel != "auto":
+            parts.append(self.quant_kernel)
+        if self.tune:
+            parts.append("tuned")
         if self.grad_mode != FIELD_DEFAULTS["grad_mode"]:
             parts.append(self.grad_mode.replace("_", "-"))
         return "-".join(parts)

@@ -2,15 +2,22 @@
 
 Definitions (B = batch, S = prompt tokens, N = new tokens per row, L = layers):
 - KV cache bytes for P cached positions = 2 (K and V) × L × kv_heads × head_dim × B × P × dtype bytes
-  (a sliding-window layer holds at most its window). At the end of generation P = S + N − 1: the last
-  token is returned, never fed back through the model.
+  (grouped-query attention: kv_heads, not query heads; a sliding-window layer holds and reads at most its
+  window). Multi-head latent attention (DeepSeek-V3) caches one compressed latent plus the shared rope key
+  per position instead: L × (kv_lora_rank + qk_rope_head_dim) × B × P × dtype bytes. (transformers'
+  DeepseekV3 attention materializes the decompressed K and V in its cache; the figure is what MLA must
+  read.) At the end of generation P = S + N − 1: the last token is returned, never fed back through the model.
 - bytes that must move per decode step = the weights it reads + the KV cache it attends over. The
-  weights read are all of them except an untied input-embedding table, of which a step reads B rows
-  (left out: negligible). The step that produces token i (i = 2..N) attends over S + i − 1 positions.
+  weights read are all of them (tied embeddings once) except an untied input-embedding table, of which a
+  step reads B rows (left out: negligible). Mixture of experts: of the routed experts' weights a step
+  reads only the experts its tokens are routed to, min(E, B × k) of E (exactly k for B = 1; for B > 1 an
+  upper bound, as rows may share experts). The step that produces token i (i = 2..N) attends over
+  S + i − 1 positions.
 - MBU = mean bytes per decode step × decode steps/s ÷ peak memory bandwidth.
-- prefill FLOPs = 2 × B × S × (linear-layer weights of the transformer blocks) + 2 × B × (LM head weights:
-  generate computes logits of the last position only) + causal attention 2 × 2 × B × L × heads × head_dim
-  × S(S+1)/2. Norms, activations and rotary embeddings are left out (well under 1 % for these shapes).
+- prefill FLOPs = 2 × B × S × (linear-layer weights of the transformer blocks + k/E of the routed experts'
+  weights) + 2 × B × (LM head weights: generate computes logits of the last position only) + causal
+  attention 2 × B × L × heads × (qk_head_dim + v_head_dim) × S(S+1)/2 (both are head_dim but for MLA).
+  Norms, activations, routers and rotary embeddings are left out (well under 1 % for these shapes).
 - MFU = prefill FLOPs ÷ prefill time (latest first-token instant − t0) ÷ peak FLOP/s.
 - energy per token = the hardware energy counter's delta over the measured run ÷ tokens generated in it.
 
@@ -43,6 +50,12 @@ class ModelShape:
     hidden_size: int
     sliding_window: int | None = None
     sliding_layers: int = 0  # how many of the layers use the sliding window
+    # Multi-head latent attention: cached width per position (kv_lora_rank + qk_rope_head_dim); 0 = not MLA.
+    latent_kv_dim: int = 0
+    qk_head_dim: int | None = None  # query-key width per head where it differs from head_dim (MLA)
+    v_head_dim: int | None = None  # value width per head where it differs from head_dim (MLA)
+    num_experts: int = 0  # routed experts per MoE layer; 0 = dense
+    experts_per_token: int = 0  # k: routed experts each token uses
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -64,12 +77,30 @@ class ModelShape:
             sliding = layers
         else:
             window, sliding = None, 0
-        return cls(layers, heads, kv_heads, head_dim, hidden, int(window) if window else None, sliding)
+        latent = qk_dim = v_dim = None
+        if data.get("kv_lora_rank"):  # DeepSeek-V2/V3 multi-head latent attention
+            latent = int(data["kv_lora_rank"]) + int(data["qk_rope_head_dim"])
+            qk_dim = int(data["qk_rope_head_dim"]) + int(data["qk_nope_head_dim"])
+            v_dim = int(data["v_head_dim"])
+        experts = data.get("num_experts") or data.get("num_local_experts") or data.get("n_routed_experts") or 0
+        per_token = int(data.get("num_experts_per_tok") or 0) if experts else 0
+        return cls(
+            layers, heads, kv_heads, head_dim, hidden, int(window) if window else None, sliding,
+            latent_kv_dim=latent or 0, qk_head_dim=qk_dim, v_head_dim=v_dim,
+            num_experts=int(experts), experts_per_token=per_token,
+        )  # fmt: skip
+
+    def active_experts(self, batch_size: int) -> int:
+        """Routed experts one decode step reads: k for one row, at most min(E, B × k) for a batch."""
+        return min(self.num_experts, batch_size * self.experts_per_token)
 
 
 def kv_cache_bytes(shape: ModelShape, batch_size: int, positions: int, dtype_bytes: int) -> int:
-    """Bytes of K and V for ``positions`` cached positions of every row."""
-    per_layer_position = 2 * shape.num_kv_heads * shape.head_dim * batch_size * dtype_bytes
+    """Bytes of K and V (or of MLA's latent) for ``positions`` cached positions of every row."""
+    if shape.latent_kv_dim:
+        per_layer_position = shape.latent_kv_dim * batch_size * dtype_bytes
+    else:
+        per_layer_position = 2 * shape.num_kv_heads * shape.head_dim * batch_size * dtype_bytes
     full_layers = shape.num_layers - shape.sliding_layers
     sliding_positions = min(positions, shape.sliding_window) if shape.sliding_window else positions
     return per_layer_position * (full_layers * positions + shape.sliding_layers * sliding_positions)
@@ -80,7 +111,7 @@ def cached_positions_at_end(prompt_tokens: int, new_tokens: int) -> int:
 
 
 def mean_decode_step_bytes(
-    weight_bytes_read: int, shape: ModelShape, batch_size: int, prompt_tokens: int, new_tokens: int, dtype_bytes: int
+    weight_bytes_read: float, shape: ModelShape, batch_size: int, prompt_tokens: int, new_tokens: int, dtype_bytes: int
 ) -> float:
     """Mean over the N − 1 decode steps of (weights read + KV cache attended over)."""
     if new_tokens < 2:
@@ -97,13 +128,34 @@ def utilization(achieved_per_s: float, peak_per_s: float) -> float:
     return achieved_per_s / peak_per_s
 
 
+def decode_weight_bytes(facts: WeightFacts, shape: ModelShape, batch_size: int) -> float:
+    """Weight bytes one decode step reads: all but the unread embedding, routed experts only as used."""
+    if not facts.expert_weight_bytes or not shape.num_experts:
+        return float(facts.decode_weight_bytes)
+    unused = facts.expert_weight_bytes * (1 - shape.active_experts(batch_size) / shape.num_experts)
+    return facts.decode_weight_bytes - unused
+
+
 def prefill_flops(
-    shape: ModelShape, linear_parameters: int, lm_head_parameters: int, batch_size: int, prompt_tokens: int
+    shape: ModelShape,
+    linear_parameters: int,
+    lm_head_parameters: int,
+    batch_size: int,
+    prompt_tokens: int,
+    expert_parameters: int = 0,
 ) -> float:
     """Matmul FLOPs of one prefill (see the module docstring for what is counted)."""
-    weights = 2 * batch_size * prompt_tokens * linear_parameters + 2 * batch_size * lm_head_parameters
+    active_expert_parameters = (
+        expert_parameters * shape.experts_per_token / shape.num_experts if shape.num_experts else 0
+    )
+    weights = (
+        2 * batch_size * prompt_tokens * (linear_parameters + active_expert_parameters)
+        + 2 * batch_size * lm_head_parameters
+    )
+    qk_dim = shape.qk_head_dim or shape.head_dim
+    v_dim = shape.v_head_dim or shape.head_dim
     attention = (
-        4 * batch_size * shape.num_layers * shape.num_attention_heads * shape.head_dim
+        2 * batch_size * shape.num_layers * shape.num_attention_heads * (qk_dim + v_dim)
         * prompt_tokens * (prompt_tokens + 1) / 2
     )  # fmt: skip
     return float(weights + attention)
@@ -132,6 +184,8 @@ class WeightFacts:
     unread_embedding_bytes: int  # an untied input-embedding table: a decode step reads only B of its rows
     linear_parameters: int  # weights of nn.Linear layers other than the LM head
     lm_head_parameters: int
+    expert_weight_bytes: int = 0  # routed experts' weights (MoE), part of weight_bytes
+    expert_parameters: int = 0
 
     @property
     def decode_weight_bytes(self) -> int:
@@ -163,10 +217,12 @@ def analyse(
     peaks = [p.peak_bytes for p in memory_peaks if p.peak_bytes is not None]
     peak_memory = max(peaks) if peaks else None
     step_bytes = mean_decode_step_bytes(
-        facts.decode_weight_bytes, shape, batch_size, prompt_tokens, new_tokens, dtype_bytes
+        decode_weight_bytes(facts, shape, batch_size), shape, batch_size, prompt_tokens, new_tokens, dtype_bytes
     )
     steps_per_s = median([decode_steps_per_s(t) for t in traces]) if traces else None
-    flops = prefill_flops(shape, facts.linear_parameters, facts.lm_head_parameters, batch_size, prompt_tokens)
+    flops = prefill_flops(
+        shape, facts.linear_parameters, facts.lm_head_parameters, batch_size, prompt_tokens, facts.expert_parameters
+    )
     flops_s = median([flops / prefill_seconds(t) for t in traces]) if traces else None
     bandwidth = step_bytes * steps_per_s if steps_per_s is not None else None
     tokens = sum(sum(t.generated_tokens) for t in traces)

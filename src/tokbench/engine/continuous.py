@@ -131,6 +131,15 @@ class ContinuousBatchingSession:
                 "it can only be timed with tokbench's real clock (perf_counter_ns)"
             )
         model = loaded.model
+        if getattr(model.config, "kv_lora_rank", None):
+            # Found running tiny-mla: the manager's index_copy_ into its pages fails with a shape error.
+            raise UnavailableFeatureError(
+                "continuous_batching",
+                "transformers' paged KV cache holds num_key_value_heads × head_dim per position, but multi-head "
+                "latent attention (DeepSeek-V2/V3) caches keys and values of other widths (qk_nope + qk_rope, "
+                "v_head_dim): the manager fails on them",
+                "run this model without --continuous-batching",
+            )
         original_attention = compat.attention_implementation(model)
         sizing = cache_sizing(config)
         batching_config = ContinuousBatchingConfig(

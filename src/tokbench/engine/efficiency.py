@@ -17,20 +17,32 @@ from tokbench.schema.records import GenerationTrace
 
 
 def weight_facts(model: Any) -> WeightFacts:
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    from tokbench.quant.thirdparty import tensor_storage_bytes
+
+    # parameters() yields a tied (shared) weight once; a quantized tensor counts at the bytes it holds.
+    weight_bytes = sum(tensor_storage_bytes(p) for p in model.parameters())
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     input_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     output_weight = getattr(output, "weight", None)
     input_weight = getattr(input_embeddings, "weight", None)
     tied = output_weight is not None and input_weight is not None and output_weight is input_weight
-    unread = 0 if tied or input_weight is None else input_weight.numel() * input_weight.element_size()
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output)
+    unread = 0 if tied or input_weight is None else tensor_storage_bytes(input_weight)
+    linear = sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output
+    )
+    # Routed experts (transformers 5.x fuses each MoE layer's experts into 3-D parameters [E, ...]).
+    num_experts = ModelShape.from_config(model.config).num_experts if hasattr(model, "config") else 0
+    experts = [p for p in model.parameters() if num_experts and p.ndim == 3 and p.shape[0] == num_experts]
+    expert_bytes = sum(tensor_storage_bytes(p) for p in experts)
+    expert_parameters = sum(p.numel() for p in experts)
     # int4 layers keep their weights in buffers (packed ints, scales, zeros): what a decode step reads.
     quantized = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
     weight_bytes += sum(layer.packed_bytes() for layer in quantized)
     linear += sum(layer.in_features * layer.out_features for layer in quantized)
-    lm_head = output_weight.numel() if output_weight is not None else 0
-    return WeightFacts(int(weight_bytes), int(unread), int(linear), int(lm_head))
+    lm_head = output.in_features * output.out_features if isinstance(output, torch.nn.Linear) else 0
+    return WeightFacts(
+        int(weight_bytes), int(unread), int(linear), int(lm_head), int(expert_bytes), int(expert_parameters)
+    )
 
 
 def measure_efficiency(

@@ -21,7 +21,12 @@ from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device, synchronize
-from tokbench.schema.quant import QuantizationRecord, QuantizationSettings
+from tokbench.schema.quant import (
+    QuantizationFingerprint,
+    QuantizationMethodRecord,
+    QuantizationRecord,
+    QuantizationSettings,
+)
 from tokbench.schema.records import EffectiveSettings, LoadTimings, ModelSource
 
 # How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
@@ -222,6 +227,8 @@ class LoadedModel:
     source: ModelSource
     effective_settings: EffectiveSettings = field(default_factory=EffectiveSettings)
     quantization: QuantizationRecord = field(default_factory=QuantizationRecord)  # empty if unquantized
+    # Row 0's greedy tokens from the unquantized weights on the same inputs; empty if not quantized here.
+    reference_token_ids: tuple[int, ...] = ()
 
 
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -320,8 +327,14 @@ def load(
     model: Any = None,
     tokenizer: Any = None,
     clock: Clock = perf_counter_ns,
+    *,
+    reference_output: bool = True,
 ) -> LoadedModel:
-    """Load (or adopt) tokenizer and model for ``config``; time each phase separately."""
+    """Load (or adopt) tokenizer and model for ``config``; time each phase separately.
+
+    With ``reference_output`` (and a quantization), row 0's greedy tokens from the unquantized weights are
+    generated before quantizing, for the result's output fingerprint; ``tokbench tune`` needs none.
+    """
     device = resolve_device(config.device)
     source = resolve_model_source(config.model) if model is None else ModelSource("provided", config.model)
 
@@ -336,6 +349,7 @@ def load(
 
     weights_ns: int | None = None
     to_device_ns: int | None = None
+    folder_quantization = _check_quantization_source(config, source, device) if model is None else None
     if model is None:
         model_config = _preset_model_config(source) if source.kind == "preset" else None
         start_ns = clock()
@@ -343,17 +357,29 @@ def load(
         model.eval()  # from_config builds in train mode; dropout and friends must be off
         weights_ns = clock() - start_ns
         start_ns = clock()
-        model.to(device)
+        if folder_quantization is None:  # a pre-quantized model was placed by its quantizer
+            model.to(device)
         synchronize(device)
         to_device_ns = clock() - start_ns
     else:
         _check_provided_model(model, config, device)
     check_context_length(getattr(model, "config", None), config.prompt_lengths, config.new_tokens)
 
-    quantize = source.kind != "provided"
-    quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)
     inputs = build_inputs(tokenizer, config.batch_size, config.prompt_lengths, device)
     generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
+    quantize = source.kind != "provided"
+    reference_ids: tuple[int, ...] = ()
+    if quantize and reference_output and config.quantization is not None:
+        reference_ids = _reference_token_ids(model, config, inputs, generation_config)
+    if quantize and thirdparty_method(config.quantization):
+        model, quantize_ns, tune_ns, quantization = _load_thirdparty(model, config, source, device, clock)
+    else:
+        quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)
+    if folder_quantization is not None or _hub_quantization(model, config, source) is not None:
+        from tokbench.quant import thirdparty
+
+        found = folder_quantization or _hub_quantization(model, config, source) or {}
+        quantization = replace(quantization, method=thirdparty.prequantized_record(model, found))
     effective = effective_settings(model, config, device, generation_config)
     timings = LoadTimings(
         tokenizer_ns=tokenizer_ns,
@@ -363,7 +389,108 @@ def load(
         tune_ns=tune_ns,
         tokenizer_cached=tokenizer_cached,
     )
-    return LoadedModel(model, tokenizer, inputs, generation_config, device, timings, source, effective, quantization)
+    return LoadedModel(
+        model, tokenizer, inputs, generation_config, device, timings, source, effective, quantization, reference_ids
+    )
+
+
+def thirdparty_method(quantization: str | None) -> bool:
+    """Whether ``quantization`` is loaded through transformers' ``quantization_config`` (not tokbench's int4)."""
+    return quantization is not None and quantization != "int4"
+
+
+def _check_quantization_source(config: BenchmarkConfig, source: ModelSource, device: torch.device) -> dict | None:
+    """Before any weight is read: can this quantization run here, and is the folder already quantized?
+
+    Returns the folder's own ``quantization_config`` (a pre-quantized model, loaded as it is), else None.
+    """
+    from tokbench.quant import thirdparty
+
+    if thirdparty.is_thirdparty(config.quantization):
+        thirdparty.check_available(config.quantization, device, torch_dtype(config.dtype), config.group_size)
+    found = thirdparty.folder_quantization_config(source.identifier) if source.kind == "local" else None
+    if found is None:
+        return None
+    if config.quantization is not None:
+        raise UnavailableFeatureError(
+            "quantization",
+            f"the model folder is already quantized ({thirdparty.prequantized_method(found)}); "
+            f"tokbench does not quantize it again with {config.quantization}",
+            "drop --quantization to measure the folder as it is",
+        )
+    thirdparty.check_prequantized_loadable(found)
+    return found
+
+
+def _hub_quantization(model: Any, config: BenchmarkConfig, source: ModelSource) -> dict | None:
+    """A Hub model that arrived quantized (its config names a quantization_config) when none was asked for."""
+    if source.kind != "hub" or config.quantization is not None:
+        return None
+    found = getattr(getattr(model, "config", None), "quantization_config", None)
+    if found is None:
+        return None
+    return found if isinstance(found, dict) else found.to_dict()
+
+
+def _reference_token_ids(
+    model: Any, config: BenchmarkConfig, inputs: BenchmarkInputs, generation_config: Any
+) -> tuple[int, ...]:
+    """Row 0's greedy tokens from the unquantized weights: what the quantized model's output is compared with.
+
+    Dynamic cache and no compile, whatever the run uses: greedy tokens do not depend on either, and
+    compiling the unquantized model would cost the run a compile it never measures.
+    """
+    import copy
+
+    reference_config = copy.deepcopy(generation_config)
+    reference_config.cache_implementation = None
+    reference_config.compile_config = None
+    reference_config.disable_compile = True
+    with benchmark_mode(model), torch.no_grad():
+        output = model.generate(
+            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, generation_config=reference_config
+        )
+    return tuple(int(t) for t in output[0, inputs.sequence_length :].tolist())
+
+
+def quantization_fingerprint(loaded: LoadedModel, quantized_token_ids: Sequence[int]) -> QuantizationFingerprint | None:
+    """The quantized model's row-0 tokens next to the unquantized ones, or None when there is nothing to compare."""
+    if not loaded.reference_token_ids or not quantized_token_ids:
+        return None
+    return QuantizationFingerprint.compare(loaded.reference_token_ids, quantized_token_ids)
+
+
+def _load_thirdparty(
+    unquantized: Any, config: BenchmarkConfig, source: ModelSource, device: torch.device, clock: Clock
+) -> tuple[Any, int, None, QuantizationRecord]:
+    """Reload the weights through transformers with the method's ``quantization_config``, timed as "quantize".
+
+    transformers quantizes while it loads, so the quantize phase includes reading the weights again
+    (from a temporary save of the seeded weights for a preset). The unquantized model is dropped first.
+    """
+    from tokbench.quant import thirdparty
+
+    folder = thirdparty.saved_for_loading(unquantized) if source.kind == "preset" else None
+    location = folder.name if folder is not None else source.identifier
+    del unquantized
+    try:
+        start_ns = clock()
+        model = thirdparty.load_quantized(
+            config.quantization or "",
+            location,
+            dtype=torch_dtype(config.dtype),
+            group_size=config.group_size,
+            attn_implementation=config.attn_implementation,
+            device=device,
+            trust_remote_code=config.trust_remote_code,
+        )
+        synchronize(device)
+        quantize_ns = clock() - start_ns
+    finally:
+        if folder is not None:
+            folder.cleanup()
+    record = QuantizationRecord(method=thirdparty.method_record(config.quantization or "", model, config.group_size))
+    return model, quantize_ns, None, record
 
 
 def _quantize_and_tune(
@@ -382,6 +509,7 @@ def _quantize_and_tune(
         record = replace(record, report=quantize_model(model, config.group_size, config.quant_kernel))
         synchronize(device)
         quantize_ns = clock() - start_ns
+        record = replace(record, method=_int4_method_record(model, config))
     if config.tune:
         # The tuner's warnings (noisy timings, rejected candidates, bad cache entries) belong to the
         # result, not to stderr in the middle of a progress bar.
@@ -403,6 +531,20 @@ def _quantize_and_tune(
     return quantize_ns, tune_ns, record
 
 
+def _int4_method_record(model: Any, config: BenchmarkConfig) -> QuantizationMethodRecord:
+    from tokbench.engine.efficiency import weight_facts
+    from tokbench.version import __version__
+
+    return QuantizationMethodRecord(
+        method="int4",
+        library="tokbench",
+        library_version=__version__,
+        settings={"group_size": config.group_size, "quant_kernel": config.quant_kernel, "tune": config.tune},
+        quantized_weight_bytes=weight_facts(model).weight_bytes,
+        layer_types=("QuantizedLinear",),
+    )
+
+
 def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.device) -> None:
     """A passed-in model must match the config that will label its result."""
     parameter = next(model.parameters())
@@ -420,6 +562,14 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
         )
     from tokbench.quant import QuantizedLinear
 
+    if thirdparty_method(config.quantization):
+        if getattr(getattr(model, "config", None), "quantization_config", None) is None:
+            raise ModelMismatchError(
+                "quantization",
+                f"the model passed in has no quantization_config, the config says {config.quantization}",
+                "pass the model loaded with its quantization_config, or drop quantization",
+            )
+        return
     quantized = any(isinstance(module, QuantizedLinear) for module in model.modules())
     if quantized != (config.quantization is not None):
         raise ModelMismatchError(
@@ -469,6 +619,8 @@ def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.de
     """What the quantized layers will really run: per layer shape, the kernel for prefill M and decode M."""
     from tokbench.quant import QuantizedLinear
 
+    if thirdparty_method(config.quantization):  # the library picks its own kernels; none is tokbench's to report
+        return QuantizationSettings(method=config.quantization, tuned=False, kernels={})
     layers = [module for module in model.modules() if isinstance(module, QuantizedLinear)]
     row_counts = {"decode": config.batch_size, "prefill": config.prefill_rows}
     kernels: dict[str, dict[str, str]] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 from contextlib import ExitStack, nullcontext
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tokbench.config import BenchmarkConfig, require_config
 from tokbench.engine import profiling
 from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
 from tokbench.engine.efficiency import measure_efficiency
-from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load
+from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load, quantization_fingerprint
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.engine.preflight import check_runnable
 from tokbench.engine.progress import ProgressHook
@@ -167,6 +168,9 @@ def _measure(
     graphs_after_validation = compat.compiled_graph_count()
     if recorder.cold_call.sample_token_ids:  # what the model generated: compare flags a change of output
         recorder.output_fingerprint = OutputFingerprint.of(recorder.cold_call.sample_token_ids)
+    fingerprint = quantization_fingerprint(loaded, recorder.cold_call.sample_token_ids)  # tokens vs unquantized
+    if fingerprint is not None:
+        recorder.quantization = replace(recorder.quantization, fingerprint=fingerprint)
 
     def generate_once() -> GenerationTrace:
         return backend.generate_once()

@@ -11,7 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PRESET_NAMES = ("tiny-llama", "small-llama")
+# Llama first (the default and the larger one), then one preset per architecture family people deploy:
+# Qwen3 dense (tied embeddings), Gemma3 text (sliding-window layers), Qwen3-MoE (mixture of experts),
+# DeepSeek-V3 (multi-head latent attention + MoE). Each is a shipped config with seeded random weights.
+PRESET_NAMES = ("tiny-llama", "small-llama", "tiny-qwen3", "tiny-gemma3", "tiny-moe", "tiny-mla")
 
 
 def is_preset(name: str) -> bool:

@@ -15,6 +15,7 @@ from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
+    from tokbench.schema.quant import QuantizationMethodRecord
     from tokbench.schema.records import LaunchRecord
     from tokbench.sweep.plan import SweepPlan
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
@@ -121,9 +122,12 @@ def header_lines(result: BenchmarkResult) -> list[str]:
 
 def _quantization_lines(result: BenchmarkResult) -> list[str]:
     config = result.config
+    method = result.quantization.method
     if config.quantization is None:
-        return []
+        return _prequantized_lines(method)
     load = result.phases.load
+    if config.quantization != "int4":
+        return _thirdparty_lines(result, method)
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
     tuning = result.quantization.tuning
     if tuning is not None:
@@ -132,7 +136,7 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         noisy = len(result.quantization.tuning_warnings or ())
         if noisy:
             text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
-    lines = [text]
+    lines = [text, *_fingerprint_lines(result)]
     settings = result.effective_settings.quantization
     kernels = settings.kernels if settings is not None else {}
     if kernels:
@@ -144,6 +148,43 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
             )
         )
     return lines
+
+
+def _prequantized_lines(method: QuantizationMethodRecord | None) -> list[str]:
+    if method is None or not method.prequantized:
+        return []
+    return [
+        f"pre-quantized model ({method.method}, loaded as it is): {method.library} {method.library_version}, "
+        f"quantized weights {_bytes(method.quantized_weight_bytes)}"
+    ]
+
+
+def _thirdparty_lines(result: BenchmarkResult, method: QuantizationMethodRecord | None) -> list[str]:
+    """The method, its library and version, quantize time, quantized weight size, and the output fingerprint."""
+    text = f"{result.config.quantization}"
+    if method is not None:
+        text += (
+            f" via {method.library} {method.library_version} (transformers quantization_config): quantize "
+            f"{_ms(result.phases.load.quantize_ns)} (weights read again and quantized while loading), quantized "
+            f"weights {_bytes(method.quantized_weight_bytes)}"
+        )
+    return [text, *_fingerprint_lines(result)]
+
+
+def _fingerprint_lines(result: BenchmarkResult) -> list[str]:
+    fingerprint = result.quantization.fingerprint
+    if fingerprint is None:
+        return []
+    first = fingerprint.first_divergence
+    where = "identical" if first is None else f"first differs at token {first + 1}"
+    return [
+        f"output vs unquantized: {fingerprint.agreement:.0%} of {fingerprint.compared_tokens} greedy tokens "
+        f"agree ({where}; row 0, same prompt)"
+    ]
+
+
+def _bytes(value: object) -> str:
+    return f"{value / 2**20:,.1f} MiB" if isinstance(value, (int, float)) else "-"
 
 
 def policy_lines(result: BenchmarkResult) -> list[str]:

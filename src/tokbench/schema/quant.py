@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from tokbench.schema.serde import Record
 
@@ -125,10 +127,63 @@ class QuantizationSettings(Record):
     """What the quantized layers of a loaded model run: per layer shape, the kernel at prefill M and decode M."""
 
     method: str
-    group_size: int | None
-    layers: int
-    tuned: bool
-    kernels: dict[str, dict[str, str]]  # "4096x4096" -> {"prefill M=512": "splitk/4", "decode M=1": "native"}
+    group_size: int | None = None  # None: a third-party method, which picks its own grouping and kernels
+    layers: int | None = None
+    tuned: bool = False
+    kernels: dict[str, dict[str, str]] = field(default_factory=dict)  # "4096x4096" -> {"decode M=1": "native"}
+
+
+@dataclass(frozen=True)
+class QuantizationMethodRecord(Record):
+    """Which library quantized the weights, with what settings, and what the quantized weights weigh.
+
+    ``prequantized`` is true for a model folder that was already quantized (its config.json holds a
+    ``quantization_config``): loaded as it is, never quantized again by tokbench.
+    """
+
+    method: str  # tokbench's name ("torchao-int8", "int4") or "prequantized:<quant_method>"
+    library: str  # distribution name ("torchao", "optimum-quanto", "bitsandbytes", "tokbench")
+    library_version: str
+    settings: dict[str, Any] = field(default_factory=dict)  # the library config as transformers serializes it
+    prequantized: bool = False
+    quantized_weight_bytes: int | None = None  # every parameter and quantization buffer once
+    layer_types: tuple[str, ...] = ()  # the classes of the quantized linear layers / weights
+
+@dataclass(frozen=True)
+class QuantizationFingerprint(Record):
+    """Greedy tokens of the unquantized and the quantized model on the same prompt, and how well they agree.
+
+    ``agreement`` = positions where both generated the same token ÷ positions compared (row 0, every
+    generated token); ``first_divergence`` is the 0-based position of the first difference (None if none).
+    Once the outputs diverge, later positions continue different texts, so the first divergence says more
+    than the ratio about how early the quantization changed the output.
+    """
+
+    reference_token_ids: tuple[int, ...]
+    quantized_token_ids: tuple[int, ...]
+    agreement: float
+    first_divergence: int | None
+    compared_tokens: int
+    reference: str = "the same weights unquantized, same dtype, same prompt, greedy"
+
+    @classmethod
+    def compare(
+        cls, reference: Sequence[int], quantized: Sequence[int], reference_text: str = ""
+    ) -> QuantizationFingerprint:
+        compared = min(len(reference), len(quantized))
+        if compared == 0:
+            raise ValueError("an output fingerprint needs at least one generated token on each side")
+        same = [reference[i] == quantized[i] for i in range(compared)]
+        first = next((i for i, equal in enumerate(same) if not equal), None)
+        extra = {"reference": reference_text} if reference_text else {}
+        return cls(
+            reference_token_ids=tuple(int(t) for t in reference),
+            quantized_token_ids=tuple(int(t) for t in quantized),
+            agreement=sum(same) / compared,
+            first_divergence=first,
+            compared_tokens=compared,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +195,10 @@ class QuantizationRecord(Record):
     report: QuantizationReport | None = None
     tuning: TuningReport | None = None
     tuning_warnings: tuple[str, ...] | None = None  # the tuner's warnings, kept for the result
+    # Any quantization (tokbench's int4, a third-party library, or a pre-quantized folder): which, how, how big.
+    method: QuantizationMethodRecord | None = None
+    # Once the validation call ran: its tokens next to the unquantized model's on the same prompt.
+    fingerprint: QuantizationFingerprint | None = None
 
     def __bool__(self) -> bool:
-        return self.report is not None or self.tuning is not None
+        return self.report is not None or self.tuning is not None or self.method is not None
