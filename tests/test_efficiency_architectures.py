@@ -12,8 +12,8 @@ from tokbench.analysis.efficiency import (
     decode_weight_bytes,
     kv_cache_bytes,
     prefill_flops,
-    weight_facts,
 )
+from tokbench.engine.efficiency import weight_facts
 
 
 def _shape(name: str) -> ModelShape:

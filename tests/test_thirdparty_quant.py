@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import tokbench
-from tokbench.analysis.efficiency import weight_facts
 from tokbench.config import QUANTIZATIONS, BenchmarkConfig
+from tokbench.engine.efficiency import weight_facts
 from tokbench.errors import ConfigError
 from tokbench.quant import thirdparty
 from tokbench.schema.quant import QuantizationFingerprint as OutputFingerprint

@@ -24,7 +24,7 @@ from typing import Any
 from tokbench import compat
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.gradmode import GradModeProbe, check_grad_mode, grad_mode_context
+from tokbench.engine.gradmode import GradModeProbe, check_grad_mode, grad_mode_context, run_grad_mode
 from tokbench.engine.loading import LoadedModel
 from tokbench.errors import GenerationError, UnavailableFeatureError
 from tokbench.hardware.devices import synchronize
@@ -163,7 +163,7 @@ class ContinuousBatchingSession:
         # The manager's thread runs in the grad mode of the thread that starts it (transformers 5.x:
         # ContinuousBatchingManager.start reads torch.is_inference_mode_enabled()), and its paged cache is
         # made by warmup here: both under the config's mode, so the cache's tensors and the loop agree.
-        grad_mode = grad_mode_context(config.grad_mode)
+        grad_mode = grad_mode_context(run_grad_mode(config)[0])
         grad_mode.__enter__()
         try:
             manager = model.init_continuous_batching(
@@ -264,7 +264,7 @@ class ContinuousBatchingSession:
         if self._grad_mode_probe is not None:  # once: the thread's mode cannot change while it runs
             probe, self._grad_mode_probe = self._grad_mode_probe, None
             probe.__exit__(None, None, None)
-            check_grad_mode(self._config.grad_mode, probe.seen, "the continuous-batching generation thread")
+            check_grad_mode(run_grad_mode(self._config)[0], probe.seen, "the continuous-batching generation thread")
 
         stamps = tuple(
             _checked_stamps(output, new_tokens, submitted[row], finished[row]) for row, output in enumerate(outputs)

@@ -25,6 +25,23 @@ INFERENCE_MODE, NO_GRAD = GRAD_MODES
 GRAD_ENABLED = "grad_enabled"  # neither: autograd records the graph (never what tokbench asks for)
 
 
+# Paths that cannot run under inference_mode, with the reason: they are measured under no_grad and say so.
+INFERENCE_MODE_UNSUPPORTED = {
+    "quanto-int4": (
+        "optimum-quanto's int4 weights set a tensor version counter while they run, which inference_mode "
+        "forbids ('Cannot set version_counter for inference tensor')"
+    ),
+}
+
+
+def run_grad_mode(config: Any) -> tuple[str, str]:
+    """The grad mode a run really uses, and why it is not the configured one ("" when it is)."""
+    why = INFERENCE_MODE_UNSUPPORTED.get(config.quantization or "")
+    if config.grad_mode == INFERENCE_MODE and why:
+        return NO_GRAD, f"{config.quantization} cannot run under inference_mode: {why}; measured under no_grad"
+    return config.grad_mode, ""
+
+
 def grad_mode_context(mode: str) -> AbstractContextManager[Any]:
     """A context that runs the code inside under ``mode`` ("inference_mode" or "no_grad")."""
     if mode == INFERENCE_MODE:

@@ -19,6 +19,7 @@ import torch
 from tokbench import compat, presets
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.gradmode import run_grad_mode
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device, synchronize
 from tokbench.schema.quant import (
@@ -604,7 +605,7 @@ def effective_settings(
         parameters=sum(p.numel() for p in model.parameters()),
         generation_config=json.loads(generation_config.to_json_string(use_diff=True)),
         quantization=_quantization_settings(model, config, device) if config.quantization is not None else None,
-        grad_mode=config.grad_mode,  # every call checks its forwards really ran under it (engine.gradmode)
+        grad_mode=run_grad_mode(config)[0],  # every call checks its forwards really ran under it (engine.gradmode)
     )
     if settings.attn_implementation not in ("unknown", config.attn_implementation):
         raise UnavailableFeatureError(

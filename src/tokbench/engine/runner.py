@@ -23,6 +23,7 @@ from tokbench.config import BenchmarkConfig, require_config
 from tokbench.engine import profiling
 from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
 from tokbench.engine.efficiency import measure_efficiency
+from tokbench.engine.gradmode import run_grad_mode
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load, quantization_fingerprint
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
 from tokbench.engine.preflight import check_runnable
@@ -126,6 +127,9 @@ def _run(
     except Exception as error:
         return recorder.finish(STATUS_FAILED, f"loading failed: {_describe(error)}")
     recorder.loaded(loaded.timings, loaded.effective_settings, loaded.source, loaded.quantization)
+    _, grad_mode_fallback = run_grad_mode(config)
+    if grad_mode_fallback:
+        recorder.note(f"grad mode: {grad_mode_fallback}")
 
     profile_target = Path(profile_path) if profile_path else profiling.default_trace_path(config.name)
     try:

@@ -12,6 +12,7 @@ import copy
 from tokbench.clock import Clock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.generation import time_generate
+from tokbench.engine.gradmode import run_grad_mode
 from tokbench.engine.loading import LoadedModel
 from tokbench.schema.records import ContinuousBatchingSetup, GenerationTrace
 
@@ -47,7 +48,7 @@ class PlainGenerateBackend:
             tokenizer=loaded.tokenizer,
             clock=self._clock,
             decode_sample=decode_sample,
-            grad_mode=self._config.grad_mode,
+            grad_mode=run_grad_mode(self._config)[0],
         )
 
     def close(self) -> None:
