@@ -16,17 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokbench.analysis.metrics import (
-    NS_PER_MS,
-    decode_throughput,
-    distinct_requests,
-    inter_token_latencies_ns,
-    overall_throughput,
-    prefill_throughput,
-    request_e2e_ns,
-    request_ttft_ns,
-    time_per_output_token_ns,
-)
+from tokbench.analysis.samples import metric_samples
 from tokbench.schema.records import GenerationTrace
 
 VERDICT_FASTER = "faster"
@@ -52,35 +42,13 @@ _CHUNK_VALUES = 4_000_000
 
 
 def per_call_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[np.ndarray]]:
-    """Every metric's samples grouped by call, in the units and definitions of ``metrics.metric_samples``.
-
-    Latencies hold one value per distinct request of the call, ITL every gap of the call, throughputs one
-    value per call.
-    """
-    grouped: dict[str, list[np.ndarray]] = {
-        name: []
-        for name in (
-            "ttft_ms",
-            "tpot_ms",
-            "itl_ms",
-            "e2e_latency_ms",
-            "prefill_throughput_tok_s",
-            "decode_throughput_tok_s",
-            "overall_throughput_tok_s",
-        )
-    }
-    for trace in traces:
-        rows = distinct_requests(trace)
-        stamps = trace.token_timestamps_ns
-        grouped["ttft_ms"].append(np.array([request_ttft_ns(trace, row) / NS_PER_MS for row in rows]))
-        grouped["tpot_ms"].append(np.array([time_per_output_token_ns(stamps[row]) / NS_PER_MS for row in rows]))
-        grouped["itl_ms"].append(
-            np.array([gap / NS_PER_MS for row in rows for gap in inter_token_latencies_ns(stamps[row])])
-        )
-        grouped["e2e_latency_ms"].append(np.array([request_e2e_ns(trace, row) / NS_PER_MS for row in rows]))
-        grouped["prefill_throughput_tok_s"].append(np.array([prefill_throughput(trace)]))
-        grouped["decode_throughput_tok_s"].append(np.array([decode_throughput(trace)]))
-        grouped["overall_throughput_tok_s"].append(np.array([overall_throughput(trace)]))
+    """Every metric's samples grouped by call: the one definition of ``analysis.samples.metric_samples``, split
+    at its call indices (latencies: one value per distinct request of the call, ITL every gap of the call,
+    throughputs one value per call)."""
+    grouped: dict[str, list[np.ndarray]] = {}
+    for name, samples in metric_samples(traces).items():
+        boundaries = np.searchsorted(samples.calls, np.arange(1, len(traces)))  # calls are in measurement order
+        grouped[name] = [np.asarray(part, dtype=float) for part in np.split(samples.values, boundaries)]
     return grouped
 
 
