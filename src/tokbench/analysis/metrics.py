@@ -34,6 +34,16 @@ METRIC_UNITS: dict[str, str] = {
     "decode_throughput_tok_s": "tok/s",
     "overall_throughput_tok_s": "tok/s",
 }
+# What each metric is called wherever a person reads it (terminal, Markdown, HTML).
+METRIC_LABELS = {
+    "ttft_ms": "TTFT",
+    "tpot_ms": "TPOT",
+    "itl_ms": "ITL",
+    "e2e_latency_ms": "E2E latency",
+    "prefill_throughput_tok_s": "prefill throughput",
+    "decode_throughput_tok_s": "decode throughput",
+    "overall_throughput_tok_s": "overall throughput",
+}
 
 
 def time_to_first_token_ns(t0_ns: int, token_timestamps_ns: Sequence[int]) -> int:

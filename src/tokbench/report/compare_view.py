@@ -14,19 +14,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from tokbench.analysis.metrics import METRIC_LABELS
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, StatisticRatio, WorkloadComparison
 from tokbench.sweep.history_changes import HistoryChangesReport
 from tokbench.text import terminal_safe
 
-METRIC_LABELS = {
-    "ttft_ms": "TTFT",
-    "tpot_ms": "TPOT",
-    "itl_ms": "ITL",
-    "e2e_latency_ms": "E2E latency",
-    "prefill_throughput_tok_s": "prefill throughput",
-    "decode_throughput_tok_s": "decode throughput",
-    "overall_throughput_tok_s": "overall throughput",
-}
 VERDICT_STYLES = {"faster": "bold green", "slower": "bold red", "inconclusive": "yellow", "no significant change": ""}
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.analysis.metrics import (
+    METRIC_LABELS,
     METRIC_UNITS,
     NS_PER_MS,
     NS_PER_S,
@@ -33,15 +34,6 @@ from tokbench.errors import ResultFormatError, StoreError, TokbenchError
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.sweep.store import ResultStore, is_sqlite_file
 
-METRIC_LABELS = {
-    "ttft_ms": "TTFT",
-    "tpot_ms": "TPOT",
-    "itl_ms": "ITL",
-    "e2e_latency_ms": "E2E latency",
-    "prefill_throughput_tok_s": "prefill throughput",
-    "decode_throughput_tok_s": "decode throughput",
-    "overall_throughput_tok_s": "overall throughput",
-}
 # Config fields that tell sweep series apart (one line per combination in "throughput vs batch size").
 SERIES_FIELDS = (
     "model",

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokbench.analysis import stats
-from tokbench.analysis.metrics import METRIC_UNITS, NS_PER_MS, per_request_samples
+from tokbench.analysis.metrics import METRIC_LABELS, METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.analysis.stats import Summary
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
@@ -21,15 +21,6 @@ if TYPE_CHECKING:
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
     from tokbench.sweep.store import StoredRun
 
-METRIC_LABELS = {
-    "ttft_ms": "TTFT",
-    "tpot_ms": "TPOT",
-    "itl_ms": "ITL",
-    "e2e_latency_ms": "E2E latency",
-    "prefill_throughput_tok_s": "prefill throughput",
-    "decode_throughput_tok_s": "decode throughput",
-    "overall_throughput_tok_s": "overall throughput",
-}
 _STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max")
 # Compact names of Summary.flags for the table's last column.
 FLAG_LABELS = {"high_dispersion": "disp", "trend": "trend", "outliers": "outl"}
