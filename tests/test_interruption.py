@@ -122,7 +122,8 @@ def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path: Path) -> None:
     )
     db = tmp_path / "results.db"
     log = tmp_path / "stderr.txt"
-    args = ("sweep", "--no-progress", "--config", str(sweep_file), "--db", str(db), "--compile-cache", "shared")
+    args = ("sweep", "--no-progress", "--config", str(sweep_file), "--db", str(db), "--compile-cache", "shared",
+            "--no-share-load")  # one process per config: the endless one is its own child
     process = start(tmp_path, *args, stderr_path=log)
     wait_for(lambda: stored(db), 240, "the first stored result", process, log)
     children = wait_for(lambda: config_children(process.pid), 60, "the endless child", process, log)
