@@ -374,6 +374,7 @@ def plan_steps(python: str, folder: Path, model: str, device: str, fast: bool) -
                 str(folder / "sweep.sqlite"),
                 "--timeout",
                 "120",
+                "--no-share-load",  # one isolated process per config, as a user's first sweep would check
             ),
             180.0,
             "sweep",
