@@ -232,7 +232,7 @@ class LaunchRecord(Record):
     executor: str | None = None  # "local" | "ray"
     parallel: int | None = None  # slots of a parallel local executor
     slot: int | None = None
-    gpus: tuple[int, ...] | None = None  # the GPUs the child saw (CUDA_VISIBLE_DEVICES)
+    gpus: tuple[str, ...] | None = None  # the GPUs the child saw (CUDA_VISIBLE_DEVICES entries: index or UUID)
     child_environment: dict[str, str] | None = None
     group: LaunchGroup | None = None
     ray: RayPlacement | None = None

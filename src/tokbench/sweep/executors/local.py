@@ -179,7 +179,8 @@ class LocalExecutor:
     def _annotate(self, result: BenchmarkResult, slot: int) -> BenchmarkResult:
         launch = dataclasses.replace(result.launch, executor=self.name)
         if len(self.slots) > 1 or self.slots[slot]:
-            launch = dataclasses.replace(launch, parallel=len(self.slots), slot=slot, gpus=tuple(self.slots[slot]))
+            gpus = tuple(str(gpu) for gpu in self.slots[slot])
+            launch = dataclasses.replace(launch, parallel=len(self.slots), slot=slot, gpus=gpus)
         return dataclasses.replace(result, launch=launch)
 
     @staticmethod
