@@ -23,15 +23,15 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from tokbench.engine.warmup import device_warmup
-from tokbench.quant.tuning import ClockTimer, measure_round_robin, tune_model
 from torch import nn
 
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.generation import time_generate
 from tokbench.engine.loading import benchmark_mode, load
 from tokbench.errors import UnavailableFeatureError
+from tokbench.hardware.warmup import device_warmup
 from tokbench.quant import QuantizedLinear, thirdparty
+from tokbench.quant.tune import ClockTimer, measure_round_robin, tune_model
 from tokbench.schema.quant import QuantizationFingerprint as OutputFingerprint
 
 SHAPES = ((4096, 4096), (4096, 11008))
