@@ -16,20 +16,12 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from support import TINY, descendants_with
 
 RUN = [
     "--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "4", "--device", "cpu",
     "--warmup-iterations", "1", "--measurement-iterations", "1000000", "--no-monitor",
 ]  # fmt: skip
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 
 
 def start(cwd: Path, *args: str, stderr_path: Path) -> subprocess.Popen[str]:
@@ -99,18 +91,7 @@ def stored(db: Path) -> list[tuple[str, str]]:
 
 def config_children(parent_pid: int) -> list[psutil.Process]:
     """The running config child (spawned, or forked by the fork server)."""
-    try:
-        descendants = psutil.Process(parent_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for process in descendants:
-        try:
-            if "endless" in " ".join(process.cmdline()):
-                found.append(process)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+    return descendants_with(parent_pid, "endless")
 
 
 @pytest.mark.slow

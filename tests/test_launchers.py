@@ -14,19 +14,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import TINY
 
 from tokbench.config import BenchmarkConfig
 from tokbench.sweep.launchers import START_METHODS, ProcessLauncher
 
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 ENDLESS = 1_000_000
 
 

@@ -18,20 +18,12 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from support import TINY
 
 from tokbench.sweep.runner import run_sweep
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 ENDLESS = 1_000_000
 
 pytestmark = pytest.mark.slow

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import TINY
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import StoreError
@@ -20,16 +21,6 @@ from tokbench.sweep.launchers import InlineLauncher
 from tokbench.sweep.plan import SweepSpec, plan_sweep
 from tokbench.sweep.runner import execute_plan
 from tokbench.sweep.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, migrate
-
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 
 
 @pytest.fixture(scope="module")

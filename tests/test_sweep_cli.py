@@ -18,16 +18,8 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from support import TINY, descendants_with
 
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 # Effectively endless: a config that runs until something ends it.
 ENDLESS = 1_000_000
 
@@ -79,18 +71,7 @@ def inductor_cache(result_json: str) -> str:
 
 def worker_children(parent_pid: int) -> list[psutil.Process]:
     """Running config children, spawned (children) or forked by the fork server (grandchildren)."""
-    try:
-        children = psutil.Process(parent_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for child in children:
-        try:
-            if "tokbench.sweep.worker" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+    return descendants_with(parent_pid, "tokbench.sweep.worker")
 
 
 @pytest.mark.slow

@@ -11,20 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import TINY
 
 from tokbench.config import BenchmarkConfig
 from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
 from tokbench.sweep.runner import run_sweep
 
-TINY = {
-    "model": "tiny-llama",
-    "sequence_length": 8,
-    "new_tokens": 4,
-    "warmup_iterations": 1,
-    "measurement_iterations": 2,
-    "device": "cpu",
-    "monitor": False,
-}
 ENDLESS = 1_000_000
 
 
