@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import TINY
+from support import TINY, descendants_with
 
 from tokbench.config import BenchmarkConfig
 from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
@@ -149,11 +149,7 @@ def test_ctrl_c_ends_every_parallel_child_and_keeps_the_store(tmp_path: Path) ->
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def workers() -> list[psutil.Process]:
-        try:
-            found = psutil.Process(driver.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        return [child for child in found if "tokbench.sweep.worker" in " ".join(child.cmdline())]
+        return descendants_with(driver.pid, "tokbench.sweep.worker")  # a child exiting meanwhile is skipped
 
     try:
         deadline = time.monotonic() + 300
