@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tokbench.analysis.metrics import METRIC_LABELS
+from tokbench.report.terminal import format_figure
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, StatisticRatio, WorkloadComparison
 from tokbench.sweep.history_changes import HistoryChangesReport
 from tokbench.text import terminal_safe
@@ -33,16 +34,6 @@ def markdown_text(text: object, limit: int = 120) -> str:
     """Untrusted text made inert in Markdown (and the HTML GitHub renders from it)."""
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", neutral(text, limit))
     return escaped.replace("&", "&amp;")
-
-
-def _number(value: float) -> str:
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.1f}"
-    if value >= 10:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def ratio_text(ratio: StatisticRatio) -> str:
@@ -87,8 +78,8 @@ def workload_table(workload: WorkloadComparison) -> Table:
         table.add_row(
             METRIC_LABELS.get(metric.metric, metric.metric),
             metric.unit,
-            _number(metric.median.baseline),
-            _number(metric.median.contender),
+            format_figure(metric.median.baseline),
+            format_figure(metric.median.contender),
             ratio_text(metric.median),
             ci_text(metric.median),
             _p_text(metric.p_adjusted),
@@ -192,8 +183,8 @@ def render_markdown(report: ComparisonReport) -> str:
             cells = [
                 METRIC_LABELS.get(metric.metric, metric.metric),
                 metric.unit,
-                _number(metric.median.baseline),
-                _number(metric.median.contender),
+                format_figure(metric.median.baseline),
+                format_figure(metric.median.contender),
                 ratio_text(metric.median),
                 ci_text(metric.median),
                 markdown_text(_p_text(metric.p_adjusted)),
@@ -258,8 +249,8 @@ def history_changes_table(report: HistoryChangesReport) -> list[object]:
                 Text(
                     f"{change.relative_change:+.1%} {change.direction}", style=VERDICT_STYLES.get(change.direction, "")
                 ),
-                _number(change.before_median),
-                _number(change.after_median),
+                format_figure(change.before_median),
+                format_figure(change.after_median),
                 f"{change.p_value:.3f}",
                 f"{neutral(change.last_before, 80)} → {neutral(change.first_after, 80)}",
                 neutral(change.commit_range or "-", 40),

@@ -30,7 +30,8 @@ FLAGS_LEGEND = (
 )
 
 
-def _format(value: float) -> str:
+def format_figure(value: float) -> str:
+    """A figure as tables print it: 3 decimals below 10, fewer above, thousands separated (results, compare)."""
     if value >= 1000:
         return f"{value:,.0f}"
     if value >= 100:
@@ -317,9 +318,9 @@ def result_table(result: BenchmarkResult) -> Table:
             METRIC_LABELS[name],
             summary.unit,
             str(summary.count),
-            _format(summary.median),
+            format_figure(summary.median),
             _ci_cell(summary),
-            *(_format(getattr(summary, column)) for column in _STATISTIC_COLUMNS[1:]),
+            *(format_figure(getattr(summary, column)) for column in _STATISTIC_COLUMNS[1:]),
             _flags_cell(summary),
         )
     return table
@@ -338,9 +339,9 @@ def per_request_table(result: BenchmarkResult) -> Table | None:
         table.add_row(
             str(request.row),
             str(request.prompt_tokens),
-            _format(stats.median(request.ttft_ms)),
-            _format(stats.median(request.tpot_ms)),
-            _format(stats.median(request.e2e_latency_ms)),
+            format_figure(stats.median(request.ttft_ms)),
+            format_figure(stats.median(request.tpot_ms)),
+            format_figure(stats.median(request.e2e_latency_ms)),
         )
     return table
 
@@ -390,7 +391,7 @@ _STATUS_STYLES = {"ok": "green", "skipped": "yellow", "failed": "red", "interrup
 
 
 def _cell(value: float | None) -> str:
-    return "-" if value is None else _format(value)
+    return "-" if value is None else format_figure(value)
 
 
 def _short(text: str, limit: int = 90) -> str:
