@@ -124,6 +124,20 @@ def _nvidia_driver_version() -> str | None:
     return output.strip().splitlines()[0] if output.strip() else None
 
 
+def capture_environment_or_reason(captured_by: str = "") -> dict[str, Any]:
+    """``capture_environment()``, or the reason it failed: a broken driver must never cost a result its record.
+
+    ``captured_by`` says which process captured it when that is not the one that ran the config.
+    """
+    try:
+        environment = capture_environment()
+    except Exception as error:
+        environment = {"capture_error": f"{type(error).__name__}: {error}"}
+    if captured_by:
+        environment["captured_by"] = captured_by
+    return environment
+
+
 def capture_environment() -> dict[str, Any]:
     """A plain-dict snapshot of everything that can change a benchmark's numbers."""
     import torch

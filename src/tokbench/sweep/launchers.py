@@ -463,13 +463,9 @@ class ProcessLauncher:
 
     def _parent_environment(self) -> dict[str, Any]:
         if self._environment is None:
-            from tokbench.hardware.environment import capture_environment
+            from tokbench.hardware.environment import capture_environment_or_reason
 
-            try:
-                self._environment = capture_environment()
-            except Exception as error:  # a broken driver must not cost the failure its record
-                self._environment = {"capture_error": f"{type(error).__name__}: {error}"}
-            self._environment["captured_by"] = "parent process (the child produced no result)"
+            self._environment = capture_environment_or_reason("parent process (the child produced no result)")
         return self._environment
 
 

@@ -254,9 +254,6 @@ def _skipped_result(
 
 
 def _parent_environment() -> dict[str, Any]:
-    from tokbench.hardware.environment import capture_environment
+    from tokbench.hardware.environment import capture_environment_or_reason
 
-    try:
-        return capture_environment()
-    except Exception as error:  # a broken driver must not cost the skip its record
-        return {"capture_error": f"{type(error).__name__}: {error}"}
+    return capture_environment_or_reason()

@@ -202,13 +202,9 @@ class RayExecutor:
 
     def _driver_environment(self) -> dict[str, Any]:
         if self._environment is None:
-            from tokbench.hardware.environment import capture_environment
+            from tokbench.hardware.environment import capture_environment_or_reason
 
-            try:
-                self._environment = capture_environment()
-            except Exception as error:  # a broken driver must not cost the failure its record
-                self._environment = {"capture_error": f"{type(error).__name__}: {error}"}
-            self._environment["captured_by"] = "the sweep's driver (the Ray task produced no result)"
+            self._environment = capture_environment_or_reason("the sweep's driver (the Ray task produced no result)")
         return self._environment
 
     def _cancel(self, generators: list[Any]) -> None:
