@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # (third-party quantization): installed so their tests run for real (ray ~240 MB, quant ~200 MB more)
 EXTRAS ?= test,ray,quant
 
-.PHONY: run test lint bench clean gpu-check browser
+.PHONY: run test test-fast lint bench clean gpu-check browser
 
 $(PY):
 	@if $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
@@ -51,6 +51,11 @@ browser:
 
 test: $(STAMP) lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The quick tier: tests/unit (schema, analysis, config, results, report data, calibration), run with torch and the
+# other heavy libraries made unimportable, which proves the read side needs none of them. Under a minute.
+test-fast: $(STAMP)
+	$(PY) scripts/pytest_without_torch.py -q $(PYTEST_ARGS) tests/unit
 
 # On a machine with one CUDA GPU: the cuda tests and short real runs of every GPU path, with a report.
 # No venv needed (a GPU box may have no registry): the venv's Python when it exists, else python3 and src/.

@@ -25,10 +25,10 @@ import tokbench
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.delay import delayed_forwards
 from tokbench.engine.loading import load
+from tokbench.results.comparison import compare
+from tokbench.results.selectors import SelectedRun, select_from_store
 from tokbench.schema.comparison import ComparisonReport
 from tokbench.schema.results import BenchmarkResult
-from tokbench.sweep.comparison import compare
-from tokbench.sweep.selectors import SelectedRun, select_from_store
 
 DECIDED = ("faster", "slower")
 

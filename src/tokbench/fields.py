@@ -2,7 +2,7 @@
 
 ``BenchmarkConfig`` declares each field with ``spec_field(default, FieldSpec(...))``; everything else
 is derived from that one declaration: the value checks of ``__post_init__`` (``check_value``), the CLI
-flags of ``tokbench run`` / ``tune`` (``tokbench.flags``), the policy plans' defaults, the sweep levels'
+flags of ``tokbench run`` / ``tune`` (``tokbench.cli.flags``), the policy plans' defaults, the sweep levels'
 choices and the README's config table (``config_table_markdown``, written by ``scripts/config_table.py``).
 
 Hash stability: ``introduced`` is the field's default *when it was added*, frozen forever. A field

@@ -21,9 +21,9 @@ from itertools import pairwise
 from math import ceil
 from typing import Any
 
-from tokbench import compat
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
+from tokbench.engine import compat
 from tokbench.engine.gradmode import GradModeProbe, check_grad_mode, grad_mode_context, run_grad_mode
 from tokbench.engine.loading import LoadedModel
 from tokbench.errors import GenerationError, UnavailableFeatureError

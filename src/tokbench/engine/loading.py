@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from tokbench import compat, presets
+from tokbench import presets
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
+from tokbench.engine import compat
 from tokbench.engine.gradmode import run_grad_mode
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device, synchronize

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from tokbench import compat
 from tokbench.config import BenchmarkConfig
+from tokbench.engine import compat
 from tokbench.errors import UnavailableFeatureError
 from tokbench.hardware.devices import resolve_device
 

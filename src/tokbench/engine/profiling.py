@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from tokbench import compat
 from tokbench.clock import Clock, perf_counter_ns
+from tokbench.engine import compat
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import GenerationTrace, OperatorTime, ProfileRecord
 from tokbench.text import safe_filename

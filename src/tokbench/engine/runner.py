@@ -17,10 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench import compat
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig, require_config
-from tokbench.engine import profiling
+from tokbench.engine import compat, profiling
 from tokbench.engine.backends import GenerationBackend, backend_name, open_backend
 from tokbench.engine.efficiency import measure_efficiency
 from tokbench.engine.gradmode import run_grad_mode

@@ -16,8 +16,8 @@ from rich.text import Text
 
 from tokbench.analysis.metrics import METRIC_LABELS
 from tokbench.report.terminal import format_figure
+from tokbench.results.history import HistoryChangesReport
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, StatisticRatio, WorkloadComparison
-from tokbench.sweep.history_changes import HistoryChangesReport
 from tokbench.text import terminal_safe
 
 VERDICT_STYLES = {"faster": "bold green", "slower": "bold red", "inconclusive": "yellow", "no significant change": ""}

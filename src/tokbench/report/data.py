@@ -31,8 +31,8 @@ from tokbench.analysis.metrics import (
 from tokbench.analysis.samples import sample_values
 from tokbench.analysis.stats import mean, median, percentile, sample_std
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
+from tokbench.results.store import ResultStore, is_sqlite_file
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
-from tokbench.sweep.store import ResultStore, is_sqlite_file
 
 # Config fields that tell sweep series apart (one line per combination in "throughput vs batch size").
 SERIES_FIELDS = (

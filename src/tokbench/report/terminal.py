@@ -15,11 +15,9 @@ from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
+    from tokbench.results.store import StoredRun
     from tokbench.schema.quant import QuantizationMethodRecord
     from tokbench.schema.records import LaunchRecord
-    from tokbench.sweep.plan import SweepPlan
-    from tokbench.sweep.runner import SweepEntry, SweepOutcome
-    from tokbench.sweep.store import StoredRun
 
 _STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max")
 # Compact names of Summary.flags for the table's last column.
@@ -387,14 +385,14 @@ def print_result(result: BenchmarkResult, console: Console | None = None) -> Non
 
 # --- sweeps and the results store -------------------------------------------------------------------
 
-_STATUS_STYLES = {"ok": "green", "skipped": "yellow", "failed": "red", "interrupted": "magenta"}
+STATUS_STYLES = {"ok": "green", "skipped": "yellow", "failed": "red", "interrupted": "magenta"}
 
 
-def _cell(value: float | None) -> str:
+def cell_text(value: float | None) -> str:
     return "-" if value is None else format_figure(value)
 
 
-def _short(text: str, limit: int = 90) -> str:
+def shorten(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -439,81 +437,6 @@ def _where_lines(launch: LaunchRecord) -> list[str]:
     return lines
 
 
-def print_plan(plan: SweepPlan, console: Console) -> None:
-    """The plan before anything runs: what will run, and what cannot (with the reason)."""
-    console.print(
-        f"sweep {plan.sweep_id}: {len(plan.runnable)} config(s) to run, {len(plan.skipped)} cannot run here"
-        + (f", {plan.duplicates} duplicate(s) collapsed" if plan.duplicates else "")
-        + (f", {len(plan.invalid)} invalid combination(s)" if plan.invalid else "")
-    )
-    for note in plan.notes:
-        console.print(f"note: {note}")
-    for skipped in plan.skipped:
-        console.print(Text(terminal_safe(f"skipped  {skipped.config.name}: {skipped.reason}"), style="yellow"))
-    for invalid in plan.invalid:
-        console.print(Text(terminal_safe(f"invalid  {invalid.fields}: {invalid.reason}"), style="red"))
-
-
-def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) -> None:
-    """Which runnable configs share one model load (one worker loads it once and measures each in turn)."""
-    from tokbench.sweep.grouping import load_groups
-
-    configs = plan.configs
-    groups = [group for group in load_groups(configs, share=share) if group.shared]
-    if not share:
-        console.print("load     not shared: every config loads its model in its own worker (--no-share-load)")
-    for number, group in enumerate(groups, start=1):
-        names = ", ".join(configs[index].name for index in group.indexes)
-        line = f"load     shared {number}: {len(group.indexes)} configs on one load: {names}"
-        console.print(Text(terminal_safe(line)))
-
-
-def sweep_summary_table(outcome: SweepOutcome) -> Table:
-    """One row per config of a finished (or interrupted) sweep; repeats add between/within-process CV."""
-    from tokbench.sweep.runner import repeat_variation
-
-    table = Table(header_style="bold")
-    for column in ("config", "status", "run ids", "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s"):
-        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
-    repeated = any(entry.repeat_index > 0 for entry in outcome.entries)
-    if repeated:
-        table.add_column("E2E CV between proc", justify="right")
-        table.add_column("E2E CV within proc", justify="right")
-    table.add_column("reason")
-    grouped: dict[str, list[SweepEntry]] = {}
-    for entry in outcome.entries:
-        grouped.setdefault(entry.config.config_hash, []).append(entry)
-    for entries in grouped.values():
-        results = [entry.result for entry in entries if entry.result is not None]
-        statuses = sorted({result.status for result in results}) or ["stored before (resumed)"]
-        ok = [result for result in results if result.ok]
-        last = ok[-1] if ok else (results[-1] if results else None)
-        run_ids = ",".join(str(entry.run_id) for entry in entries if entry.run_id is not None)
-
-        def median(metric: str, result: BenchmarkResult | None = last) -> str:
-            summary = result.summary.get(metric) if result is not None else None
-            return _cell(summary.median if summary else None)
-
-        reasons = "; ".join(sorted({_short(result.reason) for result in results if result.reason}))
-        status = "/".join(statuses)
-        row = [
-            entries[0].config.name,
-            Text(status, style=_STATUS_STYLES.get(status, "")),
-            run_ids or "-",
-            median("ttft_ms"),
-            median("tpot_ms"),
-            median("e2e_latency_ms"),
-            median("decode_throughput_tok_s"),
-        ]
-        if repeated:
-            variation = repeat_variation(ok)
-            row += (
-                [f"{variation.between_cv:.1%}", f"{variation.within_cv:.1%}"] if variation is not None else ["-", "-"]
-            )
-        table.add_row(*row, reasons)
-    return table
-
-
 def history_table(runs: list[StoredRun]) -> Table:
     table = Table(header_style="bold")
     for column in ("run", "started", "model", "config", "hash", "status", "TTFT ms", "TPOT ms", "decode tok/s"):
@@ -530,10 +453,10 @@ def history_table(runs: list[StoredRun]) -> Table:
             run.model,
             run.name,
             run.config_hash,
-            Text(terminal_safe(run.status), style=_STATUS_STYLES.get(run.status, "")),
-            _cell(run.medians.get("ttft_ms")),
-            _cell(run.medians.get("tpot_ms")),
-            _cell(run.medians.get("decode_throughput_tok_s")),
-            _short(run.reason, 70),
+            Text(terminal_safe(run.status), style=STATUS_STYLES.get(run.status, "")),
+            cell_text(run.medians.get("ttft_ms")),
+            cell_text(run.medians.get("tpot_ms")),
+            cell_text(run.medians.get("decode_throughput_tok_s")),
+            shorten(run.reason, 70),
         )
     return table

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tokbench.quant.tune.selection import HIGH_DISPERSION
 from tokbench.schema.quant import TuningReport
+from tokbench.schema.summary import HIGH_DISPERSION
 
 if TYPE_CHECKING:
     from rich.table import Table

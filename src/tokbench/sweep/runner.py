@@ -12,22 +12,21 @@ and returns an outcome marked ``interrupted``; an inline run stopped mid-way is 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokbench.analysis.stats import mean, sample_std
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
 from tokbench.interrupts import signals_deferred
+from tokbench.results.store import DEFAULT_DB_PATH, ResultStore
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
-from tokbench.sweep.store import DEFAULT_DB_PATH, ResultStore
 from tokbench.text import safe_filename, terminal_safe
 
 if TYPE_CHECKING:
@@ -63,38 +62,6 @@ class SweepOutcome:
     @property
     def resumed(self) -> int:
         return sum(1 for entry in self.entries if entry.resumed)
-
-
-@dataclass(frozen=True)
-class RepeatVariation:
-    """Between-process vs within-process variation of one metric's per-process medians.
-
-    ``between_cv``: sample std of the per-process medians / their mean. ``within_cv``: the mean over
-    processes of each process's own std / mean across its iterations.
-    """
-
-    metric: str
-    processes: int
-    mean_of_medians: float
-    between_cv: float
-    within_cv: float
-
-
-def repeat_variation(results: Sequence[BenchmarkResult], metric: str = "e2e_latency_ms") -> RepeatVariation | None:
-    """Variation over the ``ok`` results of one config run in separate processes (None below two)."""
-    summaries = [result.summary[metric] for result in results if result.ok and metric in result.summary]
-    if len(summaries) < 2:
-        return None
-    medians = [summary.median for summary in summaries]
-    centre = mean(medians)
-    within = [summary.std / summary.mean for summary in summaries if summary.mean]
-    return RepeatVariation(
-        metric=metric,
-        processes=len(summaries),
-        mean_of_medians=centre,
-        between_cv=sample_std(medians) / centre if centre else 0.0,
-        within_cv=mean(within) if within else 0.0,
-    )
 
 
 def execute_plan(
@@ -183,7 +150,7 @@ def execute_plan(
 
 def keep_beside_store(db: Path, result: BenchmarkResult) -> str:
     """Write a result the store could not take as JSON in ``<db>-unsaved/`` (else a fallback folder)."""
-    from tokbench.outputs import keep_somewhere_safe
+    from tokbench.results.outputs import keep_somewhere_safe
 
     data = result.to_dict()
     stem = f"{safe_filename(result.config.name)}-{result.config_hash}"

@@ -10,8 +10,8 @@ from tokbench.analysis.stats import percentile
 from tokbench.quant.kernels import simplicity_rank
 from tokbench.quant.tune.timing import TuningError
 from tokbench.schema.quant import CandidateTiming, KernelChoice
+from tokbench.schema.summary import HIGH_DISPERSION  # IQR / median above this is reported (as torch.utils.benchmark)
 
-HIGH_DISPERSION = 0.1  # IQR / median above this is reported (torch.utils.benchmark uses the same bound)
 TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
 
 

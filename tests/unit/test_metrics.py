@@ -14,7 +14,7 @@ from tokbench.analysis.metrics import (
     time_to_first_token_ns,
 )
 from tokbench.analysis.samples import metric_samples, sample_values
-from tokbench.engine.generation import GenerationTrace
+from tokbench.schema.records import GenerationTrace
 
 # ~12 days of uptime in ns: float32 seconds would have a 62 ms step here (peers.md defect 1).
 UPTIME_NS = 12 * 24 * 3600 * 1_000_000_000

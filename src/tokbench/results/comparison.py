@@ -18,6 +18,7 @@ from tokbench.analysis import compare as stats
 from tokbench.analysis.metrics import METRIC_UNITS
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import TokbenchError
+from tokbench.results.selectors import SelectedRun, device_type_of, workload_key_of
 from tokbench.schema.comparison import (
     ComparisonReport,
     EnvironmentDifference,
@@ -29,7 +30,6 @@ from tokbench.schema.comparison import (
     WorkloadComparison,
 )
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
-from tokbench.sweep.selectors import SelectedRun, device_type_of, workload_key_of
 
 # What a workload is: these never differ between compared runs, --ignore or not.
 SHAPE_FIELDS = ("model", "batch_size", "sequence_length", "new_tokens")

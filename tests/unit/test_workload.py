@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 
 import pytest
-import torch
 
 from tokbench.analysis.metrics import distinct_requests, per_request_samples, prefill_throughput
 from tokbench.analysis.samples import sample_values
 from tokbench.cli import build_parser, config_from_args, parse_sequence_length
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.loading import TokenizerCache, build_inputs, resolve_model_source
 from tokbench.errors import ConfigError
 from tokbench.schema.records import GenerationTrace
-
-CPU = torch.device("cpu")
 
 
 def test_sequence_length_forms_and_hashes() -> None:
@@ -67,19 +63,6 @@ def test_cli_sequence_length_forms() -> None:
     )
     config = config_from_args(args)
     assert (config.prompt_lengths, config.continuous_batching, config.cb_page_size) == ((4, 9), True, 16)
-
-
-def test_left_padded_rows_hold_the_same_prompts_as_uniform_rows() -> None:
-    tokenizer, _ = TokenizerCache().get(resolve_model_source("tiny-llama"))
-    inputs = build_inputs(tokenizer, 3, [5, 12, 1], CPU)
-    assert tuple(inputs.input_ids.shape) == (3, 12)
-    assert inputs.prompt_lengths == (5, 12, 1)
-    assert inputs.attention_mask[0].tolist() == [0] * 7 + [1] * 5
-    requests = inputs.request_token_ids()
-    for row, length in enumerate((5, 12, 1)):
-        uniform = build_inputs(tokenizer, 3, length, CPU)
-        assert requests[row] == uniform.input_ids[row].tolist()
-        assert inputs.input_ids[row, 12 - length :].tolist() == requests[row]
 
 
 def _continuous_trace() -> GenerationTrace:

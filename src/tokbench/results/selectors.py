@@ -70,7 +70,7 @@ def _run_range(text: str) -> tuple[int, int]:
 
 
 def select_from_store(store_path: Path, selector: dict[str, str]) -> list[SelectedRun]:
-    from tokbench.sweep.store import ResultStore
+    from tokbench.results.store import ResultStore
 
     if not store_path.is_file():
         raise SelectorError(f"no results store at {store_path}; pass an existing store (--db FILE or FILE.db:...)")

@@ -132,7 +132,7 @@ def test_an_interrupted_write_keeps_the_old_file_whole(tmp_path: Path) -> None:
 
 def test_a_result_written_by_schema_1_still_loads_with_its_hash(tmp_path: Path) -> None:
     # tests/data/result-v1.json was written by `tokbench run` at commit c216dfb (schema 1), unedited.
-    path = Path(__file__).parent / "data" / "result-v1.json"
+    path = Path(__file__).parents[1] / "data" / "result-v1.json"
     stored = json.loads(path.read_text())
     assert stored["schema_version"] == 1
     result = load_result(path)  # also checks the stored config_hash against the config

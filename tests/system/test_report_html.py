@@ -33,8 +33,8 @@ from tokbench.report.data import (
 )
 from tokbench.report.figures import comparison_figures, plotly_text, run_figures, sweep_figures, to_plotly, write_pngs
 from tokbench.report.html import build_report, fmt, json_for_script, plotly_js, render_html
+from tokbench.results.store import ResultStore
 from tokbench.schema.results import BenchmarkResult, save_result
-from tokbench.sweep.store import ResultStore
 
 HOSTILE = "<script>alert(1)</script>"
 

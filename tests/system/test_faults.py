@@ -25,9 +25,9 @@ from tokbench.errors import ConfigError, StoreError
 from tokbench.fileio import write_new_text
 from tokbench.quant.tune.cache import TuningCache, TuningCacheWarning
 from tokbench.report.terminal import make_console, print_result
+from tokbench.results.store import ResultStore
 from tokbench.sweep.plan import SweepSpec
 from tokbench.sweep.runner import _skipped_result
-from tokbench.sweep.store import ResultStore
 from tokbench.text import safe_filename, spreadsheet_safe, terminal_safe
 
 FAST = ["--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "3", "--warmup-iterations", "1",
@@ -146,7 +146,7 @@ def test_writes_racing_for_one_name_all_keep_their_file(tmp_path: Path) -> None:
 def test_two_default_named_runs_in_the_same_second_keep_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import datetime, timezone
 
-    from tokbench.outputs import plan_result_target, write_result_json
+    from tokbench.results.outputs import plan_result_target, write_result_json
 
     monkeypatch.chdir(tmp_path)
     now = datetime(2026, 11, 27, 7, 0, 0, tzinfo=timezone.utc)

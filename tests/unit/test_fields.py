@@ -15,12 +15,12 @@ from tokbench.config import FIELD_DEFAULTS, FIELD_SPECS, GRAD_MODES, BenchmarkCo
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan
 from tokbench.errors import ConfigError
 from tokbench.fields import FieldSpec, config_table_markdown, identity_role, spec_field
+from tokbench.results.store import MIGRATIONS, ResultStore
 from tokbench.schema.results import load_result, save_result
 from tokbench.sweep.plan import LEVELS
-from tokbench.sweep.store import MIGRATIONS, ResultStore
 
-FIXTURE_V1 = Path(__file__).parent / "data" / "result-v1.json"
-ROOT = Path(__file__).parent.parent
+FIXTURE_V1 = Path(__file__).parents[1] / "data" / "result-v1.json"
+ROOT = Path(__file__).parents[2]
 
 # The flags tokbench run had before the fields were declared once: none may disappear or change.
 RUN_FLAGS = (

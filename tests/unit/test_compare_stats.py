@@ -185,7 +185,7 @@ def test_several_runs_a_side_are_resampled_runs_first() -> None:
 
 
 def test_selector_syntax_errors_are_clear() -> None:
-    from tokbench.sweep.selectors import SelectorError, parse_selector
+    from tokbench.results.selectors import SelectorError, parse_selector
 
     assert parse_selector("sweep=ab12, run=3-7,latest") == {"sweep": "ab12", "run": "3-7", "latest": ""}
     for bad, fragment in (("colour=red", "unknown selector key"), ("sweep=", "needs a value"), ("", "empty")):

@@ -13,8 +13,8 @@ from typing import Any
 
 from tokbench.analysis.changepoints import find_change_points
 from tokbench.analysis.compare import HIGHER_IS_BETTER
+from tokbench.results.selectors import SelectedRun, workload_key_of
 from tokbench.schema.results import STATUS_OK
-from tokbench.sweep.selectors import SelectedRun, workload_key_of
 
 
 @dataclass(frozen=True)

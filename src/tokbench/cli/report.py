@@ -1,7 +1,6 @@
 """``tokbench report INPUT... --output report.html [--png DIR]``: the command line of the HTML report.
 
-Kept out of ``cli.py`` so the report's options live beside the report; ``cli`` registers the parser and
-dispatches here. The command reads its inputs only (a store is opened read-only) and writes the page
+The command reads its inputs only (a store is opened read-only) and writes the page
 (and PNGs) where it is told.
 """
 
@@ -13,13 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tokbench.cli.common import EXIT_OK, EXIT_USAGE
 from tokbench.errors import StoreError
 from tokbench.report.data import ReportError, StoreSelector
 
 DEFAULT_OUTPUT = Path("tokbench-report.html")
-EXIT_OK = 0
-EXIT_USAGE = 2
-
 
 def add_report_parser(commands: Any) -> None:
     from tokbench.report.html import DEFAULT_RUN_PAGES
@@ -55,6 +52,7 @@ def add_report_parser(commands: Any) -> None:
         metavar="N",
         help=f"at most N runs get a page of their own with every plot (default: {DEFAULT_RUN_PAGES})",
     )
+    report.set_defaults(handler=command_report)
 
 
 def command_report(args: argparse.Namespace) -> int:

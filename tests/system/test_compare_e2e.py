@@ -18,10 +18,10 @@ from tokbench.analysis.summarize import summarize_traces
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.delay import ForwardDelay, delayed_forwards
 from tokbench.engine.loading import load
+from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, OutputFingerprint
 from tokbench.schema.records import GenerationTrace
 from tokbench.schema.results import BenchmarkResult, load_result, save_result
-from tokbench.sweep.store import ResultStore
 
 WORKLOAD = {
     "model": "tiny-llama",
@@ -104,7 +104,7 @@ def test_terminal_and_markdown_outputs(aa_store: tuple[Path, str]) -> None:
 
 
 def test_sweep_baseline_prints_the_comparison(aa_store: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
-    from tokbench.cli_compare import print_sweep_comparison
+    from tokbench.cli.compare import print_sweep_comparison
 
     db, sweep_id = aa_store
     assert print_sweep_comparison(f"{db}:run=1", str(db), sweep_id) == 0

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import tokbench
-from tokbench import compat
 from tokbench.analysis.summarize import recompute_summary
 from tokbench.clock import perf_counter_ns
 from tokbench.config import BenchmarkConfig
+from tokbench.engine import compat
 from tokbench.engine.backends import open_backend
 from tokbench.engine.loading import benchmark_mode, load
 from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP

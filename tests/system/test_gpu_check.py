@@ -16,7 +16,7 @@ import torch
 
 from tokbench.hardware.peaks import ACCELERATORS, find_accelerator
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
 
 def _load_script() -> Any:

@@ -15,16 +15,14 @@ from typing import Any, ClassVar
 import jsonschema
 import pytest
 
-import tokbench
-from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
 from tokbench.schema.json_schema import result_json_schema, result_json_schema_text
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import BenchmarkResult, load_result, save_result
 from tokbench.schema.serde import Record, from_data, to_data
 
-DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).parent.parent
+DATA = Path(__file__).parents[1] / "data"
+REPO = Path(__file__).parents[2]
 FIXTURES = ("result-v1.json", "result-v2.json", "result-v2-int4.json")
 CURRENT_FIXTURES = ("result-v2.json", "result-v2-int4.json")  # written by this schema version (2)
 
@@ -166,18 +164,6 @@ def test_the_schema_rejects_what_tokbench_would_not_write() -> None:
     del broken["status"]
     errors = {error.message for error in validator.iter_errors(broken)}
     assert "'status' is a required property" in errors and any("'soon'" in message for message in errors)
-
-
-def test_fresh_results_of_a_real_run_validate_against_the_schema(fast_config_fields: dict[str, object]) -> None:
-    validator = jsonschema.Draft202012Validator(result_json_schema())
-    ok = tokbench.run(BenchmarkConfig(**fast_config_fields), progress=False, device_warmup_s=0.01)  # type: ignore[arg-type]
-    assert ok.ok, ok.reason
-    skipped = tokbench.run(BenchmarkConfig(**{**fast_config_fields, "kernels": True}), progress=False)  # type: ignore[arg-type]
-    assert skipped.status == "skipped"
-    for result in (ok, skipped):
-        data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-        assert not [error.message for error in validator.iter_errors(data)]
-        assert BenchmarkResult.from_dict(data) == result
 
 
 def test_reading_and_recomputing_results_imports_no_torch() -> None:

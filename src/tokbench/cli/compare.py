@@ -1,7 +1,4 @@
-"""``tokbench compare`` and ``tokbench regressions`` (also ``history --changes``); ``sweep --baseline``.
-
-Kept out of cli.py so the comparison commands grow on their own; cli.py only registers and dispatches them.
-"""
+"""``tokbench compare`` and ``tokbench regressions`` (also ``history --changes``); ``sweep --baseline``."""
 
 from __future__ import annotations
 
@@ -12,11 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES
+from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
 from tokbench.errors import TokbenchError
-
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_USAGE = 2
 
 SELECTOR_HELP = (
     "a result JSON, a folder of results, a store (FILE.db: the newest run of each workload), or a store and a "
@@ -79,6 +73,8 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         ),
     )
     add_regressions_arguments(regressions, db_default)
+    compare.set_defaults(handler=command_compare)
+    regressions.set_defaults(handler=command_regressions)
 
 
 def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) -> None:
@@ -93,16 +89,11 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
     parser.add_argument("--format", dest="changes_format", choices=("terminal", "json"), default=None)
 
 
-def _usage(message: str) -> int:
-    print(f"tokbench: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def command_compare(args: argparse.Namespace) -> int:
     from tokbench.report.compare_view import render_json, render_markdown, render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.sweep.comparison import compare
-    from tokbench.sweep.selectors import select
+    from tokbench.results.comparison import compare
+    from tokbench.results.selectors import select
 
     try:
         baseline = select(args.baseline, args.db)
@@ -119,7 +110,7 @@ def command_compare(args: argparse.Namespace) -> int:
             ignore=args.ignore,
         )
     except TokbenchError as error:
-        return _usage(str(error))
+        return usage_error(str(error))
     if args.format == "json":
         text = render_json(report)
         sys.stdout.write(text)
@@ -144,8 +135,8 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     """``sweep --baseline``: compare the sweep just run with the baseline selection; 0, or 2 if refused."""
     from tokbench.report.compare_view import render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.sweep.comparison import compare
-    from tokbench.sweep.selectors import select, select_from_store
+    from tokbench.results.comparison import compare
+    from tokbench.results.selectors import select, select_from_store
 
     try:
         report = compare(
@@ -155,7 +146,7 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
             contender_source=f"this sweep ({sweep_id})",
         )
     except TokbenchError as error:
-        return _usage(f"comparison with --baseline: {error}")
+        return usage_error(f"comparison with --baseline: {error}")
     make_console().print(render_terminal(report), highlight=False)
     return EXIT_OK
 
@@ -168,8 +159,8 @@ def command_regressions(args: argparse.Namespace) -> int:
     )
     from tokbench.report.compare_view import history_changes_table
     from tokbench.report.terminal import make_console
-    from tokbench.sweep.history_changes import find_history_changes
-    from tokbench.sweep.selectors import parse_selector, select_from_store
+    from tokbench.results.history import find_history_changes
+    from tokbench.results.selectors import parse_selector, select_from_store
 
     metric = getattr(args, "metric", None) or "e2e_latency_ms"
     try:
@@ -185,7 +176,7 @@ def command_regressions(args: argparse.Namespace) -> int:
             significance=getattr(args, "significance", None) or DEFAULT_SIGNIFICANCE,
         )
     except (TokbenchError, ValueError) as error:
-        return _usage(str(error))
+        return usage_error(str(error))
     if getattr(args, "changes_format", None) == "json":
         sys.stdout.write(json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n")
     else:

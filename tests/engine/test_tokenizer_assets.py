@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PRESETS = REPO_ROOT / "src" / "tokbench" / "presets"
 TOKENIZER_DIR = PRESETS / "tokenizer"
 PROMPT_FILE = PRESETS / "prompt.txt"

@@ -1,0 +1,38 @@
+"""What every command shares: exit codes, the one way to print a usage error, and opening a store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from tokbench.text import terminal_safe
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1  # compare --fail-on regression
+EXIT_USAGE = 2
+EXIT_SKIPPED = 3
+EXIT_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143 (interrupts.exit_code)
+
+
+def usage_error(message: object) -> int:
+    """Print one terminal-safe ``tokbench: ...`` line and return the usage exit code."""
+    print(f"tokbench: {terminal_safe(message, newlines=False)}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def db_help() -> str:
+    from tokbench.results.store import DEFAULT_DB_PATH
+
+    return f"results store (SQLite file; default: {DEFAULT_DB_PATH} in the working directory)"
+
+
+def open_store(path: str, must_exist: bool) -> Any:
+    from tokbench.errors import StoreError
+    from tokbench.results.store import ResultStore
+
+    if must_exist and not Path(path).is_file():
+        raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
+    # Reading commands (must_exist) open it read-only: they never add tables, migrate or write anything.
+    return ResultStore(path, read_only=must_exist)
