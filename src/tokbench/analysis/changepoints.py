@@ -36,6 +36,7 @@ Pure numpy; the permutations come from ``numpy.random.default_rng(seed)``, so th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -297,6 +298,7 @@ def _p_value(
 # --- slowly drifting histories -----------------------------------------------------------------------------
 
 MAX_RHO = 0.9
+BREAK_SIGMAS = 2.5  # a difference across a change point this far out is the step itself
 
 
 def qn_scale(values: np.ndarray) -> float:
@@ -308,16 +310,26 @@ def qn_scale(values: np.ndarray) -> float:
     return float(np.partition(distances, half * (half - 1) // 2 - 1)[half * (half - 1) // 2 - 1])
 
 
-def lag1_autocorrelation(values: np.ndarray) -> float:
+def lag1_autocorrelation(values: np.ndarray, breaks: Sequence[int] = ()) -> float:
     """ρ of an AR(1), robust to level shifts and outliers, from its differences Δ: corr(Δ_t, Δ_t+1) = −(1−ρ)/2.
 
     The correlation is Gnanadesikan & Kettenring's, (s²(u+v) − s²(u−v)) / (s²(u+v) + s²(u−v)) with u = Δ_t,
-    v = Δ_t+1 and s the Qn scale: a level shift makes one large difference, which Qn ignores.
+    v = Δ_t+1 and s the Qn scale: a level shift makes one large difference, which Qn ignores. A difference across
+    one of ``breaks`` (change points found) is left out when it is an outlier among the differences (a step's
+    jump; a drift's false break is an ordinary difference, and leaving those out would hide the drift).
     """
     steps = np.diff(np.asarray(values, dtype=float))
-    if len(steps) < 4:
+    kept = np.ones(len(steps), dtype=bool)
+    if len(steps) and breaks:
+        centre = float(np.median(steps))
+        spread = 1.4826 * float(np.median(np.abs(steps - centre)))
+        across = np.asarray([index - 1 for index in breaks if 0 < index <= len(steps)], dtype=int)
+        kept[across[np.abs(steps[across] - centre) > BREAK_SIGMAS * spread]] = False
+    pairs = kept[:-1] & kept[1:]
+    if pairs.sum() < 4:
         return 0.0
-    together, apart = qn_scale(steps[:-1] + steps[1:]) ** 2, qn_scale(steps[:-1] - steps[1:]) ** 2
+    first, second = steps[:-1][pairs], steps[1:][pairs]
+    together, apart = qn_scale(first + second) ** 2, qn_scale(first - second) ** 2
     if together + apart == 0:
         return 0.0
     return 1.0 + 2.0 * (together - apart) / (together + apart)
@@ -328,9 +340,9 @@ def chance_autocorrelation(runs: int) -> float:
     return 2.7 / math.sqrt(runs) + 5.0 / runs
 
 
-def removable_autocorrelation(values: np.ndarray) -> float:
+def removable_autocorrelation(values: np.ndarray, breaks: Sequence[int] = ()) -> float:
     """The ρ to prewhiten with: the estimate when it is beyond chance for independent runs, else 0."""
-    rho = lag1_autocorrelation(values)
+    rho = lag1_autocorrelation(values, breaks)
     return min(MAX_RHO, rho) if rho > chance_autocorrelation(len(values)) else 0.0
 
 
@@ -373,10 +385,10 @@ def location_range(values: np.ndarray, start: int, index: int, stop: int) -> tup
 
 
 def _split_segments(
-    whitened: np.ndarray, *, min_size: int, end_size: int, permutations: int, significance: float,
-    rng: np.random.Generator,
+    whitened: np.ndarray, *, min_size: int, end_size: int, permutations: int, significance: float, seed: int,
 ) -> dict[int, tuple[float, float]]:  # fmt: skip
     """Binary segmentation: index → (p, q) of every significant split."""
+    rng = np.random.default_rng(seed)
     found: dict[int, tuple[float, float]] = {}
     pending = [(0, len(whitened))]
     while pending:
@@ -440,12 +452,15 @@ def analyse_series(
     if problem:
         raise ValueError(problem)
     decidable, note = decidability_note(len(values), significance, min_size)
-    rho = removable_autocorrelation(values) if whiten and len(values) >= 2 * min_size else 0.0
-    found: dict[int, tuple[float, float]] = {}
+    rho, found = 0.0, {}
     if decidable:
-        found = _split_segments(prewhiten(values, rho), min_size=min_size, end_size=end_size,
-                                permutations=permutations, significance=significance,
-                                rng=np.random.default_rng(seed))  # fmt: skip
+        search = functools.partial(_split_segments, min_size=min_size, end_size=end_size, permutations=permutations,
+                                   significance=significance, seed=seed)  # fmt: skip
+        found = search(values)
+        # Changes found: were they the runs drifting together? ρ from the differences away from them decides.
+        rho = removable_autocorrelation(values, sorted(found)) if whiten and found else 0.0
+        if rho > 0:
+            found = search(prewhiten(values, rho))
     indices = sorted(found)
     bounds = [0, *indices, len(values)]
     changes = []
