@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.results import BenchmarkResult, load_result
 
@@ -56,3 +57,14 @@ def write_history_store(path: Path, factors: Mapping[str, Sequence[float]]) -> P
                 if index < len(series):
                     store.add(history_result(base, index, series[index], model=model))
     return path
+
+
+def history_runs(factors: Mapping[str, Sequence[float]]) -> list[SelectedRun]:
+    """The same history as ``write_history_store`` writes, as selected runs in memory (no store)."""
+    base = load_result(BASE_RESULT)
+    runs = []
+    for model, series in factors.items():
+        for index, factor in enumerate(series):
+            result = history_result(base, index, factor, model=model)
+            runs.append(SelectedRun(result, f"{model} #{index}", len(runs) + 1, result.started_at, commit_of(index)))
+    return runs
