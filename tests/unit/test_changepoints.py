@@ -132,7 +132,8 @@ def test_ties_are_decided_exactly_as_rational_arithmetic_decides_them(values: li
     # The permutations the detector draws, re-scored exactly on its integer grid: the same decisions.
     n, permutations = len(values), 199
     grid, _ = cp._grid(np.asarray(values, dtype=float))
-    assert [a == b for a, b in itertools.combinations(grid, 2)] == [a == b for a, b in itertools.combinations(values, 2)]
+    pairs = list(itertools.combinations(range(n), 2))
+    assert [grid[i] == grid[j] for i, j in pairs] == [values[i] == values[j] for i, j in pairs]  # ties kept
     cand = cp._Candidates.of(n, 3, 2)
     observed = cp._best_split(grid, cand)
     assert observed is not None

@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from history_data import commit_of, history_runs, write_history_store
 
 from tokbench.cli import main
 from tokbench.results.history import find_history_changes, metrics_held
 from tokbench.results.selectors import select_from_store
-
-sys.path.insert(0, str(Path(__file__).parent.parent))
-from history_data import commit_of, history_runs, write_history_store  # noqa: E402
 
 
 def _noisy(rng: np.random.Generator, n: int, cv: float = 0.01) -> np.ndarray:
@@ -34,7 +31,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "newest-one": _noisy(rng, 30) + 0.15 * (index >= 29),
         "short": _noisy(rng, 6),
     }
-    return write_history_store(tmp_path_factory.mktemp("history") / "history.db", {k: list(v) for k, v in factors.items()})
+    path = tmp_path_factory.mktemp("history") / "history.db"
+    return write_history_store(path, {model: list(series) for model, series in factors.items()})
 
 
 # CLI runs here use a 5% family-wise level and 199 permutations to stay quick (the defaults: 1%, automatic)
