@@ -1,9 +1,8 @@
-"""``tokbench compare`` and ``tokbench regressions`` (also ``history --changes``); ``sweep --baseline``."""
+"""``tokbench compare``; ``sweep --baseline`` (``tokbench regressions`` is ``cli.regressions``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,30 +62,7 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         "--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)"
     )
 
-    regressions = commands.add_parser(
-        "regressions",
-        help="change points in the stored history of each workload (E-divisive means, permutation test)",
-        description=(
-            "For each workload in the store, order its ok runs by start time, find change points in the series "
-            "of per-run medians (E-divisive means with a permutation significance test, as Apache Otava / "
-            "MongoDB) and print each change with its magnitude, the commits around it and its p-value."
-        ),
-    )
-    add_regressions_arguments(regressions, db_default)
     compare.set_defaults(handler=command_compare)
-    regressions.set_defaults(handler=command_regressions)
-
-
-def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) -> None:
-    from tokbench.analysis.metrics import METRIC_UNITS
-
-    parser.add_argument("--db", default=db_default, help="results store")
-    parser.add_argument("--metric", choices=tuple(METRIC_UNITS), default=None, help="metric (default e2e_latency_ms)")
-    parser.add_argument("--select", metavar="SELECTOR", help="only runs this selector picks (e.g. model=tiny-llama)")
-    parser.add_argument("--significance", type=float, default=None, help="permutation p-value cut-off (0.01)")
-    parser.add_argument("--permutations", type=int, default=None, help="permutations per test (199)")
-    parser.add_argument("--min-size", type=int, default=None, help="runs at least on each side of a change (3)")
-    parser.add_argument("--format", dest="changes_format", choices=("terminal", "json"), default=None)
 
 
 def command_compare(args: argparse.Namespace) -> int:
@@ -148,39 +124,4 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     except TokbenchError as error:
         return usage_error(f"comparison with --baseline: {error}")
     make_console().print(render_terminal(report), highlight=False)
-    return EXIT_OK
-
-
-def command_regressions(args: argparse.Namespace) -> int:
-    from tokbench.analysis.changepoints import (
-        DEFAULT_MIN_SIZE,
-        DEFAULT_PERMUTATIONS,
-        DEFAULT_SIGNIFICANCE,
-    )
-    from tokbench.report.compare_view import history_changes_table
-    from tokbench.report.terminal import make_console
-    from tokbench.results.history import find_history_changes
-    from tokbench.results.selectors import parse_selector, select_from_store
-
-    metric = getattr(args, "metric", None) or "e2e_latency_ms"
-    try:
-        selector = {"model": args.model} if getattr(args, "model", None) else {}
-        if getattr(args, "select", None):
-            selector.update(parse_selector(args.select))
-        runs = select_from_store(Path(args.db), selector)
-        report = find_history_changes(
-            runs,
-            metric,
-            min_size=getattr(args, "min_size", None) or DEFAULT_MIN_SIZE,
-            permutations=getattr(args, "permutations", None) or DEFAULT_PERMUTATIONS,
-            significance=getattr(args, "significance", None) or DEFAULT_SIGNIFICANCE,
-        )
-    except (TokbenchError, ValueError) as error:
-        return usage_error(str(error))
-    if getattr(args, "changes_format", None) == "json":
-        sys.stdout.write(json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n")
-    else:
-        console = make_console()
-        for renderable in history_changes_table(report):
-            console.print(renderable, highlight=False)
     return EXIT_OK

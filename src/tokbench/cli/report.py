@@ -46,6 +46,12 @@ def add_report_parser(commands: Any) -> None:
         help="inline plotly.js as is (4.6 MiB) instead of gzipped (1.4 MiB, unpacked by browsers from 2023 on)",
     )
     add(
+        "--history",
+        action="store_true",
+        help="instead of run pages: per workload and metric, the per-run medians over time with their intervals "
+        "and the change points (as `tokbench regressions --metric all`), filterable by model and metric",
+    )
+    add(
         "--run-pages",
         type=int,
         default=DEFAULT_RUN_PAGES,
@@ -69,14 +75,19 @@ def command_report(args: argparse.Namespace) -> int:
     try:
         sources = load_sources(args.inputs, selector)
         items = sources.results
-        path, pngs = write_report(
-            items,
-            args.output,
-            png_dir=args.png,
-            run_pages=args.run_pages,
-            comparisons=sources.comparisons,
-            plain_js=args.plain_js,
-        )
+        if getattr(args, "history", False):
+            from tokbench.report.history_page import write_history_report
+
+            path, pngs = write_history_report(items, args.output, plain_js=args.plain_js), []
+        else:
+            path, pngs = write_report(
+                items,
+                args.output,
+                png_dir=args.png,
+                run_pages=args.run_pages,
+                comparisons=sources.comparisons,
+                plain_js=args.plain_js,
+            )
     except (ReportError, StoreError) as error:
         print(f"tokbench: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -43,7 +43,7 @@ def command_history(args: argparse.Namespace) -> int:
     from tokbench.report.terminal import history_table, make_console
 
     if args.changes:
-        from tokbench.cli.compare import command_regressions
+        from tokbench.cli.regressions import command_regressions
 
         return command_regressions(args)
     with open_store(args.db, must_exist=True) as store:

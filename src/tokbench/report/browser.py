@@ -101,12 +101,13 @@ class ReportBrowser:
 
     @staticmethod
     def wait_for_plots(page: Any, timeout_s: float = 60.0) -> None:
-        """Until the page script ran and drew every figure whose <details> are all open."""
+        """Until the page script ran and drew every figure whose <details> are all open (and not filtered out)."""
         page.wait_for_function(
             """() => {
                 if (document.body.dataset.scriptDone !== '1') return false;
                 const blocks = Array.from(document.querySelectorAll('script.tb-figure'));
                 const visible = blocks.filter(b => {
+                    if (document.getElementById(b.dataset.target).closest('[hidden]')) return false;
                     let d = document.getElementById(b.dataset.target).closest('details');
                     while (d) { if (!d.open) return false; d = d.parentElement.closest('details'); } return true; });
                 const drawn = Number(document.body.dataset.plotsRendered || '0');

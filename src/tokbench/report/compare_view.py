@@ -16,7 +16,6 @@ from rich.text import Text
 
 from tokbench.analysis.metrics import METRIC_LABELS
 from tokbench.report.terminal import format_figure
-from tokbench.results.history import HistoryChangesReport
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, StatisticRatio, WorkloadComparison
 from tokbench.text import terminal_safe
 
@@ -222,50 +221,3 @@ def render_markdown(report: ComparisonReport) -> str:
 def render_json(report: ComparisonReport) -> str:
     return json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n"
 
-
-def history_changes_table(report: HistoryChangesReport) -> list[object]:
-    """``tokbench regressions``: a table of every change point, then the workloads without one."""
-    label = METRIC_LABELS.get(report.metric, report.metric)
-    table = Table(title=f"change points in the per-run median {label} (E-divisive means, permutation test)")
-    table.add_column("workload", overflow="fold")
-    table.add_column("runs", justify="right")
-    table.add_column("change", no_wrap=True)
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    table.add_column("p", justify="right")
-    table.add_column("last run before → first run after", overflow="fold")
-    table.add_column("bisect", no_wrap=True)
-    quiet = []
-    for workload in report.workloads:
-        if not workload.changes:
-            quiet.append(
-                f"{neutral(workload.name)} [{workload.workload_key}]: {workload.runs} run(s), "
-                + (neutral(workload.note) if workload.note else "no change point")
-            )
-        for change in workload.changes:
-            table.add_row(
-                f"{neutral(workload.name, 50)} [{workload.workload_key}]",
-                str(workload.runs),
-                Text(
-                    f"{change.relative_change:+.1%} {change.direction}", style=VERDICT_STYLES.get(change.direction, "")
-                ),
-                format_figure(change.before_median),
-                format_figure(change.after_median),
-                f"{change.p_value:.3f}",
-                f"{neutral(change.last_before, 80)} → {neutral(change.first_after, 80)}",
-                neutral(change.commit_range or "-", 40),
-            )
-    parts: list[object] = []
-    if any(workload.changes for workload in report.workloads):
-        parts.append(table)
-    else:
-        parts.append(Text(f"no change point in the per-run median {label} of any workload"))
-    parts.extend(Text(line) for line in quiet)
-    parts.append(
-        Text(
-            f"a change needs at least {report.min_size} runs on each side and a permutation p-value ≤ "
-            f"{report.significance:g} ({report.permutations} permutations); bisect between the two commits shown",
-            style="dim",
-        )
-    )
-    return parts

@@ -76,6 +76,17 @@ class Section:
     tables: tuple[Table, ...] = ()
     lines: tuple[str, ...] = ()  # plain text lines (escaped)
     open: bool = True  # a folded section is drawn when it is opened
+    tags: tuple[tuple[str, str], ...] = ()  # (filter name, value): the page's filters show or hide the section
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A drop-down over the page's sections: ``name`` matches their tags; "" (all) or one of ``choices``."""
+
+    name: str
+    label: str
+    choices: tuple[tuple[str, str], ...]  # (value, text shown)
+    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class Page:
     sections: tuple[Section, ...]
     open: bool = True  # run pages of a large sweep start folded and draw their plots when opened
     status: str = ""
+    filters: tuple[Filter, ...] = ()  # drop-downs that show only the sections tagged with the chosen value
 
 
 @dataclass(frozen=True)
@@ -531,6 +543,7 @@ caption{text-align:left;font-weight:600;padding:2px 0;font-size:12px}
 .lines{font-size:13px;color:#374151;margin:4px 0;white-space:pre-wrap;word-break:break-word}
 .status-ok{color:#047857}.status-failed{color:#b91c1c}.status-skipped{color:#b45309}
 .notes{background:#fef3c7;padding:6px 24px;font-size:13px}
+.filters{font-size:13px;margin:4px 0 8px}.filters label{margin-right:16px}
 """
 
 # Draws every figure of an open <details> (and of one opened later), sorts tables on a header click,
@@ -569,7 +582,7 @@ _PAGE_SCRIPT = """
     blocks.forEach(function(block){
       if (block.dataset.done) return;
       var target = document.getElementById(block.dataset.target);
-      if (!scope.contains(target)) return;
+      if (!scope.contains(target) || target.closest('[hidden]')) return;
       var holder = target.closest('details');
       while (holder) { if (!holder.open) return; holder = holder.parentElement.closest('details'); }
       block.dataset.done = '1';
@@ -610,6 +623,22 @@ _PAGE_SCRIPT = """
     if (target && target.tagName === 'DETAILS' && !target.open) { target.open = true; }
   }
   window.addEventListener('hashchange', openTarget);
+  document.querySelectorAll('select[data-tb-filter]').forEach(function(select){
+    function apply(){
+      var page = select.closest('details'), chosen = {};
+      page.querySelectorAll('select[data-tb-filter]').forEach(function(s){ chosen[s.dataset.tbFilter] = s.value; });
+      page.querySelectorAll('section[data-tb-tags]').forEach(function(section){
+        var tags = JSON.parse(section.dataset.tbTags), shown = true;
+        Object.keys(chosen).forEach(function(name){
+          if (chosen[name] !== '' && name in tags && tags[name] !== chosen[name]) shown = false;
+        });
+        section.hidden = !shown;
+      });
+      draw(page);
+    }
+    select.addEventListener('change', apply);
+    apply();
+  });
   document.body.dataset.plotsRendered = '0';
   openTarget();
   draw(document);
@@ -662,9 +691,21 @@ def _render_section(section: Section, page_id: str, figure_blocks: list[str]) ->
     else:
         parts.append(f'<div class="tables">{tables}</div>')
     inner = "".join(parts)
+    tags = f" data-tb-tags=\"{_e(json.dumps(dict(section.tags)))}\"" if section.tags else ""
     if not section.open:
-        return f"<section><details><summary>{_e(section.title)}</summary>{inner}</details></section>"
-    return f"<section>{inner}</section>"
+        return f"<section{tags}><details><summary>{_e(section.title)}</summary>{inner}</details></section>"
+    return f"<section{tags}>{inner}</section>"
+
+
+def _render_filters(page: Page) -> str:
+    controls = []
+    for item in page.filters:
+        options = "".join(
+            f'<option value="{_e(value)}"{" selected" if value == item.default else ""}>{_e(text)}</option>'
+            for value, text in (("", "all"), *item.choices)
+        )
+        controls.append(f'<label>{_e(item.label)} <select data-tb-filter="{_e(item.name)}">{options}</select></label>')
+    return f'<div class="filters">{" ".join(controls)}</div>' if controls else ""
 
 
 def render_html(report: Report, plain_js: bool = False) -> str:
@@ -678,7 +719,7 @@ def render_html(report: Report, plain_js: bool = False) -> str:
         body.append(
             f'<details class="page" id="{_e(page.page_id)}"{" open" if page.open else ""}>'
             f"<summary>{_e(page.title)}{status}</summary>"
-            f'<p class="subtitle">{_e(page.subtitle)}</p>{sections}</details>'
+            f'<p class="subtitle">{_e(page.subtitle)}</p>{_render_filters(page)}{sections}</details>'
         )
     nav = "".join(f'<a href="#{_e(p.page_id)}">{_e(p.title)}</a>' for p in report.pages)
     notes = "".join(f'<div class="notes">{_e(note)}</div>' for note in report.notes)
