@@ -6,7 +6,8 @@ is. What counts as one sample (see ``metrics`` for the formulas):
 
 - TTFT, TPOT, E2E latency: one per distinct request of a call (one per call on the plain path, whose
   lockstep rows share their stamps; one per request with continuous batching, from the request's own
-  submission to its own finish);
+  submission to its own finish); TPOT only for requests of two tokens or more (in-process runs always
+  generate at least two; a served answer that stopped after one has no TPOT);
 - ITL: every gap between consecutive tokens of every distinct request, pooled;
 - the throughputs: one per call.
 
@@ -103,7 +104,7 @@ def metric_samples(
             per_request = {
                 name: formula(trace, row, stamps) / NS_PER_MS
                 for name, formula in _PER_REQUEST_NS.items()
-                if name in wanted
+                if name in wanted and (name != "tpot_ms" or len(stamps) >= 2)  # a served answer may be 1 token
             }
             for name, value in per_request.items():
                 values[name].append(value)
