@@ -123,7 +123,8 @@ def proportion_interval(successes: int, trials: int, confidence: float = CONFIDE
     share = successes / trials
     centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return (low, 1.0 if successes == trials else min(1.0, centre + half))
 
 
 def _normal_quantile(probability: float) -> float:

@@ -50,6 +50,7 @@ STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_INTERRUPTED)
 FLAG_NO_STEADY_STATE = "no_steady_state"
 FLAG_PRECISION_NOT_REACHED = "precision_not_reached"
 FLAG_RECOMPILED_WHILE_MEASURING = "recompiled_while_measuring"
+FLAG_CLIENT_BEHIND_SCHEDULE = "client_behind_schedule"  # a serving run's open loop sent late beyond its budget
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ class BenchmarkResult(Record):
             flags.append(FLAG_PRECISION_NOT_REACHED)
         if compile_record is not None and compile_record.recompiles_during_measurement > 0:
             flags.append(FLAG_RECOMPILED_WHILE_MEASURING)
+        if self.serving is not None and not self.serving.valid:
+            flags.append(FLAG_CLIENT_BEHIND_SCHEDULE)
         return tuple(flags)
 
     @classmethod

@@ -145,8 +145,8 @@ async def stream_request(
     clock: Clock = perf_counter_ns,
 ) -> None:
     """Send one request on ``connection`` and read its stream into ``outcome`` (raises ``RequestFailed``)."""
+    outcome.sent_ns = clock()  # just before the bytes go to the socket: the server cannot read them earlier
     connection.send(endpoint, "POST", API_PATHS[api], payload, headers)
-    outcome.sent_ns = clock()
     response = await connection.read_head(clock)
     outcome.first_byte_ns = response.first_byte_ns
     outcome.http_status = response.status

@@ -46,7 +46,7 @@ from tokbench.schema.serving import (
     SloSpec,
 )
 from tokbench.serving.client import EventTokenCounter, RequestSpec, tokenizer_counter, word_counter
-from tokbench.serving.http import Endpoint
+from tokbench.serving.http import Endpoint, RequestFailed
 from tokbench.serving.load import LoadPlan, run_requests, to_records
 from tokbench.serving.preflight import PROBE_TOKENS, STREAM_OPTIONS, ProbeNeeds, check_endpoint
 from tokbench.serving.workload import PromptBuilder, dataset_requests, load_dataset, synthetic_requests
@@ -162,7 +162,13 @@ def run_serving(run: ServingRun, api_key: str | None = None, clock: Clock = perf
         probe = RequestSpec(-1, specs[0].prompt, specs[0].prompt_tokens, PROBE_TOKENS)
     needs = ProbeNeeds(settings.api, run.served_model, probe, fixed_output=not run.allow_early_stop,
                        check_prompt_tokens=builder.tokenizer is not None)  # fmt: skip
-    capabilities, served = asyncio.run(check_endpoint(endpoint, needs, api_key, counter, settings.timeout_s, clock))
+    try:
+        capabilities, served = asyncio.run(check_endpoint(endpoint, needs, api_key, counter, settings.timeout_s, clock))
+    except RequestFailed as error:  # unreachable: nothing was measured, and the result says why
+        capabilities, served = EndpointCapabilities(api=settings.api, skip_reasons=(f"{error.kind}: {error}",)), ""
+    if not settings.model:  # named after what the server serves (the first model it lists, or the one asked)
+        settings = replace(settings, model=served or "unnamed-model")
+        run = replace(run, settings=settings)
     if capabilities.skip_reasons:
         reason = "; ".join(capabilities.skip_reasons)
         return _result(run, specs, STATUS_SKIPPED, reason, started_at, capabilities, served_model=served)
