@@ -163,3 +163,30 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert completed.returncode == 2, (args, completed.stderr)
         assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
     assert json.loads("{}") == {}
+
+
+def test_serving_report_pages_render_in_a_browser(tmp_path: Path) -> None:
+    from tokbench.cli import main
+    from tokbench.report.browser import report_browser, unavailable_reason
+    from tokbench.schema.results import save_result
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"browser tests need a headless Chromium: {reason}")
+    script = MockScript(ttft_us=3_000, tpot_us=1_000, default_output_tokens=8, faults={5: "http_500"})
+    settings = _settings(api="completions", load="rate", rate=20.0, concurrency=None, requests=20,
+                         lag_budget_ms=1000.0, label="<script>alert(1)</script>")  # fmt: skip
+    with MockThread(script) as mock:
+        outcome = sweep(ServingRun(mock.url, settings, tokenizer=MOCK_TOKENIZER), [20.0, 40.0], lambda r: None)
+    for index, result in enumerate(outcome.results):
+        save_result(result, tmp_path / f"run{index}.json")
+    output = tmp_path / "report.html"
+    assert main(["report", str(tmp_path), "--output", str(output)]) == 0
+    with report_browser() as browser:
+        opened = browser.open(output)
+        assert opened.console_errors == [] and opened.page_errors == [] and opened.outside_requests == []
+        assert opened.dialogs == []
+        page = opened.page
+        titles = page.evaluate("Array.from(document.querySelectorAll('h2, h3')).map(e => e.textContent)")
+        assert any("Serving sweep" in t for t in titles) and any("timeline" in t.lower() for t in titles)
+        assert opened.plots_rendered >= 2

@@ -27,6 +27,7 @@ STAMPING_EVENT_ARRIVAL = "event_arrival"
 # Where the tokens of an event were counted.
 TOKENS_FROM_USAGE = "usage_deltas"  # the server's cumulative usage.completion_tokens in each chunk (vLLM)
 TOKENS_FROM_TOKENIZER = "tokenizer"  # the served model's tokenizer on each event's text delta
+TOKENS_FROM_USAGE_TOTAL = "usage_total"  # the final usage equals the text events: one token each, exactly
 TOKENS_FROM_EVENTS = "one_per_event"  # no tokenizer and no usage: one token per content event (stated)
 
 # Request outcomes ("ok" or an error kind).

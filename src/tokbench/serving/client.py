@@ -186,6 +186,10 @@ def count_event_tokens(outcome: StreamOutcome, counter: EventTokenCounter | None
             counts.append(max(0, int(value) - previous))  # type: ignore[arg-type]
             previous = max(previous, int(value))  # type: ignore[arg-type]
         return counts, "usage_deltas"
+    if outcome.usage_completion_tokens == len(outcome.texts):
+        # as many text events as the server says it generated tokens: every event carried exactly one (an event
+        # with text holds at least one token, so none can hold two): exact, whatever re-tokenizing would say
+        return [1] * len(outcome.texts), "usage_total"
     if counter is not None:
         return counter(outcome.texts), "tokenizer"
     return [1] * len(outcome.texts), "one_per_event"

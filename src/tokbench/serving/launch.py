@@ -170,7 +170,10 @@ def transformers_serve_command(model_folder: Path, port: int, continuous_batchin
     command = [executable, "serve", str(model_folder), "--host", "127.0.0.1", "--port", str(port),
                "--device", "cpu", "--dtype", "float32"]  # fmt: skip
     if continuous_batching:
-        command.append("--continuous-batching")
+        # a bounded paged cache (64 blocks of 32 tokens: 2,048 tokens in flight): left to itself it sizes the cache
+        # from free memory, gigabytes on a CPU host, and takes minutes to allocate
+        command += ["--continuous-batching", "--cb-block-size", "32", "--cb-num-blocks", "64",
+                    "--cb-max-batch-tokens", "256"]  # fmt: skip
     return command
 
 
