@@ -220,7 +220,7 @@ def serving_summary(
     events = [t for r in ok for t in r.event_tokens]
     reads = [r.reads for r in ok if r.reads]
     offered = None
-    if settings.load == "rate" and len(runs) > 1:
+    if settings.load == "rate" and len(runs) > 1:  # what the schedule really offered (a Poisson draw varies)
         span = runs[-1].intended_ns - runs[0].intended_ns
         offered = (len(runs) - 1) * NS_PER_S / span if span > 0 else None
     _, counts = concurrency_steps(runs)
@@ -298,9 +298,10 @@ def queue_growth(requests: Sequence[RequestRecord]) -> QueueGrowth:
 
 @dataclass(frozen=True)
 class SaturationPoint:
-    offered: float  # offered rate (req/s) or concurrency
+    offered: float  # offered rate (req/s) or concurrency: the setting
     achieved: float  # completed requests / s
     queue_growing: bool
+    realized: float | None = None  # the rate the schedule really offered (a Poisson draw is not exactly the rate)
 
 
 @dataclass(frozen=True)
@@ -319,10 +320,11 @@ def saturation_verdict(points: Sequence[SaturationPoint], open_loop: bool) -> Sa
     for index, point in enumerate(ordered):
         if point.queue_growing:
             return SaturationVerdict(True, point.offered, best, f"queue grows through the run at {point.offered:g}")
-        if open_loop and point.achieved < PLATEAU_SHARE * point.offered:
+        offered = point.realized or point.offered
+        if open_loop and point.achieved < PLATEAU_SHARE * offered:
             return SaturationVerdict(
                 True, point.offered, best,
-                f"completes {point.achieved:.3g} req/s of {point.offered:g} offered (< {PLATEAU_SHARE:.0%})",
+                f"completes {point.achieved:.3g} req/s of {offered:.3g} offered (< {PLATEAU_SHARE:.0%})",
             )  # fmt: skip
         if not open_loop and index > 0:
             previous = ordered[index - 1]

@@ -213,7 +213,8 @@ def _point(result: BenchmarkResult) -> SaturationPoint | None:
         return None
     offered = serving.settings.rate if serving.settings.load == "rate" else serving.settings.concurrency
     growth = queue_growth(serving.requests)
-    return SaturationPoint(float(offered or 0), serving.summary.request_throughput, growth.growing)
+    summary = serving.summary
+    return SaturationPoint(float(offered or 0), summary.request_throughput, growth.growing, summary.offered_rate)
 
 
 def sweep(
