@@ -190,3 +190,52 @@ def test_serving_report_pages_render_in_a_browser(tmp_path: Path) -> None:
         titles = page.evaluate("Array.from(document.querySelectorAll('h2, h3')).map(e => e.textContent)")
         assert any("Serving sweep" in t for t in titles) and any("timeline" in t.lower() for t in titles)
         assert opened.plots_rendered >= 2
+
+
+def test_versus_runs_two_servers_interleaved_and_compare_calls_the_slower_one_slower(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("sk-from-a-file\n")
+    fast = MockScript(ttft_us=2_000, tpot_us=1_000, default_output_tokens=12)
+    slow = MockScript(ttft_us=2_000, tpot_us=4_000, default_output_tokens=12)
+    with MockThread(fast) as a, MockThread(slow) as b:
+        code = main(["serve-bench", a.url, "--versus", b.url, "--rounds", "2", "--concurrency", "2", "--requests",
+                     "24", "--output-tokens", "12", "--api-key-file", str(key_file), "--db", "ab.db"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out[-2000:]
+    assert "slower" in out and "TPOT" in out
+    assert "sk-from-a-file" not in out + (tmp_path / "ab.db").read_bytes().decode("latin-1")
+    from tokbench.results.store import ResultStore
+
+    with ResultStore(tmp_path / "ab.db", read_only=True) as store:
+        labels = [store.result(run.run_id).serving.settings.label for run in store.runs()]
+    assert labels == ["baseline", "contender", "contender", "baseline"]  # ABBA
+
+
+def test_auto_sweep_dataset_and_gamma_arrivals(tmp_path: Path) -> None:
+    from tokbench.serving.runner import auto_sweep
+
+    dataset = tmp_path / "sharegpt.json"
+    dataset.write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "tok " * 5}, {"from": "gpt", "value": "tok " * 7}]},
+        {"conversations": [{"from": "human", "value": "tok " * 9}, {"from": "gpt", "value": "tok " * 3}]},
+    ]))  # fmt: skip
+    script = MockScript(tpot_us=1_000, capacity=2, usage="final")
+    settings = _settings(api="completions", requests=16, warmup_requests=0, arrival="gamma", burstiness=0.5,
+                         input_tokens=LengthSpec("dataset"), output_tokens=LengthSpec("dataset"),
+                         lag_budget_ms=1000.0)  # fmt: skip
+    delivered = []
+    with MockThread(script) as mock:
+        run = ServingRun(mock.url, settings, tokenizer=MOCK_TOKENIZER, dataset=str(dataset))
+        outcome = auto_sweep(run, 2, delivered.append, max_concurrency=8)
+    assert [r.serving.settings.load for r in outcome.results] == ["concurrency", "concurrency", "rate", "rate"]
+    assert len(delivered) == 4 and all(r.status == "ok" for r in delivered)
+    low, high = (r.serving.summary.request_throughput for r in outcome.results[:2])
+    rates = [r.serving.settings.rate for r in outcome.results[2:]]
+    assert low < rates[0] < rates[1] < high
+    outputs = {r.usage_completion_tokens for r in outcome.results[0].serving.requests}
+    assert outputs <= {7, 3}  # output lengths from the dataset's answers (words are the mock's tokens)

@@ -9,7 +9,8 @@ is. What counts as one sample (see ``metrics`` for the formulas):
   submission to its own finish); TPOT only for requests of two tokens or more (in-process runs always
   generate at least two; a served answer that stopped after one has no TPOT);
 - ITL: every gap between consecutive tokens of every distinct request, pooled;
-- the throughputs: one per call.
+- the throughputs: one per call (none for a call without a duration: a served block whose tokens all
+  arrived in one read has no decode time to divide by).
 
 Each value carries its call index, because values of one call are measured together and correlated
 (the gaps of one call share its machine state; the requests of one continuous-batching call share
@@ -114,7 +115,14 @@ def metric_samples(
             gaps = np.asarray(inter_token_latencies_ns(stamps), dtype=np.int64)  # integer ns until the division
             itl_parts.append(gaps / NS_PER_MS)
             itl_calls.append(np.full(gaps.size, call, dtype=np.int64))
-        per_call = {name: formula(trace) for name, formula in _PER_CALL.items() if name in wanted}
+        per_call = {}
+        for name, formula in _PER_CALL.items():
+            if name not in wanted:
+                continue
+            try:
+                per_call[name] = formula(trace)
+            except ValueError:  # no duration to divide by: a served block whose tokens all came in one read
+                continue
         for name, value in per_call.items():
             values[name].append(value)
             calls[name].append(call)

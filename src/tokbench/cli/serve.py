@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ def add_serve_parser(commands: Any) -> None:
     add("--label", default="", help="which server this is (kept in the result, not in the workload)")
     add("--api-key-env", metavar="VAR", help="read the API key from this environment variable")
     add("--api-key-file", metavar="FILE", help="read the API key from this file")
+    add("--versus", metavar="URL", help="A/B: run the same workload against this second server too, interleaved "
+        "(ABBA) for --rounds pairs, and print compare's verdict (the URL's server is the contender)")
+    add("--versus-label", default="contender", help="the second server's label (default contender)")
+    add("--rounds", type=options.integer(1, 1000), default=2, help="--versus: pairs of runs (default 2)")
     add("--db", metavar="STORE.db", help="also store every result in this results store")
     add("--output-dir", metavar="DIR", default="tokbench-results", help="where result JSON files go")
     parser.set_defaults(handler=command_serve_bench)
@@ -206,6 +211,8 @@ def _run(args: argparse.Namespace, api_key: str | None) -> int:
             run = ServingRun(url=url, settings=settings, served_model=served_model, tokenizer=tokenizer, slo=slo,
                              dataset=args.dataset, allow_early_stop=args.allow_early_stop, server=record)  # fmt: skip
             outcome = None
+            if args.versus:
+                return _versus(args, run, api_key, deliver, console)
             if args.auto_sweep:
                 outcome = auto_sweep(run, args.auto_sweep, deliver, api_key, args.max_concurrency)
             elif args.slo_search:
@@ -239,6 +246,30 @@ def _run(args: argparse.Namespace, api_key: str | None) -> int:
                           f"lowest rate missing it: {outcome.slo_failed_rate}")  # fmt: skip
     console.print(definitions_card())
     return _exit_code(results)
+
+
+def _versus(args: argparse.Namespace, run: Any, api_key: str | None, deliver: Any, console: Any) -> int:
+    """A/B of two servers: interleaved runs, then ``compare``'s verdict on them (pooled runs a side)."""
+    from tokbench.report.compare_view import render_terminal
+    from tokbench.results.comparison import ComparisonRefused, compare
+    from tokbench.results.selectors import SelectedRun
+    from tokbench.serving.http import Endpoint
+    from tokbench.serving.runner import interleaved
+
+    Endpoint.parse(args.versus)
+    baseline = replace(run, settings=replace(run.settings, label=args.label or "baseline"))
+    contender = replace(run, url=args.versus, server=type(run.server)(),
+                        settings=replace(run.settings, label=args.versus_label))  # fmt: skip
+    sides = interleaved(baseline, contender, args.rounds, deliver, (api_key, api_key))
+    selected = [[SelectedRun(r, f"{r.serving.settings.label} run {i + 1}") for i, r in enumerate(side)]
+                for side in sides]  # fmt: skip
+    try:
+        report = compare(selected[0], selected[1], baseline_source=baseline.url, contender_source=contender.url)
+    except ComparisonRefused as error:
+        print(f"tokbench: no verdict: {terminal_safe(error, newlines=False)}", file=sys.stderr)
+        return EXIT_FAILED
+    console.print(render_terminal(report))
+    return _exit_code([*sides[0], *sides[1]])
 
 
 def _exit_code(results: list[Any]) -> int:

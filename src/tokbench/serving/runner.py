@@ -306,6 +306,26 @@ def slo_search(
     return SweepOutcome(tuple(results), verdict, passed, failed)
 
 
+def interleaved(
+    baseline: ServingRun, contender: ServingRun, rounds: int, deliver: Deliver, api_keys: tuple[str | None, str | None]
+    = (None, None),
+) -> tuple[list[BenchmarkResult], list[BenchmarkResult]]:  # fmt: skip
+    """Two endpoints (or two versions of one) under the same workload, in ABBA order for ``rounds`` pairs, so a
+    drift of the machine falls on both sides alike: every run is one process of its side for ``compare``'s
+    pooled verdict. This is the serving workload an A/B runner runs: ``run_serving`` on one side at a time."""
+    if baseline.settings.workload_hash != contender.settings.workload_hash:
+        raise TokbenchError("the two sides must run the same workload (API, load, lengths)")
+    sides: tuple[list[BenchmarkResult], list[BenchmarkResult]] = ([], [])
+    for round_index in range(rounds):
+        order = (0, 1) if round_index % 2 == 0 else (1, 0)
+        for side in order:
+            run = (baseline, contender)[side]
+            result = run_serving(replace(run, sweep_point=round_index), api_keys[side])
+            deliver(result)
+            sides[side].append(result)
+    return sides
+
+
 def parse_slo(text: str, percentile: float) -> SloSpec:
     """``ttft=200ms,tpot=50ms,e2e=2s`` (ms or s) at ``percentile``."""
     limits: dict[str, float] = {}
