@@ -174,3 +174,13 @@ def test_urls_with_credentials_or_queries_are_refused_and_payloads_fix_the_lengt
     assert build_payload("completions", "m", spec, "ignore_eos", None)["ignore_eos"] is True
     config = json.loads(build_payload("chat", "m", spec, "generation_config", None)["generation_config"])
     assert config["max_new_tokens"] == config["min_new_tokens"] == 7
+
+
+def test_a_served_block_whose_tokens_came_in_one_read_has_no_decode_throughput() -> None:
+    from tokbench.analysis.samples import metric_samples
+
+    together = [_request(i, 0, 0, 5 * MS, [0, 0], tokens=[1, 1, 1]) for i in range(2)]  # every event in one read
+    traces, _ = request_traces(together, 2)
+    samples = metric_samples(traces)
+    assert len(samples["decode_throughput_tok_s"]) == 0 and len(samples["ttft_ms"]) == 2
+    assert "decode_throughput_tok_s" not in summarize_traces(traces) and "ttft_ms" in summarize_traces(traces)

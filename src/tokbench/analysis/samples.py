@@ -9,8 +9,8 @@ is. What counts as one sample (see ``metrics`` for the formulas):
   submission to its own finish); TPOT only for requests of two tokens or more (in-process runs always
   generate at least two; a served answer that stopped after one has no TPOT);
 - ITL: every gap between consecutive tokens of every distinct request, pooled;
-- the throughputs: one per call (none for a call without a duration: a served block whose tokens all
-  arrived in one read has no decode time to divide by).
+- the throughputs: one per call (none for a block of requests timed on their own without a duration: a
+  served block whose tokens all arrived in one read has no decode time to divide by).
 
 Each value carries its call index, because values of one call are measured together and correlated
 (the gaps of one call share its machine state; the requests of one continuous-batching call share
@@ -121,8 +121,11 @@ def metric_samples(
                 continue
             try:
                 per_call[name] = formula(trace)
-            except ValueError:  # no duration to divide by: a served block whose tokens all came in one read
-                continue
+            except ValueError:
+                # Requests timed on their own (a served block) can have every token of the block arrive in one
+                # socket read: no duration, no throughput. A lockstep call without a duration is broken: raise.
+                if not trace.per_request_timing:
+                    raise
         for name, value in per_call.items():
             values[name].append(value)
             calls[name].append(call)
