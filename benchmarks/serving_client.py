@@ -17,7 +17,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,61 +61,58 @@ async def tokbench_closed(url: str, tokens: int, requests: int, concurrency: int
     return elapsed
 
 
+async def count_events(chunks: AsyncIterator[bytes]) -> int:
+    """What every client must do per read: stamp it, split SSE events, parse each event's JSON."""
+    events, buffer = 0, b""
+    async for data in chunks:
+        _ = time.perf_counter_ns()
+        buffer += data
+        *complete, buffer = buffer.split(b"\n\n")
+        for event in complete:
+            if event.startswith(b"data: {"):
+                events += bool(json.loads(event[6:])["choices"][0].get("text"))
+    return events
+
+
+async def closed_loop(stream: Callable[[], Any], tokens: int, requests: int, concurrency: int) -> float:
+    """Client CPU seconds for ``requests`` streamed answers, ``concurrency`` at a time; ``stream()`` opens one
+    response (an async context manager) and ``chunks(response)`` its raw reads."""
+    queue = list(range(requests))
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            opened, chunks = stream()
+            async with opened as response:
+                assert await count_events(chunks(response)) == tokens
+
+    start = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.process_time() - start
+
+
 async def aiohttp_closed(url: str, tokens: int, requests: int, concurrency: int) -> float:
     import aiohttp
 
-    body = payload(tokens)
-    queue = list(range(requests))
+    body, headers = payload(tokens), {"content-type": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        async def worker() -> None:
-            while queue:
-                queue.pop()
-                events = 0
-                async with session.post(url + "/v1/completions", data=body,
-                                        headers={"content-type": "application/json"}) as response:  # fmt: skip
-                    buffer = b""
-                    async for data in response.content.iter_any():
-                        _ = time.perf_counter_ns()
-                        buffer += data
-                        *complete, buffer = buffer.split(b"\n\n")
-                        for event in complete:
-                            if event.startswith(b"data: {"):
-                                chunk = json.loads(event[6:])
-                                events += bool(chunk["choices"][0].get("text"))
-                assert events == tokens
-
-        start = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.process_time() - start
+        return await closed_loop(
+            lambda: (session.post(url + "/v1/completions", data=body, headers=headers),
+                     lambda response: response.content.iter_any()),
+            tokens, requests, concurrency,
+        )  # fmt: skip
 
 
 async def httpx_closed(url: str, tokens: int, requests: int, concurrency: int) -> float:
     import httpx
 
-    body = payload(tokens)
-    queue = list(range(requests))
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        async def worker() -> None:
-            while queue:
-                queue.pop()
-                events = 0
-                async with client.stream("POST", url + "/v1/completions", content=body,
-                                         headers={"content-type": "application/json"}) as response:  # fmt: skip
-                    buffer = b""
-                    async for data in response.aiter_raw():
-                        _ = time.perf_counter_ns()
-                        buffer += data
-                        *complete, buffer = buffer.split(b"\n\n")
-                        for event in complete:
-                            if event.startswith(b"data: {"):
-                                chunk = json.loads(event[6:])
-                                events += bool(chunk["choices"][0].get("text"))
-                assert events == tokens
-
-        start = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.process_time() - start
+    body, headers = payload(tokens), {"content-type": "application/json"}
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency), timeout=60) as client:
+        return await closed_loop(
+            lambda: (client.stream("POST", url + "/v1/completions", content=body, headers=headers),
+                     lambda response: response.aiter_raw()),
+            tokens, requests, concurrency,
+        )  # fmt: skip
 
 
 def cost(name: str, client: Callable[..., Awaitable[float]], url: str, requests: int) -> None:
