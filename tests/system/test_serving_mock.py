@@ -60,7 +60,7 @@ def test_k_tokens_per_event_role_chunk_and_no_done_are_recorded_exactly_and_stam
 def test_a_hostile_server_fails_requests_one_by_one_and_the_run_goes_on(tmp_path: Path) -> None:
     # arrivals 0 and 1 are the pre-flight probes (plain, then ignore_eos); warmup 0; one request at a time
     faults = {3: "http_500", 4: "http_429", 5: "die_mid_stream", 6: "malformed", 7: "gigantic_line", 8: "stall",
-              9: "close_at_once", 10: "http_422"}  # fmt: skip
+              9: "close_at_once", 10: "http_422", 11: "redirect"}  # fmt: skip
     script = MockScript(tpot_us=500, default_output_tokens=6, faults=faults, usage="final")
     settings = _settings(api="completions", concurrency=1, requests=12, warmup_requests=0, stall_timeout_s=1.0)
     with MockThread(script) as mock:
@@ -68,11 +68,11 @@ def test_a_hostile_server_fails_requests_one_by_one_and_the_run_goes_on(tmp_path
     assert result.status == "ok"
     statuses = [r.status for r in result.serving.requests]  # type: ignore[union-attr]
     assert statuses == ["ok", "http_5xx", "http_429", "disconnected", "malformed_stream", "line_too_long", "stalled",
-                        "disconnected", "http_4xx", "ok", "ok", "ok"]  # fmt: skip
+                        "disconnected", "http_4xx", "redirect_refused", "ok", "ok"]  # fmt: skip
     summary = result.serving.summary  # type: ignore[union-attr]
-    assert summary is not None and summary.completed == 4 and summary.failed == 8
+    assert summary is not None and summary.completed == 3 and summary.failed == 9
     assert all(r.error for r in result.serving.requests if not r.ok)  # type: ignore[union-attr]
-    assert result.summary["e2e_latency_ms"].count == 4  # what succeeded is measured; nothing else is lost
+    assert result.summary["e2e_latency_ms"].count == 3  # what succeeded is measured; nothing else is lost
 
 
 def test_an_unreachable_server_is_a_skipped_result_that_says_why() -> None:

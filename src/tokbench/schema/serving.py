@@ -34,7 +34,7 @@ TOKENS_FROM_EVENTS = "one_per_event"  # no tokenizer and no usage: one token per
 REQUEST_OK = "ok"
 ERROR_KINDS = (
     "http_4xx", "http_429", "http_5xx", "timeout", "connection_refused", "connection_error", "disconnected",
-    "malformed_stream", "line_too_long", "stalled", "stream_error", "no_tokens",
+    "malformed_stream", "line_too_long", "stalled", "stream_error", "no_tokens", "redirect_refused",
 )  # fmt: skip
 
 _WORKLOAD_VERSION = "tokbench-serving-workload-v1"

@@ -154,6 +154,10 @@ async def stream_request(
     if response.status != 200:
         body = bytearray()
         await read_body(connection, decoder, lambda data, _: body.extend(data[:4096]), stall_s, clock)
+        if 300 <= response.status < 400:  # never followed: only the given host is ever contacted
+            where = terminal_safe(response.headers.get("location", "?"), newlines=False)[:200]
+            raise RequestFailed("redirect_refused", f"HTTP {response.status} to {where}: redirects are not followed",
+                                response.status)  # fmt: skip
         kind = "http_429" if response.status == 429 else "http_5xx" if response.status >= 500 else "http_4xx"
         detail = terminal_safe(bytes(body[:300]).decode("utf-8", "replace"), newlines=False)
         raise RequestFailed(kind, f"HTTP {response.status}: {detail}", response.status)

@@ -28,6 +28,7 @@ from typing import Any
 
 FAULTS = (
     "http_500", "http_429", "http_422", "die_mid_stream", "malformed", "gigantic_line", "stall", "close_at_once",
+    "redirect",
 )  # fmt: skip
 WORD = "tok"  # every token is this text followed by a space: one token per word, countable without a tokenizer
 
@@ -155,6 +156,10 @@ class MockServer:
             return _reply(writer, int(fault[-3:]), b'{"error":"scripted"}')
         if fault == "close_at_once":
             return False
+        if fault == "redirect":  # to another host: a client that follows it would leak the request (and its key)
+            writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://192.0.2.1/v1/completions\r\n"
+                         b"content-length: 0\r\n\r\n")  # fmt: skip
+            return True
         if not request.get("stream"):
             return _reply(writer, 400, b'{"error":"the mock only streams"}')
         if self._slots is None:
@@ -316,9 +321,17 @@ class MockThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(5)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        """Close the listener and end every connection still open (a stalled stream would sleep for an hour)."""
+        await self._server.close()
+        pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _serve_forever(script: MockScript, host: str, port: int, workers: int) -> None:
