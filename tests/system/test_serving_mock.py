@@ -187,7 +187,7 @@ def test_serving_report_pages_render_in_a_browser(tmp_path: Path) -> None:
         assert opened.console_errors == [] and opened.page_errors == [] and opened.outside_requests == []
         assert opened.dialogs == []
         page = opened.page
-        titles = page.evaluate("Array.from(document.querySelectorAll('h2, h3')).map(e => e.textContent)")
+        titles = page.evaluate("Array.from(document.querySelectorAll('summary, h3')).map(e => e.textContent)")
         assert any("Serving sweep" in t for t in titles) and any("timeline" in t.lower() for t in titles)
         assert opened.plots_rendered >= 2
 
