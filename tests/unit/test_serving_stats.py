@@ -184,3 +184,23 @@ def test_a_served_block_whose_tokens_came_in_one_read_has_no_decode_throughput()
     samples = metric_samples(traces)
     assert len(samples["decode_throughput_tok_s"]) == 0 and len(samples["ttft_ms"]) == 2
     assert "decode_throughput_tok_s" not in summarize_traces(traces) and "ttft_ms" in summarize_traces(traces)
+
+
+def test_change_points_find_a_serving_slowdown_in_the_stored_history() -> None:
+    from tokbench.results.history import find_history_changes
+    from tokbench.results.selectors import SelectedRun
+
+    runs = []
+    for index in range(12):
+        gap = MS if index < 6 else 2 * MS  # the server got twice as slow per token at run 6
+        requests = [_request(i, i * 20 * MS, 0, 4 * MS, [gap] * 5) for i in range(8)]
+        traces, _ = request_traces(requests, 2)
+        settings = _settings(label=f"build-{index}")
+        record = ServingRecord(settings=settings, endpoint="http://127.0.0.1:1", requests=tuple(requests))
+        result = BenchmarkResult(config=BenchmarkConfig(model="m", sequence_length=10, new_tokens=6), status="ok",
+                                 iterations=traces, summary=summarize_traces(traces), serving=record,
+                                 started_at=f"2026-12-{index + 1:02d}T00:00:00+00:00")  # fmt: skip
+        runs.append(SelectedRun(result, f"run {index}", run_id=index + 1, started_at=result.started_at))
+    report = find_history_changes(runs, metric="tpot_ms")
+    (workload,) = report.workloads
+    assert [(change.index, change.direction) for change in workload.changes] == [(6, "slower")]

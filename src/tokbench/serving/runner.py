@@ -4,8 +4,9 @@
 load (``load``), and records every request with the run's figures: a result like an in-process one (its config
 names the served model and the request shape; its iterations are blocks of requests; its summary is
 ``analysis.summarize.summarize_traces``), plus the ``serving`` record. A ``ServingRun`` is self-contained, so
-any driver can run it: the CLI, the sweeps below, or an A/B runner alternating two endpoints
-(``serving_side``).
+any driver can run it: the CLI, the sweeps below, ``interleaved`` (two endpoints in ABBA order, what
+``serve-bench --versus`` runs), or an A/B runner in ``sweep`` handed ``run_serving`` by the CLI (``sweep`` may not
+import ``serving``: they are sibling layers).
 """
 
 from __future__ import annotations
