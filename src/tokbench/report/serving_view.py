@@ -106,6 +106,7 @@ def render_serving(result: BenchmarkResult) -> Group:
     style = "green" if result.status == STATUS_OK else "yellow" if result.status == "skipped" else "red"
     header = [f"{result.config.name}  [{result.status}]  config {result.config_hash}  workload {result.workload_key}"]
     header += [f"reason: {result.reason}"] if result.reason else []
+    header += [f"flags: {', '.join(result.flags)}"] if result.flags else []
     parts: list[Text | Table] = [Text(terminal_safe(line), style=style if i == 0 else "") for i, line in
                                  enumerate(header)]  # fmt: skip
     if result.summary:
