@@ -164,13 +164,16 @@ async def stream_request(
     splitter = EventSplitter(max_event_bytes)
     parser = EventParser(api, outcome)
 
+    last_arrival = [0]
+
     def on_data(data: bytes, arrival_ns: int) -> None:
+        last_arrival[0] = arrival_ns
         for event in splitter.feed(data):
             parser.handle(event, arrival_ns)
 
     outcome.reads = await read_body(connection, decoder, on_data, stall_s, clock)
-    if splitter.pending.strip():
-        parser.handle(splitter.pending, outcome.reads and clock())
+    if splitter.pending.strip():  # a last event the server closed without its blank line: it came in the last read
+        parser.handle(splitter.pending, last_arrival[0])
     outcome.end_ns = clock()
 
 
