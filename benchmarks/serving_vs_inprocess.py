@@ -1,16 +1,19 @@
 """The same tiny model measured in-process (``tokbench run``) and over HTTP (``transformers serve`` on loopback),
 one request at a time, same prompt and output lengths, same definitions: what the server and HTTP add.
 
-The served copy is the preset with the same seeded weights (its output rows of unprintable ids zeroed, which
-changes no shape and so no timing: ``serving.launch.save_preset``), float32 on the CPU, greedy, exactly N tokens.
+In-process and HTTP runs alternate for a few rounds (the server idles while the in-process run measures), so a
+drift of the machine's load falls on both. The served copy is the preset with the same seeded weights (its output
+rows of unprintable ids zeroed, which changes no shape and so no timing: ``serving.launch.save_preset``), float32
+on the CPU, greedy, exactly N tokens.
 
-    .venv/bin/python benchmarks/serving_vs_inprocess.py [--input 32] [--output 32] [--requests 20]
+    .venv/bin/python benchmarks/serving_vs_inprocess.py [--input 32] [--output 32] [--requests 8] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 from tokbench import BenchmarkConfig, run
@@ -26,38 +29,39 @@ def main() -> int:
     parser.add_argument("--preset", default="tiny-llama")
     parser.add_argument("--input", type=int, default=32)
     parser.add_argument("--output", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=8, help="per round and side")
+    parser.add_argument("--rounds", type=int, default=3, help="in-process and HTTP alternate, so load drifts hit both")
+    parser.add_argument("--continuous-batching", action="store_true")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}, {os.cpu_count()} CPUs")
     config = BenchmarkConfig(model=args.preset, batch_size=1, sequence_length=args.input, new_tokens=args.output,
-                             dtype="float32", device="cpu", warmup_iterations=3,
+                             dtype="float32", device="cpu", warmup_iterations=2,
                              measurement_iterations=args.requests, monitor=False)  # fmt: skip
-    local = run(config)
-    rows = {"in-process": local.summary}
-    for cb in (False, True):
-        with transformers_serve_preset(args.preset, continuous_batching=cb) as (server, folder):
-            settings = ServingSettings(api="completions", model=args.preset, load="concurrency", concurrency=1,
-                                       requests=args.requests, warmup_requests=3,
-                                       input_tokens=LengthSpec("fixed", value=args.input),
-                                       output_tokens=LengthSpec("fixed", value=args.output))  # fmt: skip
+    served_name = "transformers serve" + (" --continuous-batching" if args.continuous_batching else "")
+    medians: dict[str, dict[str, list[float]]] = {"in-process": {}, served_name: {}}
+    with transformers_serve_preset(args.preset, continuous_batching=args.continuous_batching) as (server, folder):
+        settings = ServingSettings(api="completions", model=args.preset, load="concurrency", concurrency=1,
+                                   requests=args.requests, warmup_requests=2,
+                                   input_tokens=LengthSpec("fixed", value=args.input),
+                                   output_tokens=LengthSpec("fixed", value=args.output))  # fmt: skip
+        for _ in range(args.rounds):  # the server sits idle while the in-process run measures, and the reverse
+            local = run(config)
             served = run_serving(ServingRun(server.url, settings, served_model=str(folder), tokenizer=str(folder)))
-            assert served.ok, served.reason
-            rows["transformers serve" + (" --continuous-batching" if cb else "")] = served.summary
-    print(f"{args.preset}, prompt {args.input} tokens, {args.output} new tokens, one request at a time, medians "
-          f"(95% CI half-width):")  # fmt: skip
-    print(f"{'':40s}" + "".join(f"{label:>20s}" for _, label in METRICS))
-    for name, summary in rows.items():
-        cells = []
-        for metric, _ in METRICS:
-            s = summary[metric]
-            precision = s.median_relative_precision
-            cells.append(f"{s.median:10.3f} ±{precision:5.1%}" if precision is not None else f"{s.median:10.3f}")
-        print(f"{name:40s}" + "".join(f"{cell:>20s}" for cell in cells))
-    base = rows["in-process"]
-    for name, summary in list(rows.items())[1:]:
-        extra_first = summary["ttft_ms"].median - base["ttft_ms"].median
-        extra_token = summary["tpot_ms"].median - base["tpot_ms"].median
-        print(f"{name}: adds {extra_first:.2f} ms to the first token and {extra_token:.3f} ms per later token")
+            assert local.ok and served.ok, (local.reason, served.reason)
+            for name, result in (("in-process", local), (served_name, served)):
+                for metric, _ in METRICS:
+                    medians[name].setdefault(metric, []).append(result.summary[metric].median)
+    print(f"{args.preset}, prompt {args.input} tokens, {args.output} new tokens, one request at a time, "
+          f"{args.rounds} alternating rounds of {args.requests}; median of the rounds' medians [min, max]:")
+    print(f"{'':40s}" + "".join(f"{label:>26s}" for _, label in METRICS))
+    for name, per_metric in medians.items():
+        cells = [f"{statistics.median(v):9.3f} [{min(v):.3g}, {max(v):.3g}]" for v in per_metric.values()]
+        print(f"{name:40s}" + "".join(f"{cell:>26s}" for cell in cells))
+    base, other = medians["in-process"], medians[served_name]
+    first = statistics.median(b - a for a, b in zip(base["ttft_ms"], other["ttft_ms"], strict=True))
+    token = statistics.median(b - a for a, b in zip(base["tpot_ms"], other["tpot_ms"], strict=True))
+    print(f"{served_name} adds {first:.2f} ms to the first token and {token:.3f} ms per later token "
+          "(median of the per-round differences)")
     return 0
 
 
