@@ -8,8 +8,9 @@ STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 # test: pytest, ruff and the test tools; ray: the Ray executor; quant: torchao, optimum-quanto, bitsandbytes
-# (third-party quantization): installed so their tests run for real (ray ~240 MB, quant ~200 MB more)
-EXTRAS ?= test,ray,quant
+# (third-party quantization); serving: transformers serve's dependencies: installed so their tests run for real
+# (ray ~240 MB, quant ~200 MB, serving ~30 MB more)
+EXTRAS ?= test,ray,quant,serving
 
 .PHONY: run test test-fast lint bench clean gpu-check browser
 

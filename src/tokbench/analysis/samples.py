@@ -6,9 +6,11 @@ is. What counts as one sample (see ``metrics`` for the formulas):
 
 - TTFT, TPOT, E2E latency: one per distinct request of a call (one per call on the plain path, whose
   lockstep rows share their stamps; one per request with continuous batching, from the request's own
-  submission to its own finish);
+  submission to its own finish); TPOT only for requests of two tokens or more (in-process runs always
+  generate at least two; a served answer that stopped after one has no TPOT);
 - ITL: every gap between consecutive tokens of every distinct request, pooled;
-- the throughputs: one per call.
+- the throughputs: one per call (none for a block of requests timed on their own without a duration: a
+  served block whose tokens all arrived in one read has no decode time to divide by).
 
 Each value carries its call index, because values of one call are measured together and correlated
 (the gaps of one call share its machine state; the requests of one continuous-batching call share
@@ -103,7 +105,7 @@ def metric_samples(
             per_request = {
                 name: formula(trace, row, stamps) / NS_PER_MS
                 for name, formula in _PER_REQUEST_NS.items()
-                if name in wanted
+                if name in wanted and (name != "tpot_ms" or len(stamps) >= 2)  # a served answer may be 1 token
             }
             for name, value in per_request.items():
                 values[name].append(value)
@@ -113,7 +115,17 @@ def metric_samples(
             gaps = np.asarray(inter_token_latencies_ns(stamps), dtype=np.int64)  # integer ns until the division
             itl_parts.append(gaps / NS_PER_MS)
             itl_calls.append(np.full(gaps.size, call, dtype=np.int64))
-        per_call = {name: formula(trace) for name, formula in _PER_CALL.items() if name in wanted}
+        per_call = {}
+        for name, formula in _PER_CALL.items():
+            if name not in wanted:
+                continue
+            try:
+                per_call[name] = formula(trace)
+            except ValueError:
+                # Requests timed on their own (a served block) can have every token of the block arrive in one
+                # socket read: no duration, no throughput. A lockstep call without a duration is broken: raise.
+                if not trace.per_request_timing:
+                    raise
         for name, value in per_call.items():
             values[name].append(value)
             calls[name].append(call)

@@ -96,7 +96,8 @@ def summarize_traces(traces: Sequence[GenerationTrace]) -> dict[str, Summary]:
     """The summary of every metric, computed from raw traces alone."""
     if not traces:
         return {}
-    return {name: summarize_samples(samples) for name, samples in metric_samples(traces).items()}
+    # a metric without samples has no summary (served answers of one token have no TPOT)
+    return {name: summarize_samples(samples) for name, samples in metric_samples(traces).items() if len(samples)}
 
 
 def median_interval(samples: MetricSamples) -> tuple[float, float]:

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tokbench.cli.regressions import add_regressions_parser
     from tokbench.cli.report import add_report_parser
     from tokbench.cli.run import add_run_parsers
+    from tokbench.cli.serve import add_serve_parser
     from tokbench.cli.store import add_store_parsers
     from tokbench.cli.sweep import add_sweep_parser
     from tokbench.results.store import DEFAULT_DB_PATH
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(commands)
     add_compare_commands(commands, str(DEFAULT_DB_PATH))
     add_regressions_parser(commands, str(DEFAULT_DB_PATH))
+    add_serve_parser(commands)
     return parser
 
 

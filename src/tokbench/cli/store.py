@@ -108,7 +108,12 @@ def command_show(args: argparse.Namespace) -> int:
         f"run {run.run_id}  stored {run.stored_at}"
         + (f"  sweep {run.sweep_id} #{run.repeat_index + 1}" if run.sweep_id else "")
     )
-    print_result(result, console)
+    if result.serving is not None:  # a serving run: its own view (the in-process header would not describe it)
+        from tokbench.report.serving_view import render_serving
+
+        console.print(render_serving(result))
+    else:
+        print_result(result, console)
     for line in launch_lines(result):
         console.print(line, highlight=False, markup=False)
     return EXIT_OK

@@ -18,7 +18,8 @@ from tokbench.analysis.metrics import METRIC_LABELS, METRIC_UNITS
 from tokbench.fileio import atomic_write_text
 from tokbench.report.data import ReportError, ReportInput
 from tokbench.report.figures import LINES, LINES_MARKERS, PALETTE, FigureSpec, Marker, Series
-from tokbench.report.html import Filter, Page, Report, Section, Table, check_output, fmt, num, render_html, txt
+from tokbench.report.html import check_output, render_html
+from tokbench.report.page_model import Filter, Page, Report, Section, Table, fmt, num, txt
 from tokbench.results.history import (
     DEFAULT_METRIC,
     HistoryChange,

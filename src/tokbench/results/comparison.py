@@ -132,6 +132,8 @@ def _unusable(run: SelectedRun, side: str, ignore: tuple[str, ...]) -> Unmatched
         why = f"{result.status}: {result.reason}"
     elif not result.iterations:
         why = "no measured iterations"
+    elif result.serving is not None and not result.serving.valid:  # its client fell behind: never compared
+        why = f"invalid serving run: {result.serving.invalid_reason}"
     else:
         return None
     return UnmatchedRun(side=side, origin=run.origin, name=result.config.name,
@@ -236,6 +238,7 @@ def compare(
 
     # First pass: ratios and raw p-values of every (workload, metric); Holm needs them all before any verdict.
     raw: list[tuple[str, str, list[stats.RatioEstimate], float, int, int]] = []
+    not_compared: dict[str, list[str]] = {key: [] for key in common}
     for key in common:
         base_calls, base_runs = _pooled_calls(groups["baseline"][key])
         cont_calls, cont_runs = _pooled_calls(groups["contender"][key])
@@ -243,14 +246,18 @@ def compare(
             before, after = base_calls[metric], cont_calls[metric]
             if not before or not after:
                 continue
-            ratios = stats.bootstrap_ratios(
-                before,
-                after,
-                resamples=resamples,
-                seed=seed,
-                baseline_runs=base_runs[metric],
-                contender_runs=cont_runs[metric],
-            )
+            try:
+                ratios = stats.bootstrap_ratios(
+                    before,
+                    after,
+                    resamples=resamples,
+                    seed=seed,
+                    baseline_runs=base_runs[metric],
+                    contender_runs=cont_runs[metric],
+                )
+            except ValueError as error:  # e.g. a served ITL whose median is 0 (tokens delivered together): no ratio
+                not_compared[key].append(f"{metric} not compared: {error}")
+                continue
             rank = stats.mann_whitney_u(stats.call_values(before), stats.call_values(after))
             raw.append((key, metric, ratios, rank.p_value, len(before), len(after)))
     adjusted = stats.holm_adjust([entry[3] for entry in raw])
@@ -288,7 +295,7 @@ def compare(
         base_prints = {fp.sha256 for run in base_runs if (fp := fingerprint_of(run.result)) is not None}
         cont_prints = {fp.sha256 for run in cont_runs if (fp := fingerprint_of(run.result)) is not None}
         outputs_changed = None if not base_prints or not cont_prints else base_prints != cont_prints
-        warnings = _run_warnings("baseline", base_runs) + _run_warnings("contender", cont_runs)
+        warnings = _run_warnings("baseline", base_runs) + _run_warnings("contender", cont_runs) + not_compared[key]
         if len(base_runs) == 1 or len(cont_runs) == 1:
             warnings.append(
                 "a side is one process: its CI holds call-to-call noise only, not process-to-process or "

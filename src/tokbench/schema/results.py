@@ -31,8 +31,9 @@ from tokbench.schema.records import (
     ProfileRecord,
 )
 from tokbench.schema.serde import Record, from_data
+from tokbench.schema.serving import ServingRecord
 from tokbench.schema.summary import Summary
-from tokbench.schema.workload import result_workload_key
+from tokbench.schema.workload import result_workload_key, serving_config_hash, serving_workload_key
 
 SCHEMA_VERSION = 2
 # Versions this tokbench reads. Every field added since version 1 is optional, so older results load as they were
@@ -49,6 +50,7 @@ STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED, STATUS_INTERRUPTED)
 FLAG_NO_STEADY_STATE = "no_steady_state"
 FLAG_PRECISION_NOT_REACHED = "precision_not_reached"
 FLAG_RECOMPILED_WHILE_MEASURING = "recompiled_while_measuring"
+FLAG_CLIENT_BEHIND_SCHEDULE = "client_behind_schedule"  # a serving run's open loop sent late beyond its budget
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,17 @@ class BenchmarkResult(Record):
     # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
     # history match runs on it. Left empty, it is computed from the config and the run's device.
     workload_key: str = ""
+    # A serving run (``tokbench serve-bench``): the load offered, the endpoint, every request's raw stamps. Its
+    # iterations are blocks of requests; its config names the served model and the request shape.
+    serving: ServingRecord | None = None
 
     # derived; written for readers of the JSON, checked (config_hash) or ignored (flags) on load
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("config_hash", "flags")
     # the order results have always been written in: identity and outcome first, bulky raw data last
     LEADING_KEYS: ClassVar[tuple[str, ...]] = (
         "schema_version", "config", "config_hash", "workload_key", "status", "reason", "started_at", "notes",
-        "model_source", "environment", "effective_settings", "quantization", "phases", "flags", "summary", "iterations",
+        "model_source", "environment", "effective_settings", "quantization", "phases", "flags", "summary", "serving",
+        "iterations",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -144,10 +150,14 @@ class BenchmarkResult(Record):
             object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
         # Derived, always: a copy with another config or device (dataclasses.replace) never keeps a stale key.
         key = result_workload_key(self.config, self.effective_settings, self.environment)
+        if self.serving is not None:
+            key = serving_workload_key(key, self.serving.settings)
         object.__setattr__(self, "workload_key", key)
 
     @property
     def config_hash(self) -> str:
+        if self.serving is not None:
+            return serving_config_hash(self.config.config_hash, self.serving.settings)
         return self.config.config_hash
 
     @property
@@ -170,6 +180,8 @@ class BenchmarkResult(Record):
             flags.append(FLAG_PRECISION_NOT_REACHED)
         if compile_record is not None and compile_record.recompiles_during_measurement > 0:
             flags.append(FLAG_RECOMPILED_WHILE_MEASURING)
+        if self.serving is not None and not self.serving.valid:
+            flags.append(FLAG_CLIENT_BEHIND_SCHEDULE)
         return tuple(flags)
 
     @classmethod

@@ -7,10 +7,13 @@ on the machine its environment describes (a CUDA device when torch saw one, as `
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.schema.serving import ServingSettings
 
 
 def run_device_type(
@@ -34,3 +37,15 @@ def result_workload_key(
 ) -> str:
     """``config.workload_key`` for the device kind the run resolved."""
     return config.workload_key(run_device_type(config, effective_settings, environment))
+
+
+def serving_workload_key(base_key: str, settings: ServingSettings) -> str:
+    """A serving run's workload key: the request shape's key and the offered load (never the server)."""
+    return hashlib.sha256(f"{base_key}:{settings.workload_hash}".encode()).hexdigest()[:16]
+
+
+def serving_config_hash(base_hash: str, settings: ServingSettings) -> str:
+    """A serving run's config hash: the request shape's and every load setting but the server's label."""
+    payload = {key: value for key, value in settings.to_dict().items() if key != "label"}
+    canonical = json.dumps([base_hash, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
