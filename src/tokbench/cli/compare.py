@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES
+from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
 from tokbench.errors import TokbenchError
+
+MAX_RESAMPLES = 100_000  # beyond it the bootstrap's draws outgrow memory (resamples × calls integers)
+MAX_SEED = 2**32 - 1  # numpy's seed range as the option is documented
 
 SELECTOR_HELP = (
     "a result JSON, a folder of results, a store (FILE.db: the newest run of each workload), or a store and a "
@@ -37,14 +42,24 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     compare.add_argument(
         "--min-effect",
-        type=float,
+        type=options.number(0, 0.99),
         default=DEFAULT_MIN_EFFECT,
         metavar="F",
         help="smallest change that counts, as a fraction (default 0.02 = 2%%)",
     )
-    compare.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="family-wise significance level (0.05)")
-    compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (2000)")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0): same inputs, same intervals")
+    compare.add_argument(
+        "--alpha",
+        type=options.number(0, 0.5, exclusive=True),
+        default=DEFAULT_ALPHA,
+        help="family-wise significance level (0.05)",
+    )
+    compare.add_argument(
+        "--resamples", type=options.integer(100, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
+        help=f"bootstrap resamples (2000; 100 to {MAX_RESAMPLES:,})",
+    )  # fmt: skip
+    compare.add_argument(
+        "--seed", type=options.integer(0, MAX_SEED), default=0, help="bootstrap seed (0): same inputs, same intervals"
+    )
     compare.add_argument(
         "--ignore",
         action="append",
@@ -62,6 +77,7 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument(
         "--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)"
     )
+    compare.add_argument("--force", action="store_true", help="let --output replace an existing plain file")
 
     regressions = commands.add_parser(
         "regressions",
@@ -83,9 +99,18 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
     parser.add_argument("--db", default=db_default, help="results store")
     parser.add_argument("--metric", choices=tuple(METRIC_UNITS), default=None, help="metric (default e2e_latency_ms)")
     parser.add_argument("--select", metavar="SELECTOR", help="only runs this selector picks (e.g. model=tiny-llama)")
-    parser.add_argument("--significance", type=float, default=None, help="permutation p-value cut-off (0.01)")
-    parser.add_argument("--permutations", type=int, default=None, help="permutations per test (199)")
-    parser.add_argument("--min-size", type=int, default=None, help="runs at least on each side of a change (3)")
+    parser.add_argument(
+        "--significance",
+        type=options.number(0, 0.5, exclusive=True),
+        default=None,
+        help="permutation p-value cut-off (0.01)",
+    )
+    parser.add_argument(
+        "--permutations", type=options.integer(1, 100_000), default=None, help="permutations per test (199)"
+    )
+    parser.add_argument(
+        "--min-size", type=options.integer(2, 10_000), default=None, help="runs at least on each side of a change (3)"
+    )
     parser.add_argument("--format", dest="changes_format", choices=("terminal", "json"), default=None)
 
 
@@ -98,6 +123,7 @@ def command_compare(args: argparse.Namespace) -> int:
     try:
         baseline = select(args.baseline, args.db)
         contender = select(args.contender, args.db)
+        output = _check_output(args, [*baseline, *contender])
         report = compare(
             baseline,
             contender,
@@ -121,14 +147,26 @@ def command_compare(args: argparse.Namespace) -> int:
         console = make_console()
         console.print(render_terminal(report), highlight=False)
         text = None
-    if args.output:
-        from tokbench.fileio import atomic_write_text
+    if output is not None:
+        from tokbench.results.outputs import OutputLocationError, write_output_text
 
-        atomic_write_text(args.output, text if text is not None else render_markdown(report))
+        try:
+            write_output_text(output, text if text is not None else render_markdown(report))
+        except OutputLocationError as error:
+            return usage_error(error)
     if args.fail_on == "regression" and report.regressed:
         print("tokbench: regression: a workload is significantly slower beyond --min-effect", file=sys.stderr)
         return EXIT_REGRESSION
     return EXIT_OK
+
+
+def _check_output(args: argparse.Namespace, runs: list[Any]) -> Path | None:
+    """``--output`` under the one output rule: never an input of this comparison, a store or a special file."""
+    from tokbench.results.outputs import check_output_file
+
+    if not args.output:
+        return None
+    return check_output_file(args.output, inputs={run.path for run in runs if run.path}, force=args.force)
 
 
 def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
@@ -151,6 +189,11 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     return EXIT_OK
 
 
+def _given(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
+
+
 def command_regressions(args: argparse.Namespace) -> int:
     from tokbench.analysis.changepoints import (
         DEFAULT_MIN_SIZE,
@@ -163,6 +206,16 @@ def command_regressions(args: argparse.Namespace) -> int:
     from tokbench.results.selectors import parse_selector, select_from_store
 
     metric = getattr(args, "metric", None) or "e2e_latency_ms"
+    # None means "not given" (0 is refused by the option's bounds, never silently replaced by the default)
+    min_size = _given(args, "min_size", DEFAULT_MIN_SIZE)
+    permutations = _given(args, "permutations", DEFAULT_PERMUTATIONS)
+    significance = _given(args, "significance", DEFAULT_SIGNIFICANCE)
+    if 1 / (permutations + 1) > significance:
+        needed = math.ceil(1 / significance) - 1
+        return usage_error(
+            f"--permutations {permutations}: the smallest p-value it can give is {1 / (permutations + 1):.3g}, above "
+            f"--significance {significance:g}, so no change could ever be found; use at least {needed}"
+        )
     try:
         selector = {"model": args.model} if getattr(args, "model", None) else {}
         if getattr(args, "select", None):
@@ -171,9 +224,9 @@ def command_regressions(args: argparse.Namespace) -> int:
         report = find_history_changes(
             runs,
             metric,
-            min_size=getattr(args, "min_size", None) or DEFAULT_MIN_SIZE,
-            permutations=getattr(args, "permutations", None) or DEFAULT_PERMUTATIONS,
-            significance=getattr(args, "significance", None) or DEFAULT_SIGNIFICANCE,
+            min_size=min_size,
+            permutations=permutations,
+            significance=significance,
         )
     except (TokbenchError, ValueError) as error:
         return usage_error(str(error))
