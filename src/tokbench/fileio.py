@@ -142,6 +142,10 @@ def parse_json_text(text: str, where: str, *, max_depth: int = MAX_NESTING) -> A
         data = json.loads(text)
     except RecursionError:
         raise _too_deep(where, max_depth) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits (Python's int-from-text limit)
+        raise UnsafeFileError(f"{where} holds a value Python refuses to read: {error}") from None
     check_nesting(data, where, max_depth=max_depth)
     return data
 
@@ -157,6 +161,8 @@ def parse_yaml_text(text: str, where: str, *, max_depth: int = MAX_NESTING, max_
         data = yaml.safe_load(text)
     except RecursionError:
         raise _too_deep(where, max_depth) from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise UnsafeFileError(f"{where} holds a value Python refuses to read: {error}") from None
     check_nesting(data, where, max_depth=max_depth, max_values=max_values)
     return data
 

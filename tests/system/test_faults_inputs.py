@@ -31,10 +31,14 @@ from tokbench.cli import main
 __all__ = ["real_results"]
 
 
+BIG = "__a 5000-digit integer__"
+
+
 def _edited(source: Path, target: Path, edit: Any) -> Path:
     data = result_data(source)
     edit(data)
-    return write_json(target, data)
+    target.write_text(json.dumps(data).replace(f'"{BIG}"', "9" * 5000), encoding="utf-8")  # beyond json.dumps
+    return target
 
 
 def _stamps(data: dict, stamps: list[int]) -> None:
@@ -48,7 +52,8 @@ EDITS = {
         "timestamps go backwards at token 1",
     ),
     "all equal": (lambda d: _stamps(d, [d["iterations"][0]["t0_ns"] + 5] * 3), "every token has the same timestamp"),
-    "overflowing": (lambda d: _stamps(d, [10**30, 10**30 + 1, 10**30 + 2]), "beyond 64 bits"),
+    "overflowing": (lambda d: _stamps(d, [10**30, 10**30 + 1, 10**30 + 2]), "a 31-digit integer is not a nanosecond"),
+    "a 5000-digit number": (lambda d: d["summary"]["ttft_ms"].update(count=BIG), "refuses to read"),
     "end before start": (
         lambda d: d["iterations"][1].update(end_ns=d["iterations"][1]["t0_ns"] - 1),
         "iterations[1]: end_ns",

@@ -203,6 +203,8 @@ class BenchmarkResult(Record):
             check_numbers(payload)
             result = from_data(cls, payload, "result")
             check_traces(result.iterations, result.status)
+            if result.phases.cold_call is not None:
+                check_traces((result.phases.cold_call,), result.status, where="phases.cold_call")
         except ResultFormatError:
             raise
         except (KeyError, TypeError, ValueError) as error:  # BenchmarkConfig.from_dict's and the records' own errors
