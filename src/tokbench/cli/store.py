@@ -1,4 +1,5 @@
-"""``tokbench history``, ``show`` and ``export``: the stored runs, read only."""
+"""``tokbench history``, ``show`` and ``export``: the stored runs, read only; ``recover``: the one writer, which
+rolls back a transaction a killed writer left unfinished."""
 
 from __future__ import annotations
 

@@ -296,7 +296,8 @@ def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) 
     if not share:
         console.print("load     not shared: every config loads its model in its own worker (--no-share-load)")
     for number, group in enumerate(groups, start=1):
-        names = ", ".join(configs[index].name for index in group.indexes)
+        names = ", ".join(configs[index].name for index in group.indexes[:MAX_LISTED])
+        names += f" and {len(group.indexes) - MAX_LISTED:,} more" if len(group.indexes) > MAX_LISTED else ""
         line = f"load     shared {number}: {len(group.indexes)} configs on one load: {names}"
         console.print(Text(terminal_safe(line)))
 
