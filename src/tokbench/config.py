@@ -53,6 +53,8 @@ MAX_INT = INT_LIMIT  # the bound of every integer field that declares none
 MAX_BATCH_SIZE = 65_536
 MAX_TOKENS = 1_048_576  # prompt or generated tokens per request
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+MAX_CONFIG_FILE_BYTES = 16 * 2**20  # a config or sweep file is typed by hand
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a week: a longer warmup or measurement budget is a typo (1e308 overflows later)
 
 
 _HASH_VERSION = "tokbench-config-v1"
@@ -334,7 +336,10 @@ class BenchmarkConfig:
         50, _policy_spec("auto warmup: at most this many (>= the minimum)", 50, minimum=2)
     )
     warmup_budget_s: float = spec_field(
-        30.0, _policy_spec("auto warmup: stop after this many seconds", 30.0, kind="number", fix=_SECONDS_FIX)
+        30.0,
+        _policy_spec(
+            "auto warmup: stop after this many seconds", 30.0, kind="number", maximum=MAX_BUDGET_S, fix=_SECONDS_FIX
+        ),
     )
     measurement_min_iterations: int = spec_field(
         10,
@@ -344,8 +349,12 @@ class BenchmarkConfig:
         500, _policy_spec("auto measurement: at most this many (>= the minimum)", 500, minimum=2)
     )
     measurement_budget_s: float = spec_field(
-        15.0, _policy_spec("auto measurement: stop after this many seconds", 15.0, kind="number", fix=_SECONDS_FIX)
-    )
+        15.0,
+        _policy_spec(
+            "auto measurement: stop after this many seconds", 15.0, kind="number", maximum=MAX_BUDGET_S,
+            fix=_SECONDS_FIX,
+        ),
+    )  # fmt: skip
     # half-width of the 95% CI of the median E2E, relative
     target_relative_precision: float = spec_field(
         0.01,
@@ -503,13 +512,9 @@ class BenchmarkConfig:
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkConfig:
         """A config from user input (a config file, flags): a field left out takes its current default."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
-            raise ConfigError(
-                unknown[0],
-                f"unknown config field(s): {', '.join(unknown)}",
-                f"use only these fields: {', '.join(sorted(known))}",
-            )
+            raise unknown_fields_error(unknown, known, "config field(s)")
         return cls(**data)
 
     @classmethod
@@ -621,9 +626,30 @@ def _check_choice(value: object, field_name: str, choices: tuple[object, ...]) -
         raise ConfigError(field_name, f"unknown value {value!r}", f"use one of: {', '.join(str(c) for c in choices)}")
 
 
+def unknown_fields_error(unknown: list[Any], known: Any, what: str, fix: str = "") -> ConfigError:
+    """A ConfigError for misspelt field names: each gets its closest known name ("did you mean ...?")."""
+    import difflib
+
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), sorted(map(str, known)), n=1, cutoff=0.6)
+        if close:
+            guesses.append(f"{close[0]} (not {name})")
+    hint = f"did you mean {', '.join(guesses)}?" if guesses else ""
+    shown = ", ".join(repr(name) if not isinstance(name, str) else name for name in unknown[:10])
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    return ConfigError(
+        str(unknown[0])[:80],
+        f"unknown {what}: {shown}{more}",
+        hint or fix or f"use only these fields: {', '.join(sorted(map(str, known)))}",
+    )
+
+
 def require_config(value: object, where: str) -> BenchmarkConfig:
     """``value`` if it is a ``BenchmarkConfig``; else a TypeError that says what to pass instead."""
     if isinstance(value, BenchmarkConfig):
+        # Checked again: a config changed past its checks (object.__setattr__) must not run as if valid.
+        dataclasses.replace(value)
         return value
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     raise TypeError(
@@ -633,31 +659,39 @@ def require_config(value: object, where: str) -> BenchmarkConfig:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a plain dict (``yaml.safe_load`` only: no object tags)."""
+    """Read a YAML or JSON config file into a plain dict (``yaml.safe_load`` only: no object tags).
+
+    Only a regular file is read (a folder, FIFO or device is named as such, never waited on), and its nesting
+    and the size its YAML aliases expand to are bounded (``fileio.parse_yaml_text``).
+    """
+    import yaml
+
+    from tokbench.fileio import UnsafeFileError, file_kind, parse_json_text, parse_yaml_text, read_regular_text
+
     config_path = Path(path)
-    if not config_path.is_file():
+    kind = file_kind(config_path)
+    if kind == "missing":
         raise ConfigError("--config", f"no such file: {config_path}", "pass the path of a .yaml or .json file")
     try:
-        text = config_path.read_text(encoding="utf-8")
+        text = read_regular_text(config_path, max_bytes=MAX_CONFIG_FILE_BYTES)
+        if config_path.suffix.lower() == ".json":
+            data = parse_json_text(text, str(config_path))
+        else:
+            data = parse_yaml_text(text, str(config_path))
     except UnicodeDecodeError as error:
         raise ConfigError(
             "--config", f"{config_path} is not UTF-8 text (byte {error.start})", "save the file as UTF-8"
         ) from error
+    except UnsafeFileError as error:
+        fix = "fix the file" if kind == "a file" else "pass the path of a .yaml or .json file"
+        raise ConfigError("--config", str(error), fix) from error
     except OSError as error:
-        reason = f"cannot read {config_path}: {error.strerror or error}"
+        reason = f"cannot read {config_path} ({kind}): {error.strerror or error}"
         raise ConfigError("--config", reason, "check the path") from error
-    if config_path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError("--config", f"{config_path} is not valid JSON: {error}", "fix the file") from error
-    else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError("--config", f"{config_path} is not valid YAML: {error}", "fix the file") from error
+    except json.JSONDecodeError as error:
+        raise ConfigError("--config", f"{config_path} is not valid JSON: {error}", "fix the file") from error
+    except yaml.YAMLError as error:
+        raise ConfigError("--config", f"{config_path} is not valid YAML: {error}", "fix the file") from error
     if data is None:
         data = {}
     if not isinstance(data, dict):

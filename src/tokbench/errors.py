@@ -7,6 +7,11 @@ class TokbenchError(Exception):
     """Base class of every error tokbench raises on purpose."""
 
 
+class UsageError(TokbenchError):
+    """The command was asked for something it must not or cannot do (a protected --output, a bad selector):
+    the command line exits 2, like any other usage error."""
+
+
 class FieldError(TokbenchError):
     """An error about one config field: the message names the field, the problem and the fix."""
 

@@ -107,7 +107,12 @@ def test_sweep_baseline_prints_the_comparison(aa_store: tuple[Path, str], capsys
     from tokbench.cli.compare import print_sweep_comparison
 
     db, sweep_id = aa_store
-    assert print_sweep_comparison(f"{db}:run=1", str(db), sweep_id) == 0
+    # run 1 is one of this sweep's runs: data compared with itself is refused (issue 24), a distinct baseline is not
+    assert print_sweep_comparison(f"{db}:run=1", str(db), sweep_id) == 2
+    assert "share 1 measurement(s)" in capsys.readouterr().err
+    baseline = _first_result(db)
+    earlier = dataclasses.replace(baseline, started_at="2026-01-01T00:00:00+00:00")
+    assert print_sweep_comparison(str(save_result(earlier, db.parent / "earlier.json")), str(db), sweep_id) == 0
     out = capsys.readouterr().out
     assert f"this sweep ({sweep_id})" in out and "contender 4 run(s)" in out  # every repeat pooled
 
@@ -170,10 +175,11 @@ def test_untrusted_names_are_neutralized(aa_store: tuple[Path, str], tmp_path: P
     evil = "x\x1b[31m|*evil*|<script>\u202e"
     named = dataclasses.replace(real, config=real.config.replace(name=evil))
     base = save_result(named, tmp_path / "a.json")
-    terminal = tokbench_cli("compare", str(base), str(base), cwd=tmp_path)
+    other = save_result(dataclasses.replace(named, started_at="2026-01-01T00:00:00+00:00"), tmp_path / "b.json")
+    terminal = tokbench_cli("compare", str(base), str(other), cwd=tmp_path)  # distinct: a copy would be refused
     assert terminal.returncode == 0, terminal.stderr
     assert "\x1b[31m" not in terminal.stdout and "\u202e" not in terminal.stdout
-    markdown = tokbench_cli("compare", str(base), str(base), "--format", "markdown", cwd=tmp_path)
+    markdown = tokbench_cli("compare", str(base), str(other), "--format", "markdown", cwd=tmp_path)
     assert "<script>" not in markdown.stdout and "\\|\\*evil\\*\\|" in markdown.stdout
 
 

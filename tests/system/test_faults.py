@@ -1,5 +1,11 @@
 """Fault injection: every failure path ends in a clear one-line message and a kept result (issue 17).
 
+Issue 24's families have their own modules: test_faults_outputs (the output rule, PNGs, exit 70),
+test_faults_options (bounded numbers), test_faults_inputs (hand-edited results, special files, messages),
+test_faults_escapes (terminals and HTML), test_faults_sweeps (alias bombs, plans, the sweep lock, a killed
+writer), test_faults_selectors (time selectors, duplicates), test_faults_ray (the cluster),
+test_faults_environment (HOME, caches, the API); faults_support holds what they share.
+
 Real faults where the fault needs one: a small tmpfs that fills up, a read-only mount, a store file with
 damaged pages, another application's SQLite file, real `tokbench` commands in this process or a child.
 """
@@ -18,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults_support import readonly_dir, tmpfs
 
 from tokbench.cli import main
 from tokbench.config import BenchmarkConfig
@@ -32,44 +39,20 @@ from tokbench.text import safe_filename, spreadsheet_safe, terminal_safe
 
 FAST = ["--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "3", "--warmup-iterations", "1",
         "--measurement-iterations", "2", "--no-monitor", "--no-progress", "--device", "cpu"]  # fmt: skip
+__all__ = ["readonly_dir"]  # a fixture, used by name
 EVIL = "\x1b]0;pwned\x07\x1b[2J=HYPERLINK(\"http://x\")\u202e"
-
-
-def _mount(path: Path, options: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, check=False)
-    return done.returncode == 0
-
-
-def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
-    mount = tmp_path / f"tmpfs-{size}"
-    if not _mount(mount, f"size={size}"):
-        pytest.skip("mounting a tmpfs needs root (the fault needs a real full filesystem)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 8 KiB filesystem: a write-check file fits, a result does not."""
-    yield from _tmpfs(tmp_path, "8k")
+    yield from tmpfs(tmp_path / "tmpfs-8k", "size=8k", "the fault needs a real full filesystem")
 
 
 @pytest.fixture
 def store_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB filesystem: room for a new store, then filled up."""
-    yield from _tmpfs(tmp_path, "256k")
-
-
-@pytest.fixture
-def readonly_dir(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "readonly"
-    if not _mount(mount, "size=64k,ro"):
-        pytest.skip("mounting a read-only tmpfs needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from tmpfs(tmp_path / "tmpfs-256k", "size=256k", "the fault needs a real full filesystem")
 
 
 def _sha(path: Path) -> str:
@@ -238,8 +221,8 @@ def test_export_onto_the_store_itself_is_refused(tmp_path: Path, capsys: pytest.
     db = tmp_path / "r.db"
     _store_with(db, "one")
     before = _sha(db)
-    assert main(["export", "--format", "csv", "--db", str(db), "--output", str(db)]) == 4
-    assert _sha(db) == before and "is a results database" in capsys.readouterr().err
+    assert main(["export", "--format", "csv", "--db", str(db), "--output", str(db)]) == 2
+    assert _sha(db) == before and "is a database (a results store?)" in capsys.readouterr().err
 
 
 def test_a_damaged_store_gives_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -320,8 +303,9 @@ def test_sweep_timeouts_must_be_finite(timeout: float) -> None:
 def test_sweep_timeout_flag_nan_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "s.yaml"
     sweep.write_text("model: tiny-llama\n")
-    assert main(["sweep", "--config", str(sweep), "--timeout", "nan", "--db", str(tmp_path / "r.db")]) == 2
-    assert "finite positive number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # argparse refuses it with the option's range
+        main(["sweep", "--config", str(sweep), "--timeout", "nan", "--db", str(tmp_path / "r.db")])
+    assert stopped.value.code == 2 and "--timeout: must be a number in (0, 604800)" in capsys.readouterr().err
     assert not (tmp_path / "r.db").exists()
 
 

@@ -220,7 +220,7 @@ def test_cli_report_writes_a_page_and_pngs(
     assert err.startswith("tokbench: --output") and "is a folder" in err and "\n" not in err
     before = source.read_bytes()
     assert main(["report", str(source), "--output", str(source)]) == 2
-    assert "is not an HTML page" in capsys.readouterr().err and source.read_bytes() == before
+    assert "is an input of this command" in capsys.readouterr().err and source.read_bytes() == before
     assert main(["report", str(source), "--output", str(output)]) == 0  # an earlier report is replaced
 
 

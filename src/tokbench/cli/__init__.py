@@ -3,7 +3,8 @@
 ``run`` / ``tune`` (``cli.run``), ``sweep`` (``cli.sweep``), ``history`` / ``show`` / ``export`` (``cli.store``),
 ``compare`` (``cli.compare``), ``regressions`` (``cli.regressions``), ``report`` (``cli.report``); config flags
 come from the field declarations (``cli.flags``). Each parser names its handler; ``main`` dispatches and turns a
-``TokbenchError`` into one terminal-safe line.
+``TokbenchError`` into one terminal-safe line, and anything unexpected into one line naming the file that keeps the
+traceback (exit 70): a crash never exits 1, which is ``compare --fail-on regression``'s code.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_USAGE
+from tokbench.cli.common import EXIT_FAILED, EXIT_INTERNAL, EXIT_USAGE
 from tokbench.cli.flags import count_or_auto, parse_sequence_length
 from tokbench.cli.run import config_from_args
-from tokbench.errors import TokbenchError
+from tokbench.errors import TokbenchError, UsageError
 from tokbench.text import terminal_safe
 
 __all__ = ["build_parser", "config_from_args", "count_or_auto", "main", "parse_sequence_length"]
@@ -57,9 +58,28 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except TokbenchError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED
     except KeyboardInterrupt as interrupt:  # stopped outside a stage that keeps a result: no traceback
         from tokbench.interrupts import signal_of
 
         print("tokbench: interrupted", file=sys.stderr)
         return 128 + signal_of(interrupt)
+    except Exception as error:  # a bug: one line and the saved traceback, never a traceback on the terminal
+        print(f"tokbench: {terminal_safe(internal_error_line(error), newlines=False)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def internal_error_line(error: BaseException) -> str:
+    """Save the traceback of an unexpected error and say where, in one line."""
+    import traceback
+    from datetime import datetime, timezone
+
+    from tokbench.fileio import keep_text_somewhere
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = "".join(traceback.format_exception(error))
+    kept, _ = keep_text_somewhere("crash-reports", f"tokbench-crash-{stamp}", ".txt", text)
+    summary = f"{type(error).__name__}: {error}"
+    summary = summary if len(summary) <= 200 else summary[:197] + "..."
+    where = f"the traceback is in {kept}" if kept else "the traceback could not be saved"
+    return f"internal error ({summary}); this is a bug in tokbench: {where}; please report it with that file"

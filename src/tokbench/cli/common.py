@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from tokbench.text import terminal_safe
@@ -13,6 +12,7 @@ EXIT_REGRESSION = 1  # compare --fail-on regression
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3
 EXIT_FAILED = 4
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in tokbench (the traceback is saved to a file), never 1 or 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143 (interrupts.exit_code)
 
 
@@ -30,9 +30,10 @@ def db_help() -> str:
 
 def open_store(path: str, must_exist: bool) -> Any:
     from tokbench.errors import StoreError
+    from tokbench.fileio import file_kind
     from tokbench.results.store import ResultStore
 
-    if must_exist and not Path(path).is_file():
+    if must_exist and file_kind(path) == "missing":
         raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
     # Reading commands (must_exist) open it read-only: they never add tables, migrate or write anything.
     return ResultStore(path, read_only=must_exist)

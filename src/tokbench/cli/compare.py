@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES
+from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
 from tokbench.errors import TokbenchError
+
+MAX_RESAMPLES = 100_000  # beyond it the bootstrap's draws outgrow memory (resamples × calls integers)
+MAX_SEED = 2**32 - 1  # numpy's seed range as the option is documented
 
 SELECTOR_HELP = (
     "a result JSON, a folder of results, a store (FILE.db: the newest run of each workload), or a store and a "
@@ -36,14 +40,24 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     compare.add_argument(
         "--min-effect",
-        type=float,
+        type=options.number(0, 0.99),
         default=DEFAULT_MIN_EFFECT,
         metavar="F",
         help="smallest change that counts, as a fraction (default 0.02 = 2%%)",
     )
-    compare.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="family-wise significance level (0.05)")
-    compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (2000)")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0): same inputs, same intervals")
+    compare.add_argument(
+        "--alpha",
+        type=options.number(0, 0.5, exclusive=True),
+        default=DEFAULT_ALPHA,
+        help="family-wise significance level (0.05)",
+    )
+    compare.add_argument(
+        "--resamples", type=options.integer(100, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
+        help=f"bootstrap resamples (2000; 100 to {MAX_RESAMPLES:,})",
+    )  # fmt: skip
+    compare.add_argument(
+        "--seed", type=options.integer(0, MAX_SEED), default=0, help="bootstrap seed (0): same inputs, same intervals"
+    )
     compare.add_argument(
         "--ignore",
         action="append",
@@ -61,6 +75,7 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument(
         "--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)"
     )
+    compare.add_argument("--force", action="store_true", help="let --output replace an existing plain file")
 
     compare.set_defaults(handler=command_compare)
 
@@ -74,6 +89,7 @@ def command_compare(args: argparse.Namespace) -> int:
     try:
         baseline = select(args.baseline, args.db)
         contender = select(args.contender, args.db)
+        output = _check_output(args, [*baseline, *contender])
         report = compare(
             baseline,
             contender,
@@ -97,14 +113,26 @@ def command_compare(args: argparse.Namespace) -> int:
         console = make_console()
         console.print(render_terminal(report), highlight=False)
         text = None
-    if args.output:
-        from tokbench.fileio import atomic_write_text
+    if output is not None:
+        from tokbench.results.outputs import OutputLocationError, write_output_text
 
-        atomic_write_text(args.output, text if text is not None else render_markdown(report))
+        try:
+            write_output_text(output, text if text is not None else render_markdown(report))
+        except OutputLocationError as error:
+            return usage_error(error)
     if args.fail_on == "regression" and report.regressed:
         print("tokbench: regression: a workload is significantly slower beyond --min-effect", file=sys.stderr)
         return EXIT_REGRESSION
     return EXIT_OK
+
+
+def _check_output(args: argparse.Namespace, runs: list[Any]) -> Path | None:
+    """``--output`` under the one output rule: never an input of this comparison, a store or a special file."""
+    from tokbench.results.outputs import check_output_file
+
+    if not args.output:
+        return None
+    return check_output_file(args.output, inputs={run.path for run in runs if run.path}, force=args.force)
 
 
 def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:

@@ -7,14 +7,15 @@ The command reads its inputs only (a store is opened read-only) and writes the p
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tokbench.cli.common import EXIT_OK, EXIT_USAGE
+from tokbench.cli import options
+from tokbench.cli.common import EXIT_OK, usage_error
 from tokbench.errors import StoreError
 from tokbench.report.data import ReportError, StoreSelector
+from tokbench.text import terminal_safe
 
 DEFAULT_OUTPUT = Path("tokbench-report.html")
 
@@ -37,9 +38,12 @@ def add_report_parser(commands: Any) -> None:
     add("--output", "-o", default=str(DEFAULT_OUTPUT), metavar="FILE.html", help=f"default: {DEFAULT_OUTPUT}")
     add("--png", metavar="DIR", help="also write the plots as PNG files into DIR (needs the png extra: matplotlib)")
     add("--sweep", dest="sweep_id", metavar="SWEEP_ID", help="store: only this sweep's runs")
-    add("--run", dest="run_ids", type=int, action="append", metavar="RUN_ID", help="store: only this run (repeatable)")
-    add("--since", metavar="TIME", help="store: runs started at or after TIME (ISO 8601, e.g. 2026-11-27T08:00)")
+    add("--run", dest="run_ids", type=options.integer(1, 2**63 - 1), action="append", metavar="RUN_ID",
+        help="store: only this run (repeatable)")  # fmt: skip
+    add("--since", metavar="TIME", help="store: runs started at or after TIME (ISO 8601, e.g. 2026-11-27T08:00 or "
+        "'2026-11-27 08:00+02:00'; UTC unless an offset is given)")  # fmt: skip
     add("--until", metavar="TIME", help="store: runs started at or before TIME (a date alone covers that day)")
+    add("--force", action="store_true", help="let --output replace an existing file that is not an earlier report")
     add(
         "--plain-js",
         action="store_true",
@@ -53,7 +57,7 @@ def add_report_parser(commands: Any) -> None:
     )
     add(
         "--run-pages",
-        type=int,
+        type=options.integer(0, 100_000),
         default=DEFAULT_RUN_PAGES,
         metavar="N",
         help=f"at most N runs get a page of their own with every plot (default: {DEFAULT_RUN_PAGES})",
@@ -64,13 +68,17 @@ def add_report_parser(commands: Any) -> None:
 def command_report(args: argparse.Namespace) -> int:
     from tokbench.report.data import load_sources
     from tokbench.report.html import write_report
+    from tokbench.results.selectors import SelectorError, parse_time_range
 
     selector = StoreSelector(
         sweep_id=args.sweep_id, run_ids=tuple(args.run_ids or ()), since=args.since, until=args.until
     )
-    if args.run_pages < 0:
-        print("tokbench: --run-pages must be 0 or more", file=sys.stderr)
-        return EXIT_USAGE
+    try:
+        for option, text in (("--since", args.since), ("--until", args.until)):
+            if text is not None:
+                parse_time_range(text, option)  # refused before any input is read
+    except SelectorError as error:
+        return usage_error(error)
     started = time.perf_counter()
     try:
         sources = load_sources(args.inputs, selector)
@@ -78,7 +86,10 @@ def command_report(args: argparse.Namespace) -> int:
         if getattr(args, "history", False):
             from tokbench.report.history_page import write_history_report
 
-            path, pngs = write_history_report(items, args.output, plain_js=args.plain_js), []
+            path = write_history_report(
+                items, args.output, plain_js=args.plain_js, inputs=sources.inputs, force=args.force
+            )
+            pngs = []
         else:
             path, pngs = write_report(
                 items,
@@ -87,18 +98,22 @@ def command_report(args: argparse.Namespace) -> int:
                 run_pages=args.run_pages,
                 comparisons=sources.comparisons,
                 plain_js=args.plain_js,
+                inputs=sources.inputs,
+                force=args.force,
             )
-    except (ReportError, StoreError) as error:
-        print(f"tokbench: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ReportError, StoreError) as error:  # PngWriteError too: it says the page was written
+        return usage_error(error)
     except OSError as error:  # the output (or --png folder) cannot be written: a path problem, not a crash
         where = args.output + (f" and PNGs into {args.png}" if args.png else "")
-        print(f"tokbench: cannot write {where}: {error.strerror}; pass another --output / --png", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(f"cannot write {where}: {error.strerror}; pass another --output / --png")
     elapsed = time.perf_counter() - started
     size = path.stat().st_size
     what = f"{len(items)} result(s)" + (f" and {len(sources.comparisons)} comparison(s)" if sources.comparisons else "")
-    print(f"report of {what} written to {path} ({size / 2**20:.2f} MiB, {elapsed:.2f} s)")
+    print(terminal_safe(f"report of {what} written to {path} ({size / 2**20:.2f} MiB, {elapsed:.2f} s)"))
+    if sources.skipped:
+        shown = ", ".join(sources.skipped[:3]) + (" ..." if len(sources.skipped) > 3 else "")
+        print(terminal_safe(f"note: skipped {len(sources.skipped)} .json file(s) that are not tokbench results "
+                            f"({shown})", newlines=False))  # fmt: skip
     if pngs:
-        print(f"{len(pngs)} PNG file(s) written to {args.png}")
+        print(terminal_safe(f"{len(pngs)} PNG file(s) written to {args.png}"))
     return EXIT_OK

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
+from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, usage_error
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError
@@ -69,6 +69,7 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, (*_TUNE_FIELDS, "group_size", "tune_budget_s"), help_overrides=_TUNE_HELP)
     add("--no-cache", action="store_true", help="time every candidate again; neither read nor write the cache")
     add("--output", metavar="FILE.json", help="also write the tuning report as JSON")
+    add("--force", action="store_true", help="let --output replace an existing plain file")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
@@ -81,18 +82,24 @@ def command_tune(args: argparse.Namespace) -> int:
     import json
 
     from tokbench.engine.loading import benchmark_mode, load
-    from tokbench.fileio import atomic_write_text
     from tokbench.quant.tune import tune_model
     from tokbench.report.terminal import make_console
     from tokbench.report.tuning import render_tuning_table
+    from tokbench.results.outputs import OutputLocationError, check_output_file, write_output_text
 
     args.quantization = "int4"
     try:
         # Tuned below (with --no-cache honoured), not by the loader; every kernel stays a candidate.
         config = config_from_args(args).replace(tune=False, quant_kernel="auto")
     except ConfigError as error:
-        print(f"tokbench: invalid config: {error}", file=sys.stderr)
+        print(f"tokbench: invalid config: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    output = None
+    if args.output:  # checked before minutes of tuning, under the one output rule (never the config, a store...)
+        try:
+            output = check_output_file(args.output, inputs=[args.config] if args.config else [], force=args.force)
+        except OutputLocationError as error:
+            return usage_error(error)
     loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
     with benchmark_mode(loaded.model):
         report = tune_model(
@@ -105,9 +112,9 @@ def command_tune(args: argparse.Namespace) -> int:
             prefill_rows=config.prefill_rows,
         )
     make_console().print(render_tuning_table(report))
-    if args.output:
-        atomic_write_text(args.output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
-        print(f"tuning report written to {args.output}")
+    if output is not None:
+        write_output_text(output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
+        print(terminal_safe(f"tuning report written to {args.output}"))
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""``tokbench history``, ``show`` and ``export``: the stored runs, read only."""
+"""``tokbench history``, ``show`` and ``export``: the stored runs, read only; ``recover``: the one writer, which
+rolls back a transaction a killed writer left unfinished."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, db_help, open_store
 from tokbench.text import spreadsheet_safe, terminal_safe
+
+MAX_RUN_ID = 2**63 - 1  # SQLite's rowid range
 
 
 def add_store_parsers(commands: Any) -> None:
@@ -18,7 +22,7 @@ def add_store_parsers(commands: Any) -> None:
     history = commands.add_parser("history", help="list stored runs")
     history.add_argument("--model", help="only runs of this model")
     history.add_argument("--status", choices=STATUSES, help="only runs with this status")
-    history.add_argument("--limit", type=int, help="only the latest N runs")
+    history.add_argument("--limit", type=options.integer(1), help="only the latest N runs")
     history.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help())
     history.add_argument(
         "--changes", action="store_true", help="find change points per workload (as `tokbench regressions`)"
@@ -27,13 +31,21 @@ def add_store_parsers(commands: Any) -> None:
     export = commands.add_parser("export", help="write stored runs out as JSON (full results) or CSV (columns)")
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--output", metavar="FILE", help="where to write (default: standard output)")
+    export.add_argument("--force", action="store_true", help="let --output replace an existing plain file")
     export.add_argument("--model", help="only runs of this model")
     export.add_argument("--status", choices=STATUSES, help="only runs with this status")
     export.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help())
 
     show = commands.add_parser("show", help="print one stored run")
-    show.add_argument("run_id", type=int, metavar="RUN_ID")
+    show.add_argument("run_id", type=options.integer(1, MAX_RUN_ID), metavar="RUN_ID")
     show.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help())
+    recover = commands.add_parser(
+        "recover",
+        help="finish what a stopped writer left: roll back its unfinished transaction (the one writing command "
+        "for a store that read commands refuse)",
+    )
+    recover.add_argument("--db", default=str(DEFAULT_DB_PATH), help=db_help())
+    recover.set_defaults(handler=command_recover)
     history.set_defaults(handler=command_history)
     export.set_defaults(handler=command_export)
     show.set_defaults(handler=command_show)
@@ -55,16 +67,12 @@ def command_history(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     import csv
     import io
-    import json
 
+    output = _check_export_output(args) if args.output else None
     with open_store(args.db, must_exist=True) as store:
         runs = store.runs(model=args.model, status=args.status)
         if args.format == "json":
-            records = [
-                {"run_id": run.run_id, "sweep_id": run.sweep_id, "repeat_index": run.repeat_index, "result": data}
-                for run, data in zip(runs, store.result_dicts(runs), strict=True)
-            ]
-            text = json.dumps(records, indent=1, allow_nan=False) + "\n"
+            text = _json_export(store, runs)
         else:
             buffer = io.StringIO()
             rows = [{key: spreadsheet_safe(value) for key, value in run.to_dict().items()} for run in runs]
@@ -74,27 +82,43 @@ def command_export(args: argparse.Namespace) -> int:
                 writer.writeheader()
                 writer.writerows(rows)
             text = buffer.getvalue()
-    if args.output:
-        _write_export(args.output, args.db, text)
+    if output is not None:
+        from tokbench.results.outputs import write_output_text
+
+        write_output_text(output, text)
         print(terminal_safe(f"{len(runs)} run(s) written to {args.output}", newlines=False), file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        # A terminal is driven by escape sequences: stored text never reaches one raw (JSON escapes its own).
+        sys.stdout.write(terminal_safe(text) if sys.stdout.isatty() else text)
     return EXIT_OK
 
 
-def _write_export(output: str, db: str, text: str) -> None:
-    """Write an export file; never onto the store itself or any other SQLite database."""
-    from tokbench.errors import StoreError
-    from tokbench.fileio import atomic_write_text
-    from tokbench.results.store import is_sqlite_file
+def _json_export(store: Any, runs: list[Any]) -> str:
+    """Every run's stored result as JSON; a stored NaN or infinity (no JSON for it) is named, run and field."""
+    import json
 
-    target, store = Path(output), Path(db)
-    if target.exists() and ((store.exists() and target.resolve() == store.resolve()) or is_sqlite_file(target)):
-        raise StoreError(f"--output {output} is a results database; exporting would replace it: choose another file")
-    try:
-        atomic_write_text(target, text)
-    except OSError as error:
-        raise StoreError(f"could not write the export to {output}: {error.strerror or error}") from error
+    from tokbench.errors import StoreError
+    from tokbench.schema.checks import first_non_finite
+
+    records = []
+    for run, data in zip(runs, store.result_dicts(runs), strict=True):
+        problem = first_non_finite(data)
+        if problem is not None:
+            raise StoreError(
+                f"run {run.run_id} in {store.path} cannot be exported as JSON: {problem} (JSON has no such number); "
+                "leave it out (--model / --status) or export --format csv"
+            )
+        records.append(
+            {"run_id": run.run_id, "sweep_id": run.sweep_id, "repeat_index": run.repeat_index, "result": data}
+        )
+    return json.dumps(records, indent=1, allow_nan=False) + "\n"
+
+
+def _check_export_output(args: argparse.Namespace) -> Path:
+    """``--output`` under the one output rule (``results.outputs``): never the store, never another database."""
+    from tokbench.results.outputs import check_output_file
+
+    return check_output_file(args.output, inputs=[args.db], force=args.force)
 
 
 def command_show(args: argparse.Namespace) -> int:
@@ -116,4 +140,21 @@ def command_show(args: argparse.Namespace) -> int:
         print_result(result, console)
     for line in launch_lines(result):
         console.print(line, highlight=False, markup=False)
+    return EXIT_OK
+
+
+def command_recover(args: argparse.Namespace) -> int:
+    """Open an existing store for writing once: SQLite rolls back a transaction a killed writer left (its hot
+    journal); the store is then checked as every open checks it."""
+    from tokbench.errors import StoreError
+    from tokbench.results.store import ResultStore
+
+    journal = Path(f"{args.db}-journal")
+    had_journal = journal.is_file() and journal.stat().st_size > 0
+    if not Path(args.db).is_file():
+        raise StoreError(f"no results store at {args.db}; pass --db")
+    with ResultStore(args.db) as store:
+        runs = store.count()
+    done = "rolled back the unfinished transaction; " if had_journal else "nothing unfinished; "
+    print(terminal_safe(f"{args.db}: {done}{runs} stored run(s), the store is readable", newlines=False))
     return EXIT_OK

@@ -10,10 +10,23 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, db_help, open_store
+from tokbench.cli import options
+from tokbench.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    db_help,
+    open_store,
+    usage_error,
+)
 from tokbench.errors import ConfigError
 from tokbench.report.terminal import STATUS_STYLES, cell_text, shorten
+from tokbench.sweep.plan import shorten_repr
 from tokbench.text import terminal_safe
+
+MAX_LISTED = 20  # skipped / invalid lines of a plan; the rest are counted
+MAX_LISTED_RUNS = 1_000  # `--dry-run` lines
 
 if TYPE_CHECKING:
     from tokbench.schema.results import BenchmarkResult
@@ -23,7 +36,14 @@ if TYPE_CHECKING:
 
 def add_sweep_parser(commands: Any) -> None:
     from tokbench.results.store import DEFAULT_DB_PATH
-    from tokbench.sweep.plan import COMPILE_CACHE_MODES, LAUNCHER_NAMES, LEVELS, START_METHODS
+    from tokbench.sweep.plan import (
+        COMPILE_CACHE_MODES,
+        LAUNCHER_NAMES,
+        LEVELS,
+        MAX_REPEAT,
+        MAX_TIMEOUT_S,
+        START_METHODS,
+    )
 
     sweep = commands.add_parser(
         "sweep",
@@ -45,11 +65,16 @@ def add_sweep_parser(commands: Any) -> None:
     sweep.add_argument(
         "--timeout",
         dest="timeout_s",
-        type=float,
+        type=options.number(0, MAX_TIMEOUT_S, exclusive=True),
         metavar="S",
         help="seconds per config before it is ended as failed (default: 1800; an entry of the file may set timeout_s)",
     )
-    sweep.add_argument("--repeat", type=int, metavar="K", help="run each config in K separate processes (default: 1)")
+    sweep.add_argument(
+        "--repeat",
+        type=options.integer(1, MAX_REPEAT),
+        metavar="K",
+        help="run each config in K separate processes (default: 1)",
+    )
     sweep.add_argument(
         "--compile-cache",
         choices=COMPILE_CACHE_MODES,
@@ -75,7 +100,7 @@ def add_sweep_parser(commands: Any) -> None:
 
 
 def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
-    from tokbench.sweep.plan import EXECUTOR_NAMES
+    from tokbench.sweep.plan import EXECUTOR_NAMES, MAX_CPUS_PER_CONFIG, MAX_GPUS_PER_CONFIG, MAX_PARALLEL
 
     sweep.add_argument(
         "--executor",
@@ -84,19 +109,22 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument(
         "--parallel",
-        type=int,
+        type=options.integer(1, MAX_PARALLEL),
         metavar="N",
         help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs)",
     )
     sweep.add_argument(
         "--gpus-per-config",
-        type=int,
+        type=options.integer(1, MAX_GPUS_PER_CONFIG),
         metavar="K",
         help="GPUs each config gets: local, its child sees only those (CUDA_VISIBLE_DEVICES) and every visible "
         "GPU is kept busy; ray, its task reserves K GPUs on one node (default 1)",
     )
     sweep.add_argument(
-        "--cpus-per-config", type=float, metavar="C", help="ray: CPUs each config's task reserves (default 1)"
+        "--cpus-per-config",
+        type=options.number(0, MAX_CPUS_PER_CONFIG),
+        metavar="C",
+        help="ray: CPUs each config's task reserves (default 1)",
     )
     sweep.add_argument(
         "--ray-address",
@@ -113,13 +141,10 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from tokbench.errors import LaunchError
-    from tokbench.interrupts import exit_code, interruptible
-    from tokbench.report.progress import RichProgress
+    from tokbench.errors import LaunchError, TokbenchError
     from tokbench.report.terminal import make_console
     from tokbench.sweep.executors import open_executor
     from tokbench.sweep.plan import load_sweep_file, plan_sweep
-    from tokbench.sweep.runner import execute_plan
 
     console = make_console()
     try:
@@ -139,23 +164,67 @@ def command_sweep(args: argparse.Namespace) -> int:
         )
         plan = plan_sweep(spec)
     except ConfigError as error:
-        print(f"tokbench: invalid sweep: {error}", file=sys.stderr)
+        print(f"tokbench: invalid sweep: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
     print_plan(plan, console)
     print_load_groups(plan, console, share=spec.share_load)
+    if not plan.runnable and not plan.skipped:
+        return usage_error(f"invalid sweep: every one of its {len(plan.invalid)} combination(s) is invalid (see "
+                           "above); nothing was run or stored")  # fmt: skip
     if args.dry_run:
-        for planned in plan.runnable:
-            console.print(f"run      {planned.config.name}  (config {planned.config.config_hash})")
+        print_runnable(plan, console)
         return EXIT_OK
+    try:
+        _check_before_running(args)
+    except TokbenchError as error:
+        return usage_error(error)
     try:
         executor = open_executor(spec)
     except (ConfigError, LaunchError) as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        check_feasible = getattr(executor, "check_feasible", None)  # ray: can the cluster run each config at all?
+        if check_feasible is not None:
+            check_feasible(plan.configs)
+    except LaunchError as error:
+        executor.close()
+        return usage_error(error)
+    return _run_and_report(args, spec, plan, executor, console)
+
+
+def _check_before_running(args: argparse.Namespace) -> None:
+    """What can be found wrong before minutes of measuring: the store path, the --baseline selection."""
+    from tokbench.errors import StoreError
+    from tokbench.fileio import file_kind
+
+    kind = file_kind(args.db)
+    if kind not in ("a file", "missing"):
+        raise StoreError(f"--db {args.db} is {kind}, not a results store file; pass a file path")
+    if args.baseline:
+        from tokbench.errors import TokbenchError
+        from tokbench.results.selectors import select
+
+        try:
+            select(args.baseline, args.db)
+        except TokbenchError as error:
+            raise StoreError(f"--baseline {args.baseline}: {error}") from error
+
+
+def _run_and_report(args: argparse.Namespace, spec: Any, plan: SweepPlan, executor: Any, console: Console) -> int:
+    from tokbench.interrupts import exit_code, interruptible
+    from tokbench.report.progress import RichProgress
+    from tokbench.results.store import sweep_lock
+    from tokbench.sweep.runner import execute_plan
+
+    try:
         # SIGTERM ends the sweep like Ctrl-C: the running child ended, temporary folders removed, the store
         # kept. Installed after the executor opened: ray.init sets a SIGTERM handler of its own.
-        with interruptible() as stopped_by, open_store(args.db, must_exist=False) as store:
+        with (
+            sweep_lock(args.db, plan.sweep_id),
+            interruptible() as stopped_by,
+            open_store(args.db, must_exist=False) as store,
+        ):
             hook = None if args.no_progress else RichProgress()
             outcome = execute_plan(
                 plan,
@@ -193,11 +262,29 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
         + (f", {len(plan.invalid)} invalid combination(s)" if plan.invalid else "")
     )
     for note in plan.notes:
-        console.print(f"note: {note}")
-    for skipped in plan.skipped:
-        console.print(Text(terminal_safe(f"skipped  {skipped.config.name}: {skipped.reason}"), style="yellow"))
-    for invalid in plan.invalid:
-        console.print(Text(terminal_safe(f"invalid  {invalid.fields}: {invalid.reason}"), style="red"))
+        console.print(Text(terminal_safe(f"note: {note}")))
+    for skipped in plan.skipped[:MAX_LISTED]:
+        console.print(
+            Text(terminal_safe(f"skipped  {skipped.config.name}: {shorten(skipped.reason, 300)}"), style="yellow")
+        )
+    _more(console, len(plan.skipped), "config(s) that cannot run here")
+    for invalid in plan.invalid[:MAX_LISTED]:
+        line = f"invalid  {shorten_repr(invalid.fields, 200)}: {shorten(invalid.reason, 300)}"
+        console.print(Text(terminal_safe(line), style="red"))
+    _more(console, len(plan.invalid), "invalid combination(s)")
+
+
+def print_runnable(plan: SweepPlan, console: Console) -> None:
+    """``--dry-run``: the configs that would run, at most ``MAX_LISTED_RUNS`` lines."""
+    for planned in plan.runnable[:MAX_LISTED_RUNS]:
+        console.print(Text(terminal_safe(f"run      {planned.config.name}  (config {planned.config.config_hash})")))
+    _more(console, len(plan.runnable), "config(s) to run", MAX_LISTED_RUNS)
+
+
+def _more(console: Console, count: int, what: str, listed: int | None = None) -> None:
+    listed = MAX_LISTED if listed is None else listed
+    if count > listed:
+        console.print(f"... and {count - listed:,} more {what} (not listed)")
 
 
 def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) -> None:
@@ -209,7 +296,8 @@ def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) 
     if not share:
         console.print("load     not shared: every config loads its model in its own worker (--no-share-load)")
     for number, group in enumerate(groups, start=1):
-        names = ", ".join(configs[index].name for index in group.indexes)
+        names = ", ".join(configs[index].name for index in group.indexes[:MAX_LISTED])
+        names += f" and {len(group.indexes) - MAX_LISTED:,} more" if len(group.indexes) > MAX_LISTED else ""
         line = f"load     shared {number}: {len(group.indexes)} configs on one load: {names}"
         console.print(Text(terminal_safe(line)))
 

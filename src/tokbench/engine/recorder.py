@@ -157,6 +157,8 @@ class RunRecorder:
         """
         notes = list(self.notes)
         summary = {}
+        if status == STATUS_OK and not self.traces:  # nothing measured is never "ok" (a config bypassing checks)
+            status, reason = STATUS_FAILED, "no measured iteration: a result needs at least one timed call"
         if self.traces:
             try:
                 summary = summarize_traces(self.traces)

@@ -268,6 +268,14 @@ def cached_probe(
     return record, path, False
 
 
+def _holds(path: Path, record: ProbeRecord) -> bool:
+    """Whether the cache file at ``path`` holds exactly ``record`` (it was written just now)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("figures") == record.to_dict()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def peak_for(
     device: torch.device, dtype: str, cache_dir: Path | None = None, clock: Clock = perf_counter_ns
 ) -> HardwarePeak:
@@ -281,10 +289,13 @@ def peak_for(
                 f"table entry {spec.name}: {spec.source}",
             )  # fmt: skip
     record, path, from_cache = cached_probe(device, dtype, cache_dir, clock)
-    source = (
-        f"measured probe ({record.describe(dtype)}; {'cached' if from_cache else 'now cached'} in {path}; "
-        f"{REPROBE_ENV}=1 measures again)"
-    )
+    if from_cache:
+        where = f"cached in {path}"
+    elif _holds(path, record):
+        where = f"now cached in {path}"
+    else:  # the cache folder could not be written (read-only, full): say so, never "now cached"
+        where = f"not cached: {path.parent} could not be written, so the next run measures again"
+    source = f"measured probe ({record.describe(dtype)}; {where}; {REPROBE_ENV}=1 measures again)"
     return HardwarePeak(
         name, dtype, record.copy_bandwidth_bytes_s.median, record.matmul_flops_s.median, KIND_PROBE, source, record
     )

@@ -31,8 +31,10 @@ from tokbench.analysis.metrics import (
 from tokbench.analysis.samples import sample_values
 from tokbench.analysis.stats import mean, median, percentile, sample_std
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
+from tokbench.fileio import file_kind
+from tokbench.results.selectors import SelectorError, time_filter
 from tokbench.results.store import ResultStore, is_sqlite_file
-from tokbench.schema.results import STATUS_OK, BenchmarkResult
+from tokbench.schema.results import STATUS_OK, BenchmarkResult, read_result_data, result_from_data
 
 # Config fields that tell sweep series apart (one line per combination in "throughput vs batch size").
 SERIES_FIELDS = (
@@ -76,8 +78,8 @@ class ReportInput:
 class StoreSelector:
     """Which stored runs to report: all of them, or those of a sweep, of run ids, or started in a range.
 
-    ``since`` / ``until`` compare with the stored ``started_at`` (ISO 8601, UTC), inclusive; a date alone
-    (``2026-11-27``) works as a prefix.
+    ``since`` / ``until`` are instants (``results.selectors.parse_time_range``: ISO 8601 with ``T`` or a space,
+    UTC unless an offset is given), inclusive, each covering the whole unit it names (a date: that day).
     """
 
     sweep_id: str | None = None
@@ -87,7 +89,11 @@ class StoreSelector:
 
     @property
     def empty(self) -> bool:
-        return self.sweep_id is None and not self.run_ids and self.since is None and self.until is None
+        return self.sweep_id is None and not self.run_ids and self.empty_time
+
+    @property
+    def empty_time(self) -> bool:
+        return self.since is None and self.until is None
 
 
 def is_store_file(path: Path) -> bool:
@@ -100,6 +106,8 @@ class ReportSources:
 
     results: tuple[ReportInput, ...]
     comparisons: tuple[ComparisonData, ...] = ()
+    skipped: tuple[str, ...] = ()  # files of input folders that are neither results nor comparisons
+    inputs: tuple[str, ...] = ()  # every file read (an --output must never be one of them)
 
 
 def load_sources(paths: Sequence[str | Path], selector: StoreSelector | None = None) -> ReportSources:
@@ -107,27 +115,52 @@ def load_sources(paths: Sequence[str | Path], selector: StoreSelector | None = N
     selector = selector or StoreSelector()
     inputs: list[ReportInput] = []
     comparisons: list[ComparisonData] = []
+    skipped: list[str] = []
+    read: list[str] = []
     stores = 0
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
-            if not files:
+            found = _load_folder(path, inputs, comparisons, skipped)
+            read.extend(found)
+            if not found:
                 raise ReportInputError(f"{path} holds no result .json files; pass a result file, folder or store")
-            for file in files:
-                _load_file(file, inputs, comparisons)
         elif path.is_file() and is_store_file(path):
             stores += 1
             inputs.extend(load_store(path, selector))
+            read.append(str(path))
         elif path.is_file():
             _load_file(path, inputs, comparisons)
+            read.append(str(path))
+        elif path.exists():
+            kind = file_kind(path)
+            raise ReportInputError(f"{path} is {kind}; pass a result .json, a folder of them, or a store .db")
         else:
             raise ReportInputError(f"{path} does not exist; pass a result .json, a folder of them, or a store .db")
     if not selector.empty and not stores:
         raise ReportInputError("--sweep / --run / --since / --until select runs of a store: pass a store .db file")
     if not inputs and not comparisons:
         raise ReportInputError("nothing to report: the inputs hold no results")
-    return ReportSources(tuple(inputs), tuple(comparisons))
+    return ReportSources(tuple(inputs), tuple(comparisons), tuple(skipped), tuple(read))
+
+
+def _load_folder(
+    folder: Path, inputs: list[ReportInput], comparisons: list[ComparisonData], skipped: list[str]
+) -> list[str]:
+    """The folder's results and comparisons (its own ``*.json``, sorted by name); any other JSON, special file
+    or unreadable file is skipped, as ``tokbench compare`` skips it. Returns the files read."""
+    read = []
+    for file in sorted(p for p in folder.iterdir() if p.suffix == ".json"):
+        try:
+            data = read_result_data(file) if file.is_file() else None  # a FIFO or device is never opened
+        except (ResultFormatError, OSError):
+            data = None
+        if isinstance(data, dict) and (is_comparison_dict(data) or {"schema_version", "config", "status"} <= set(data)):
+            _add_data(data, file, inputs, comparisons)
+            read.append(str(file))
+        else:
+            skipped.append(str(file))
+    return read
 
 
 def load_inputs(paths: Sequence[str | Path], selector: StoreSelector | None = None) -> list[ReportInput]:
@@ -140,36 +173,37 @@ def load_inputs(paths: Sequence[str | Path], selector: StoreSelector | None = No
 
 def _load_file(path: Path, inputs: list[ReportInput], comparisons: list[ComparisonData]) -> None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise ReportInputError(f"{path} is not a result JSON (not text: {error.reason})") from error
-    except json.JSONDecodeError as error:
-        raise ReportInputError(f"{path} is not valid JSON: {error}") from error
+        data = read_result_data(path)
+    except ResultFormatError as error:
+        raise ReportInputError(str(error)) from error
     except OSError as error:
         raise ReportInputError(f"{path} cannot be read: {error.strerror}") from error
+    _add_data(data, path, inputs, comparisons)
+
+
+def _add_data(data: Any, path: Path, inputs: list[ReportInput], comparisons: list[ComparisonData]) -> None:
     try:
         if isinstance(data, dict) and is_comparison_dict(data):
             comparisons.append(comparison_data(data, str(path)))
-        elif isinstance(data, dict):
-            inputs.append(ReportInput(result=BenchmarkResult.from_dict(data), source=str(path)))
         else:
-            raise ResultFormatError("expected a JSON object (a result or a comparison)")
+            inputs.append(ReportInput(result=result_from_data(data, str(path)), source=str(path)))
     except ResultFormatError as error:
-        raise ReportInputError(f"{path}: {error}") from error
+        raise ReportInputError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from error
 
 
 def load_store(path: Path, selector: StoreSelector) -> list[ReportInput]:
     """The selected runs of a store, oldest first. ``ResultStore(read_only=True)`` refuses another
     application's database and a damaged one, and changes nothing in the file (no schema upgrade)."""
-    until = selector.until
+    try:
+        inside = time_filter(selector.since, selector.until)  # instants, parsed: never compared as text
+    except SelectorError as error:
+        raise ReportInputError(str(error).replace("since=", "--since ").replace("until=", "--until ")) from error
     with ResultStore(path, read_only=True) as store:
         runs = [
             run
             for run in store.runs(sweep_id=selector.sweep_id)
             if (not selector.run_ids or run.run_id in selector.run_ids)
-            and (selector.since is None or run.started_at >= selector.since)
-            # a date or minute alone is a prefix: everything that starts with it is inside the range
-            and (until is None or run.started_at <= until or run.started_at.startswith(until))
+            and (selector.empty_time or inside(run.started_at))
         ]
         if not runs:
             raise ReportInputError(

@@ -28,6 +28,7 @@ from tokbench.report.data import (
     RunData,
     SweepData,
 )
+from tokbench.text import terminal_safe
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")  # fmt: skip
@@ -335,8 +336,9 @@ def comparison_figures(data: ComparisonData) -> dict[str, FigureSpec]:
 
 
 def plotly_text(text: object) -> str:
-    """A string plotly.js draws literally: its pseudo-HTML is escaped (see the module docstring)."""
-    return html.escape(str(text), quote=True)
+    """A string plotly.js draws literally: its pseudo-HTML is escaped (see the module docstring), control and
+    bidi-override characters shown as escapes."""
+    return html.escape(terminal_safe(text), quote=True)
 
 
 def _plotly_values(values: Sequence[Any]) -> list[Any]:
@@ -445,22 +447,24 @@ def write_pngs(figures: Sequence[FigureSpec], directory: str | Path, prefix: str
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for spec in figures:
-        figure, axis = plt.subplots(figsize=(8, max(4.2, spec.height / 90)), dpi=110)
-        try:
-            _draw(axis, spec)
-            path = target / f"{prefix}{spec.key}.png"
-            figure.tight_layout()
-            figure.savefig(path)
-            written.append(path)
-        finally:
-            plt.close(figure)
+    # Names are data, never markup: with mathtext off, "$x$" (or "a $ b") is drawn as typed, never parsed.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        for spec in figures:
+            figure, axis = plt.subplots(figsize=(8, max(4.2, spec.height / 90)), dpi=110)
+            try:
+                _draw(axis, spec)
+                path = target / f"{prefix}{spec.key}.png"
+                figure.tight_layout()
+                figure.savefig(path)
+                written.append(path)
+            finally:
+                plt.close(figure)
     return written
 
 
 def mpl_text(text: object) -> str:
-    """A string matplotlib draws literally: ``$`` would start mathtext (and a parse error)."""
-    return str(text).replace("$", r"\$")
+    """A string matplotlib draws literally (mathtext is off in ``write_pngs``), control characters escaped."""
+    return terminal_safe(text)
 
 
 def _draw(axis: Any, spec: FigureSpec) -> None:
@@ -501,7 +505,7 @@ def _draw(axis: Any, spec: FigureSpec) -> None:
             target.fill_between(xs, series.band_low, series.band_high, color=color, alpha=0.2, linewidth=0,
                                 label=mpl_text(series.band_name))  # fmt: skip
         style = {"lines": "-", "markers": "o", "lines+markers": "-o"}.get(series.mode, "-")
-        target.plot(xs, ys, style, color=color, label=series.name, markersize=4)
+        target.plot(xs, ys, style, color=color, label=mpl_text(series.name), markersize=4)
     for marker in spec.markers:
         axis.axvline(marker.x, linestyle=":" if marker.dash == "dot" else "--", color=marker.color, linewidth=1)
         axis.annotate(mpl_text(marker.label), (marker.x, 1.0), xycoords=("data", "axes fraction"), fontsize=8,

@@ -11,11 +11,10 @@ escaping and offline rules as every report page (``report.html``): text is escap
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokbench.analysis.metrics import METRIC_LABELS, METRIC_UNITS
-from tokbench.fileio import atomic_write_text
 from tokbench.report.data import ReportError, ReportInput
 from tokbench.report.figures import LINES, LINES_MARKERS, PALETTE, FigureSpec, Marker, Series
 from tokbench.report.html import check_output, render_html
@@ -28,6 +27,7 @@ from tokbench.results.history import (
     find_history_changes,
     metrics_held,
 )
+from tokbench.results.outputs import write_output_text
 from tokbench.results.selectors import SelectedRun
 
 PAGE_ID = "history"
@@ -153,9 +153,15 @@ def history_page(reports: Sequence[HistoryChangesReport]) -> Page:
     return Page(PAGE_ID, "History", subtitle, tuple(sections), filters=filters)
 
 
-def write_history_report(items: Sequence[ReportInput], output: str | Path, plain_js: bool = False) -> Path:
-    """The history page alone, written atomically to ``output`` (never over anything but an HTML page)."""
-    check_output(output)
+def write_history_report(
+    items: Sequence[ReportInput],
+    output: str | Path,
+    plain_js: bool = False,
+    inputs: Iterable[str | Path] = (),
+    force: bool = False,
+) -> Path:
+    """The history page alone, written atomically to ``output`` under the one output rule (``html.check_output``)."""
+    target = check_output(output, inputs, force)
     runs = selected_runs(items)
     metrics = metrics_held(runs)
     if not metrics:
@@ -163,5 +169,5 @@ def write_history_report(items: Sequence[ReportInput], output: str | Path, plain
     reports = [find_history_changes(runs, metric) for metric in metrics]
     title = f"tokbench history: {len(items)} runs"
     page = history_page(reports)
-    return atomic_write_text(output, render_html(Report(title=title, pages=(page,)), plain_js=plain_js))
+    return write_output_text(target, render_html(Report(title=title, pages=(page,)), plain_js=plain_js))
 

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tokbench.fileio import atomic_write_text
 from tokbench.report.data import (
     METRIC_LABELS,
     ComparisonData,
@@ -39,6 +38,8 @@ from tokbench.report.data import (
 from tokbench.report.figures import comparison_figures, run_figures, sweep_figures, to_plotly, write_pngs
 from tokbench.report.page_model import Cell, Page, Report, Section, Table, fmt, mib, num, pct, txt
 from tokbench.report.serving_page import serving_pages
+from tokbench.results.outputs import OutputLocationError, check_output_file, write_output_text
+from tokbench.text import terminal_safe
 
 DEFAULT_RUN_PAGES = 20
 CONTENT_SECURITY_POLICY = (
@@ -559,7 +560,9 @@ _PAGE_SCRIPT = """
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for HTML: markup escaped, and control and bidi-override characters shown as ``\\u202e`` escapes
+    (``evil\\u202egnp.exe`` must not display as ``evilexe.png``)."""
+    return html.escape(terminal_safe(text), quote=True)
 
 
 def _render_table(table: Table) -> str:
@@ -656,19 +659,29 @@ def _library_and_page_scripts(plain_js: bool) -> str:
     )
 
 
-def check_output(output: str | Path) -> None:
-    """Refuse to replace anything but an earlier HTML page: ``-o results.db`` must never destroy a store."""
-    path = Path(output)
-    if path.is_dir():
-        raise ReportError(f"--output {path} is a folder; pass a file name such as {path / 'report.html'}")
-    if path.exists():
-        try:
-            with path.open("rb") as handle:
-                start = handle.read(64).lstrip().lower()
-        except OSError as error:
-            raise ReportError(f"--output {path} cannot be read to check it: {error.strerror}") from error
-        if not start.startswith((b"<!doctype html", b"<html")):
-            raise ReportError(f"--output {path} exists and is not an HTML page; tokbench leaves it: pass another")
+def check_output(output: str | Path, inputs: Iterable[str | Path] = (), force: bool = False) -> Path:
+    """``--output`` under the one output rule (``results.outputs``): an earlier HTML page may be replaced, never
+    an input, a store, a special file or a link; any other existing file only with ``force``."""
+    try:
+        return check_output_file(
+            output, inputs=inputs, force=force, replaceable=_is_html_page, exists_fix="it is not an HTML page; "
+            "tokbench leaves it: pass another --output (or --force to replace it)",
+        )  # fmt: skip
+    except OutputLocationError as error:
+        raise ReportError(str(error)) from error
+
+
+def _is_html_page(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(64).lstrip().lower()
+    except OSError:
+        return False
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
+class PngWriteError(ReportError):
+    """The HTML page was written, the PNGs were not (the message says where the page is)."""
 
 
 def write_report(
@@ -678,17 +691,33 @@ def write_report(
     run_pages: int = DEFAULT_RUN_PAGES,
     comparisons: Sequence[ComparisonData] = (),
     plain_js: bool = False,
+    inputs: Iterable[str | Path] = (),
+    force: bool = False,
 ) -> tuple[Path, list[Path]]:
-    """Write the HTML report (atomically) and, with ``png_dir``, the plots as PNG; returns the paths."""
-    check_output(output)
+    """Write the HTML report (atomically) and, with ``png_dir``, the plots as PNG; returns the paths.
+
+    ``inputs`` are never replaced; another existing file that is not an earlier page only with ``force``.
+    A PNG that cannot be written raises ``PngWriteError`` after the page was written (and says so).
+    """
+    target = check_output(output, inputs, force)
     report = build_report(list(items), run_pages=run_pages, comparisons=comparisons)
-    path = atomic_write_text(output, render_html(report, plain_js=plain_js))
+    try:
+        path = write_output_text(target, render_html(report, plain_js=plain_js))
+    except OutputLocationError as error:
+        raise ReportError(str(error)) from error
     pngs: list[Path] = []
     if png_dir is not None:
         # The main plots: the sweep's and the first run's (every run's would be dozens of files).
         main_pages = [p for p in report.pages if not p.page_id.startswith("run-")]
         main_pages += [p for p in report.pages if p.page_id.startswith("run-")][:1]
-        for page in main_pages:
-            specs = [s.figure for s in page.sections if s.figure is not None]
-            pngs.extend(write_pngs(specs, png_dir, prefix=f"{page.page_id}-"))
+        try:
+            for page in main_pages:
+                specs = [s.figure for s in page.sections if s.figure is not None]
+                pngs.extend(write_pngs(specs, png_dir, prefix=f"{page.page_id}-"))
+        except (OSError, ValueError, RuntimeError) as error:
+            reason = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
+            raise PngWriteError(
+                f"the HTML report was written to {path}, but the PNGs could not be written into {png_dir}: "
+                f"{reason}; pass another --png"
+            ) from error
     return path, pngs

@@ -18,7 +18,7 @@ from tokbench.analysis import compare as stats
 from tokbench.analysis.metrics import METRIC_UNITS
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import TokbenchError
-from tokbench.results.selectors import SelectedRun, device_type_of, workload_key_of
+from tokbench.results.selectors import SelectedRun, device_type_of, distinct_sides, workload_key_of
 from tokbench.schema.comparison import (
     ComparisonReport,
     EnvironmentDifference,
@@ -205,6 +205,7 @@ def compare(
     if not 0 < alpha < 1:
         raise ComparisonRefused(f"--alpha {alpha} must lie in (0, 1)")
     ignored = check_ignorable(ignore)
+    baseline, contender, copy_notes = distinct_sides(baseline, contender)  # copies once; none on both sides
     unmatched: list[UnmatchedRun] = []
     usable: dict[str, list[SelectedRun]] = {}
     for side, runs in (("baseline", baseline), ("contender", contender)):
@@ -326,7 +327,7 @@ def compare(
             geometric.append(
                 GeometricMeanSummary(metric=metric, workloads=len(ratios), ratio=stats.geometric_mean(ratios))
             )
-    report_warnings = []
+    report_warnings = list(copy_notes)
     gpu_names = {
         side: {str(gpu.get("name")) for run in usable[side] for gpu in run.result.environment.get("gpus") or []}
         for side in usable

@@ -13,15 +13,17 @@ committed state; SQLite rolls the half-written transaction back on the next open
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tokbench.errors import ResultFormatError, StoreError, StoreWriteError
+from tokbench.errors import ResultFormatError, StoreError, StoreWriteError, UsageError
+from tokbench.fileio import UnsafeFileError, file_kind, parse_json_text
 from tokbench.schema.results import STATUS_OK, STATUS_SKIPPED, BenchmarkResult
 
 DEFAULT_DB_PATH = Path("tokbench-results.db")
@@ -166,7 +168,10 @@ class ResultStore:
     def __init__(self, path: str | Path = DEFAULT_DB_PATH, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.is_file():
+        kind = file_kind(self.path)
+        if kind not in ("a file", "missing"):
+            raise StoreError(f"{self.path} is {kind}, not a results store file; pass --db with a file path")
+        if read_only and kind == "missing":
             raise StoreError(f"no results store at {self.path}; run `tokbench sweep` first or pass --db")
         if not read_only and self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +190,8 @@ class ResultStore:
                 if self._connection.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
                     self._connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.Error as error:
+            if read_only and _has_hot_journal(self.path):
+                raise StoreError(_hot_journal_message(self.path)) from error
             raise StoreError(f"cannot open the results store {self.path}: {error}") from error
         except StoreError:
             self._connection.close()
@@ -290,15 +297,18 @@ class ResultStore:
         if row is None:
             raise StoreError(f"no run {run_id} in {self.path}; `tokbench history` lists the stored runs")
         try:
-            return BenchmarkResult.from_dict(json.loads(row[0]))
-        except (json.JSONDecodeError, ResultFormatError) as error:
+            return BenchmarkResult.from_dict(parse_json_text(row[0], f"run {run_id}"))
+        except (json.JSONDecodeError, ResultFormatError, UnsafeFileError) as error:
             raise StoreError(f"run {run_id} in {self.path} cannot be read: {error}") from error
 
     def result_dicts(self, runs: Sequence[StoredRun]) -> Iterator[dict[str, Any]]:
         """The full stored JSON of each run, as written."""
         for run in runs:
             row = self._connection.execute("SELECT result_json FROM results WHERE run_id = ?", (run.run_id,)).fetchone()
-            yield json.loads(row[0])
+            try:
+                yield parse_json_text(row[0], f"run {run.run_id}")
+            except (json.JSONDecodeError, UnsafeFileError) as error:
+                raise StoreError(f"run {run.run_id} in {self.path} cannot be read: {error}") from error
 
     def completed(self, sweep_id: str) -> set[tuple[str, int]]:
         """(config_hash, repeat_index) of the sweep's results stored ok or skipped: what --resume leaves out."""
@@ -307,6 +317,9 @@ class ResultStore:
             (sweep_id, STATUS_OK, STATUS_SKIPPED),
         )
         return {(config_hash, repeat_index) for config_hash, repeat_index in rows}
+
+    def count(self) -> int:
+        return int(self._connection.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     def schema_version(self) -> int:
         return int(self._connection.execute("PRAGMA user_version").fetchone()[0])
@@ -335,6 +348,77 @@ def _check_is_tokbench_store(connection: sqlite3.Connection, path: Path) -> None
     raise StoreError(
         f"{path} is not a tokbench results store (application id {application_id:#x}, tables "
         f"{', '.join(sorted(tables)) or 'none'}); tokbench leaves it untouched: pass another --db"
+    )
+
+
+class SweepRunningError(StoreError, UsageError):
+    """The same sweep is being run into the same store by another process."""
+
+
+@contextmanager
+def sweep_lock(db: str | Path, sweep_id: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``sweep_id`` for the store ``db`` while a sweep runs into it.
+
+    A second ``tokbench sweep`` of the same sweep (``--resume`` or not) into the same store would measure the
+    configs in flight twice; it is refused at once, naming the process that holds the lock. The lock is a
+    ``flock`` on ``.<store name>.sweep-<id>.lock`` beside the store (SQLite's own locks are untouched); the
+    kernel drops it when its process dies, so a killed sweep never leaves a stale lock.
+    """
+    import fcntl
+
+    store = Path(db)
+    path = store.parent / f".{store.name}.sweep-{sweep_id}.lock"
+    while True:
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as error:
+            raise StoreError(f"cannot write beside the results store {store}: {error.strerror or error}; "
+                             "pass a --db in a writable folder") from error  # fmt: skip
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 64, 0).decode("ascii", "replace").strip() or "another process"
+            os.close(descriptor)
+            raise SweepRunningError(
+                f"sweep {sweep_id} is already running into {store} (pid {holder}); running it twice at once would "
+                "measure its configs twice: wait for it to end, then use --resume to go on"
+            ) from None
+        if _same_inode(descriptor, path):  # not a lock file a finishing sweep unlinked meanwhile
+            break
+        os.close(descriptor)
+    try:
+        with suppress(OSError):  # the pid only helps the message; a full disk must not stop the sweep here
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, str(os.getpid()).encode("ascii"), 0)
+        yield
+    finally:
+        with suppress(OSError):
+            path.unlink()
+        os.close(descriptor)
+
+
+def _same_inode(descriptor: int, path: Path) -> bool:
+    try:
+        return os.fstat(descriptor).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
+
+
+def _has_hot_journal(path: Path) -> bool:
+    journal = Path(f"{path}-journal")
+    try:
+        return journal.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _hot_journal_message(path: Path) -> str:
+    return (
+        f"the results store {path} holds a transaction a writer left unfinished when it was stopped "
+        f"({path}-journal is its rollback journal); a read command never writes, so it cannot roll it back: "
+        f"run `tokbench recover --db {path}` once (SQLite rolls the unfinished transaction back; every result "
+        "committed before is kept)"
     )
 
 

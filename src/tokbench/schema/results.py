@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
-from tokbench.fileio import atomic_write_text
+from tokbench.fileio import UnsafeFileError, atomic_write_text, parse_json_text, read_regular_text
+from tokbench.schema.checks import check_numbers, check_traces
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
@@ -187,7 +188,14 @@ class BenchmarkResult(Record):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BenchmarkResult:
         """A result from its JSON data, any readable schema version; its stored config_hash must match."""
-        version = data.get("schema_version") if isinstance(data, Mapping) else None
+        if not isinstance(data, Mapping):
+            raise ResultFormatError(
+                f"expected a JSON object (a tokbench result), got {_json_kind(data)}: this is not a tokbench result"
+            )
+        if "schema_version" not in data or "config" not in data or "status" not in data:
+            missing = [key for key in ("schema_version", "config", "status") if key not in data]
+            raise ResultFormatError(f"missing {', '.join(missing)}: this JSON object is not a tokbench result")
+        version = data.get("schema_version")
         if version not in READABLE_SCHEMA_VERSIONS:
             raise ResultFormatError(
                 f"result schema_version {version!r} is not supported by this tokbench (reads "
@@ -204,8 +212,16 @@ class BenchmarkResult(Record):
                 effective_settings.setdefault("grad_mode", config.grad_mode)
                 payload["effective_settings"] = effective_settings
             # loaded means upgraded: the result is this version's (older fields got their defaults)
+            check_numbers(payload)
             result = from_data(cls, payload, "result")
-        except (KeyError, TypeError) as error:  # BenchmarkConfig.from_dict's own errors
+            check_traces(result.iterations, result.status, shared_stamps=result.serving is not None)
+            if result.phases.cold_call is not None:
+                check_traces(
+                    (result.phases.cold_call,), result.status, "phases.cold_call", result.serving is not None
+                )
+        except ResultFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:  # BenchmarkConfig.from_dict's and the records' own errors
             raise ResultFormatError(f"result is missing or has a malformed field: {error}") from error
         if data.get("config_hash") not in (None, result.config_hash):
             raise ResultFormatError(
@@ -220,9 +236,34 @@ def save_result(result: BenchmarkResult, path: str | Path) -> Path:
 
 
 def load_result(path: str | Path) -> BenchmarkResult:
+    """A result file read back and checked (``schema.checks``); ``ResultFormatError`` names the file and the field.
+
+    Only a regular file of bounded size is read (``fileio.read_regular_text``); ``OSError`` passes through.
+    """
     source = Path(path)
+    return result_from_data(read_result_data(source), str(source))
+
+
+def read_result_data(path: Path) -> Any:
+    """The parsed JSON of a result file: a regular file of bounded size, of bounded nesting."""
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        return parse_json_text(read_regular_text(path), str(path))
+    except UnsafeFileError as error:
+        raise ResultFormatError(str(error)) from error
+    except UnicodeDecodeError as error:
+        raise ResultFormatError(f"{path} is not a result JSON (not UTF-8 text: {error.reason})") from error
     except json.JSONDecodeError as error:
-        raise ResultFormatError(f"{source} is not valid JSON: {error}") from error
-    return BenchmarkResult.from_dict(data)
+        raise ResultFormatError(f"{path} is not valid JSON: {error}") from error
+
+
+def result_from_data(data: Any, where: str) -> BenchmarkResult:
+    """``BenchmarkResult.from_dict`` with ``where`` (a file, a store row) named in its error."""
+    try:
+        return BenchmarkResult.from_dict(data)
+    except ResultFormatError as error:
+        raise ResultFormatError(f"{where}: {error}") from error
+
+
+def _json_kind(data: object) -> str:
+    kinds = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number"}
+    return "null" if data is None else kinds.get(type(data), type(data).__name__)

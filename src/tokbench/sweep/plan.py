@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tokbench.config import FIELD_DEFAULTS, FIELD_SPECS, BenchmarkConfig, load_config_file
+from tokbench.config import FIELD_DEFAULTS, FIELD_SPECS, BenchmarkConfig, load_config_file, unknown_fields_error
 from tokbench.errors import ConfigError, UnavailableFeatureError
 
 # The dimensions a level chooses combinations of. A dimension whose field BenchmarkConfig does not
@@ -69,6 +71,15 @@ EXECUTOR_NAMES = ("local", "ray")
 _EXECUTOR_KEYS = ("executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load")
 _SWEEP_KEYS = (*_SWEEP_KEYS, *_EXECUTOR_KEYS)
 DEFAULT_TIMEOUT_S = 1800.0
+# Bounds of the sweep options, declared once: the sweep file's values and the command line's flags use them.
+MAX_REPEAT = 1_000
+MAX_PARALLEL = 1_024
+MAX_GPUS_PER_CONFIG = 1_024
+MAX_CPUS_PER_CONFIG = 4_096.0
+# A plan's size is known before it is built (the product of the value lists): beyond the limit it is refused
+# with its count (a YAML alias bomb, a typo'd range), beyond the warning it is run but said to be large.
+MAX_PLAN_COMBINATIONS = 100_000
+LARGE_PLAN_COMBINATIONS = 1_000
 
 
 @dataclass(frozen=True)
@@ -99,8 +110,7 @@ class SweepSpec:
         if self.level is not None and self.level not in LEVELS:
             raise ConfigError("level", f"unknown level {self.level!r}", f"use one of: {', '.join(LEVELS)}")
         _check_timeout(self.timeout_s, "timeout_s")
-        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
-            raise ConfigError("repeat", f"expected an integer >= 1, got {self.repeat!r}", "use --repeat 1 or more")
+        _check_count(self.repeat, "repeat", MAX_REPEAT)
         if self.compile_cache not in COMPILE_CACHE_MODES:
             raise ConfigError(
                 "compile_cache", f"unknown mode {self.compile_cache!r}", f"use one of: {', '.join(COMPILE_CACHE_MODES)}"
@@ -119,14 +129,18 @@ class SweepSpec:
             raise ConfigError(
                 "executor", f"unknown executor {self.executor!r}", f"use one of: {', '.join(EXECUTOR_NAMES)}"
             )
-        for name in ("parallel", "gpus_per_config"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(name, f"expected an integer >= 1, got {value!r}", f"use {flag} 1 or more")
+        for name, maximum in (("parallel", MAX_PARALLEL), ("gpus_per_config", MAX_GPUS_PER_CONFIG)):
+            if getattr(self, name) is not None:
+                _check_count(getattr(self, name), name, maximum)
         cpus = self.cpus_per_config
-        if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus < 0):
-            raise ConfigError("cpus_per_config", f"expected a number >= 0, got {cpus!r}", "use --cpus-per-config 1")
+        if cpus is not None and (
+            isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not 0 <= cpus <= MAX_CPUS_PER_CONFIG
+        ):  # nan fails every comparison: refused here, not by Ray after the cluster started
+            raise ConfigError(
+                "cpus_per_config",
+                f"expected a number from 0 to {MAX_CPUS_PER_CONFIG:,.0f}, got {cpus!r}",
+                "use --cpus-per-config 1",
+            )
         if not isinstance(self.share_load, bool):
             raise ConfigError("share_load", f"expected true or false, got {self.share_load!r}", "use true or false")
         if self.executor == "local" and self.ray_address is not None:
@@ -215,24 +229,38 @@ def level_combinations(
     return combinations, notes
 
 
-def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombination], list[str]]:
-    """Every combination the spec describes, in file order (duplicates included)."""
-    planned: list[PlannedConfig] = []
-    invalid: list[InvalidCombination] = []
-    notes: list[str] = []
+@dataclass(frozen=True)
+class _GroupPlan:
+    """One group of the sweep file, checked and ready to expand: its value lists and level variants."""
+
+    names: tuple[str, ...]
+    values: tuple[list[Any], ...]
+    variants: tuple[dict[str, Any], ...]
+    timeout_s: float | None
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(choices) for choices in self.values) * len(self.variants)
+
+
+def _group_plans(spec: SweepSpec) -> tuple[list[_GroupPlan], list[str]]:
+    """Every group checked (known fields, plain values, timeout) and its size known, nothing expanded yet."""
     known = set(_config_field_names())
     combinations: list[dict[str, Any]] | None = None
+    notes: list[str] = []
     if spec.level is not None:
         combinations, notes = level_combinations(spec.level)
+    groups = []
     for group in spec.groups or ({},):
         merged = {**spec.base, **group}
         timeout_s = merged.pop("timeout_s", spec.timeout_s)
         _check_timeout(timeout_s, "timeout_s")
-        unknown = sorted(set(merged) - known)
+        unknown = sorted(set(merged) - known, key=str)
         if unknown:
-            raise ConfigError(
-                unknown[0],
-                f"unknown config field(s) in the sweep: {', '.join(unknown)}",
+            raise unknown_fields_error(
+                unknown,
+                known | set(_SWEEP_KEYS),
+                "config field(s) in the sweep",
                 f"use config fields ({', '.join(sorted(known))}) or sweep keys ({', '.join(_SWEEP_KEYS)})",
             )
         values = {name: _as_values(name, value) for name, value in merged.items()}
@@ -245,12 +273,43 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
                 if all(combination[name] in values[name] for name in combination if name in values)
             ]
             values = {name: choices for name, choices in values.items() if name not in LEVEL_DIMENSIONS}
-        names = list(values)
-        for product in itertools.product(*(values[name] for name in names)):
-            for variant in variants:
-                config_fields = {**dict(zip(names, product, strict=True)), **variant}
+        groups.append(_GroupPlan(tuple(values), tuple(values.values()), tuple(variants), timeout_s))
+    return groups, notes
+
+
+def plan_size(spec: SweepSpec) -> int:
+    """How many combinations the spec expands to (duplicates included), computed without expanding it."""
+    return sum(group.size for group in _group_plans(spec)[0])
+
+
+def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombination], list[str]]:
+    """Every combination the spec describes, in file order (duplicates included).
+
+    The size is known first: a plan beyond ``MAX_PLAN_COMBINATIONS`` is refused with its count before one
+    config is built, and one beyond ``LARGE_PLAN_COMBINATIONS`` gets a note.
+    """
+    groups, notes = _group_plans(spec)
+    total = sum(group.size for group in groups)
+    if total > MAX_PLAN_COMBINATIONS:
+        raise ConfigError(
+            "sweep",
+            f"the sweep expands to {total:,} combinations, more than the {MAX_PLAN_COMBINATIONS:,} one sweep may "
+            "hold (lists of values multiply; YAML aliases repeat lists)",
+            "list fewer values, or split it into several sweeps",
+        )
+    if total > LARGE_PLAN_COMBINATIONS:
+        notes.append(
+            f"a large plan: {total:,} combinations (at one minute each, {total / 1440:,.1f} days); "
+            "--dry-run shows it, and fewer values make it smaller"
+        )
+    planned: list[PlannedConfig] = []
+    invalid: list[InvalidCombination] = []
+    for group in groups:
+        for product in itertools.product(*group.values):
+            for variant in group.variants:
+                config_fields = {**dict(zip(group.names, product, strict=True)), **variant}
                 try:
-                    planned.append(PlannedConfig(BenchmarkConfig.from_dict(config_fields), timeout_s))
+                    planned.append(PlannedConfig(BenchmarkConfig.from_dict(config_fields), group.timeout_s))
                 except ConfigError as error:
                     invalid.append(InvalidCombination(config_fields, str(error)))
     return planned, invalid, notes
@@ -307,14 +366,48 @@ def sweep_id(config_hashes: Sequence[str]) -> str:
 
 
 def _as_values(name: str, value: Any) -> list[Any]:
-    if isinstance(value, list):
-        if not value:
-            raise ConfigError(name, "an empty list of values", "give at least one value, or leave the field out")
-        return value
-    return [value]
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(name, "an empty list of values", "give at least one value, or leave the field out")
+    for item in values:
+        _check_plain(name, item)
+    return values
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(name: str, value: Any) -> None:
+    """A value of a sweep list is a plain value (``sequence_length``: also a list of ints or a distribution):
+    a list nested deeper is a mistake, refused once for the file rather than once per combination."""
+    if isinstance(value, _SCALARS):
+        return
+    if name == "sequence_length":
+        inner = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if inner is not None and all(isinstance(item, _SCALARS) for item in inner):
+            return
+    raise ConfigError(
+        name,
+        f"a value is a nested {type(value).__name__} ({shorten_repr(value)})",
+        "give one value or a list of plain values",
+    )
+
+
+def shorten_repr(value: Any, limit: int = 120) -> str:
+    """``repr`` with every level and list cut short: printing a huge or aliased value costs nothing."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: beyond it a timeout is a typo, and inf/nan are no timeout at all
+
+
+def _check_count(value: object, name: str, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(name, f"expected an integer from 1 to {maximum:,}, got {value!r}", f"use {flag} 1 or more")
 
 
 def _check_timeout(value: object, name: str) -> None:

@@ -23,7 +23,7 @@ from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
 from tokbench.interrupts import signals_deferred
-from tokbench.results.store import DEFAULT_DB_PATH, ResultStore
+from tokbench.results.store import DEFAULT_DB_PATH, ResultStore, sweep_lock
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
@@ -185,7 +185,7 @@ def run_sweep(
     plan = plan_sweep(spec)
     executor = open_executor(spec)
     try:
-        with ResultStore(db) as store:
+        with sweep_lock(db, plan.sweep_id), ResultStore(db) as store:  # one run of a sweep into a store at a time
             return execute_plan(
                 plan,
                 executor,

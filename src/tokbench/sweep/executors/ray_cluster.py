@@ -20,8 +20,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import socket
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +34,10 @@ from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
 
 INSTALL_HINT = "install the extra: pip install 'tokbench[ray]' (Ray 2.60, pinned so it never replaces your torch)"
+# How long an address gets to answer before the sweep is refused (Ray itself retries for minutes, silently).
+CONNECT_TIMEOUT_S = 10.0
+# With tasks outstanding and no result for this long, one line says what is pending and what the cluster has free.
+PENDING_REPORT_S = 60.0
 # How long the driver waits for a result before it looks again (keeps Ctrl-C responsive).
 _WAIT_S = 0.5
 # After Ctrl-C: how long cancelled tasks get to end their children before they are force-killed.
@@ -93,11 +99,15 @@ class RayExecutor:
         gpus_per_config: int | None = None,
         cpus_per_config: float | None = None,
         init_options: dict[str, Any] | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         ray = import_ray()
         self._ray = ray
         self._started_here = False
+        self._notify = notify or _print_status
         if not ray.is_initialized():
+            if address not in (None, "auto"):
+                check_reachable(address)
             try:
                 # log_to_driver off: the children's output stays in their launch records, never raw on a terminal.
                 ray.init(address=address, log_to_driver=False, include_dashboard=False, **(init_options or {}))
@@ -124,19 +134,57 @@ class RayExecutor:
             return self.gpus_per_config
         return 0
 
+    def needs(self, config: BenchmarkConfig) -> dict[str, float]:
+        """What a config's task reserves on one node."""
+        return {"CPU": self.cpus_per_config, "GPU": float(self.gpus_for(config))}
+
+    def check_feasible(self, configs: Sequence[BenchmarkConfig]) -> None:
+        """Refuse, before anything is submitted, a config no node of the cluster could ever run: Ray would
+        keep its task pending forever, silently."""
+        nodes = [node.get("Resources", {}) for node in self._ray.nodes() if node.get("Alive")]
+        for config in configs:
+            need = self.needs(config)
+            if any(all(node.get(kind, 0.0) >= amount for kind, amount in need.items()) for node in nodes):
+                continue
+            largest = max(nodes, key=lambda node: (node.get("GPU", 0.0), node.get("CPU", 0.0)), default={})
+            raise LaunchError(
+                f"no node of the Ray cluster can run {config.name}: its task reserves {need['CPU']:g} CPU(s) and "
+                f"{need['GPU']:g} GPU(s) on one node, the largest of the {len(nodes)} node(s) has "
+                f"{largest.get('CPU', 0.0):g} CPU(s) and {largest.get('GPU', 0.0):g} GPU(s); lower "
+                "--cpus-per-config / --gpus-per-config, or add a node that has them"
+            )
+
     def execute(self, units: Sequence[WorkUnit], deliver: Deliver) -> None:
         ray = self._ray
+        self.check_feasible([config for unit in units for config in unit.configs])
         outstanding: dict[Any, _Submitted] = {}
         for unit in units:
             outstanding[self._submit(unit)] = _Submitted(unit)
+        last_news = time.monotonic()
         try:
             while outstanding:
                 ready, _ = ray.wait(list(outstanding), num_returns=1, timeout=_WAIT_S)
                 for generator in ready:
                     self._collect(generator, outstanding, deliver)
+                if ready:
+                    last_news = time.monotonic()
+                elif time.monotonic() - last_news >= PENDING_REPORT_S:
+                    self._notify(self._pending_line(outstanding, time.monotonic() - last_news))
+                    last_news = time.monotonic()
         except BaseException:
             self._cancel(list(outstanding))
             raise
+
+    def _pending_line(self, outstanding: dict[Any, _Submitted], quiet_s: float) -> str:
+        """What is pending and why: the tasks outstanding, what each reserves, what the cluster has free."""
+        free, total = self._ray.available_resources(), self._ray.cluster_resources()
+        need = self.needs(next(iter(outstanding.values())).unit.configs[0])
+        return (
+            f"ray: {len(outstanding)} task(s) outstanding, no result for {quiet_s:.0f} s; each reserves "
+            f"{need['CPU']:g} CPU(s) and {need['GPU']:g} GPU(s), the cluster has {free.get('CPU', 0.0):g} of "
+            f"{total.get('CPU', 0.0):g} CPU(s) and {free.get('GPU', 0.0):g} of {total.get('GPU', 0.0):g} GPU(s) "
+            "free (tasks wait for a free slot; a running config can take up to its timeout)"
+        )
 
     def _submit(self, unit: WorkUnit) -> Any:
         payload = json.dumps(
@@ -238,6 +286,27 @@ class RayExecutor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse an address nothing answers on within ``timeout_s``, before ``ray.init`` retries it for minutes."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"--ray-address {address!r} is not HOST:PORT (or auto); e.g. 10.0.0.5:6379")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise LaunchError(
+            f"cannot reach the Ray cluster at {address} within {timeout_s:g} s ({reason}); start one with "
+            "`ray start --head` (then use --ray-address auto) or pass the address it printed"
+        ) from error
+
+
+def _print_status(line: str) -> None:
+    print(f"tokbench: {line}", file=sys.stderr, flush=True)
 
 
 def _describe(error: BaseException) -> str:
