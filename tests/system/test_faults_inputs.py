@@ -171,9 +171,12 @@ def test_a_stored_nan_is_named_by_run_and_field(
     line = one_line(capsys.readouterr().err)
     assert "run 2" in line and "summary.e2e_latency_ms.median is nan" in line
     assert not (tmp_path / "e.json").exists()
-    assert main(["regressions", "--db", str(db)]) == 2
-    line = one_line(capsys.readouterr().err)
-    assert "run 2 in" in line and "summary.e2e_latency_ms.median is nan" in line
+    # regressions leaves the damaged run out, says so in one line, and goes on with every other run
+    assert main(["regressions", "--db", str(db)]) == 0
+    captured = capsys.readouterr()
+    line = one_line(captured.err)
+    assert "run 2 left out" in line and "summary.e2e_latency_ms.median is nan" in line
+    assert "E2E latency" in captured.out
     assert main(["show", "2", "--db", str(db)]) == 4 and "run 2 in" in capsys.readouterr().err
     assert main(["export", "--db", str(db), "--format", "csv", "--output", str(tmp_path / "e.csv")]) == 0
     # fix: schema.checks.check_numbers on every load; export names the run (schema.checks.first_non_finite)

@@ -10,6 +10,7 @@ from typing import Any
 from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, usage_error
 from tokbench.errors import TokbenchError
+from tokbench.text import terminal_safe
 
 METRIC_ALL = "all"
 
@@ -75,7 +76,8 @@ def command_regressions(args: argparse.Namespace) -> int:
         selector = {"model": args.model} if getattr(args, "model", None) else {}
         if getattr(args, "select", None):
             selector.update(parse_selector(args.select))
-        runs = select_from_store(Path(args.db), selector)
+        unreadable: list[str] = []  # one damaged run must not hide every other workload's history
+        runs = select_from_store(Path(args.db), selector, skipped=unreadable)
         significance = getattr(args, "significance", None)
         min_size = getattr(args, "min_size", None)
         report = find_history_changes(
@@ -88,6 +90,8 @@ def command_regressions(args: argparse.Namespace) -> int:
         )
     except (TokbenchError, ValueError) as error:
         return usage_error(str(error))
+    for line in unreadable:
+        print(f"tokbench: {terminal_safe(line, newlines=False)}", file=sys.stderr)
     _print(report, getattr(args, "changes_format", None) or "terminal", getattr(args, "output", None))
     if getattr(args, "fail_on", "never") == "regression" and newest_level_slower(report):
         print("tokbench: regression: the newest level of a series is slower than the one before it", file=sys.stderr)

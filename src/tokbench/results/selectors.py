@@ -139,8 +139,12 @@ def time_filter(since: str | None, until: str | None) -> Callable[[str], bool]:
     return inside
 
 
-def select_from_store(store_path: Path, selector: dict[str, str]) -> list[SelectedRun]:
-    from tokbench.results.store import ResultStore
+def select_from_store(
+    store_path: Path, selector: dict[str, str], skipped: list[str] | None = None
+) -> list[SelectedRun]:
+    """The store's runs this selector picks. A run that cannot be read (damaged, edited by hand) raises, naming it;
+    with a ``skipped`` list it is left out instead and one line naming it and why is appended there."""
+    from tokbench.results.store import ResultStore, UnreadableRunError
 
     if not store_path.is_file():
         raise SelectorError(f"no results store at {store_path}; pass an existing store (--db FILE or FILE.db:...)")
@@ -156,17 +160,25 @@ def select_from_store(store_path: Path, selector: dict[str, str]) -> list[Select
         if "since" in selector or "until" in selector:
             inside = time_filter(selector.get("since"), selector.get("until"))
             runs = [run for run in runs if inside(run.started_at)]
-        picked = [
-            SelectedRun(
-                result=store.result(run.run_id),
-                origin=f"{store_path} run {run.run_id}",
-                run_id=run.run_id,
-                started_at=run.started_at,
-                git_commit=run.git_commit,
-                path=str(store_path),
+        picked = []
+        for run in runs:
+            try:
+                result = store.result(run.run_id)
+            except UnreadableRunError as error:
+                if skipped is None:
+                    raise
+                skipped.append(f"run {run.run_id} left out: {error}")
+                continue
+            picked.append(
+                SelectedRun(
+                    result=result,
+                    origin=f"{store_path} run {run.run_id}",
+                    run_id=run.run_id,
+                    started_at=run.started_at,
+                    git_commit=run.git_commit,
+                    path=str(store_path),
+                )
             )
-            for run in runs
-        ]
     if "latest" in selector:
         newest: dict[str, SelectedRun] = {}
         for run in picked:  # oldest first: a later run of the same workload replaces an earlier one

@@ -108,6 +108,10 @@ _ROW_COLUMNS = (
 )  # fmt: skip
 
 
+class UnreadableRunError(StoreError):
+    """A stored run whose JSON cannot be read back as a result (damaged, or edited behind tokbench's back)."""
+
+
 @dataclass(frozen=True)
 class StoredRun:
     """The indexed columns of one stored result (the full result: ``ResultStore.result(run_id)``)."""
@@ -299,7 +303,7 @@ class ResultStore:
         try:
             return BenchmarkResult.from_dict(parse_json_text(row[0], f"run {run_id}"))
         except (json.JSONDecodeError, ResultFormatError, UnsafeFileError) as error:
-            raise StoreError(f"run {run_id} in {self.path} cannot be read: {error}") from error
+            raise UnreadableRunError(f"run {run_id} in {self.path} cannot be read: {error}") from error
 
     def result_dicts(self, runs: Sequence[StoredRun]) -> Iterator[dict[str, Any]]:
         """The full stored JSON of each run, as written."""
