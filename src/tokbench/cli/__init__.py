@@ -1,9 +1,9 @@
 """Command line: ``tokbench COMMAND ...``, one module per command group.
 
 ``run`` / ``tune`` (``cli.run``), ``sweep`` (``cli.sweep``), ``history`` / ``show`` / ``export`` (``cli.store``),
-``compare`` / ``regressions`` (``cli.compare``), ``report`` (``cli.report``); config flags come from the field
-declarations (``cli.flags``). Each parser names its handler; ``main`` dispatches and turns a ``TokbenchError``
-into one terminal-safe line.
+``compare`` / ``regressions`` (``cli.compare``), ``ab`` (``cli.ab``), ``report`` (``cli.report``); config flags
+come from the field declarations (``cli.flags``). Each parser names its handler; ``main`` dispatches and turns a
+``TokbenchError`` into one terminal-safe line.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ __all__ = ["build_parser", "config_from_args", "count_or_auto", "main", "parse_s
 
 def build_parser() -> argparse.ArgumentParser:
     from tokbench import __version__
+    from tokbench.cli.ab import add_ab_parser
     from tokbench.cli.compare import add_compare_commands
     from tokbench.cli.report import add_report_parser
     from tokbench.cli.run import add_run_parsers
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_parsers(commands)
     add_report_parser(commands)
     add_compare_commands(commands, str(DEFAULT_DB_PATH))
+    add_ab_parser(commands)
     return parser
 
 

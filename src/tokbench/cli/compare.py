@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES
+from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
+from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
 from tokbench.errors import TokbenchError
 
@@ -24,10 +25,13 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         "compare",
         help="compare two sets of results workload by workload: faster / slower / no change, with CIs",
         description=(
-            "Match BASELINE and CONTENDER results by workload key and, for every metric, report contender ÷ "
-            "baseline of the median (and p90 / p99) with a 95% bootstrap CI over whole calls, a Mann-Whitney U "
-            "p-value (Holm-corrected over all tests) and a verdict that needs significance and a change beyond "
-            f"--min-effect. Exit codes: {EXIT_OK} nothing regressed, {EXIT_REGRESSION} a workload is "
+            "Match BASELINE and CONTENDER results by workload key; each result is one process and gives one value "
+            "per metric (log of its median over its calls). For every metric: contender ÷ baseline with a t "
+            "interval on those values (Welch; paired for the pairs of one `tokbench ab`), a p-value Holm-corrected "
+            "over every hypothesis, and a verdict that needs significance and a change beyond --min-effect. A side "
+            "of one process gets no verdict unless the store (--db, or the side's store) holds repeats of the "
+            "workload on this machine (`sweep --repeat K`, `ab`) that give its between-process variance. "
+            f"Exit codes: {EXIT_OK} nothing regressed, {EXIT_REGRESSION} a workload is "
             f"significantly slower (with --fail-on regression), {EXIT_USAGE} usage error or meaningless comparison."
         ),
     )
@@ -37,14 +41,22 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument("--format", choices=("terminal", "markdown", "json"), default="terminal")
     compare.add_argument(
         "--min-effect",
-        type=float,
+        type=options.number(0, 1),
         default=DEFAULT_MIN_EFFECT,
         metavar="F",
         help="smallest change that counts, as a fraction (default 0.02 = 2%%)",
     )
-    compare.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="family-wise significance level (0.05)")
-    compare.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (2000)")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (0): same inputs, same intervals")
+    compare.add_argument(
+        "--alpha", type=options.number(0, 1, exclusive=True), default=DEFAULT_ALPHA,
+        help="family-wise significance level (0.05)",
+    )  # fmt: skip
+    compare.add_argument(
+        "--power-target", type=options.number(0.001, 10), metavar="F",
+        help="the change 'processes for X' is computed for (default: 2 × --min-effect)",
+    )  # fmt: skip
+    # Accepted so older scripts still run: the intervals are t intervals now, nothing is resampled.
+    compare.add_argument("--resamples", type=options.integer(1), help=argparse.SUPPRESS)
+    compare.add_argument("--seed", type=options.integer(0), help=argparse.SUPPRESS)
     compare.add_argument(
         "--ignore",
         action="append",
@@ -92,7 +104,7 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
 def command_compare(args: argparse.Namespace) -> int:
     from tokbench.report.compare_view import render_json, render_markdown, render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.results.comparison import compare
+    from tokbench.results.comparison import compare, stored_repeats
     from tokbench.results.selectors import select
 
     try:
@@ -105,9 +117,9 @@ def command_compare(args: argparse.Namespace) -> int:
             contender_source=args.contender,
             min_effect=args.min_effect,
             alpha=args.alpha,
-            resamples=args.resamples,
-            seed=args.seed,
             ignore=args.ignore,
+            stored=stored_repeats(args.db, args.baseline, args.contender),
+            power_target=args.power_target,
         )
     except TokbenchError as error:
         return usage_error(str(error))
@@ -135,7 +147,7 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     """``sweep --baseline``: compare the sweep just run with the baseline selection; 0, or 2 if refused."""
     from tokbench.report.compare_view import render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.results.comparison import compare
+    from tokbench.results.comparison import compare, stored_repeats
     from tokbench.results.selectors import select, select_from_store
 
     try:
@@ -144,6 +156,7 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
             select_from_store(Path(db), {"sweep": sweep_id}),  # the store's own name may lack a .db suffix
             baseline_source=baseline_spec,
             contender_source=f"this sweep ({sweep_id})",
+            stored=stored_repeats(db, baseline_spec),
         )
     except TokbenchError as error:
         return usage_error(f"comparison with --baseline: {error}")

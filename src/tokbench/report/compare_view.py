@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -207,12 +208,37 @@ def _legend(report: ComparisonReport) -> str:
     return template.format(tests=tests, alpha=report.alpha, min_effect=report.min_effect)
 
 
+def ab_side_lines(
+    ab_id: str, a: dict[str, Any], b: dict[str, Any], compared_fields: tuple[str, ...] = ()
+) -> list[str]:
+    """What differs between the sides of a ``tokbench ab`` as it was asked for: interpreter, variables, folder."""
+    lines = [f"A/B {neutral(ab_id)}: config fields compared: {neutral(', '.join(compared_fields) or 'none')}"]
+    for key in ("python", "cwd"):
+        if a.get(key) != b.get(key):
+            lines.append(f"  {key}: A {neutral(a.get(key) or '-', 100)} | B {neutral(b.get(key) or '-', 100)}")
+    variables = sorted(set(a.get("environment") or {}) | set(b.get("environment") or {}))
+    for name in variables:
+        first, second = (a.get("environment") or {}).get(name), (b.get("environment") or {}).get(name)
+        if first != second:
+            lines.append(f"  env {neutral(name, 60)}: A {neutral(first or '-', 80)} | B {neutral(second or '-', 80)}")
+    return lines
+
+
+def _ab_lines(report: ComparisonReport) -> list[str]:
+    ab = report.extra.get("ab") if isinstance(report.extra, dict) else None
+    if not isinstance(ab, dict) or not isinstance(ab.get("sides"), dict):
+        return []
+    sides = ab["sides"]
+    return ab_side_lines(str(ab.get("id", "")), sides.get("a") or {}, sides.get("b") or {})
+
+
 def render_terminal(report: ComparisonReport) -> Group:
     parts: list[object] = [
         Text(f"baseline {neutral(report.baseline_source)}  vs  contender {neutral(report.contender_source)}")
     ]
     for warning in report.warnings:
         parts.append(Text(f"WARNING: {neutral(warning, 300)}", style="bold red"))
+    parts.extend(Text(line) for line in _ab_lines(report))
     for workload in report.workloads:
         parts.append(Text(_headline(workload), style="bold"))
         parts.append(workload_table(workload, report))
@@ -237,6 +263,7 @@ def render_markdown(report: ComparisonReport) -> str:
         "",
     ]
     lines.extend(f"> **WARNING:** {markdown_text(warning, 300)}" for warning in report.warnings)
+    lines.extend(f"- {markdown_text(line, 300)}" for line in _ab_lines(report))
     for line in summary_lines(report):
         lines.append(f"**{markdown_text(line, 400)}**")
         lines.append("")

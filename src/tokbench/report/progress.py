@@ -12,8 +12,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-_LABELS = {"warmup": "Warmup", "measurement": "Measure", "sweep": "Sweep"}
-_UNITS = {"sweep": "configs"}
+_LABELS = {"warmup": "Warmup", "measurement": "Measure", "sweep": "Sweep", "ab": "A/B pairs"}
+_UNITS = {"sweep": "configs", "ab": "pairs"}
 
 
 class RichProgress:

@@ -558,6 +558,16 @@ def machine_of(environment: dict[str, Any]) -> str:
     return "|".join(str(part) for part in parts)
 
 
+def stored_repeats(db: str | None, *specs: str) -> StoredRepeats | None:
+    """Where to look for stored repeats: ``db``, else the store a side's selector names; None without one."""
+    from tokbench.results.selectors import store_path_of
+
+    for candidate in (db, *(store_path_of(spec) for spec in specs)):
+        if candidate and Path(candidate).is_file():
+            return StoredRepeats(Path(candidate))
+    return None
+
+
 class StoredRepeats:
     """Groups of repeats in a store (ok runs of one config in one sweep or ab side, on one machine), read on
     demand: the between-process variance of a workload for a side of one process."""

@@ -177,6 +177,15 @@ def select(spec: str, db: str | None = None) -> list[SelectedRun]:
     return picked
 
 
+def store_path_of(spec: str) -> str | None:
+    """The store a side's spec reads (``STORE.db`` or ``STORE.db:selector``), None for files and folders."""
+    path = Path(spec)
+    if path.suffix in _STORE_SUFFIXES and path.is_file():
+        return spec
+    store_text, colon, _ = spec.rpartition(":")
+    return store_text if colon and Path(store_text).suffix in _STORE_SUFFIXES else None
+
+
 def _commit(result: BenchmarkResult) -> str | None:
     git = result.environment.get("git") or {}
     return git.get("commit") if isinstance(git, dict) else None
