@@ -10,8 +10,9 @@ of the workload is known from stored repeats (``StoredRepeats``). Comparisons th
 shapes or devices, a failed or skipped side) are refused with ``ComparisonRefused``.
 
 The steps of ``compare``: check the options, keep each side's usable results, match workloads, measure every
-metric of every workload (``_measure_workload``), correct over the family (``_holm_over_hypotheses``), decide
-and record each metric (``_metric_record``) and workload (``_workload_record``), and the geometric means.
+metric of every workload (``_measure_workload``, ``measure_metric``), correct over the family
+(``holm_over_hypotheses``), decide and record each metric (``_metric_record``) and workload
+(``_workload_record``), and the geometric means.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -188,15 +189,19 @@ def _refuse_single(baseline: SelectedRun, contender: SelectedRun, ignore: tuple[
 
 
 @dataclass(frozen=True)
-class _Side:
-    """One side's processes of one workload, each metric's calls per process."""
+class Side:
+    """One side's processes of one workload: each process's calls of each metric, where each came from, and
+    the machine it ran on (for stored repeats). ``of`` reads them from results; the calibration suite builds
+    them from synthetic calls."""
 
-    runs: tuple[SelectedRun, ...]
     calls: tuple[dict[str, list[np.ndarray]], ...]  # per process: metric -> its calls
+    origins: tuple[str, ...] = ()
+    machine: str = ""
 
     @classmethod
-    def of(cls, runs: Sequence[SelectedRun]) -> _Side:
-        return cls(tuple(runs), tuple(stats.per_call_samples(run.result.iterations) for run in runs))
+    def of(cls, runs: Sequence[SelectedRun]) -> Side:
+        calls = tuple(stats.per_call_samples(run.result.iterations) for run in runs)
+        return cls(calls, tuple(run.origin for run in runs), machine_of(runs[0].result.environment))
 
     def values(self, metric: str) -> list[stats.ProcessValue]:
         return [stats.ProcessValue.of(calls[metric]) for calls in self.calls if calls.get(metric)]
@@ -207,8 +212,8 @@ class _Side:
     def pooled_call_values(self, metric: str) -> list[float]:
         return [value for calls in self.calls for value in stats.call_values(calls.get(metric, []))]
 
-    def pooled_values(self, metric: str) -> np.ndarray:
-        return np.concatenate([call for calls in self.calls for call in calls.get(metric, [])])
+    def pooled_values(self, metric: str) -> list[float]:
+        return [float(value) for calls in self.calls for call in calls.get(metric, []) for value in call]
 
 
 @dataclass(frozen=True)
@@ -313,22 +318,29 @@ def ab_pairs(baseline: Sequence[SelectedRun], contender: Sequence[SelectedRun]) 
     return [(first[1][pair], second[1][pair]) for pair in common]
 
 
-def _measure_metric(
-    key: str, metric: str, base: _Side, cont: _Side, paired: bool, stored: StoredRepeats | None
+class VarianceLookup(Protocol):
+    """Where a side of one process finds the machine's between-process variance (``StoredRepeats``)."""
+
+    def variance(
+        self, workload_key: str, machine: str, metric: str, exclude: set[str] | None = None
+    ) -> stats.StoredVariance | None: ...
+
+
+def measure_metric(
+    key: str, metric: str, base: Side, cont: Side, *, paired: bool, stored: VarianceLookup | None, tails: bool = True
 ) -> _Measured:
+    """One metric of one workload: its process-level test and, with ``tails``, the p90 / p99 ratios."""
     before, after = base.values(metric), cont.values(metric)
     known = None
     if not paired and min(len(before), len(after)) < 2 and stored is not None:
-        machine = machine_of(base.runs[0].result.environment)
-        exclude = {run.origin for run in (*base.runs, *cont.runs)}
-        known = stored.variance(key, machine, metric, exclude)
+        known = stored.variance(key, base.machine, metric, {*base.origins, *cont.origins})
     test = stats.process_test(before, after, paired=paired, stored=known)
     independent = metric not in stats.CLUSTERED_METRICS
-    tail_values = (base.pooled_call_values, cont.pooled_call_values) if independent else (
-        lambda name: list(base.pooled_values(name)), lambda name: list(cont.pooled_values(name)))  # fmt: skip
-    tails = tuple(
-        stats.tail_ratio(name, q, tail_values[0](metric), tail_values[1](metric), independent=independent)
-        for name, q in stats.TAIL_QUANTILES
+    pick = (lambda side: side.pooled_call_values(metric)) if independent else (
+        lambda side: side.pooled_values(metric))  # fmt: skip
+    tail_ratios = tuple(
+        stats.tail_ratio(name, q, pick(base), pick(cont), independent=independent)
+        for name, q in (stats.TAIL_QUANTILES if tails else ())
     )
     return _Measured(
         key=key,
@@ -338,12 +350,12 @@ def _measure_metric(
         contender_calls=cont.call_count(metric),
         baseline_median=math.exp(float(np.mean([v.log_median for v in before]))),
         contender_median=math.exp(float(np.mean([v.log_median for v in after]))),
-        tails=tails,
+        tails=tail_ratios,
     )
 
 
 def _measure_workload(
-    key: str, base_runs: Sequence[SelectedRun], cont_runs: Sequence[SelectedRun], stored: StoredRepeats | None
+    key: str, base_runs: Sequence[SelectedRun], cont_runs: Sequence[SelectedRun], stored: VarianceLookup | None
 ) -> tuple[list[_Measured], str, list[SelectedRun], list[SelectedRun]]:
     """Every metric of one workload; paired when the sides are the pairs of one ``tokbench ab``."""
     pairs = ab_pairs(base_runs, cont_runs)
@@ -351,16 +363,16 @@ def _measure_workload(
         base_runs = [base_runs[first] for first, _ in pairs]
         cont_runs = [cont_runs[second] for _, second in pairs]
     design = DESIGN_PAIRED if pairs is not None and len(pairs) >= 2 else DESIGN_INDEPENDENT
-    base, cont = _Side.of(base_runs), _Side.of(cont_runs)
+    base, cont = Side.of(base_runs), Side.of(cont_runs)
     measured = [
-        _measure_metric(key, metric, base, cont, design == DESIGN_PAIRED, stored)
+        measure_metric(key, metric, base, cont, paired=design == DESIGN_PAIRED, stored=stored)
         for metric in METRIC_UNITS
         if base.values(metric) and cont.values(metric)
     ]
     return measured, design, list(base_runs), list(cont_runs)
 
 
-def _holm_over_hypotheses(measured: Sequence[_Measured]) -> tuple[dict[tuple[str, str], tuple[float, float]], int]:
+def holm_over_hypotheses(measured: Sequence[_Measured]) -> tuple[dict[tuple[str, str], tuple[float, float]], int]:
     """(workload, metric) -> (the hypothesis' p, its Holm-adjusted p); and the family size (tested hypotheses)."""
     grouped: dict[tuple[str, str], list[_Measured]] = {}
     for entry in measured:
@@ -497,7 +509,7 @@ def compare(
     min_effect: float = stats.DEFAULT_MIN_EFFECT,
     alpha: float = stats.DEFAULT_ALPHA,
     ignore: Sequence[str] = (),
-    stored: StoredRepeats | None = None,
+    stored: VarianceLookup | None = None,
     power_target: float | None = None,
     undecided: str = UNDECIDED_HINT,
     sequential: SequentialLook | None = None,
@@ -516,7 +528,7 @@ def compare(
         key: _measure_workload(key, groups["baseline"][key], groups["contender"][key], stored) for key in common
     }
     measured = [entry for key in common for entry in workloads_measured[key][0]]
-    p_values, family = _holm_over_hypotheses(measured)
+    p_values, family = holm_over_hypotheses(measured)
     target = power_target if power_target is not None else default_power_target(min_effect)
     rule = _Rule(min_effect, alpha, family, target, undecided)
     workloads = []
