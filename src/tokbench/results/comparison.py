@@ -586,16 +586,17 @@ class StoredRepeats:
 
     def __init__(self, db: Path) -> None:
         self.db = Path(db)
-        self._cache: dict[str, list[SelectedRun]] = {}
+        self._cache: dict[str, list[tuple[str, SelectedRun]]] = {}
 
-    def _runs(self, workload_key: str) -> list[SelectedRun]:
+    def _runs(self, workload_key: str) -> list[tuple[str, SelectedRun]]:
+        """(sweep id, run) of the ok runs of this workload stored by a sweep or an ab (they have a sweep id)."""
         if workload_key not in self._cache:
             from tokbench.results.store import ResultStore
 
             with ResultStore(self.db, read_only=True) as store:
                 rows = store.runs(workload_key=workload_key, status=STATUS_OK)
                 self._cache[workload_key] = [
-                    SelectedRun(store.result(row.run_id), f"{self.db} run {row.run_id}", row.run_id, row.started_at)
+                    (row.sweep_id, SelectedRun(store.result(row.run_id), f"{self.db} run {row.run_id}", row.run_id))
                     for row in rows
                     if row.sweep_id
                 ]
@@ -605,10 +606,10 @@ class StoredRepeats:
         self, workload_key: str, machine: str, metric: str, exclude: set[str] | None = None
     ) -> stats.StoredVariance | None:
         groups: dict[tuple[str, str], list[SelectedRun]] = {}
-        for run in self._runs(workload_key):
+        for sweep_id, run in self._runs(workload_key):
             if run.origin in (exclude or set()) or machine_of(run.result.environment) != machine:
                 continue
-            groups.setdefault((str(run.result.launch.sweep_id), run.result.config_hash), []).append(run)
+            groups.setdefault((sweep_id, run.result.config_hash), []).append(run)
         values, used = [], []
         for (sweep_id, _), runs in sorted(groups.items()):
             processes = [
