@@ -4,11 +4,11 @@ Each comparison is one real `tokbench ab` (the CLI, as a user runs it): interlea
 of tiny-llama, sequential looks, until decided or --max-pairs. A/A: both sides identical; any metric called
 faster or slower is a false verdict. A/B: every forward of side B's model first waits SLOWDOWN × the median TPOT
 (a probe run measures it); detected when the gate trips (a metric "slower"). The wait is injected from outside
-tokbench, through each side's own environment (PYTHONPATH with a sitecustomize that registers a global forward
-pre-hook on the *ForCausalLM module, ``engine.delay.ForwardDelay`` in spin mode: on a loaded machine a sleep
-wakes milliseconds late, a spin costs exactly its CPU time); both sides carry the hook (side A waits 0 ns and
-does not call the delay), so the hook's own cost is on both sides and the injected amount is measured: B's mean
-wait − A's.
+tokbench's measurement, through each side's own environment (PYTHONPATH with a sitecustomize that calls
+``engine.delay.delay_from_environment``: a global forward pre-hook on the *ForCausalLM module that spins, since on
+a loaded machine a sleep wakes milliseconds late while a spin costs exactly its CPU time); both sides carry the
+hook (side A waits 0 ns), so its own cost is on both sides and the injected amount is measured: B's mean wait
+− A's.
 
     python benchmarks/compare_honesty.py --aa 20 --ab 20 --slowdown 0.05 --log honesty.jsonl
     python benchmarks/compare_honesty.py --summarize honesty.jsonl   # the figures of what has finished so far
@@ -29,25 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-SITECUSTOMIZE = '''
-import os
-if os.environ.get("TOKBENCH_HONESTY_DELAY_NS") is not None:
-    import torch
-    from tokbench.engine.delay import ForwardDelay
+from tokbench.engine.delay import DELAY_VARIABLE, LOG_VARIABLE, mean_logged_wait_ms
 
-    _wait_ns = int(os.environ["TOKBENCH_HONESTY_DELAY_NS"])
-    _delay = ForwardDelay(_wait_ns, "spin")
-    _log = os.environ["TOKBENCH_HONESTY_LOG"]
-
-    def _hook(module, args):
-        if type(module).__name__.endswith("ForCausalLM"):
-            if _wait_ns:
-                _delay(module, args)
-            with open(os.path.join(_log, f"{os.getpid()}.txt"), "a") as stream:
-                stream.write(f"{_delay.waited_ns[-1] if _wait_ns else 0}\\n")
-
-    torch.nn.modules.module.register_module_forward_pre_hook(_hook)
-'''
+# The side's sitecustomize: engine.delay registers the global hook when TOKBENCH_FORWARD_DELAY_NS is set.
+SITECUSTOMIZE = "from tokbench.engine.delay import delay_from_environment\n\ndelay_from_environment()\n"
 
 DECIDED = ("faster", "slower")
 
@@ -72,11 +57,6 @@ def probe_tpot_ms(args: argparse.Namespace, folder: Path) -> float:
     return float(json.loads(output.read_text())["summary"]["tpot_ms"]["median"])
 
 
-def mean_wait_ms(folder: Path) -> float | None:
-    waits = [int(line) for path in folder.glob("*.txt") for line in path.read_text().split()]
-    return sum(waits) / len(waits) / 1e6 if waits else None
-
-
 def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: int, folder: Path) -> dict[str, Any]:
     work = folder / f"{kind}-{index}"
     logs = {side: work / f"waits-{side}" for side in "ab"}
@@ -85,8 +65,7 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: in
     side_flags = []
     for side, wait in (("a", 0), ("b", delay_ns if kind == "ab" else 0)):
         path = os.pathsep.join(filter(None, (str(folder / "inject"), os.environ.get("PYTHONPATH"))))
-        variables = (f"PYTHONPATH={path}", f"TOKBENCH_HONESTY_DELAY_NS={wait}",
-                     f"TOKBENCH_HONESTY_LOG={logs[side]}")  # fmt: skip
+        variables = (f"PYTHONPATH={path}", f"{DELAY_VARIABLE}={wait}", f"{LOG_VARIABLE}={logs[side]}")
         side_flags += [flag for variable in variables for flag in (f"--{side}-env", variable)]
     command = [
         sys.executable, "-m", "tokbench", "ab", *workload_flags(args), *side_flags, "--db", str(work / "ab.db"),
@@ -100,7 +79,7 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: in
     report = json.loads(done.stdout)
     metrics = {m["metric"]: m for w in report["workloads"] for m in w["metrics"]}
     tpot = metrics["tpot_ms"]["median"]
-    wait_a, wait_b = mean_wait_ms(logs["a"]), mean_wait_ms(logs["b"])
+    wait_a, wait_b = mean_logged_wait_ms(str(logs["a"])), mean_logged_wait_ms(str(logs["b"]))
     injected = None if wait_a is None or wait_b is None else wait_b - wait_a
     expected = None if injected is None else (tpot["baseline"] + injected) / tpot["baseline"]
     covered = None

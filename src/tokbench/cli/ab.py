@@ -123,12 +123,15 @@ def command_ab(args: argparse.Namespace) -> int:
     from tokbench.report.compare_view import ab_side_lines, render_json, render_markdown, render_terminal
     from tokbench.report.progress import RichProgress
     from tokbench.report.terminal import make_console
-    from tokbench.sweep.ab import AbRefused, AbRunner
+    from tokbench.sweep.ab import AbRefused, AbRunner, differing_fields
 
     try:
         spec = spec_from_args(args)
+        differing_fields(spec.a.config, spec.b.config)  # refused before a store is opened (or created)
     except ConfigError as error:
         return usage_error(f"invalid A/B: {error}")
+    except AbRefused as error:
+        return usage_error(error)
     console = make_console()
     try:
         with interruptible() as stopped_by, open_store(args.db, must_exist=False) as store:
