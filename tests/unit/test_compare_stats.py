@@ -243,3 +243,18 @@ def test_a_version_1_comparison_still_loads_and_renders() -> None:
     assert "900 calls" in text and "version 1 comparison" in text and "×1.100" in text
     assert "| E2E latency |" in render_markdown(report)
     assert ComparisonReport.from_dict(json.loads(render_json(report))) == report
+
+
+def test_results_stored_by_older_versions_still_compare() -> None:
+    from pathlib import Path
+
+    from tokbench.results.comparison import compare
+    from tokbench.results.selectors import select
+
+    data = Path(__file__).parents[1] / "data"
+    for name in ("result-v1.json", "result-v2.json"):
+        runs = select(str(data / name))
+        report = compare(runs, runs)  # the same process on both sides: one process a side, no verdict
+        assert report.workloads and not report.regressed
+        assert {m.verdict for m in report.workloads[0].metrics} == {stats.VERDICT_INCONCLUSIVE}
+        assert all(m.median.ratio == pytest.approx(1.0) for m in report.workloads[0].metrics)

@@ -119,10 +119,10 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def command_ab(args: argparse.Namespace) -> int:
+    from tokbench.cli.compare import emit_report
     from tokbench.interrupts import exit_code, interruptible
-    from tokbench.report.compare_view import ab_side_lines, render_json, render_markdown, render_terminal
+    from tokbench.report.compare_view import ab_side_lines
     from tokbench.report.progress import RichProgress
-    from tokbench.report.terminal import make_console
     from tokbench.sweep.ab import AbRefused, AbRunner, differing_fields
 
     try:
@@ -132,7 +132,6 @@ def command_ab(args: argparse.Namespace) -> int:
         return usage_error(f"invalid A/B: {error}")
     except AbRefused as error:
         return usage_error(error)
-    console = make_console()
     try:
         with interruptible() as stopped_by, open_store(args.db, must_exist=False) as store:
             runner = AbRunner(spec, store, progress=None if args.no_progress else RichProgress())
@@ -151,19 +150,7 @@ def command_ab(args: argparse.Namespace) -> int:
     if report is None:
         print("tokbench ab: no side has an ok result to compare", file=sys.stderr)
         return exit_code(stopped_by) if outcome.interrupted else EXIT_FAILED
-    text = None
-    if args.format == "json":
-        text = render_json(report)
-        sys.stdout.write(text)
-    elif args.format == "markdown":
-        text = render_markdown(report)
-        sys.stdout.write(text)
-    else:
-        console.print(render_terminal(report), highlight=False)
-    if args.output:
-        from tokbench.fileio import atomic_write_text
-
-        atomic_write_text(args.output, text if text is not None else render_markdown(report))
+    emit_report(report, args.format, args.output)
     if outcome.interrupted:
         return exit_code(stopped_by)
     if args.fail_on == "regression" and report.regressed:

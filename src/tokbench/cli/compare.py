@@ -102,8 +102,6 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from tokbench.report.compare_view import render_json, render_markdown, render_terminal
-    from tokbench.report.terminal import make_console
     from tokbench.results.comparison import compare, stored_repeats
     from tokbench.results.selectors import select
 
@@ -123,24 +121,32 @@ def command_compare(args: argparse.Namespace) -> int:
         )
     except TokbenchError as error:
         return usage_error(str(error))
-    if args.format == "json":
-        text = render_json(report)
-        sys.stdout.write(text)
-    elif args.format == "markdown":
-        text = render_markdown(report)
-        sys.stdout.write(text)
-    else:
-        console = make_console()
-        console.print(render_terminal(report), highlight=False)
-        text = None
-    if args.output:
-        from tokbench.fileio import atomic_write_text
-
-        atomic_write_text(args.output, text if text is not None else render_markdown(report))
+    emit_report(report, args.format, args.output)
     if args.fail_on == "regression" and report.regressed:
         print("tokbench: regression: a workload is significantly slower beyond --min-effect", file=sys.stderr)
         return EXIT_REGRESSION
     return EXIT_OK
+
+
+def emit_report(report: Any, output_format: str, output: str | None) -> None:
+    """A comparison on stdout in ``output_format`` (terminal, markdown, json), and in ``output`` if given (in
+    that format; Markdown for terminal): ``compare`` and ``ab`` print the same way."""
+    from tokbench.report.compare_view import render_json, render_markdown, render_terminal
+    from tokbench.report.terminal import make_console
+
+    text = None
+    if output_format == "json":
+        text = render_json(report)
+        sys.stdout.write(text)
+    elif output_format == "markdown":
+        text = render_markdown(report)
+        sys.stdout.write(text)
+    else:
+        make_console().print(render_terminal(report), highlight=False)
+    if output:
+        from tokbench.fileio import atomic_write_text
+
+        atomic_write_text(output, text if text is not None else render_markdown(report))
 
 
 def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:

@@ -140,7 +140,11 @@ def _headline(workload: WorkloadComparison) -> str:
 def workload_table(workload: WorkloadComparison, report: ComparisonReport) -> Table:
     table = Table(show_lines=False)
     for column in _columns(report):
-        table.add_column(column, justify="left" if column in ("metric", "unit", "verdict", "test") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("metric", "unit", "verdict", "test") else "right",
+            no_wrap=column in ("verdict", "test", "ratio"),  # the words that decide are never cut
+        )
     for metric in workload.metrics:
         cells: list[object] = list(_cells(metric, workload, tail_intervals=False))  # intervals: markdown, JSON
         cells[7] = Text(str(cells[7]), style=VERDICT_STYLES.get(metric.verdict, ""))
@@ -228,8 +232,8 @@ def _ab_lines(report: ComparisonReport) -> list[str]:
     ab = report.extra.get("ab") if isinstance(report.extra, dict) else None
     if not isinstance(ab, dict) or not isinstance(ab.get("sides"), dict):
         return []
-    sides = ab["sides"]
-    return ab_side_lines(str(ab.get("id", "")), sides.get("a") or {}, sides.get("b") or {})
+    sides, fields = ab["sides"], ab.get("compared_fields") or []
+    return ab_side_lines(str(ab.get("id", "")), sides.get("a") or {}, sides.get("b") or {}, tuple(map(str, fields)))
 
 
 def render_terminal(report: ComparisonReport) -> Group:
@@ -245,7 +249,7 @@ def render_terminal(report: ComparisonReport) -> Group:
         for warning in workload.warnings:
             parts.append(Text(f"  warning: {neutral(warning, 300)}", style="red"))
         if workload.ignored_fields:
-            parts.append(Text("  compared across (--ignore): " + neutral("; ".join(workload.ignored_fields), 300)))
+            parts.append(Text("  compared across: " + neutral("; ".join(workload.ignored_fields), 300)))
         parts.extend(Text(line) for line in _environment_lines(workload))
     if report.unmatched:
         parts.append(Text("not compared:", style="bold"))

@@ -204,6 +204,7 @@ class AbRunner:
         )
         extra = {"ab": {"id": self.outcome.ab_id, "order_seed": self.outcome.seed,
                         "sides": {side.name: side.describe() for side in (self.spec.a, self.spec.b)},
+                        "compared_fields": list(self.outcome.ignored),
                         "looks": list(self.looks.pairs), "alphas": list(self.looks.alphas)}}  # fmt: skip
         return dataclasses.replace(report, extra=extra)
 
