@@ -2,13 +2,13 @@
 
 Each comparison is one real `tokbench ab` (the CLI, as a user runs it): interleaved pairs of fresh worker processes
 of tiny-llama, sequential looks, until decided or --max-pairs. A/A: both sides identical; any metric called
-faster or slower is a false verdict. A/B: every forward of side B's model first waits SLOWDOWN × the median TPOT
-(a probe run measures it); detected when the gate trips (a metric "slower"). The wait is injected from outside
-tokbench's measurement, through each side's own environment (PYTHONPATH with a sitecustomize that calls
-``engine.delay.delay_from_environment``: a global forward pre-hook on the *ForCausalLM module that spins, since on
-a loaded machine a sleep wakes milliseconds late while a spin costs exactly its CPU time); both sides carry the
-hook (side A waits 0 ns), so its own cost is on both sides and the injected amount is measured: B's mean wait
-− A's.
+faster or slower is a false verdict. A/B: before every forward of side B's model, a spin of SLOWDOWN × the previous
+forward's thread CPU time (``engine.delay.CpuFractionDelay``: on a shared, loaded machine a wall-clock wait is no
+known slowdown, since a sleep wakes late and a timed spin stretches while the process is not scheduled; extra CPU
+work in proportion to the forward's own is); detected when the gate trips (a metric "slower"). It is injected
+from outside tokbench's measurement, through each side's own environment (PYTHONPATH with a sitecustomize that
+calls ``engine.delay.delay_from_environment``); both sides carry the hooks (side A spins 0), so their own cost is
+on both sides, and the injected amount is measured (spun CPU ÷ forward CPU, from the hooks' logs).
 
     python benchmarks/compare_honesty.py --aa 20 --ab 20 --slowdown 0.05 --log honesty.jsonl
     python benchmarks/compare_honesty.py --summarize honesty.jsonl   # the figures of what has finished so far
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tokbench.engine.delay import DELAY_VARIABLE, LOG_VARIABLE, mean_logged_wait_ms
+from tokbench.engine.delay import FRACTION_VARIABLE, LOG_VARIABLE, logged_fraction
 
 # The side's sitecustomize: engine.delay registers the global hook when TOKBENCH_FORWARD_DELAY_NS is set.
 SITECUSTOMIZE = "from tokbench.engine.delay import delay_from_environment\n\ndelay_from_environment()\n"
@@ -50,22 +50,15 @@ def environment() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-def probe_tpot_ms(args: argparse.Namespace, folder: Path) -> float:
-    output = folder / "probe.json"
-    command = [sys.executable, "-m", "tokbench", "run", *workload_flags(args), "--output", str(output), "--no-progress"]
-    subprocess.run(command, check=True, env=environment(), capture_output=True, timeout=1800)
-    return float(json.loads(output.read_text())["summary"]["tpot_ms"]["median"])
-
-
-def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: int, folder: Path) -> dict[str, Any]:
+def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path) -> dict[str, Any]:
     work = folder / f"{kind}-{index}"
     logs = {side: work / f"waits-{side}" for side in "ab"}
     for path in logs.values():
         path.mkdir(parents=True)
     side_flags = []
-    for side, wait in (("a", 0), ("b", delay_ns if kind == "ab" else 0)):
+    for side, fraction in (("a", 0.0), ("b", args.slowdown if kind == "ab" else 0.0)):
         path = os.pathsep.join(filter(None, (str(folder / "inject"), os.environ.get("PYTHONPATH"))))
-        variables = (f"PYTHONPATH={path}", f"{DELAY_VARIABLE}={wait}", f"{LOG_VARIABLE}={logs[side]}")
+        variables = (f"PYTHONPATH={path}", f"{FRACTION_VARIABLE}={fraction}", f"{LOG_VARIABLE}={logs[side]}")
         side_flags += [flag for variable in variables for flag in (f"--{side}-env", variable)]
     command = [
         sys.executable, "-m", "tokbench", "ab", *workload_flags(args), *side_flags, "--db", str(work / "ab.db"),
@@ -79,9 +72,8 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: in
     report = json.loads(done.stdout)
     metrics = {m["metric"]: m for w in report["workloads"] for m in w["metrics"]}
     tpot = metrics["tpot_ms"]["median"]
-    wait_a, wait_b = mean_logged_wait_ms(str(logs["a"])), mean_logged_wait_ms(str(logs["b"]))
-    injected = None if wait_a is None or wait_b is None else wait_b - wait_a
-    expected = None if injected is None else (tpot["baseline"] + injected) / tpot["baseline"]
+    injected = logged_fraction(str(logs["b"]))  # spun CPU ÷ forward CPU on side B (0 on side A)
+    expected = None if injected is None else 1 + injected  # an upper bound: a step is a forward and a bit more
     covered = None
     if expected is not None and tpot["ci_low"] is not None:
         covered = tpot["ci_low"] <= expected <= tpot["ci_high"]
@@ -95,7 +87,7 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, delay_ns: in
         "regressed": report["regressed"],
         "tpot_ratio": tpot["ratio"],
         "tpot_interval": [tpot["ci_low"], tpot["ci_high"]],
-        "injected_ms_per_forward": injected,
+        "injected_cpu_fraction": injected,
         "expected_tpot_ratio": expected,
         "tpot_interval_covers_injected": covered,
         "load_average": os.getloadavg(),
@@ -117,7 +109,7 @@ def summarize(rows: list[dict[str, Any]]) -> None:
           f"TPOT interval covered the measured injection in {sum(covered)}/{len(covered)}")  # fmt: skip
     injected = [row["expected_tpot_ratio"] for row in ab if row["expected_tpot_ratio"] is not None]
     if injected:
-        print(f"A/B: injected TPOT ratio (measured waits) median ×{statistics.median(injected):.3f}")
+        print(f"A/B: injected ratio (spun CPU ÷ forward CPU, measured) median ×{statistics.median(injected):.3f}")
     if decided:
         pairs = statistics.median(row["pairs"] for row in finished)
         print(f"median time to a decided verdict: {statistics.median(decided) / 60:.1f} min over {len(decided)} "
@@ -133,7 +125,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aa", type=int, default=20, help="A/A comparisons")
     parser.add_argument("--ab", type=int, default=20, help="A/B comparisons")
-    parser.add_argument("--slowdown", type=float, default=0.05, help="injected per-forward delay, × median TPOT")
+    parser.add_argument("--slowdown", type=float, default=0.05, help="injected CPU work, × each forward's own")
     parser.add_argument("--max-pairs", type=int, default=20)
     parser.add_argument("--model", default="tiny-llama")
     parser.add_argument("--sequence-length", type=int, default=16)
@@ -150,14 +142,12 @@ def main() -> int:
         folder = Path(name)
         (folder / "inject").mkdir()
         (folder / "inject" / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        tpot_ms = probe_tpot_ms(args, folder)
-        delay_ns = int(args.slowdown * tpot_ms * 1e6)
-        print(f"probe: median TPOT {tpot_ms:.3f} ms; side B waits {delay_ns / 1e6:.3f} ms per forward", flush=True)
+        print(f"side B spins {args.slowdown:.1%} of each forward's CPU time before the next one", flush=True)
         plan = [("aa", i) for i in range(args.aa)] + [("ab", i) for i in range(args.ab)]
         plan.sort(key=lambda item: (item[1], item[0]))  # alternate A/A and A/B
         rows = []
         for kind, index in plan:
-            row = one_comparison(args, kind, index, delay_ns, folder)
+            row = one_comparison(args, kind, index, folder)
             rows.append(row)
             with open(args.log, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(row) + "\n")
