@@ -236,8 +236,10 @@ def test_ab_detects_a_large_injected_slowdown_and_stores_every_run(tmp_path: Pat
 def test_ab_refuses_sides_of_different_workloads(tmp_path: Path) -> None:
     done = tokbench_cli("ab", "--model", "tiny-llama", "--b", "new_tokens=9", "--db", "x.db", cwd=tmp_path)
     assert done.returncode == 2 and "different workloads" in done.stderr and "new_tokens" in done.stderr
-    done = tokbench_cli("ab", "--a", "nonsense", cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.startswith("tokbench: ")
+    for bad in (["--a", "nonsense"], ["--b-python", str(tmp_path / "no-python")], ["--a-cwd", str(tmp_path / "no")],
+                ["--b", "colour=red"], ["--max-pairs", "1"], ["--min-pairs", "9", "--max-pairs", "5"]):  # fmt: skip
+        done = tokbench_cli("ab", "--db", "x.db", *bad, cwd=tmp_path)
+        assert (done.returncode == 2 and done.stderr.startswith("tokbench: ")) or "usage:" in done.stderr, bad
     assert not (tmp_path / "x.db").exists() or ResultStore(tmp_path / "x.db").runs() == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -100,8 +101,13 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     sides = []
     for side in ("a", "b"):
         python = getattr(args, f"{side}_python") or sys.executable
+        cwd = getattr(args, f"{side}_cwd")
+        if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+            raise ConfigError(f"--{side}-python", f"{python!r} is not an executable file", "pass a Python's path")
+        if cwd is not None and not os.path.isdir(cwd):
+            raise ConfigError(f"--{side}-cwd", f"{cwd!r} is not a folder", "pass an existing folder")
         environment = _pairs(getattr(args, f"{side}_env"), f"--{side}-env")
-        sides.append(AbSide(side, _side_config(args, side), python, environment, getattr(args, f"{side}_cwd")))
+        sides.append(AbSide(side, _side_config(args, side), python, environment, cwd))
     if args.min_pairs > args.max_pairs:
         raise ConfigError("--min-pairs", f"{args.min_pairs} is more than --max-pairs {args.max_pairs}", "lower it")
     return AbSpec(
