@@ -208,7 +208,7 @@ LEGEND_V1 = (
 
 def _legend(report: ComparisonReport) -> str:
     template = LEGEND_V1 if report.schema_version < 2 else LEGEND
-    tests = report.hypotheses or sum(len(w.metrics) for w in report.workloads)
+    tests = report.hypotheses if report.schema_version >= 2 else sum(len(w.metrics) for w in report.workloads)
     return template.format(tests=tests, alpha=report.alpha, min_effect=report.min_effect)
 
 

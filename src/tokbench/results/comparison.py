@@ -195,13 +195,13 @@ class Side:
     them from synthetic calls."""
 
     calls: tuple[dict[str, list[np.ndarray]], ...]  # per process: metric -> its calls
-    origins: tuple[str, ...] = ()
+    identities: tuple[str, ...] = ()  # run_identity of each process: kept out of its own stored repeats
     machine: str = ""
 
     @classmethod
     def of(cls, runs: Sequence[SelectedRun]) -> Side:
         calls = tuple(stats.per_call_samples(run.result.iterations) for run in runs)
-        return cls(calls, tuple(run.origin for run in runs), machine_of(runs[0].result.environment))
+        return cls(calls, tuple(run_identity(run.result) for run in runs), machine_of(runs[0].result.environment))
 
     def values(self, metric: str) -> list[stats.ProcessValue]:
         return [stats.ProcessValue.of(calls[metric]) for calls in self.calls if calls.get(metric)]
@@ -333,7 +333,7 @@ def measure_metric(
     before, after = base.values(metric), cont.values(metric)
     known = None
     if not paired and min(len(before), len(after)) < 2 and stored is not None:
-        known = stored.variance(key, base.machine, metric, {*base.origins, *cont.origins})
+        known = stored.variance(key, base.machine, metric, {*base.identities, *cont.identities})
     test = stats.process_test(before, after, paired=paired, stored=known)
     independent = metric not in stats.CLUSTERED_METRICS
     pick = (lambda side: side.pooled_call_values(metric)) if independent else (
@@ -563,6 +563,13 @@ def default_power_target(min_effect: float) -> float:
 # --- stored repeats: the machine's between-process variance ----------------------------------------------
 
 
+def run_identity(result: BenchmarkResult) -> str:
+    """What identifies one measured process wherever its result was read from (a file, a store): its config,
+    start and the monotonic instant its first measured call started."""
+    first = result.iterations[0].t0_ns if result.iterations else None
+    return f"{result.config_hash}:{result.started_at}:{first}"
+
+
 def machine_of(environment: dict[str, Any]) -> str:
     """What identifies a machine in a result's environment: CPU model and count, memory, GPU names."""
     gpus = ",".join(str(gpu.get("name")) for gpu in environment.get("gpus") or [] if isinstance(gpu, dict))
@@ -607,7 +614,7 @@ class StoredRepeats:
     ) -> stats.StoredVariance | None:
         groups: dict[tuple[str, str], list[SelectedRun]] = {}
         for sweep_id, run in self._runs(workload_key):
-            if run.origin in (exclude or set()) or machine_of(run.result.environment) != machine:
+            if run_identity(run.result) in (exclude or set()) or machine_of(run.result.environment) != machine:
                 continue
             groups.setdefault((sweep_id, run.result.config_hash), []).append(run)
         values, used = [], []
