@@ -35,6 +35,23 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
             f"significantly slower (with --fail-on regression), {EXIT_USAGE} usage error or meaningless comparison."
         ),
     )
+    _add_compare_arguments(compare, db_default)
+
+    regressions = commands.add_parser(
+        "regressions",
+        help="change points in the stored history of each workload (E-divisive means, permutation test)",
+        description=(
+            "For each workload in the store, order its ok runs by start time, find change points in the series "
+            "of per-run medians (E-divisive means with a permutation significance test, as Apache Otava / "
+            "MongoDB) and print each change with its magnitude, the commits around it and its p-value."
+        ),
+    )
+    add_regressions_arguments(regressions, db_default)
+    compare.set_defaults(handler=command_compare)
+    regressions.set_defaults(handler=command_regressions)
+
+
+def _add_compare_arguments(compare: argparse.ArgumentParser, db_default: str) -> None:
     compare.add_argument("baseline", metavar="BASELINE", help=SELECTOR_HELP)
     compare.add_argument("contender", metavar="CONTENDER", help="same forms as BASELINE")
     compare.add_argument("--db", default=None, help=f"store for KEY=VALUE selectors (e.g. {db_default})")
@@ -74,19 +91,6 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     compare.add_argument(
         "--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)"
     )
-
-    regressions = commands.add_parser(
-        "regressions",
-        help="change points in the stored history of each workload (E-divisive means, permutation test)",
-        description=(
-            "For each workload in the store, order its ok runs by start time, find change points in the series "
-            "of per-run medians (E-divisive means with a permutation significance test, as Apache Otava / "
-            "MongoDB) and print each change with its magnitude, the commits around it and its p-value."
-        ),
-    )
-    add_regressions_arguments(regressions, db_default)
-    compare.set_defaults(handler=command_compare)
-    regressions.set_defaults(handler=command_regressions)
 
 
 def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) -> None:
