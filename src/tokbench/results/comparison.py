@@ -364,11 +364,14 @@ def _measure_workload(
         cont_runs = [cont_runs[second] for _, second in pairs]
     design = DESIGN_PAIRED if pairs is not None and len(pairs) >= 2 else DESIGN_INDEPENDENT
     base, cont = Side.of(base_runs), Side.of(cont_runs)
-    measured = [
-        measure_metric(key, metric, base, cont, paired=design == DESIGN_PAIRED, stored=stored)
-        for metric in METRIC_UNITS
-        if base.values(metric) and cont.values(metric)
-    ]
+    try:
+        measured = [
+            measure_metric(key, metric, base, cont, paired=design == DESIGN_PAIRED, stored=stored)
+            for metric in METRIC_UNITS
+            if base.values(metric) and cont.values(metric)
+        ]
+    except ValueError as error:  # a zero or non-finite timing: no ratio can be formed
+        raise ComparisonRefused(f"workload {key} cannot be compared: {error}") from error
     return measured, design, list(base_runs), list(cont_runs)
 
 
