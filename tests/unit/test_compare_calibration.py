@@ -310,7 +310,9 @@ def _runs(rng: np.random.Generator, processes: int, process_sd: float, slowdown:
             stamps = first.t0_ns + np.cumsum([20e6 * slowdown * math.exp(call + rng.normal(0, 0.1)), *gaps])
             row = tuple(int(stamp) for stamp in stamps)
             traces.append(dataclasses.replace(first, token_timestamps_ns=(row,), end_ns=row[-1] + 1000))
-        runs.append(SelectedRun(dataclasses.replace(template, iterations=tuple(traces)), f"{tag}{index}"))
+        started = f"2026-12-01T10:{index:02d}:{ord(tag[0]) % 60:02d}+00:00"  # each process its own start
+        result = dataclasses.replace(template, iterations=tuple(traces), started_at=started)
+        runs.append(SelectedRun(result, f"{tag}{index}"))
     return runs
 
 
@@ -332,7 +334,8 @@ def test_the_steps_are_what_compare_runs() -> None:
 def test_one_process_a_side_decides_only_with_stored_repeats(tmp_path: object) -> None:
     from pathlib import Path
 
-    from tokbench.results.comparison import StoredRepeats, compare
+    from tokbench.results.comparison import compare
+    from tokbench.results.repeats import StoredRepeats
     from tokbench.results.store import ResultStore
 
     rng = np.random.default_rng(42)

@@ -106,7 +106,8 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from tokbench.results.comparison import compare, stored_repeats
+    from tokbench.results.comparison import compare
+    from tokbench.results.repeats import stored_repeats
     from tokbench.results.selectors import select
 
     try:
@@ -157,7 +158,8 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     """``sweep --baseline``: compare the sweep just run with the baseline selection; 0, or 2 if refused."""
     from tokbench.report.compare_view import render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.results.comparison import compare, stored_repeats
+    from tokbench.results.comparison import compare
+    from tokbench.results.repeats import stored_repeats
     from tokbench.results.selectors import select, select_from_store
 
     try:
