@@ -114,6 +114,10 @@ def summarize(rows: list[dict[str, Any]]) -> None:
         pairs = statistics.median(row["pairs"] for row in finished)
         print(f"median time to a decided verdict: {statistics.median(decided) / 60:.1f} min over {len(decided)} "
               f"decided comparisons; median pairs {pairs:.0f}")  # fmt: skip
+    if finished:
+        widths = [row["tpot_interval"][1] / row["tpot_interval"][0] for row in finished if row["tpot_interval"][0]]
+        print(f"median wall time per comparison {statistics.median(r['elapsed_s'] for r in finished) / 60:.1f} min; "
+              f"median TPOT interval at the end ×{statistics.median(widths) ** 0.5:.3f} either way")  # fmt: skip
     undecided = [row for row in finished if row["stopped_because"] != "every hypothesis decided"]
     print(f"{len(undecided)} comparison(s) ended undecided (max pairs); {len(errors)} error(s)")
     if loads:
