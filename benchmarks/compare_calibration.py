@@ -53,27 +53,13 @@ def power() -> None:
 def sequential() -> None:
     plan = plan_looks(4, 20, 0.05)
     for slowdown, sd, seed, reps in ((1.0, 0.05, 31, 200), (1.05, 0.02, 32, 100)):
-        rng = np.random.default_rng(seed)
-        drift = rng.normal(0, 0.10, (reps, 20))
-        base = suite.simulate(rng, reps, 20, sd, shared=drift)
-        cont = suite.simulate(rng, reps, 20, sd, shared=drift, slowdown=slowdown)
-        slower = faster = 0
-        used = []
-        for first, second in zip(base, cont, strict=True):
-            values = {name: (first.values(name), second.values(name)) for name in suite.PRIMARY}
-            pairs_used = plan.pairs[-1]
-            for pairs, alpha in zip(plan.pairs, plan.alphas, strict=True):
-                tests = {name: stats.paired_test(a[:pairs], b[:pairs]) for name, (a, b) in values.items()}
-                adjusted = dict(zip(tests, stats.holm_adjust([t.p_value for t in tests.values()]), strict=True))
-                verdicts = [stats.decide(tests[name], adjusted[name], False, alpha=alpha)[0] for name in tests]
-                if stats.VERDICT_SLOWER in verdicts or stats.VERDICT_FASTER in verdicts:
-                    slower += stats.VERDICT_SLOWER in verdicts
-                    faster += stats.VERDICT_FASTER in verdicts
-                    pairs_used = pairs
-                    break
-            used.append(pairs_used)
-        print(f"ab looks {plan.pairs}, true ratio {slowdown}: slower {slower / reps:.1%}, faster {faster / reps:.1%}, "
-              f"median pairs {np.median(used):.0f} ({reps} reps)")
+        runs = suite.paired_runs(seed, reps, sd, slowdown)
+        outcomes = [suite.run_looks(first, second, plan) for first, second in runs]
+        slower = sum(stats.VERDICT_SLOWER in verdicts for verdicts, _ in outcomes) / reps
+        faster = sum(stats.VERDICT_FASTER in verdicts for verdicts, _ in outcomes) / reps
+        pairs = np.median([used for _, used in outcomes])
+        print(f"ab looks {plan.pairs}, true ratio {slowdown}: slower {slower:.1%}, faster {faster:.1%}, "
+              f"median pairs {pairs:.0f} ({reps} reps)")
 
 
 if __name__ == "__main__":

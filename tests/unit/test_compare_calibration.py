@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tokbench.analysis import compare as stats
-from tokbench.analysis.sequential import plan_looks
+from tokbench.analysis.sequential import LookPlan, plan_looks
 from tokbench.results.comparison import Side, holm_over_hypotheses, measure_metric
 
 CALLS = 10  # calls per process
@@ -241,50 +241,50 @@ def test_processes_needed_is_what_the_simulation_needs() -> None:
     assert 0.70 <= hits / 150 <= 0.90, (needed, hits / 150)
 
 
+def run_looks(first: Side, second: Side, plan: LookPlan) -> tuple[list[str], int]:
+    """tokbench ab's stopping rule on one synthetic A/B of paired processes: at each planned look, paired tests of
+    the four hypotheses, Holm at that look's alpha, stop at a faster / slower verdict or when every hypothesis is
+    decided. Returns the verdicts where it stopped (or at the last look) and the pairs used."""
+    values = {name: (first.values(name), second.values(name)) for name in PRIMARY}
+    verdicts: list[str] = []
+    for pairs, alpha in zip(plan.pairs, plan.alphas, strict=True):
+        tests = {name: stats.paired_test(a[:pairs], b[:pairs]) for name, (a, b) in values.items()}
+        adjusted = dict(zip(tests, stats.holm_adjust([t.p_value for t in tests.values()]), strict=True))
+        verdicts = [stats.decide(tests[name], adjusted[name], False, alpha=alpha)[0] for name in tests]
+        if stats.VERDICT_SLOWER in verdicts or stats.VERDICT_FASTER in verdicts:
+            return verdicts, pairs
+        pairs_of = zip(verdicts, tests.values(), strict=True)
+        if all(stats.decided(verdict, test, min_effect=0.02, alpha=alpha) for verdict, test in pairs_of):
+            return verdicts, pairs
+    return verdicts, plan.pairs[-1]
+
+
+def paired_runs(seed: int, reps: int, process_sd: float, slowdown: float) -> list[tuple[Side, Side]]:
+    """Paired A/B of 20 pairs with a 10% drift common to the two members of a pair."""
+    rng = np.random.default_rng(seed)
+    drift = rng.normal(0, 0.10, (reps, 20))
+    base = simulate(rng, reps, 20, process_sd, shared=drift)
+    return list(zip(base, simulate(rng, reps, 20, process_sd, shared=drift, slowdown=slowdown), strict=True))
+
+
 def test_sequential_looks_keep_the_error_rate() -> None:
     """tokbench ab's stopping rule on paired A/A with drift (10% common to a pair) and process sd 5%: looks at the
     planned pair counts, each with its share of alpha; any faster/slower at any look is a false verdict.
-    ≤ 5% over 200 reps (±1.5 points), and most runs stop early with "no change beyond 2%" only when it is true."""
-    rng = np.random.default_rng(31)
+    ≤ 5% over 200 reps (±1.5 points)."""
     plan = plan_looks(4, 20, 0.05)
-    reps, false, stopped = 200, 0, 0
-    drift = rng.normal(0, 0.10, (reps, 20))
-    base, cont = simulate(rng, reps, 20, 0.05, shared=drift), simulate(rng, reps, 20, 0.05, shared=drift)
-    for first, second in zip(base, cont, strict=True):
-        values = {name: (first.values(name), second.values(name)) for name in PRIMARY}
-        for pairs, alpha in zip(plan.pairs, plan.alphas, strict=True):
-            tests = {name: stats.paired_test(a[:pairs], b[:pairs]) for name, (a, b) in values.items()}
-            adjusted = dict(zip(tests, stats.holm_adjust([t.p_value for t in tests.values()]), strict=True))
-            verdicts = {name: stats.decide(tests[name], adjusted[name], False, alpha=alpha)[0] for name in tests}
-            if any(verdict in (stats.VERDICT_FASTER, stats.VERDICT_SLOWER) for verdict in verdicts.values()):
-                false += 1
-                break
-            if all(stats.decided(verdicts[name], tests[name], min_effect=0.02, alpha=alpha) for name in tests):
-                stopped += 1
-                break
-    assert false / reps <= 0.05, false / reps
+    outcomes = [run_looks(first, second, plan)[0] for first, second in paired_runs(31, 200, 0.05, 1.0)]
+    false = sum(stats.VERDICT_SLOWER in v or stats.VERDICT_FASTER in v for v in outcomes)
+    assert false / len(outcomes) <= 0.05, false / len(outcomes)
     assert sum(plan.alphas) == pytest.approx(0.05)
 
 
 def test_sequential_looks_detect_a_real_slowdown() -> None:
     """The same rule under a 5% slowdown of everything: detected (slower, never faster) in ≥ 90% of 100 reps."""
-    rng = np.random.default_rng(32)
     plan = plan_looks(4, 20, 0.05)
-    reps, detected, wrong = 100, 0, 0
-    drift = rng.normal(0, 0.10, (reps, 20))
-    base = simulate(rng, reps, 20, 0.02, shared=drift)
-    cont = simulate(rng, reps, 20, 0.02, shared=drift, slowdown=1.05)
-    for first, second in zip(base, cont, strict=True):
-        values = {name: (first.values(name), second.values(name)) for name in PRIMARY}
-        for pairs, alpha in zip(plan.pairs, plan.alphas, strict=True):
-            tests = {name: stats.paired_test(a[:pairs], b[:pairs]) for name, (a, b) in values.items()}
-            adjusted = dict(zip(tests, stats.holm_adjust([t.p_value for t in tests.values()]), strict=True))
-            verdicts = [stats.decide(tests[name], adjusted[name], False, alpha=alpha)[0] for name in tests]
-            if stats.VERDICT_SLOWER in verdicts or stats.VERDICT_FASTER in verdicts:
-                detected += stats.VERDICT_SLOWER in verdicts
-                wrong += stats.VERDICT_FASTER in verdicts
-                break
-    assert detected / reps >= 0.90 and wrong == 0, (detected, wrong)
+    outcomes = [run_looks(first, second, plan)[0] for first, second in paired_runs(32, 100, 0.02, 1.05)]
+    detected = sum(stats.VERDICT_SLOWER in v for v in outcomes)
+    wrong = sum(stats.VERDICT_FASTER in v for v in outcomes)
+    assert detected / len(outcomes) >= 0.90 and wrong == 0, (detected, wrong)
 
 
 # --- compare() runs these steps, on stored results -------------------------------------------------------
