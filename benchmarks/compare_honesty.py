@@ -1,145 +1,162 @@
-"""How honest is `tokbench compare`? Prints the A/A false-positive rate and the A/B detection rate.
+"""How honest is `tokbench ab`? A/A false verdicts, A/B detection of a known slowdown, time to a verdict.
 
-A/A: the same workload run 2×K×PAIRS times, each run in its own process (the sweep's process launcher); each pair
-compares one process against the next, and then K interleaved processes against K (pooled: the bootstrap resamples
-processes, then calls); a pair where any metric comes out "faster" or "slower" is a false positive.
-A/B: in one process, a run of the model, then a run of the same model with every forward delayed by SLOWDOWN × the
-first run's median TPOT (a spin wait: an exact, known amount); detected when TPOT and E2E come out "slower", and
-the report says how often the ratio's 95% CI covered the injected slowdown.
+Each comparison is one real `tokbench ab` (the CLI, as a user runs it): interleaved pairs of fresh worker processes
+of tiny-llama, sequential looks, until decided or --max-pairs. A/A: both sides identical; any metric called
+faster or slower is a false verdict. A/B: before every forward of side B's model, a spin of SLOWDOWN × the previous
+forward's thread CPU time (``engine.delay.CpuFractionDelay``: on a shared, loaded machine a wall-clock wait is no
+known slowdown, since a sleep wakes late and a timed spin stretches while the process is not scheduled; extra CPU
+work in proportion to the forward's own is); detected when the gate trips (a metric "slower"). It is injected
+from outside tokbench's measurement, through each side's own environment (PYTHONPATH with a sitecustomize that
+calls ``engine.delay.delay_from_environment``); both sides carry the hooks (side A spins 0), so their own cost is
+on both sides, and the injected amount is measured (spun CPU ÷ forward CPU, from the hooks' logs).
 
-    python benchmarks/compare_honesty.py --pairs 5 --ab-pairs 5 --slowdown 0.05
+    python benchmarks/compare_honesty.py --aa 20 --ab 20 --slowdown 0.05 --log honesty.jsonl
+    python benchmarks/compare_honesty.py --summarize honesty.jsonl   # the figures of what has finished so far
+
+A/A and A/B comparisons alternate, so a partial run still has both. Each line of --log is one comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
-from collections import Counter
+import time
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tokbench.engine.delay import FRACTION_VARIABLE, LOG_VARIABLE, logged_fraction
 
-import tokbench
-from tokbench.config import BenchmarkConfig
-from tokbench.engine.delay import delayed_forwards
-from tokbench.engine.loading import load
-from tokbench.results.comparison import compare
-from tokbench.results.selectors import SelectedRun, select_from_store
-from tokbench.schema.comparison import ComparisonReport
-from tokbench.schema.results import BenchmarkResult
+# The side's sitecustomize: engine.delay registers the global hook when TOKBENCH_FORWARD_DELAY_NS is set.
+SITECUSTOMIZE = "from tokbench.engine.delay import delay_from_environment\n\ndelay_from_environment()\n"
 
 DECIDED = ("faster", "slower")
 
 
-def workload(args: argparse.Namespace) -> dict[str, object]:
+def workload_flags(args: argparse.Namespace) -> list[str]:
+    return [
+        "--model", args.model, "--sequence-length", str(args.sequence_length), "--new-tokens", str(args.new_tokens),
+        "--warmup-iterations", str(args.warmup_iterations), "--measurement-iterations",
+        str(args.measurement_iterations), "--device", "cpu", "--no-monitor",
+    ]  # fmt: skip
+
+
+def environment() -> dict[str, str]:
+    # One thread per process: two processes spinning two threads each on a shared 2-core box crawl.
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path) -> dict[str, Any]:
+    work = folder / f"{kind}-{index}"
+    logs = {side: work / f"waits-{side}" for side in "ab"}
+    for path in logs.values():
+        path.mkdir(parents=True)
+    side_flags = []
+    for side, fraction in (("a", 0.0), ("b", args.slowdown if kind == "ab" else 0.0)):
+        path = os.pathsep.join(filter(None, (str(folder / "inject"), os.environ.get("PYTHONPATH"))))
+        variables = (f"PYTHONPATH={path}", f"{FRACTION_VARIABLE}={fraction}", f"{LOG_VARIABLE}={logs[side]}")
+        side_flags += [flag for variable in variables for flag in (f"--{side}-env", variable)]
+    command = [
+        sys.executable, "-m", "tokbench", "ab", *workload_flags(args), *side_flags, "--db", str(work / "ab.db"),
+        "--max-pairs", str(args.max_pairs), "--format", "json", "--no-progress", "--order-seed", str(index),
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=6 * 3600)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        return {"kind": kind, "index": index, "error": done.stderr[-800:], "elapsed_s": elapsed}
+    report = json.loads(done.stdout)
+    metrics = {m["metric"]: m for w in report["workloads"] for m in w["metrics"]}
+    tpot = metrics["tpot_ms"]["median"]
+    injected = logged_fraction(str(logs["b"]))  # spun CPU ÷ forward CPU on side B (0 on side A)
+    expected = None if injected is None else 1 + injected  # an upper bound: a step is a forward and a bit more
+    covered = None
+    if expected is not None and tpot["ci_low"] is not None:
+        covered = tpot["ci_low"] <= expected <= tpot["ci_high"]
     return {
-        "model": args.model,
-        "sequence_length": args.sequence_length,
-        "new_tokens": args.new_tokens,
-        "warmup_iterations": args.warmup_iterations,
-        "measurement_iterations": args.measurement_iterations,
-        "device": "cpu",
-        "monitor": False,
+        "kind": kind,
+        "index": index,
+        "elapsed_s": elapsed,
+        "pairs": report["sequential"]["pairs"],
+        "stopped_because": report["sequential"]["stopped_because"],
+        "verdicts": {name: m["verdict"] for name, m in metrics.items()},
+        "regressed": report["regressed"],
+        "tpot_ratio": tpot["ratio"],
+        "tpot_interval": [tpot["ci_low"], tpot["ci_high"]],
+        "injected_cpu_fraction": injected,
+        "expected_tpot_ratio": expected,
+        "tpot_interval_covers_injected": covered,
+        "load_average": os.getloadavg(),
     }
 
 
-def verdicts(report: ComparisonReport) -> dict[str, tuple[str, float, float, float]]:
-    return {
-        m.metric: (m.verdict, m.median.ratio, m.median.ci_low, m.median.ci_high)
-        for w in report.workloads
-        for m in w.metrics
-    }
-
-
-def aa(args: argparse.Namespace, folder: Path) -> None:
-    db = folder / "aa.db"
-    per_side = args.runs_per_side
-    tokbench.run_sweep(workload(args), db=db, repeat=2 * per_side * args.pairs, progress=False, launcher="process")
-    runs = [run for run in select_from_store(db, {}) if run.result.ok]
-    for label, size in (("one process a side", 1), (f"{per_side} processes a side, pooled", per_side)):
-        false_positive, per_metric, detectable, pairs = 0, Counter(), [], 0
-        for start in range(0, len(runs) - 2 * per_side + 1, 2 * per_side):
-            chunk = runs[start : start + 2 * per_side]
-            # interleaved: A B A B ... so load drift over time hits both sides alike
-            first, second = chunk[0::2][:size], chunk[1::2][:size]
-            report = compare(first, second)
-            found = verdicts(report)
-            pairs += 1
-            per_metric.update(f"{metric}: {verdict}" for metric, (verdict, *_) in found.items())
-            tpot = next(m for m in report.workloads[0].metrics if m.metric == "tpot_ms")
-            detectable.append(tpot.detectable_change)
-            flagged = [f"{metric} {verdict} ×{ratio:.3f}" for metric, (verdict, ratio, *_) in found.items()
-                       if verdict in DECIDED]  # fmt: skip
-            false_positive += bool(flagged)
-            ids = f"{[run.run_id for run in first]} vs {[run.run_id for run in second]}"
-            print(f"A/A ({label}) runs {ids}: " + (", ".join(flagged) or "no metric faster/slower"))
-        print(f"A/A ({label}): {false_positive}/{pairs} pairs with any metric called faster/slower "
-              f"(false-positive rate {false_positive / max(pairs, 1):.0%}); separate processes")  # fmt: skip
-        print("  verdicts per metric: " + "; ".join(f"{key} ×{count}" for key, count in sorted(per_metric.items())))
-        if detectable:
-            print(f"  TPOT change detectable at 80% power: {min(detectable):.1%} .. {max(detectable):.1%}")
-
-
-def ab(args: argparse.Namespace, folder: Path) -> None:
-    config = BenchmarkConfig.from_dict(workload(args))
-    loaded = load(config)
-    detected, covered, metrics_seen = 0, 0, Counter()
-
-    def timed_run(wait_ns: int) -> tuple[BenchmarkResult, float]:
-        with delayed_forwards(loaded.model, wait_ns) as delay:
-            result = tokbench.run(
-                config, model=loaded.model, tokenizer=loaded.tokenizer, progress=False, device_warmup_s=0.05
-            )
-        return result, sum(delay.waited_ns) / max(len(delay.waited_ns), 1) / 1e6
-
-    probe, _ = timed_run(0)
-    step_ns = int(probe.summary["tpot_ms"].median * 1e6)
-    # the baseline waits a little too (a placebo): on a shared machine any wait costs cache refills
-    base_wait_ns, slow_wait_ns = step_ns // 10, step_ns // 10 + int(step_ns * args.slowdown)
-    for pair in range(args.ab_pairs):
-        base, base_wait_ms = timed_run(base_wait_ns)
-        slow, slow_wait_ms = timed_run(slow_wait_ns)
-        added_ms = slow_wait_ms - base_wait_ms
-        report = compare([SelectedRun(base, f"base {pair}")], [SelectedRun(slow, f"slow {pair}")])
-        found = verdicts(report)
-        tpot_verdict, tpot_ratio, low, high = found["tpot_ms"]
-        e2e_verdict = found["e2e_latency_ms"][0]
-        tpot = next(m for m in report.workloads[0].metrics if m.metric == "tpot_ms")
-        expected = (tpot.median.baseline + added_ms) / tpot.median.baseline
-        hit = tpot_verdict == "slower" and e2e_verdict == "slower"
-        detected += hit
-        covered += low <= expected <= high
-        metrics_seen.update(f"{metric}: {verdict}" for metric, (verdict, *_) in found.items())
-        print(
-            f"A/B pair {pair}: injected {added_ms:.3f} ms/forward (TPOT ×{expected:.3f} expected); "
-            f"TPOT {tpot_verdict} ×{tpot_ratio:.3f} [{low:.3f}, {high:.3f}], E2E {e2e_verdict}; "
-            f"detectable ≥{tpot.detectable_change:.1%}"
-        )
-    print(f"A/B: {detected}/{args.ab_pairs} pairs detected as slower on TPOT and E2E (detection rate "
-          f"{detected / max(args.ab_pairs, 1):.0%}) for an injected {args.slowdown:.0%} per-forward slowdown; "
-          f"the TPOT ratio CI covered the injected ratio in {covered}/{args.ab_pairs}")  # fmt: skip
-    print("A/B verdicts per metric: " + "; ".join(f"{key} ×{count}" for key, count in sorted(metrics_seen.items())))
+def summarize(rows: list[dict[str, Any]]) -> None:
+    aa = [row for row in rows if row["kind"] == "aa" and "error" not in row]
+    ab = [row for row in rows if row["kind"] == "ab" and "error" not in row]
+    errors = [row for row in rows if "error" in row]
+    false = sum(any(v in DECIDED for v in row["verdicts"].values()) for row in aa)
+    detected = sum(row["regressed"] for row in ab)
+    finished = [row for row in rows if "error" not in row]
+    decided = [row["elapsed_s"] for row in finished if row["stopped_because"] == "every hypothesis decided"]
+    covered = [row["tpot_interval_covers_injected"] for row in ab if row["tpot_interval_covers_injected"] is not None]
+    loads = [row["load_average"][0] for row in rows if "load_average" in row]
+    print(f"A/A: {false}/{len(aa)} comparisons with a false faster/slower verdict ({false / max(len(aa), 1):.0%})")
+    print(f"A/B: {detected}/{len(ab)} detected the injected slowdown as slower ({detected / max(len(ab), 1):.0%}); "
+          f"TPOT interval covered the measured injection in {sum(covered)}/{len(covered)}")  # fmt: skip
+    injected = [row["expected_tpot_ratio"] for row in ab if row["expected_tpot_ratio"] is not None]
+    if injected:
+        print(f"A/B: injected ratio (spun CPU ÷ forward CPU, measured) median ×{statistics.median(injected):.3f}")
+    if decided:
+        pairs = statistics.median(row["pairs"] for row in finished)
+        print(f"median time to a decided verdict: {statistics.median(decided) / 60:.1f} min over {len(decided)} "
+              f"decided comparisons; median pairs {pairs:.0f}")  # fmt: skip
+    if finished:
+        widths = [row["tpot_interval"][1] / row["tpot_interval"][0] for row in finished if row["tpot_interval"][0]]
+        print(f"median wall time per comparison {statistics.median(r['elapsed_s'] for r in finished) / 60:.1f} min; "
+              f"median TPOT interval at the end ×{statistics.median(widths) ** 0.5:.3f} either way")  # fmt: skip
+    undecided = [row for row in finished if row["stopped_because"] != "every hypothesis decided"]
+    print(f"{len(undecided)} comparison(s) ended undecided (max pairs); {len(errors)} error(s)")
+    if loads:
+        print(f"1-minute load average during the runs: median {statistics.median(loads):.2f}, max {max(loads):.2f} "
+              f"(now {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs)")  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5, help="A/A pairs")
-    parser.add_argument("--runs-per-side", type=int, default=2, help="A/A processes a side for the pooled pairs")
-    parser.add_argument("--ab-pairs", type=int, default=5)
-    parser.add_argument("--slowdown", type=float, default=0.05, help="injected per-forward delay, × median TPOT")
+    parser.add_argument("--aa", type=int, default=20, help="A/A comparisons")
+    parser.add_argument("--ab", type=int, default=20, help="A/B comparisons")
+    parser.add_argument("--slowdown", type=float, default=0.05, help="injected CPU work, × each forward's own")
+    parser.add_argument("--max-pairs", type=int, default=20)
     parser.add_argument("--model", default="tiny-llama")
     parser.add_argument("--sequence-length", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--warmup-iterations", type=int, default=3)
-    parser.add_argument("--measurement-iterations", type=int, default=20)
+    parser.add_argument("--warmup-iterations", type=int, default=2)
+    parser.add_argument("--measurement-iterations", type=int, default=10)
+    parser.add_argument("--log", default="compare-honesty.jsonl", help="one JSON line per comparison (appended)")
+    parser.add_argument("--summarize", metavar="LOG", help="only print the figures of LOG")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tokbench-honesty-") as folder:
-        if args.pairs:
-            aa(args, Path(folder))
-        if args.ab_pairs:
-            ab(args, Path(folder))
+    if args.summarize:
+        summarize([json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()])
+        return 0
+    with tempfile.TemporaryDirectory(prefix="tokbench-honesty-") as name:
+        folder = Path(name)
+        (folder / "inject").mkdir()
+        (folder / "inject" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        print(f"side B spins {args.slowdown:.1%} of each forward's CPU time before the next one", flush=True)
+        plan = [("aa", i) for i in range(args.aa)] + [("ab", i) for i in range(args.ab)]
+        plan.sort(key=lambda item: (item[1], item[0]))  # alternate A/A and A/B
+        rows = []
+        for kind, index in plan:
+            row = one_comparison(args, kind, index, folder)
+            rows.append(row)
+            with open(args.log, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        summarize(rows)
     return 0
 
 

@@ -1,11 +1,23 @@
-"""Pure statistics for comparing two runs of one workload: per-call samples in, ratio + CI + verdict out.
+"""Pure statistics for comparing two sides of one workload: the process is the unit between sides.
 
-Why per call: the token gaps of one call share that call's conditions (cache state, a background burst), so
-they are not independent samples. Every resampling and the rank test here work on whole calls: the bootstrap
-draws calls with replacement from each side, and the Mann-Whitney U test ranks one value per call.
+Why processes: two processes of the same workload on one machine differ (memory layout, thread placement,
+what else the machine ran), often by more than the change being looked for. Calls within one process share
+that process's draw, so a test that treats calls as the unit tests "these two processes differ", which is
+almost always true. Each process therefore contributes one value per metric, the log of its median over its
+calls, every process with equal weight, and the ratio, its interval and the test come from those values:
 
-No torch; numpy only. Every random draw comes from ``numpy.random.default_rng(seed)``: the same inputs give
-the same intervals.
+- ``welch``: Welch's t on the log process values of the two sides (Welch-Satterthwaite degrees of freedom);
+- ``paired``: a paired t on the per-pair differences when the design pairs processes (``tokbench ab`` runs one
+  A and one B process next to each other, so slow machine drift cancels);
+- ``stored variance``: a side of one process has no spread of its own; when the machine's between-process
+  variance of this workload is known from stored repeats (``sweep --repeat K``, an earlier ``ab``), it enters
+  the standard error with its degrees of freedom; without it there is no test and no verdict.
+
+Within one process the call stays the unit: the process value is the median of one value per call, its
+within-process variance comes from the spread of the calls. Reciprocal metrics (TTFT and prefill
+throughput, TPOT and decode throughput, E2E and overall throughput) answer one question each: they are one
+hypothesis in Holm's correction. Distributions come from ``scipy.stats``; nothing here draws random numbers.
+No torch.
 """
 
 from __future__ import annotations
@@ -15,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
+from scipy import stats as distributions
 
 from tokbench.analysis.samples import metric_samples
 from tokbench.schema.records import GenerationTrace
@@ -22,23 +36,38 @@ from tokbench.schema.records import GenerationTrace
 VERDICT_FASTER = "faster"
 VERDICT_SLOWER = "slower"
 VERDICT_NO_CHANGE = "no significant change"
+VERDICT_BELOW_MIN_EFFECT = "below min-effect"  # significant, but smaller than --min-effect
 VERDICT_INCONCLUSIVE = "inconclusive"
-VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_NO_CHANGE, VERDICT_INCONCLUSIVE)
+VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_NO_CHANGE, VERDICT_BELOW_MIN_EFFECT, VERDICT_INCONCLUSIVE)
 
 DEFAULT_MIN_EFFECT = 0.02
 DEFAULT_ALPHA = 0.05
-DEFAULT_RESAMPLES = 2000
-DEFAULT_CONFIDENCE = 0.95
 DEFAULT_POWER = 0.80
-# Below this many calls a side, neither a rank test nor a bootstrap of calls says anything reliable.
-MIN_CALLS = 5
 TAIL_QUANTILES = (("p90", 0.90), ("p99", 0.99))
+
+METHOD_WELCH = "welch"
+METHOD_PAIRED = "paired"
+METHOD_STORED = "stored variance"
+METHOD_NONE = "none"
 
 # Metrics where a larger value is better (throughputs); every other metric is a latency.
 HIGHER_IS_BETTER = frozenset({"prefill_throughput_tok_s", "decode_throughput_tok_s", "overall_throughput_tok_s"})
+# One hypothesis each: the latency first, then the throughput that is its reciprocal on the plain path.
+HYPOTHESES: tuple[tuple[str, ...], ...] = (
+    ("ttft_ms", "prefill_throughput_tok_s"),
+    ("tpot_ms", "decode_throughput_tok_s"),
+    ("itl_ms",),
+    ("e2e_latency_ms", "overall_throughput_tok_s"),
+)
+# Metrics whose values within one call are not independent (gaps of one call): their tails get no interval.
+CLUSTERED_METRICS = frozenset({"itl_ms"})
+# Nodes of the quadrature over the sampling distribution of an estimated standard error (power).
+_POWER_NODES = 256
 
-# A bootstrap chunk holds at most this many sample values (bounds memory for long runs).
-_CHUNK_VALUES = 4_000_000
+
+def hypothesis_of(metric: str) -> str:
+    """The hypothesis a metric belongs to, named by its latency (a metric outside ``HYPOTHESES``: itself)."""
+    return next((group[0] for group in HYPOTHESES if metric in group), metric)
 
 
 def per_call_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[np.ndarray]]:
@@ -52,271 +81,442 @@ def per_call_samples(traces: Sequence[GenerationTrace]) -> dict[str, list[np.nda
     return grouped
 
 
+def call_values(calls: Sequence[np.ndarray]) -> list[float]:
+    """One value per call: the call's median (its only value for per-call metrics)."""
+    lengths = {len(call) for call in calls}
+    if lengths == {1}:  # one value per call (most metrics at batch 1): no median to take
+        return [float(call[0]) for call in calls]
+    if len(lengths) == 1 and 0 not in lengths:
+        return np.median(np.stack(calls), axis=1).tolist()  # type: ignore[no-any-return]
+    return [float(np.median(call)) for call in calls if len(call)]
+
+
+# --- one value per process ------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class RankTest:
-    """Two-sided Mann-Whitney U test, normal approximation with tie and continuity correction."""
+class ProcessValue:
+    """One process's value of one metric: log of the median over its calls, and the variance of that log
+    median from call-to-call spread alone (asymptotic variance of a median, π/2·s²/n, on the log scale)."""
 
-    u_statistic: float  # U of the first sample
-    z_score: float
-    p_value: float
+    log_median: float
+    within_variance: float  # nan with fewer than two calls
+    calls: int
+
+    @classmethod
+    def of(cls, calls: Sequence[np.ndarray]) -> ProcessValue:
+        values = call_values(calls)
+        if not values or not min(values) > 0 or not math.isfinite(max(values)):
+            raise ValueError("a process value needs positive, finite call values")
+        # Plain Python on a few dozen floats: called for every process and metric, numpy's per-call overhead
+        # would dominate (the calibration suite runs it hundreds of thousands of times).
+        logs = sorted(math.log(value) for value in values)
+        count, middle = len(logs), len(logs) // 2
+        median = logs[middle] if count % 2 else (logs[middle - 1] + logs[middle]) / 2
+        centre = sum(logs) / count
+        spread = sum((value - centre) ** 2 for value in logs)
+        within = math.pi / 2 * spread / (count - 1) / count if count >= 2 else math.nan
+        return cls(log_median=median, within_variance=within, calls=count)
 
 
-def _average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-based ranks with ties given their average rank, and the size of every tie group."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    # start of each run of equal values
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    counts = np.diff(np.r_[starts, len(values)])
-    average = starts + (counts + 1) / 2.0  # 1-based average rank of each run
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(average, counts)
-    return ranks, counts
+@dataclass(frozen=True)
+class StoredVariance:
+    """The machine's between-process variance of one metric of one workload, from stored repeats.
 
-
-def mann_whitney_u(first: Sequence[float], second: Sequence[float]) -> RankTest:
-    """Mann-Whitney U, two-sided, by the normal approximation.
-
-    U1 = R1 − n1(n1+1)/2 (R1: the first sample's rank sum, ties averaged); mean n1·n2/2; variance
-    n1·n2/12 · ((n+1) − Σ(t³−t) / (n(n−1))) over tie groups of size t; z = (|U1 − mean| − ½) / sd.
-    All values tied (sd 0) gives p = 1.
+    ``between``: variance of the log process value between processes, less what call-to-call spread
+    explains; ``df``: its degrees of freedom (Σ over repeat groups of runs − 1); ``source``: where it came from.
     """
-    x = np.asarray(first, dtype=float)
-    y = np.asarray(second, dtype=float)
-    n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("a rank test needs at least one value on each side")
-    n = n1 + n2
-    ranks, ties = _average_ranks(np.concatenate([x, y]))
-    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
-    mean_u = n1 * n2 / 2.0
-    tie_term = float((ties.astype(float) ** 3 - ties).sum())
-    variance = n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
-    if variance <= 0:
-        return RankTest(u_statistic=u1, z_score=0.0, p_value=1.0)
-    z = max(abs(u1 - mean_u) - 0.5, 0.0) / math.sqrt(variance)
-    return RankTest(u_statistic=u1, z_score=z, p_value=min(1.0, math.erfc(z / math.sqrt(2.0))))
+
+    between: float
+    df: float
+    source: str
+
+
+def stored_variance_of(groups: Sequence[Sequence[ProcessValue]], source: str) -> StoredVariance | None:
+    """Pooled between-process variance over groups of repeats (each group: processes of one config, one
+    machine); None without a group of two or more."""
+    squares, df, within = 0.0, 0, []
+    for group in groups:
+        if len(group) < 2:
+            continue
+        logs = np.array([value.log_median for value in group])
+        squares += float(np.sum((logs - logs.mean()) ** 2))
+        df += len(group) - 1
+        within.extend(value.within_variance for value in group if math.isfinite(value.within_variance))
+    if df == 0:
+        return None
+    total = squares / df
+    between = max(0.0, total - (float(np.mean(within)) if within else 0.0))
+    return StoredVariance(between=between, df=float(df), source=source)
+
+
+# --- the test between sides -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessTest:
+    """contender − baseline of the mean log process value, with its standard error, degrees of freedom and
+    two-sided p-value; ``method`` none (and nan figures) when the design cannot estimate the variance."""
+
+    method: str
+    log_ratio: float
+    se: float
+    df: float
+    p_value: float
+    baseline_processes: int
+    contender_processes: int
+    reason: str = ""  # why there is no test (method none), or where a stored variance came from
+
+    @property
+    def tested(self) -> bool:
+        return self.method != METHOD_NONE
+
+    @property
+    def ratio(self) -> float:
+        return math.exp(self.log_ratio)
+
+    def interval(self, confidence: float) -> tuple[float, float] | None:
+        """The t interval of the ratio at ``confidence``; None without a test."""
+        if not self.tested:
+            return None
+        half = float(special.stdtrit(self.df, 0.5 + confidence / 2)) * self.se if self.se > 0 else 0.0
+        return math.exp(self.log_ratio - half), math.exp(self.log_ratio + half)
+
+
+def _p_value(log_ratio: float, se: float, df: float) -> float:
+    """Two-sided p of a t statistic; ``special.stdtr`` is scipy's Student t CDF as a plain ufunc (the
+    ``scipy.stats.t`` wrapper costs ~100 µs a call, and this runs for every metric of every comparison)."""
+    if se <= 0:
+        return 1.0 if log_ratio == 0 else 0.0
+    return float(2 * special.stdtr(df, -abs(log_ratio) / se))
+
+
+def welch_test(baseline: Sequence[ProcessValue], contender: Sequence[ProcessValue]) -> ProcessTest:
+    """Welch's t on the log process values (two or more processes a side)."""
+    a = [value.log_median for value in baseline]
+    b = [value.log_median for value in contender]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's test needs two or more processes a side")
+    va, vb = _variance(a) / len(a), _variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    denominator = va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)
+    df = (va + vb) ** 2 / denominator if denominator > 0 else float(len(a) + len(b) - 2)
+    estimate = sum(b) / len(b) - sum(a) / len(a)
+    return ProcessTest(METHOD_WELCH, estimate, se, df, _p_value(estimate, se, df), len(a), len(b))
+
+
+def _variance(values: Sequence[float]) -> float:
+    """Sample variance (n − 1), in plain Python for the handful of process values a side has."""
+    centre = sum(values) / len(values)
+    return sum((value - centre) ** 2 for value in values) / (len(values) - 1)
+
+
+def paired_test(baseline: Sequence[ProcessValue], contender: Sequence[ProcessValue]) -> ProcessTest:
+    """Paired t on contender − baseline of each pair (two or more pairs): drift common to a pair cancels."""
+    if len(baseline) != len(contender) or len(baseline) < 2:
+        raise ValueError("a paired test needs two or more pairs")
+    differences = [b.log_median - a.log_median for a, b in zip(baseline, contender, strict=True)]
+    se = math.sqrt(_variance(differences) / len(differences))
+    df = float(len(differences) - 1)
+    estimate = sum(differences) / len(differences)
+    return ProcessTest(METHOD_PAIRED, estimate, se, df, _p_value(estimate, se, df), len(baseline), len(contender))
+
+
+def stored_variance_test(
+    baseline: Sequence[ProcessValue], contender: Sequence[ProcessValue], known: StoredVariance
+) -> ProcessTest:
+    """A side too small for its own spread: the stored between-process variance plus each side's own
+    call-to-call part, with the stored repeats' degrees of freedom."""
+    a = np.array([value.log_median for value in baseline])
+    b = np.array([value.log_median for value in contender])
+    within = [v.within_variance for v in (*baseline, *contender)]
+    if not all(math.isfinite(w) for w in within):
+        return no_test(len(baseline), len(contender), "a process has fewer than two calls")
+    between_part = known.between * (1 / a.size + 1 / b.size)
+    within_a = float(np.mean([v.within_variance for v in baseline])) / a.size
+    within_b = float(np.mean([v.within_variance for v in contender])) / b.size
+    variance = between_part + within_a + within_b
+    # The stored repeats' degrees of freedom, not more: the call-to-call parts are better known, but a
+    # Satterthwaite blend lets them lend the stored estimate a certainty it does not have (anti-conservative).
+    df = known.df
+    estimate = float(b.mean() - a.mean())
+    se = math.sqrt(variance)
+    return ProcessTest(
+        METHOD_STORED, estimate, se, df, _p_value(estimate, se, df), a.size, b.size, reason=known.source
+    )
+
+
+def no_test(baseline_processes: int, contender_processes: int, reason: str) -> ProcessTest:
+    nan = math.nan
+    return ProcessTest(METHOD_NONE, nan, nan, nan, nan, baseline_processes, contender_processes, reason=reason)
+
+
+def process_test(
+    baseline: Sequence[ProcessValue],
+    contender: Sequence[ProcessValue],
+    *,
+    paired: bool = False,
+    stored: StoredVariance | None = None,
+) -> ProcessTest:
+    """The test the design allows: paired, Welch, the stored variance for a one-process side, or none."""
+    estimate = sum(v.log_median for v in contender) / len(contender) - sum(v.log_median for v in baseline) / len(
+        baseline
+    )
+    if paired and len(baseline) == len(contender) >= 2:
+        return paired_test(baseline, contender)
+    if len(baseline) >= 2 and len(contender) >= 2:
+        return welch_test(baseline, contender)
+    if stored is not None:
+        return stored_variance_test(baseline, contender, stored)
+    test = no_test(len(baseline), len(contender), "one process a side: the between-process variation is unknown")
+    return ProcessTest(test.method, estimate, test.se, test.df, test.p_value, len(baseline), len(contender),
+                       test.reason)  # fmt: skip
+
+
+def hypothesis_p_value(tests: Sequence[ProcessTest]) -> float:
+    """One p-value for the metrics of one hypothesis: the largest (rejecting needs every one to reject, which
+    keeps the level whatever their dependence); nan when one has no test."""
+    values = [test.p_value for test in tests]
+    return math.nan if any(math.isnan(value) for value in values) else max(values)
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error control under any dependence)."""
-    count = len(p_values)
-    order = sorted(range(count), key=lambda index: p_values[index])
-    adjusted = [1.0] * count
+    """Holm's step-down adjusted p-values (family-wise error control under any dependence); nan stays nan
+    and does not count in the family."""
+    present = [index for index, value in enumerate(p_values) if not math.isnan(value)]
+    order = sorted(present, key=lambda index: p_values[index])
+    adjusted = [math.nan] * len(p_values)
     running = 0.0
     for position, index in enumerate(order):
-        running = max(running, min(1.0, (count - position) * p_values[index]))
+        running = max(running, min(1.0, (len(order) - position) * p_values[index]))
         adjusted[index] = running
     return adjusted
 
 
-def _draw_calls(
-    rng: np.random.Generator, run_of_call: Sequence[int] | None, calls: int, resamples: int
-) -> np.ndarray | list[np.ndarray]:
-    """Call indices of each resample: calls with replacement, or, when the calls come from several runs
-    (processes), runs with replacement and then calls within each drawn run: a two-level (cluster) bootstrap
-    whose interval also holds the run-to-run variation a single process cannot show."""
-    runs = sorted(set(run_of_call)) if run_of_call is not None else []
-    if len(runs) < 2:
-        return rng.integers(0, calls, size=(resamples, calls))
-    members = [np.flatnonzero(np.asarray(run_of_call) == run) for run in runs]
-    draws = []
-    for _ in range(resamples):
-        picked = rng.integers(0, len(members), size=len(members))
-        draws.append(np.concatenate([rng.choice(members[run], size=len(members[run])) for run in picked]))
-    if len({len(draw) for draw in draws}) == 1:
-        return np.stack(draws)
-    return draws
-
-
-def _bootstrap_quantiles(
-    calls: Sequence[np.ndarray], quantiles: Sequence[float], draws: np.ndarray | list[np.ndarray]
-) -> np.ndarray:
-    """Quantiles of the pooled values of each resample of whole calls; ``draws`` holds each resample's calls."""
-    resamples = len(draws)
-    out = np.empty((resamples, len(quantiles)))
-    lengths = {len(call) for call in calls}
-    if len(lengths) == 1 and isinstance(draws, np.ndarray):  # equal calls: one array, resampled chunk by chunk
-        matrix = np.stack(calls)
-        per_resample = matrix.size
-        chunk = max(1, _CHUNK_VALUES // max(per_resample, 1))
-        for start in range(0, resamples, chunk):
-            picked = matrix[draws[start : start + chunk]].reshape(min(chunk, resamples - start), -1)
-            out[start : start + chunk] = np.quantile(picked, quantiles, axis=1).T
-        return out
-    for index in range(resamples):
-        out[index] = np.quantile(np.concatenate([calls[i] for i in draws[index]]), quantiles)
-    return out
-
-
-@dataclass(frozen=True)
-class RatioEstimate:
-    """contender ÷ baseline of one statistic, with its bootstrap percentile CI."""
-
-    statistic: str  # "median", "p90", "p99"
-    baseline: float
-    contender: float
-    ratio: float
-    ci_low: float
-    ci_high: float
-    log_ratio_se: float  # standard error of log(ratio) over the bootstrap resamples
-
-
-def bootstrap_ratios(
-    baseline_calls: Sequence[np.ndarray],
-    contender_calls: Sequence[np.ndarray],
-    statistics: Sequence[tuple[str, float]] = (("median", 0.5), *TAIL_QUANTILES),
-    *,
-    resamples: int = DEFAULT_RESAMPLES,
-    confidence: float = DEFAULT_CONFIDENCE,
-    seed: int = 0,
-    baseline_runs: Sequence[int] | None = None,
-    contender_runs: Sequence[int] | None = None,
-) -> list[RatioEstimate]:
-    """Ratio of each statistic (a quantile of the pooled values) with a CI from resampling whole calls.
-
-    Each resample draws as many calls as each side has, with replacement, independently per side. ``*_runs``
-    give the run (process) of each call: a side of several runs is resampled runs first, then calls.
-    """
-    if not baseline_calls or not contender_calls:
-        raise ValueError("a ratio needs calls on both sides")
-    rng = np.random.default_rng(seed)
-    quantiles = [q for _, q in statistics]
-    base_draws = _draw_calls(rng, baseline_runs, len(baseline_calls), resamples)
-    cont_draws = _draw_calls(rng, contender_runs, len(contender_calls), resamples)
-    base_boot = _bootstrap_quantiles(baseline_calls, quantiles, base_draws)
-    cont_boot = _bootstrap_quantiles(contender_calls, quantiles, cont_draws)
-    base_point = np.quantile(np.concatenate(list(baseline_calls)), quantiles)
-    cont_point = np.quantile(np.concatenate(list(contender_calls)), quantiles)
-    tail = (1.0 - confidence) / 2.0
-    estimates = []
-    for column, (name, _) in enumerate(statistics):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_ratios = np.log(cont_boot[:, column]) - np.log(base_boot[:, column])
-        finite = log_ratios[np.isfinite(log_ratios)]
-        if base_point[column] <= 0 or cont_point[column] <= 0 or len(finite) < resamples // 2:
-            raise ValueError(f"the {name} must be positive on both sides to form a ratio")
-        low, high = np.quantile(finite, [tail, 1.0 - tail])
-        estimates.append(
-            RatioEstimate(
-                statistic=name,
-                baseline=float(base_point[column]),
-                contender=float(cont_point[column]),
-                ratio=float(cont_point[column] / base_point[column]),
-                ci_low=float(math.exp(low)),
-                ci_high=float(math.exp(high)),
-                log_ratio_se=float(np.std(finite, ddof=1)),
-            )
-        )
-    return estimates
-
-
-def _normal_quantile(probability: float) -> float:
-    """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
-    if not 0.0 < probability < 1.0:
-        raise ValueError("probability must lie strictly between 0 and 1")
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-         -1.328068155288572e01)  # fmt: skip
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    low = 0.02425
-    if probability < low:
-        q = math.sqrt(-2 * math.log(probability))
-        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1
-        )
-    if probability > 1 - low:
-        return -_normal_quantile(1 - probability)
-    q = probability - 0.5
-    r = q * q
-    return (
-        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
-        * q
-        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    )
-
-
-@dataclass(frozen=True)
-class Detectability:
-    """What the comparison could have seen: the smallest change detectable at ``power``, and the calls
-    per side a ``target`` change would need (both from the bootstrap standard error of log(ratio))."""
-
-    detectable_change: float  # e.g. 0.031: a change of ≥3.1% would be detected with ``power``
-    calls_for_target: int  # calls per side to detect ``target`` (when both sides have that many)
-    target: float
-    power: float
-    alpha: float
-
-
-def detectability(
-    log_ratio_se: float,
-    baseline_calls: int,
-    contender_calls: int,
-    *,
-    alpha: float = DEFAULT_ALPHA,
-    power: float = DEFAULT_POWER,
-    target: float = 0.01,
-) -> Detectability:
-    """Minimum detectable effect of a two-sided test at ``alpha`` with ``power``: (z₁₋α/₂ + z_power)·se on the
-    log scale. The standard error scales as √(1/n_b + 1/n_c), which gives the calls a ``target`` change needs."""
-    z_sum = _normal_quantile(1 - alpha / 2) + _normal_quantile(power)
-    detectable = math.expm1(z_sum * log_ratio_se)
-    needed_se = math.log1p(target) / z_sum
-    spread = 1 / baseline_calls + 1 / contender_calls
-    if log_ratio_se <= 0:
-        calls = min(baseline_calls, contender_calls)
-    else:
-        # se² = k·(1/n_b + 1/n_c) → with n calls a side, se² = 2k/n
-        k = log_ratio_se**2 / spread
-        calls = math.ceil(2 * k / needed_se**2)
-    return Detectability(
-        detectable_change=detectable, calls_for_target=max(calls, MIN_CALLS), target=target, power=power, alpha=alpha
-    )
+# --- the verdict ------------------------------------------------------------------------------------------
 
 
 def decide(
-    ratio: RatioEstimate,
+    test: ProcessTest,
     p_adjusted: float,
     higher_is_better: bool,
-    baseline_calls: int,
-    contender_calls: int,
     *,
     min_effect: float = DEFAULT_MIN_EFFECT,
     alpha: float = DEFAULT_ALPHA,
+    undecided: str = "",
 ) -> tuple[str, str]:
     """The verdict for one metric and why.
 
-    faster / slower: significant after the multiple-comparison correction (adjusted p < alpha), the CI
-    excludes 1, AND the ratio is beyond ``min_effect``. no significant change: not that, and the CI rules out a
-    change beyond ``min_effect`` (or the change is significant but smaller than it). inconclusive: too few calls,
-    or the CI still allows a change beyond ``min_effect``: the data cannot tell.
+    faster / slower: significant after the multiple-comparison correction (adjusted p < alpha) AND the ratio
+    beyond ``min_effect``. below min-effect: significant but smaller. no significant change: not significant,
+    and the (1 − alpha) interval lies inside ±min_effect (no change beyond it). inconclusive: no test (one
+    process a side; ``undecided`` says what would decide it), or an interval still wide enough for a change
+    beyond ``min_effect``.
     """
-    if min(baseline_calls, contender_calls) < MIN_CALLS:
-        return VERDICT_INCONCLUSIVE, f"too few calls ({baseline_calls} vs {contender_calls}; need {MIN_CALLS})"
+    if not test.tested:
+        return VERDICT_INCONCLUSIVE, "; ".join(filter(None, (test.reason, undecided)))
     bound = math.log1p(min_effect)
-    log_ratio = math.log(ratio.ratio)
-    excludes_one = ratio.ci_low > 1.0 or ratio.ci_high < 1.0
-    significant = p_adjusted < alpha and excludes_one
-    if significant and abs(log_ratio) >= bound:
-        worse = (log_ratio > 0) != higher_is_better
-        verdict = VERDICT_SLOWER if worse else VERDICT_FASTER
-        return verdict, f"adjusted p {p_adjusted:.2g} < {alpha:g} and |change| ≥ {min_effect:.1%}"
-    if significant:
-        return VERDICT_NO_CHANGE, f"significant (adjusted p {p_adjusted:.2g}) but smaller than {min_effect:.1%}"
-    if abs(math.log(ratio.ci_low)) < bound and abs(math.log(ratio.ci_high)) < bound:
-        return VERDICT_NO_CHANGE, f"not significant; the CI excludes changes beyond ±{min_effect:.1%}"
-    return VERDICT_INCONCLUSIVE, f"not significant, but the CI still allows a change beyond ±{min_effect:.1%}"
+    if p_adjusted < alpha:
+        if abs(test.log_ratio) >= bound:
+            worse = (test.log_ratio > 0) != higher_is_better
+            verdict = VERDICT_SLOWER if worse else VERDICT_FASTER
+            return verdict, f"adjusted p {p_adjusted:.2g} < {alpha:.3g} and |change| ≥ {min_effect:.1%}"
+        return VERDICT_BELOW_MIN_EFFECT, f"significant (adjusted p {p_adjusted:.2g}) but smaller than {min_effect:.1%}"
+    low, high = test.interval(1 - alpha) or (math.nan, math.nan)
+    if abs(math.log(low)) < bound and abs(math.log(high)) < bound:
+        return VERDICT_NO_CHANGE, f"not significant; the interval excludes changes beyond ±{min_effect:.1%}"
+    return VERDICT_INCONCLUSIVE, f"not significant, but the interval still allows a change beyond ±{min_effect:.1%}"
 
 
-def geometric_mean(values: Sequence[float]) -> float:
-    if not values:
-        raise ValueError("a geometric mean needs values")
-    return math.exp(sum(math.log(value) for value in values) / len(values))
+def decided(verdict: str, test: ProcessTest, *, min_effect: float, alpha: float) -> bool:
+    """Whether more processes would not change the answer's kind: faster / slower, or an interval inside
+    ±min_effect (no change beyond it)."""
+    if verdict in (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_NO_CHANGE):
+        return True
+    interval = test.interval(1 - alpha)
+    bound = math.log1p(min_effect)
+    return interval is not None and abs(math.log(interval[0])) < bound and abs(math.log(interval[1])) < bound
 
 
-def call_values(calls: Sequence[np.ndarray]) -> list[float]:
-    """One value per call for the rank test: the call's median (its only value for per-call metrics)."""
-    return [float(np.median(call)) for call in calls]
+# --- power of the decision rule ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PowerGrid:
+    """What the power of a rule at one (df, tests, alpha) needs whatever the effect: the t critical value and
+    the spread of an estimated standard error, √(χ²_df / df) at equal-probability nodes."""
+
+    critical: float
+    se_factors: np.ndarray
+
+    @classmethod
+    def of(cls, df: float, tests: int, alpha: float) -> _PowerGrid:
+        critical = float(distributions.t.ppf(1 - alpha / (2 * tests), df))
+        nodes = distributions.chi2.ppf((np.arange(_POWER_NODES) + 0.5) / _POWER_NODES, df) / df
+        return cls(critical, np.sqrt(nodes))
+
+    def power(self, log_effect: float, se: float, min_effect: float) -> float:
+        threshold = np.maximum(self.critical * se * self.se_factors, math.log1p(min_effect))
+        return float(np.mean(distributions.norm.sf((threshold - abs(log_effect)) / se)))
+
+
+def rule_power(log_effect: float, se: float, df: float, tests: int, *, alpha: float, min_effect: float) -> float:
+    """P(a verdict in the effect's direction) for a true ``log_effect``: the t test at Holm's first step
+    (alpha / tests, the worst case) AND the estimate beyond min_effect. The estimated standard error varies
+    as se·√(χ²_df / df); the expectation over it is a quadrature at equal-probability nodes."""
+    if not (se > 0 and df > 0):
+        return math.nan
+    return _PowerGrid.of(df, tests, alpha).power(log_effect, se, min_effect)
+
+
+def median_unbiased_se(se: float, df: float) -> float:
+    """An estimated standard error scaled so it is median-unbiased: s² ~ σ²·χ²_df/df has median below σ²."""
+    return se / math.sqrt(float(distributions.chi2.ppf(0.5, df)) / df)
+
+
+def detectable_change(
+    se: float, df: float, tests: int, *, alpha: float, min_effect: float, power: float = DEFAULT_POWER
+) -> float:
+    """The smallest change (ratio − 1) this rule detects with ``power``, for the process-level standard
+    error ``se`` (made median-unbiased first); nan without one."""
+    if not (se > 0 and df > 0):
+        return math.nan
+    scale = median_unbiased_se(se, df)
+    grid = _PowerGrid.of(df, tests, alpha)
+    low, high = math.log1p(min_effect), math.log1p(min_effect) + 50 * scale + 1.0
+    if grid.power(high, scale, min_effect) < power:
+        return math.inf
+    for _ in range(40):  # bisection on a monotone function: 2⁻⁴⁰ of the bracket
+        middle = (low + high) / 2
+        if grid.power(middle, scale, min_effect) >= power:
+            high = middle
+        else:
+            low = middle
+    return math.expm1(high)
+
+
+@dataclass(frozen=True)
+class ProcessSpread:
+    """What the power of a design with more processes depends on: the variance of one process's value
+    (or of one pair's difference) and whether the design pairs processes."""
+
+    variance: float
+    paired: bool
+
+
+def spread_of(test: ProcessTest) -> ProcessSpread | None:
+    """The per-process (per-pair) variance behind ``test``'s standard error."""
+    if not (test.tested and test.se > 0):
+        return None
+    if test.method == METHOD_PAIRED:
+        return ProcessSpread(test.se**2 * test.baseline_processes, paired=True)
+    harmonic = 1 / test.baseline_processes + 1 / test.contender_processes
+    return ProcessSpread(test.se**2 / harmonic, paired=False)
+
+
+def processes_for_change(
+    spread: ProcessSpread | None,
+    change: float,
+    tests: int,
+    *,
+    alpha: float,
+    min_effect: float,
+    power: float = DEFAULT_POWER,
+    limit: int = 1000,
+) -> int | None:
+    """Processes a side (pairs, when paired) for this rule to detect ``change`` with ``power``; None when
+    unknown or beyond ``limit`` (e.g. a change not beyond min_effect can never reach 50%)."""
+    if spread is None or change <= min_effect:
+        return None
+
+    def enough(count: int) -> bool:
+        if spread.paired:
+            se, df = math.sqrt(spread.variance / count), count - 1
+        else:
+            se, df = math.sqrt(2 * spread.variance / count), 2 * count - 2
+        return _PowerGrid.of(df, tests, alpha).power(math.log1p(change), se, min_effect) >= power
+
+    if not enough(limit):
+        return None
+    low, high = 1, limit  # power grows with the count: bisect for the first count with enough power
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+# --- tails and the geometric mean ----------------------------------------------------------------------------
+
+
+def quantile_interval(values: Sequence[float], quantile: float, confidence: float) -> tuple[float, float] | None:
+    """Distribution-free interval of a quantile from order statistics: [x_(l), x_(u)] with
+    P(B < l) ≤ tail and P(B ≥ u) ≤ tail for B ~ Binomial(n, quantile); None when n is too small."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = ordered.size
+    if n == 0:
+        return None
+    tail = (1 - confidence) / 2
+    counts = np.arange(n + 1)
+    cdf = distributions.binom.cdf(counts, n, quantile)
+    below = counts[cdf <= tail]  # P(B ≤ l − 1) ≤ tail
+    above = counts[distributions.binom.sf(counts, n, quantile) <= tail]  # P(B ≥ u) = sf(u − 1) ≤ tail
+    if below.size == 0 or above.size == 0:
+        return None
+    lower, upper = int(below.max()) + 1, int(above.min()) + 1
+    if lower < 1 or upper > n:
+        return None
+    return float(ordered[lower - 1]), float(ordered[upper - 1])
+
+
+@dataclass(frozen=True)
+class TailRatio:
+    """contender ÷ baseline of a quantile of the calls; the interval is None when the calls are too few (or the
+    values of one call are not independent)."""
+
+    statistic: str
+    baseline: float
+    contender: float
+    ratio: float
+    interval: tuple[float, float] | None
+
+
+def tail_ratio(
+    name: str, quantile: float, baseline: Sequence[float], contender: Sequence[float], *, independent: bool,
+    confidence: float = 1 - DEFAULT_ALPHA,
+) -> TailRatio:  # fmt: skip
+    """Each side's quantile, and an interval of their ratio from the two order-statistic intervals at √confidence
+    each (independent sides: both cover with ≥ confidence)."""
+    base, cont = float(np.quantile(baseline, quantile)), float(np.quantile(contender, quantile))
+    interval = None
+    if independent:
+        side = math.sqrt(confidence)
+        first, second = quantile_interval(baseline, quantile, side), quantile_interval(contender, quantile, side)
+        if first is not None and second is not None and first[0] > 0:
+            interval = (second[0] / first[1], second[1] / first[0])
+    return TailRatio(name, base, cont, cont / base if base > 0 else math.nan, interval)
+
+
+@dataclass(frozen=True)
+class MeanOfRatios:
+    """Geometric mean of per-workload ratios with a t interval (fixed workloads: their own errors only)."""
+
+    ratio: float
+    interval: tuple[float, float] | None
+    workloads: int
+
+
+def geometric_mean_of(tests: Sequence[ProcessTest], confidence: float = 1 - DEFAULT_ALPHA) -> MeanOfRatios:
+    """mean of the log ratios; SE = √Σse²/W with Satterthwaite degrees of freedom; no interval when a
+    workload has no test."""
+    if not tests:
+        raise ValueError("a geometric mean needs ratios")
+    logs = [test.log_ratio for test in tests]
+    ratio = math.exp(sum(logs) / len(logs))
+    if not all(test.tested for test in tests):
+        return MeanOfRatios(ratio, None, len(tests))
+    variance = sum(test.se**2 for test in tests) / len(tests) ** 2
+    pieces = sum((test.se**2 / len(tests) ** 2) ** 2 / test.df for test in tests if test.se > 0)
+    df = variance**2 / pieces if pieces > 0 else math.inf
+    half = float(distributions.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(variance) if variance > 0 else 0.0
+    centre = math.log(ratio)
+    return MeanOfRatios(ratio, (math.exp(centre - half), math.exp(centre + half)), len(tests))

@@ -1,10 +1,11 @@
 """Command line: ``tokbench COMMAND ...``, one module per command group.
 
 ``run`` / ``tune`` (``cli.run``), ``sweep`` (``cli.sweep``), ``history`` / ``show`` / ``export`` (``cli.store``),
-``compare`` (``cli.compare``), ``regressions`` (``cli.regressions``), ``report`` (``cli.report``); config flags
-come from the field declarations (``cli.flags``). Each parser names its handler; ``main`` dispatches and turns a
-``TokbenchError`` into one terminal-safe line, and anything unexpected into one line naming the file that keeps the
-traceback (exit 70): a crash never exits 1, which is ``compare --fail-on regression``'s code.
+``compare`` (``cli.compare``), ``regressions`` (``cli.regressions``), ``ab`` (``cli.ab``), ``report``
+(``cli.report``), ``serve-bench`` (``cli.serve``); config flags come from the field declarations (``cli.flags``).
+Each parser names its handler; ``main`` dispatches and turns a ``TokbenchError`` into one terminal-safe line, and
+anything unexpected into one line naming the file that keeps the traceback (exit 70): a crash never exits 1,
+which is ``compare --fail-on regression``'s code.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = ["build_parser", "config_from_args", "count_or_auto", "main", "parse_s
 
 def build_parser() -> argparse.ArgumentParser:
     from tokbench import __version__
+    from tokbench.cli.ab import add_ab_parser
     from tokbench.cli.compare import add_compare_commands
     from tokbench.cli.regressions import add_regressions_parser
     from tokbench.cli.report import add_report_parser
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_commands(commands, str(DEFAULT_DB_PATH))
     add_regressions_parser(commands, str(DEFAULT_DB_PATH))
     add_serve_parser(commands)
+    add_ab_parser(commands)
     return parser
 
 

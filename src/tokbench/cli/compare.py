@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_RESAMPLES
+from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
 from tokbench.errors import TokbenchError
+from tokbench.results.outputs import OutputLocationError
 
 MAX_RESAMPLES = 100_000  # beyond it the bootstrap's draws outgrow memory (resamples × calls integers)
 MAX_SEED = 2**32 - 1  # numpy's seed range as the option is documented
@@ -27,13 +28,21 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         "compare",
         help="compare two sets of results workload by workload: faster / slower / no change, with CIs",
         description=(
-            "Match BASELINE and CONTENDER results by workload key and, for every metric, report contender ÷ "
-            "baseline of the median (and p90 / p99) with a 95% bootstrap CI over whole calls, a Mann-Whitney U "
-            "p-value (Holm-corrected over all tests) and a verdict that needs significance and a change beyond "
-            f"--min-effect. Exit codes: {EXIT_OK} nothing regressed, {EXIT_REGRESSION} a workload is "
+            "Match BASELINE and CONTENDER results by workload key; each result is one process and gives one value "
+            "per metric (log of its median over its calls). For every metric: contender ÷ baseline with a t "
+            "interval on those values (Welch; paired for the pairs of one `tokbench ab`), a p-value Holm-corrected "
+            "over every hypothesis, and a verdict that needs significance and a change beyond --min-effect. A side "
+            "of one process gets no verdict unless the store (--db, or the side's store) holds repeats of the "
+            "workload on this machine (`sweep --repeat K`, `ab`) that give its between-process variance. "
+            f"Exit codes: {EXIT_OK} nothing regressed, {EXIT_REGRESSION} a workload is "
             f"significantly slower (with --fail-on regression), {EXIT_USAGE} usage error or meaningless comparison."
         ),
     )
+    _add_compare_arguments(compare, db_default)
+    compare.set_defaults(handler=command_compare)
+
+
+def _add_compare_arguments(compare: argparse.ArgumentParser, db_default: str) -> None:
     compare.add_argument("baseline", metavar="BASELINE", help=SELECTOR_HELP)
     compare.add_argument("contender", metavar="CONTENDER", help="same forms as BASELINE")
     compare.add_argument("--db", default=None, help=f"store for KEY=VALUE selectors (e.g. {db_default})")
@@ -46,18 +55,16 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
         help="smallest change that counts, as a fraction (default 0.02 = 2%%)",
     )
     compare.add_argument(
-        "--alpha",
-        type=options.number(0, 0.5, exclusive=True),
-        default=DEFAULT_ALPHA,
+        "--alpha", type=options.number(0, 0.5, exclusive=True), default=DEFAULT_ALPHA,
         help="family-wise significance level (0.05)",
-    )
-    compare.add_argument(
-        "--resamples", type=options.integer(100, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
-        help=f"bootstrap resamples (2000; 100 to {MAX_RESAMPLES:,})",
     )  # fmt: skip
     compare.add_argument(
-        "--seed", type=options.integer(0, MAX_SEED), default=0, help="bootstrap seed (0): same inputs, same intervals"
-    )
+        "--power-target", type=options.number(0.001, 10), metavar="F",
+        help="the change 'processes for X' is computed for (default: 2 × --min-effect)",
+    )  # fmt: skip
+    # Accepted so older scripts still run: the intervals are t intervals now, nothing is resampled.
+    compare.add_argument("--resamples", type=options.integer(1, MAX_RESAMPLES), help=argparse.SUPPRESS)
+    compare.add_argument("--seed", type=options.integer(0, MAX_SEED), help=argparse.SUPPRESS)
     compare.add_argument(
         "--ignore",
         action="append",
@@ -77,13 +84,11 @@ def add_compare_commands(commands: Any, db_default: str) -> None:
     )
     compare.add_argument("--force", action="store_true", help="let --output replace an existing plain file")
 
-    compare.set_defaults(handler=command_compare)
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from tokbench.report.compare_view import render_json, render_markdown, render_terminal
-    from tokbench.report.terminal import make_console
     from tokbench.results.comparison import compare
+    from tokbench.results.repeats import stored_repeats
     from tokbench.results.selectors import select
 
     try:
@@ -97,29 +102,16 @@ def command_compare(args: argparse.Namespace) -> int:
             contender_source=args.contender,
             min_effect=args.min_effect,
             alpha=args.alpha,
-            resamples=args.resamples,
-            seed=args.seed,
             ignore=args.ignore,
+            stored=stored_repeats(args.db, args.baseline, args.contender),
+            power_target=args.power_target,
         )
     except TokbenchError as error:
         return usage_error(str(error))
-    if args.format == "json":
-        text = render_json(report)
-        sys.stdout.write(text)
-    elif args.format == "markdown":
-        text = render_markdown(report)
-        sys.stdout.write(text)
-    else:
-        console = make_console()
-        console.print(render_terminal(report), highlight=False)
-        text = None
-    if output is not None:
-        from tokbench.results.outputs import OutputLocationError, write_output_text
-
-        try:
-            write_output_text(output, text if text is not None else render_markdown(report))
-        except OutputLocationError as error:
-            return usage_error(error)
+    try:
+        emit_report(report, args.format, output)
+    except OutputLocationError as error:
+        return usage_error(error)
     if args.fail_on == "regression" and report.regressed:
         print("tokbench: regression: a workload is significantly slower beyond --min-effect", file=sys.stderr)
         return EXIT_REGRESSION
@@ -135,11 +127,33 @@ def _check_output(args: argparse.Namespace, runs: list[Any]) -> Path | None:
     return check_output_file(args.output, inputs={run.path for run in runs if run.path}, force=args.force)
 
 
+def emit_report(report: Any, output_format: str, output: Path | None) -> None:
+    """A comparison on stdout in ``output_format`` (terminal, markdown, json), and in ``output`` (checked by the
+    one output rule before the work) if given: in that format, Markdown for terminal. ``compare`` and ``ab`` print
+    the same way; a write that fails now raises ``OutputLocationError``."""
+    from tokbench.report.compare_view import render_json, render_markdown, render_terminal
+    from tokbench.report.terminal import make_console
+    from tokbench.results.outputs import write_output_text
+
+    text = None
+    if output_format == "json":
+        text = render_json(report)
+        sys.stdout.write(text)
+    elif output_format == "markdown":
+        text = render_markdown(report)
+        sys.stdout.write(text)
+    else:
+        make_console().print(render_terminal(report), highlight=False)
+    if output is not None:
+        write_output_text(output, text if text is not None else render_markdown(report))
+
+
 def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
     """``sweep --baseline``: compare the sweep just run with the baseline selection; 0, or 2 if refused."""
     from tokbench.report.compare_view import render_terminal
     from tokbench.report.terminal import make_console
     from tokbench.results.comparison import compare
+    from tokbench.results.repeats import stored_repeats
     from tokbench.results.selectors import select, select_from_store
 
     try:
@@ -148,6 +162,7 @@ def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:
             select_from_store(Path(db), {"sweep": sweep_id}),  # the store's own name may lack a .db suffix
             baseline_source=baseline_spec,
             contender_source=f"this sweep ({sweep_id})",
+            stored=stored_repeats(db, baseline_spec),
         )
     except TokbenchError as error:
         return usage_error(f"comparison with --baseline: {error}")

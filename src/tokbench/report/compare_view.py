@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -16,10 +17,23 @@ from rich.text import Text
 
 from tokbench.analysis.metrics import METRIC_LABELS
 from tokbench.report.terminal import format_figure
-from tokbench.schema.comparison import ComparisonReport, MetricComparison, StatisticRatio, WorkloadComparison
+from tokbench.schema.comparison import (
+    ComparisonReport,
+    GeometricMeanSummary,
+    MetricComparison,
+    StatisticRatio,
+    WorkloadComparison,
+)
 from tokbench.text import terminal_safe
 
-VERDICT_STYLES = {"faster": "bold green", "slower": "bold red", "inconclusive": "yellow", "no significant change": ""}
+VERDICT_STYLES = {
+    "faster": "bold green",
+    "slower": "bold red",
+    "inconclusive": "yellow",
+    "no significant change": "",
+    "below min-effect": "cyan",
+}
+VERDICT_ORDER = ("slower", "faster", "below min-effect", "no significant change", "inconclusive")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 
 
@@ -39,8 +53,17 @@ def ratio_text(ratio: StatisticRatio) -> str:
     return f"×{ratio.ratio:.3f}"
 
 
-def ci_text(ratio: StatisticRatio) -> str:
+def ci_text(ratio: StatisticRatio | GeometricMeanSummary) -> str:
+    if ratio.ci_low is None or ratio.ci_high is None:
+        return "none"
     return f"[{ratio.ci_low:.3f}, {ratio.ci_high:.3f}]"
+
+
+def _tail_text(metric: MetricComparison, statistic: str, interval: bool = True) -> str:
+    tail = next((tail for tail in metric.tails if tail.statistic == statistic), None)
+    if tail is None:
+        return "-"
+    return ratio_text(tail) + ("" if tail.ci_low is None or not interval else f" {ci_text(tail)}")
 
 
 def _verdict_text(metric: MetricComparison, workload: WorkloadComparison) -> str:
@@ -49,12 +72,58 @@ def _verdict_text(metric: MetricComparison, workload: WorkloadComparison) -> str
     return metric.verdict
 
 
-def _p_text(value: float) -> str:
+def _p_text(value: float | None) -> str:
+    if value is None:
+        return "-"
     return f"{value:.2g}" if value >= 1e-4 else "<1e-4"
 
 
 def _detect_text(metric: MetricComparison) -> str:
-    return f"≥{metric.detectable_change:.1%}"
+    if metric.detectable_change is None:
+        return "unknown"
+    return f"≥{metric.detectable_change:.1%}" if metric.detectable_change < 10 else "> ×10"
+
+
+def _processes_text(metric: MetricComparison) -> str:
+    if metric.test is None:  # a version 1 comparison: calls for 1%
+        return f"{metric.calls_for_1pct:,} calls" if metric.calls_for_1pct is not None else "-"
+    if metric.test.method == "none":
+        return "unknown"
+    return f"{metric.processes_for_target:,}" if metric.processes_for_target is not None else "> 1,000"
+
+
+def _method_text(metric: MetricComparison) -> str:
+    test = metric.test
+    if test is None:
+        return "v1"
+    if test.method == "paired":
+        return f"paired {test.baseline_processes}"
+    return f"{test.method.split()[0]} {test.baseline_processes}+{test.contender_processes}"
+
+
+def _columns(report: ComparisonReport) -> tuple[str, ...]:
+    confidence = f"{(1 - report.alpha) * 100:.3g}% CI"
+    target = f"processes for {report.power_target:.0%}" if report.power_target else "processes needed"
+    return ("metric", "unit", "baseline", "contender", "ratio", confidence, "p (Holm)", "verdict", "test",
+            "p90 ratio", "p99 ratio", "detects", target)  # fmt: skip
+
+
+def _cells(metric: MetricComparison, workload: WorkloadComparison, tail_intervals: bool = True) -> list[str]:
+    return [
+        METRIC_LABELS.get(metric.metric, metric.metric),
+        metric.unit,
+        format_figure(metric.median.baseline),
+        format_figure(metric.median.contender),
+        ratio_text(metric.median),
+        ci_text(metric.median),
+        _p_text(metric.p_adjusted),
+        _verdict_text(metric, workload),
+        _method_text(metric),
+        _tail_text(metric, "p90", tail_intervals),
+        _tail_text(metric, "p99", tail_intervals),
+        _detect_text(metric),
+        _processes_text(metric),
+    ]
 
 
 def _headline(workload: WorkloadComparison) -> str:
@@ -62,32 +131,23 @@ def _headline(workload: WorkloadComparison) -> str:
     return (
         f"{neutral(workload.name)}  [workload {workload.workload_key}, {neutral(workload.device)}]  "
         f"verdict: {workload.verdict}; {outputs[workload.outputs_changed]}; "
-        f"baseline {len(workload.baseline_runs)} run(s), contender {len(workload.contender_runs)} run(s)"
+        f"baseline {len(workload.baseline_runs)} process(es), contender {len(workload.contender_runs)} process(es)"
+        + (f", {workload.design}" if workload.design else "")
     )
 
 
-def workload_table(workload: WorkloadComparison) -> Table:
+def workload_table(workload: WorkloadComparison, report: ComparisonReport) -> Table:
     table = Table(show_lines=False)
-    for column in ("metric", "unit", "baseline", "contender", "ratio", "95% CI", "p (Holm)", "verdict",
-                   "p90 ratio", "p99 ratio", "detects", "calls for 1%"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("metric", "unit", "verdict") else "right")
-    for metric in workload.metrics:
-        tails = {tail.statistic: tail for tail in metric.tails}
-        verdict = _verdict_text(metric, workload)
-        table.add_row(
-            METRIC_LABELS.get(metric.metric, metric.metric),
-            metric.unit,
-            format_figure(metric.median.baseline),
-            format_figure(metric.median.contender),
-            ratio_text(metric.median),
-            ci_text(metric.median),
-            _p_text(metric.p_adjusted),
-            Text(verdict, style=VERDICT_STYLES.get(metric.verdict, "")),
-            ratio_text(tails["p90"]) if "p90" in tails else "-",
-            ratio_text(tails["p99"]) if "p99" in tails else "-",
-            _detect_text(metric),
-            f"{metric.calls_for_1pct:,}",
+    for column in _columns(report):
+        table.add_column(
+            column,
+            justify="left" if column in ("metric", "unit", "verdict", "test") else "right",
+            no_wrap=column in ("verdict", "test", "ratio"),  # the words that decide are never cut
         )
+    for metric in workload.metrics:
+        cells: list[object] = list(_cells(metric, workload, tail_intervals=False))  # intervals: markdown, JSON
+        cells[7] = Text(str(cells[7]), style=VERDICT_STYLES.get(metric.verdict, ""))
+        table.add_row(*cells)
     return table
 
 
@@ -100,37 +160,79 @@ def _environment_lines(workload: WorkloadComparison) -> list[str]:
     ]
 
 
+def _geometric_line(report: ComparisonReport) -> str | None:
+    if not report.geometric_means:
+        return None
+    parts = [
+        f"{METRIC_LABELS.get(g.metric, g.metric)} ×{g.ratio:.3f}" + ("" if g.ci_low is None else f" {ci_text(g)}")
+        for g in report.geometric_means
+    ]
+    count = max(g.workloads for g in report.geometric_means)
+    return f"geometric mean of contender ÷ baseline over {count} workload(s): " + ", ".join(parts)
+
+
 def summary_lines(report: ComparisonReport) -> list[str]:
-    lines = []
-    if report.geometric_means:
-        parts = [f"{METRIC_LABELS.get(g.metric, g.metric)} ×{g.ratio:.3f}" for g in report.geometric_means]
-        count = max(g.workloads for g in report.geometric_means)
-        lines.append(f"geometric mean of contender ÷ baseline medians over {count} workload(s): " + ", ".join(parts))
+    lines = [line] if (line := _geometric_line(report)) is not None else []
     verdicts = [w.verdict for w in report.workloads]
     lines.append(
         f"{len(verdicts)} workload(s) compared: "
-        + ", ".join(
-            f"{verdicts.count(v)} {v}"
-            for v in ("slower", "faster", "no significant change", "inconclusive")
-            if verdicts.count(v)
-        )
+        + ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICT_ORDER if verdicts.count(v))
         + f"; {len(report.unmatched)} run(s) unmatched or unusable"
     )
+    if report.sequential is not None:
+        look = report.sequential
+        lines.append(
+            f"stopped after {look.pairs} pair(s), look {look.look} of {look.looks}: {look.stopped_because} "
+            f"(alpha {look.alpha_spent:.3g} at this look; the looks' alphas sum to {look.overall_alpha:g})"
+        )
     return lines
 
 
 LEGEND = (
-    "ratio = contender ÷ baseline median (latency: >1 slower; throughput: >1 faster); 95% CI from {resamples} "
-    "bootstrap resamples of whole calls (seed {seed}); p = Mann-Whitney U on one value per call, Holm-adjusted over "
-    "{tests} tests; a verdict needs adjusted p < {alpha:g} and a change ≥ {min_effect:.1%}; 'detects' = the smallest "
-    "change detectable at 80% power; 'calls for 1%' = the calls per side a 1% change would need"
+    "each result is one process and gives one value per metric (log of its median over its calls); ratio = "
+    "contender ÷ baseline of their geometric means (latency: >1 slower; throughput: >1 faster) with a t interval "
+    "on those values (test: welch, paired for tokbench ab pairs, or a stored between-process variance); p is "
+    "Holm-adjusted over {tests} hypotheses (a latency and its reciprocal throughput are one); a verdict needs "
+    "adjusted p < {alpha:.3g} and a change ≥ {min_effect:.1%} ('below min-effect': significant but smaller); "
+    "one process a side gets no verdict without a stored between-process variance; p90/p99: quantiles of the "
+    "calls with an order-statistic interval (none when the calls are too few; ITL gaps of one call are not "
+    "independent); 'detects' = the smallest change of this metric alone that this rule finds with 80% power; "
+    "'processes for X' = processes (pairs) a side it needs for a change of X"
+)
+LEGEND_V1 = (
+    "version 1 comparison: ratio with a bootstrap CI over pooled calls and a Mann-Whitney p over calls; "
+    "a verdict needed adjusted p < {alpha:.3g} and a change ≥ {min_effect:.1%}"
 )
 
 
 def _legend(report: ComparisonReport) -> str:
-    tests = sum(len(w.metrics) for w in report.workloads)
-    return LEGEND.format(resamples=report.resamples, seed=report.seed, tests=tests, alpha=report.alpha,
-                         min_effect=report.min_effect)  # fmt: skip
+    template = LEGEND_V1 if report.schema_version < 2 else LEGEND
+    tests = report.hypotheses if report.schema_version >= 2 else sum(len(w.metrics) for w in report.workloads)
+    return template.format(tests=tests, alpha=report.alpha, min_effect=report.min_effect)
+
+
+def ab_side_lines(
+    ab_id: str, a: dict[str, Any], b: dict[str, Any], compared_fields: tuple[str, ...] = ()
+) -> list[str]:
+    """What differs between the sides of a ``tokbench ab`` as it was asked for: interpreter, variables, folder."""
+    lines = [f"A/B {neutral(ab_id)}: config fields compared: {neutral(', '.join(compared_fields) or 'none')}"]
+    for key in ("python", "cwd"):
+        if a.get(key) != b.get(key):
+            lines.append(f"  {key}: A {neutral(a.get(key) or '-', 100)} | B {neutral(b.get(key) or '-', 100)}")
+    variables = sorted(set(a.get("environment") or {}) | set(b.get("environment") or {}))
+    for name in variables:
+        first, second = (a.get("environment") or {}).get(name), (b.get("environment") or {}).get(name)
+        if first != second:
+            lines.append(f"  env {neutral(name, 60)}: A {neutral(first or '-', 80)} | B {neutral(second or '-', 80)}")
+    return lines
+
+
+def _ab_lines(report: ComparisonReport) -> list[str]:
+    ab = report.extra.get("ab") if isinstance(report.extra, dict) else None
+    if not isinstance(ab, dict) or not isinstance(ab.get("sides"), dict):
+        return []
+    sides, fields = ab["sides"], ab.get("compared_fields") or []
+    return ab_side_lines(str(ab.get("id", "")), sides.get("a") or {}, sides.get("b") or {}, tuple(map(str, fields)))
 
 
 def render_terminal(report: ComparisonReport) -> Group:
@@ -139,13 +241,14 @@ def render_terminal(report: ComparisonReport) -> Group:
     ]
     for warning in report.warnings:
         parts.append(Text(f"WARNING: {neutral(warning, 300)}", style="bold red"))
+    parts.extend(Text(line) for line in _ab_lines(report))
     for workload in report.workloads:
         parts.append(Text(_headline(workload), style="bold"))
-        parts.append(workload_table(workload))
+        parts.append(workload_table(workload, report))
         for warning in workload.warnings:
             parts.append(Text(f"  warning: {neutral(warning, 300)}", style="red"))
         if workload.ignored_fields:
-            parts.append(Text("  compared across (--ignore): " + neutral("; ".join(workload.ignored_fields), 300)))
+            parts.append(Text("  compared across: " + neutral("; ".join(workload.ignored_fields), 300)))
         parts.extend(Text(line) for line in _environment_lines(workload))
     if report.unmatched:
         parts.append(Text("not compared:", style="bold"))
@@ -163,36 +266,21 @@ def render_markdown(report: ComparisonReport) -> str:
         "",
     ]
     lines.extend(f"> **WARNING:** {markdown_text(warning, 300)}" for warning in report.warnings)
+    lines.extend(f"- {markdown_text(line, 300)}" for line in _ab_lines(report))
     for line in summary_lines(report):
         lines.append(f"**{markdown_text(line, 400)}**")
         lines.append("")
     for workload in report.workloads:
         lines.append(f"#### {markdown_text(_headline(workload), 400)}")
         lines.append("")
-        lines.append(
-            "| metric | unit | baseline | contender | ratio | 95% CI | p (Holm) | verdict | p90 | p99 | detects "
-            "| calls for 1% |"
-        )
-        lines.append("|---|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|")
+        columns = _columns(report)
+        lines.append("| " + " | ".join(columns) + " |")
+        aligned = ("---" if column in ("metric", "unit", "verdict", "test") else "--:" for column in columns)
+        lines.append("|" + "|".join(aligned) + "|")
         for metric in workload.metrics:
-            tails = {tail.statistic: tail for tail in metric.tails}
-            verdict = _verdict_text(metric, workload)
+            cells = [markdown_text(cell) for cell in _cells(metric, workload)]
             if metric.verdict in ("slower", "faster"):
-                verdict = f"**{verdict}**"
-            cells = [
-                METRIC_LABELS.get(metric.metric, metric.metric),
-                metric.unit,
-                format_figure(metric.median.baseline),
-                format_figure(metric.median.contender),
-                ratio_text(metric.median),
-                ci_text(metric.median),
-                markdown_text(_p_text(metric.p_adjusted)),
-                verdict,
-                ratio_text(tails["p90"]) if "p90" in tails else "-",
-                ratio_text(tails["p99"]) if "p99" in tails else "-",
-                _detect_text(metric),
-                f"{metric.calls_for_1pct:,}",
-            ]
+                cells[7] = f"**{cells[7]}**"
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         for warning in workload.warnings:

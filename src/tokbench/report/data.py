@@ -729,8 +729,8 @@ class ComparisonRow:
     baseline: float
     contender: float
     ratio: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None: no interval (one process a side without a stored between-process variance)
+    ci_high: float | None
     p_value: float | None
     p_adjusted: float | None
     verdict: str
@@ -769,8 +769,8 @@ def comparison_data(data: dict[str, Any], source: str) -> ComparisonData:
                         baseline=float(ratio["baseline"]),
                         contender=float(ratio["contender"]),
                         ratio=float(ratio["ratio"]),
-                        ci_low=float(ratio["ci_low"]),
-                        ci_high=float(ratio["ci_high"]),
+                        ci_low=_optional_float(ratio.get("ci_low")),
+                        ci_high=_optional_float(ratio.get("ci_high")),
                         p_value=_optional_float(metric.get("p_value")),
                         p_adjusted=_optional_float(metric.get("p_adjusted")),
                         verdict=str(metric.get("verdict", "")),

@@ -312,10 +312,11 @@ def comparison_figures(data: ComparisonData) -> dict[str, FigureSpec]:
                 tuple(f"{r.workload} · {METRIC_LABELS.get(r.metric, r.metric)}" for r in rows),  # type: ignore[arg-type]
                 MARKERS,
                 color=VERDICT_COLORS.get(verdict, PALETTE[7]),
-                x_error_minus=tuple(r.ratio - r.ci_low for r in rows),
-                x_error_plus=tuple(r.ci_high - r.ratio for r in rows),
-                hover=tuple(f"{r.workload} {r.metric}: ratio {r.ratio:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]"
-                            for r in rows),
+                x_error_minus=tuple(r.ratio - r.ci_low if r.ci_low is not None else 0.0 for r in rows),
+                x_error_plus=tuple(r.ci_high - r.ratio if r.ci_high is not None else 0.0 for r in rows),
+                hover=tuple(f"{r.workload} {r.metric}: ratio {r.ratio:.4f} " + (
+                    f"[{r.ci_low:.4f}, {r.ci_high:.4f}]" if r.ci_low is not None and r.ci_high is not None
+                    else "(no interval)") for r in rows),
             )
         )  # fmt: skip
     return {

@@ -350,7 +350,11 @@ def comparison_page(data: ComparisonData, page_id: str) -> Page:
     )  # fmt: skip
     lines = [f"baseline: {data.baseline_source}", f"contender: {data.contender_source}", f"source: {data.source}"]
     if data.min_effect is not None and data.alpha is not None:
-        lines.append(f"a change counts when its CI excludes ±{data.min_effect:.1%} and p (Holm) < {data.alpha}")
+        lines.append(
+            f"a verdict needs p (Holm) < {data.alpha:.3g} and a change ≥ {data.min_effect:.1%}; each result is one "
+            "process (one value per metric), intervals are t intervals on those values; one process a side gets "
+            "no interval and no verdict unless the machine's between-process variance is known from stored repeats"
+        )
     lines.extend(f"warning: {w}" for w in data.warnings)
     verdicts: dict[str, int] = {}
     for r in data.rows:

@@ -12,8 +12,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-_LABELS = {"warmup": "Warmup", "measurement": "Measure", "sweep": "Sweep"}
-_UNITS = {"sweep": "configs"}
+_LABELS = {"warmup": "Warmup", "measurement": "Measure", "sweep": "Sweep", "ab": "A/B pairs"}
+_UNITS = {"sweep": "configs", "ab": "pairs"}
+# Stages logged at every step, with their detail, when stderr is no terminal: an A/B pair takes many seconds and
+# its line says how the interval narrowed.
+_EVERY_STEP = frozenset({"ab"})
 
 
 class RichProgress:
@@ -49,8 +52,9 @@ class RichProgress:
     def advanced(self, stage: str, done: int, detail: str = "") -> None:
         if stage in self._done:
             self._done[stage] = done
-            if done & (done - 1) == 0:  # 1, 2, 4, 8...: a log shows the run moving in a few lines, however long
-                self._console.print(f"{stage}: {done} so far", markup=False, highlight=False)
+            if done & (done - 1) == 0 or stage in _EVERY_STEP:  # 1, 2, 4, 8...: a few lines, however long
+                shown = f" ({detail})" if detail and stage in _EVERY_STEP else ""
+                self._console.print(f"{stage}: {done} so far{shown}", markup=False, highlight=False)
             return
         task = self._tasks.get(stage)
         if self._progress is None or task is None:

@@ -333,6 +333,15 @@ def distinct_sides(
     return base, cont, [f"baseline: {note}" for note in base_notes] + [f"contender: {note}" for note in cont_notes]
 
 
+def store_path_of(spec: str) -> str | None:
+    """The store a side's spec reads (``STORE.db`` or ``STORE.db:selector``), None for files and folders."""
+    path = Path(spec)
+    if path.suffix in _STORE_SUFFIXES and path.is_file():
+        return spec
+    split = split_store_selector(spec)  # the first ".db:": a colon inside a time is not the store's end
+    return split[0] if split is not None else None
+
+
 def _commit(result: BenchmarkResult) -> str | None:
     git = result.environment.get("git") or {}
     return git.get("commit") if isinstance(git, dict) else None

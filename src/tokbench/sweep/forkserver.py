@@ -214,8 +214,19 @@ def _set_title(title: str) -> None:
 class ForkServer:
     """The launcher's handle on one server process, started by ``start`` and ended by ``close``."""
 
-    def __init__(self, *, python: str = sys.executable, start_timeout_s: float = START_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        start_timeout_s: float = START_TIMEOUT_S,
+        environment: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self._python = python
+        # Variables set on top of this process's for the server (and so for every child it forks), and its
+        # working directory: an A/B side's own environment (``sweep.ab``), read by the imports it preloads.
+        self._overrides = dict(environment or {})
+        self._cwd = cwd
         self._start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -236,7 +247,7 @@ class ForkServer:
     def start(self) -> None:
         """Start the server and wait until it has imported everything; raises ``ForkServerError``."""
         self.close()
-        self.environment = dict(os.environ)
+        self.environment = {**os.environ, **self._overrides}
         handle, log_name = tempfile.mkstemp(prefix="tokbench-forkserver-", suffix=".log")
         self._log_path = Path(log_name)
         try:
@@ -246,6 +257,7 @@ class ForkServer:
                 stdout=subprocess.PIPE,
                 stderr=handle,
                 env=self.environment,
+                cwd=self._cwd,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches the launcher, which ends the children
             )
         except OSError as error:

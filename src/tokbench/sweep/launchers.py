@@ -125,6 +125,8 @@ class ProcessLauncher:
         environment: dict[str, Any] | None = None,
         start_method: str = DEFAULT_START_METHOD,
         child_environment: Mapping[str, str] | None = None,
+        side_environment: Mapping[str, str] | None = None,
+        cwd: str | None = None,
     ) -> None:
         if compile_cache not in ("fresh", "shared"):
             raise LaunchError(f"unknown compile cache mode {compile_cache!r}; use fresh or shared")
@@ -140,6 +142,10 @@ class ProcessLauncher:
         self._shared_cache: Path | None = None
         # Set for every child (e.g. CUDA_VISIBLE_DEVICES: the devices of a parallel executor's slot).
         self.child_environment = dict(child_environment or {})
+        # Set before the interpreter starts (the fork server's or a spawned child's), so imports read them too,
+        # with the working directory: an A/B side's own environment (``sweep.ab``).
+        self.side_environment = dict(side_environment or {})
+        self.cwd = cwd
         self._running: _Child | None = None
         self._aborted = False
 
@@ -420,7 +426,8 @@ class ProcessLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **cache_env},
+                env={**os.environ, **self.side_environment, **cache_env},
+                cwd=self.cwd,
                 start_new_session=True,
             )
         self._running = _SpawnedChild(process)
@@ -430,14 +437,18 @@ class ProcessLauncher:
         """The running server; started (again) if there is none. A server that failed to start is not retried."""
         # A changed environment restarts the server: torch read some variables (OMP_NUM_THREADS...) on import,
         # and a spawned child would see the new values.
-        if self._server is not None and self._server.alive and self._server.environment == dict(os.environ):
+        if (
+            self._server is not None
+            and self._server.alive
+            and self._server.environment == {**os.environ, **self.side_environment}
+        ):
             return self._server, False
         if self._server is not None:
             self._server.close()
             self._server = None
         if self._server_error is not None and self._server_error.startswith("start: "):
             raise ForkServerError(self._server_error)
-        server = ForkServer(python=self._python)
+        server = ForkServer(python=self._python, environment=self.side_environment, cwd=self.cwd)
         try:
             server.start()
         except ForkServerError as error:
