@@ -16,7 +16,6 @@ from tokbench.report.terminal import STATUS_STYLES, cell_text, shorten
 from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
-    from tokbench.schema.results import BenchmarkResult
     from tokbench.sweep.plan import SweepPlan
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
 
@@ -214,17 +213,33 @@ def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) 
         console.print(Text(terminal_safe(line)))
 
 
-def sweep_summary_table(outcome: SweepOutcome) -> Table:
-    """One row per config of a finished (or interrupted) sweep; repeats add between/within-process CV."""
-    from tokbench.analysis.variation import repeat_variation
+_SUMMARY_METRICS = (("TTFT ms", "ttft_ms"), ("TPOT ms", "tpot_ms"), ("E2E ms", "e2e_latency_ms"),
+                    ("decode tok/s", "decode_throughput_tok_s"))  # fmt: skip
 
-    table = Table(header_style="bold")
-    for column in ("config", "status", "run ids", "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s"):
-        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
+
+def sweep_summary_table(outcome: SweepOutcome) -> Table:
+    """One row per config of a finished (or interrupted) sweep.
+
+    With ``--repeat`` each figure is the median over the config's processes of each process's median, with the
+    range of those per-process medians beside it, and the E2E CV between vs within processes (as the HTML report).
+    """
+    from tokbench.analysis.variation import flag_counts, median_over_processes, repeat_variation
+    from tokbench.report.terminal import busy_flags
+
     repeated = any(entry.repeat_index > 0 for entry in outcome.entries)
+    caption = (
+        "figures: median over processes of each process's median [lowest–highest process]; CV between = spread of "
+        "the per-process E2E medians, within = mean spread inside one process"
+        if repeated
+        else None
+    )
+    table = Table(header_style="bold", caption=caption, caption_justify="left")
+    for column in ("config", "status", "run ids", *(label for label, _ in _SUMMARY_METRICS)):
+        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
     if repeated:
         table.add_column("E2E CV between proc", justify="right")
         table.add_column("E2E CV within proc", justify="right")
+    table.add_column("flags", overflow="fold")
     table.add_column("reason")
     grouped: dict[str, list[SweepEntry]] = {}
     for entry in outcome.entries:
@@ -233,28 +248,27 @@ def sweep_summary_table(outcome: SweepOutcome) -> Table:
         results = [entry.result for entry in entries if entry.result is not None]
         statuses = sorted({result.status for result in results}) or ["stored before (resumed)"]
         ok = [result for result in results if result.ok]
-        last = ok[-1] if ok else (results[-1] if results else None)
         run_ids = ",".join(str(entry.run_id) for entry in entries if entry.run_id is not None)
-
-        def median(metric: str, result: BenchmarkResult | None = last) -> str:
-            summary = result.summary.get(metric) if result is not None else None
-            return cell_text(summary.median if summary else None)
-
+        cells = []
+        for _, metric in _SUMMARY_METRICS:
+            over = median_over_processes(ok, metric)
+            text = cell_text(over.median if over else None)
+            if over is not None and repeated and over.processes > 1:
+                text += f" [{cell_text(over.low)}–{cell_text(over.high)}]"
+            cells.append(text)
         reasons = "; ".join(sorted({shorten(result.reason) for result in results if result.reason}))
         status = "/".join(statuses)
-        row = [
-            entries[0].config.name,
-            Text(status, style=STATUS_STYLES.get(status, "")),
-            run_ids or "-",
-            median("ttft_ms"),
-            median("tpot_ms"),
-            median("e2e_latency_ms"),
-            median("decode_throughput_tok_s"),
-        ]
+        row = [entries[0].config.name, Text(status, style=STATUS_STYLES.get(status, "")), run_ids or "-", *cells]
         if repeated:
             variation = repeat_variation(ok)
             row += (
                 [f"{variation.between_cv:.1%}", f"{variation.within_cv:.1%}"] if variation is not None else ["-", "-"]
             )
-        table.add_row(*row, reasons)
+        counts = flag_counts(results)
+        loud = busy_flags(tuple(counts))
+        flags = " ".join(
+            (flag.upper() if flag in loud else flag) + (f" {count}/{len(results)}" if len(results) > 1 else "")
+            for flag, count in counts.items()
+        )  # fmt: skip
+        table.add_row(*row, Text(flags or "-", style="bold red" if loud else ""), reasons)
     return table

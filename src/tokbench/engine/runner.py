@@ -30,6 +30,7 @@ from tokbench.engine.progress import ProgressHook
 from tokbench.engine.recorder import RunRecorder, describe
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
+from tokbench.hardware.interference import InterferenceWatch
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.hardware.warmup import device_warmup
 from tokbench.interrupts import Interrupted, signal_of
@@ -181,6 +182,7 @@ def _measure(
     # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
     sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
     tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
+    watch = InterferenceWatch()  # always on, monitor or not: a busy machine flags the result (host_busy)
     try:
         warmup_plan = WarmupPlan.from_config(config)
         recorder.warmup_started(warmup_plan)
@@ -193,20 +195,21 @@ def _measure(
             progress=progress,
         )
         graphs_after_warmup = compat.compiled_graph_count()
-        measured_once = tracker.wrap(generate_once) if tracker is not None else generate_once
+        measured_once = watch.wrap(tracker.wrap(generate_once) if tracker is not None else generate_once)
         plan = MeasurementPlan.from_config(config)
         recorder.measurement_started(plan)
         with sampler if sampler is not None else nullcontext():
+            watch.start()
             record = measure(measured_once, plan, clock=clock, into=recorder.traces, progress=progress)
         recorder.measurement_finished(record)
     except BaseException as error:  # a failure, or an interruption: the samples so far go with the result
-        _stop_monitoring(recorder, sampler, tracker)
+        _stop_monitoring(recorder, sampler, tracker, watch)
         if not isinstance(error, Exception):
             raise
         warmed, measured = len(recorder.warmup_curve_ns), len(recorder.traces)
         failure = f"generation failed after {warmed} warmup and {measured} measured iterations: "
         return recorder.finish(STATUS_FAILED, failure + _describe(error))
-    _stop_monitoring(recorder, sampler, tracker)
+    _stop_monitoring(recorder, sampler, tracker, watch)
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
@@ -251,12 +254,18 @@ def _profile(
         return None, (f"profile_tokens: profiling failed, no trace was written: {_describe(error)}",)
 
 
-def _stop_monitoring(recorder: RunRecorder, sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> None:
+def _stop_monitoring(
+    recorder: RunRecorder, sampler: Sampler | None, tracker: PeakMemoryTracker | None, watch: InterferenceWatch
+) -> None:
     if sampler is not None:
         sampler.close()  # idempotent; releases the vendor libraries if measurement never started
         recorder.monitor = sampler.record
     if tracker is not None:
         recorder.memory_peaks = tuple(tracker.peaks)
+    try:
+        recorder.interference = watch.record(recorder.monitor)
+    except Exception as error:  # the kernel's counters unreadable here: no verdict, and the result says so
+        recorder.note(f"interference: not assessed: {_describe(error)}")
 
 
 def _efficiency(

@@ -325,6 +325,7 @@ class RunData:
     flags: tuple[str, ...]
     notes: tuple[str, ...]
     summary: tuple[SummaryRow, ...]
+    machine: str  # the interference line (busy or quiet while measuring), "" when not assessed
     samples: dict[str, tuple[float, ...]]  # metric -> samples (TTFT, ITL, E2E distributions)
     positions: PositionLatency | None
     warmup: WarmupCurve | None
@@ -352,6 +353,7 @@ def run_data(item: ReportInput) -> RunData:
         flags=result.flags,
         notes=result.notes,
         summary=summary_rows(result),
+        machine=result.interference.summary_line() if result.interference is not None else "",
         samples={name: tuple(values) for name, values in samples.items() if name in ("ttft_ms", "itl_ms",
                                                                                      "e2e_latency_ms")},
         positions=position_latency(result),

@@ -278,6 +278,8 @@ def _run_lines(data: RunData) -> tuple[str, ...]:
     lines = [f"source: {data.source}"]
     if data.reason:
         lines.append(f"reason: {data.reason}")
+    if data.machine:
+        lines.append(data.machine)
     if data.flags:
         lines.append("run flags: " + ", ".join(data.flags))
     lines.extend(f"note: {note}" for note in data.notes)

@@ -206,9 +206,22 @@ def policy_lines(result: BenchmarkResult) -> list[str]:
             f"measurement {measurement.policy}: {measurement.iterations} iterations, stopped by "
             f"{measurement.stop_reason}; median E2E known to {reached}{target} at 95% confidence"
         )
+    if result.interference is not None:
+        lines.append(result.interference.summary_line())
     if result.flags:
         lines.append(f"flags: {', '.join(result.flags)}")
     return lines
+
+
+def busy_caption(result: BenchmarkResult) -> str | None:
+    """A warning for a table of figures measured while the machine was busy or its clocks changed."""
+    record = result.interference
+    if record is None or not record.flags:
+        return None
+    parts = (("on a BUSY machine", record.host_busy), ("while clocks changed", record.clocks_changed))
+    what = " and ".join(text for text, raised in parts if raised)
+    flags = ", ".join(record.flags)
+    return f"measured {what} ({flags}): these figures are not the machine's; see 'machine while measuring'"
 
 
 def _flags_cell(summary: Summary) -> str:
@@ -299,7 +312,8 @@ def monitoring_lines(result: BenchmarkResult) -> list[str]:
 
 
 def result_table(result: BenchmarkResult) -> Table:
-    table = Table(title=None, show_lines=False, header_style="bold")
+    caption = busy_caption(result)
+    table = Table(title=caption, title_style="bold red", show_lines=False, header_style="bold")
     table.add_column("metric", no_wrap=True)
     table.add_column("unit")
     table.add_column("n", justify="right")
@@ -445,6 +459,7 @@ def history_table(runs: list[StoredRun]) -> Table:
             justify="right" if column in ("run", "TTFT ms", "TPOT ms", "decode tok/s") else "left",
             overflow="fold",
         )
+    table.add_column("flags", overflow="fold")
     table.add_column("reason")
     for run in runs:
         table.add_row(
@@ -457,6 +472,20 @@ def history_table(runs: list[StoredRun]) -> Table:
             cell_text(run.medians.get("ttft_ms")),
             cell_text(run.medians.get("tpot_ms")),
             cell_text(run.medians.get("decode_throughput_tok_s")),
+            Text(terminal_safe(run_flags_text(run.flags)), style="bold red" if busy_flags(run.flags) else ""),
             shorten(run.reason, 70),
         )
     return table
+
+
+def busy_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The flags that say the machine, not the config, shaped the figures (host_busy, clocks_changed)."""
+    from tokbench.schema.interference import FLAG_CLOCKS_CHANGED, FLAG_HOST_BUSY
+
+    return tuple(flag for flag in flags if flag in (FLAG_HOST_BUSY, FLAG_CLOCKS_CHANGED))
+
+
+def run_flags_text(flags: tuple[str, ...]) -> str:
+    """Run-level flags for a table cell, the machine's first (upper case: they concern every figure)."""
+    loud = busy_flags(flags)
+    return " ".join([*(flag.upper() for flag in loud), *(flag for flag in flags if flag not in loud)]) or "-"

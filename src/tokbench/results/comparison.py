@@ -29,6 +29,7 @@ from tokbench.schema.comparison import (
     UnmatchedRun,
     WorkloadComparison,
 )
+from tokbench.schema.interference import flag_detail
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
 # What a workload is: these never differ between compared runs, --ignore or not.
@@ -178,7 +179,7 @@ def _run_warnings(side: str, runs: Sequence[SelectedRun]) -> list[str]:
     warnings = []
     for run in runs:
         for flag in run.result.flags:
-            warnings.append(f"{side} {run.origin}: {flag}")
+            warnings.append(f"{side} {run.origin}: {flag}{flag_detail(run.result.interference, flag)}")
     prints = {fp.sha256 for run in runs if (fp := fingerprint_of(run.result)) is not None}
     if len(prints) > 1:
         warnings.append(f"{side}: its {len(runs)} pooled runs generated different outputs")
