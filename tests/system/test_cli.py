@@ -60,6 +60,27 @@ def test_default_output_goes_to_a_results_folder(tmp_path: Path) -> None:
     assert len(written) == 1
 
 
+def test_runs_go_into_the_store_so_history_and_show_see_them(tmp_path: Path) -> None:
+    completed = tokbench("run", *FAST, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "stored as run 1 in tokbench-results.db" in completed.stdout
+    history = tokbench("history", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert "tiny-llama" in history.stdout and " ok " in history.stdout
+    assert tokbench("show", "1", cwd=tmp_path).returncode == 0
+    elsewhere = tokbench("run", *FAST, "--no-store", "--db", "other.db", cwd=tmp_path)
+    assert elsewhere.returncode == 0 and "stored as" not in elsewhere.stdout
+    assert not (tmp_path / "other.db").exists()
+    (tmp_path / "foreign.db").write_bytes(b"")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "foreign.db") as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+    refused = tokbench("run", *FAST, "--db", "foreign.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "not a tokbench results store" in refused.stderr
+    assert len(list((tmp_path / "tokbench-results").glob("*.json"))) == 2  # the refused run measured nothing
+
+
 def test_config_file_with_flag_override(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("batch_size: 3\nattn_implementation: eager\nnew_tokens: 9\n")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
+from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, db_help
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
-from tokbench.errors import ConfigError
+from tokbench.errors import ConfigError, StoreError
 from tokbench.text import terminal_safe
 
 # `tokbench tune` takes these config fields, with help that says what each means for tuning.
@@ -60,6 +61,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="where to write the result JSON (default: tokbench-results/NAME-TIME.json)",
     )
+    add("--db", default=None, help=db_help() + "; the result is stored there too, so history, show, compare "
+        "and regressions see it")
+    add("--no-store", action="store_true", help="write the result JSON only, not into the results store")
     add("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -129,17 +133,23 @@ def command_run(args: argparse.Namespace) -> int:
     except OutputLocationError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    try:  # checked before anything is measured: a wrong --db never costs a run
+        store = None if args.no_store else _open_run_store(args.db)
+    except StoreError as error:
+        print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
+        return EXIT_USAGE
     hook = None if args.no_progress else RichProgress()
     interrupted: RunInterrupted | None = None
-    with interruptible():  # SIGTERM like Ctrl-C: the run stops and keeps what it measured
+    with interruptible(), store if store is not None else nullcontext():  # SIGTERM like Ctrl-C: keeps what it measured
         try:
             result = run(config, progress=hook, profile_path=trace_path_for(target.planned_path))
         except RunInterrupted as stop:
             interrupted, result = stop, stop.result
-        with signals_deferred():  # the table and the save are never cut in half by a signal
+        with signals_deferred():  # the table and the saves are never cut in half by a signal
             print_result(result, make_console())
             written = _keep_result(result, target)
-    if written is None:
+            stored = _store_result(result, store) if store is not None else True
+    if written is None or not stored:
         return EXIT_FAILED
     if interrupted is not None:
         reason = terminal_safe(result.reason, newlines=False)
@@ -149,6 +159,26 @@ def command_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"tokbench: {result.status}: {terminal_safe(result.reason, newlines=False)}", file=sys.stderr)
     return EXIT_SKIPPED if result.status == "skipped" else EXIT_FAILED
+
+
+def _open_run_store(db: str | None) -> Any:
+    from tokbench.results.store import DEFAULT_DB_PATH, ResultStore
+
+    return ResultStore(db if db is not None else DEFAULT_DB_PATH)
+
+
+def _store_result(result: Any, store: Any) -> bool:
+    """Add the result to the store (its JSON is already written, so a failure here loses nothing)."""
+    from tokbench.errors import StoreWriteError
+
+    try:
+        run_id = store.add(result)
+    except StoreWriteError as error:
+        print(f"tokbench: {terminal_safe(error, newlines=False)}; the result JSON above has it all", file=sys.stderr)
+        return False
+    print(terminal_safe(f"stored as run {run_id} in {store.path} (tokbench history / show {run_id} --db "
+                        f"{store.path}; --no-store leaves it out)", newlines=False))  # fmt: skip
+    return True
 
 
 def _keep_result(result: Any, target: Any) -> Path | None:
