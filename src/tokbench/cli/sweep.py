@@ -10,13 +10,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from tokbench.cli import options
 from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, db_help, open_store
 from tokbench.errors import ConfigError
 from tokbench.report.terminal import STATUS_STYLES, cell_text, shorten
 from tokbench.text import terminal_safe
 
 if TYPE_CHECKING:
-    from tokbench.sweep.plan import SweepPlan
+    from tokbench.sweep.plan import SweepPlan, SweepSpec
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
 
 
@@ -85,7 +86,8 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
         "--parallel",
         type=int,
         metavar="N",
-        help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs)",
+        help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs); their torch "
+        "threads share the cores (see --threads), and a sweep of fewer load groups runs fewer at once",
     )
     sweep.add_argument(
         "--gpus-per-config",
@@ -96,6 +98,13 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument(
         "--cpus-per-config", type=float, metavar="C", help="ray: CPUs each config's task reserves (default 1)"
+    )
+    sweep.add_argument(
+        "--threads",
+        type=options.integer(1, 4096),
+        metavar="T",
+        help="torch threads per config process (default: local, the cores divided among the configs running at "
+        "once; ray, the CPUs each task reserves); more than the cores allow is refused",
     )
     sweep.add_argument(
         "--ray-address",
@@ -135,6 +144,7 @@ def command_sweep(args: argparse.Namespace) -> int:
             cpus_per_config=args.cpus_per_config,
             ray_address=args.ray_address,
             share_load=args.share_load,
+            threads=args.threads,
         )
         plan = plan_sweep(spec)
     except ConfigError as error:
@@ -142,6 +152,13 @@ def command_sweep(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print_plan(plan, console)
     print_load_groups(plan, console, share=spec.share_load)
+    try:
+        lines = executor_lines(spec, plan)
+    except ConfigError as error:
+        print(f"tokbench: invalid sweep: {terminal_safe(error, newlines=False)}", file=sys.stderr)
+        return EXIT_USAGE
+    for line in lines:
+        console.print(Text(terminal_safe(line), style="yellow" if line.startswith("note") else ""))
     if args.dry_run:
         for planned in plan.runnable:
             console.print(f"run      {planned.config.name}  (config {planned.config.config_hash})")
@@ -215,6 +232,39 @@ def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) 
 
 _SUMMARY_METRICS = (("TTFT ms", "ttft_ms"), ("TPOT ms", "tpot_ms"), ("E2E ms", "e2e_latency_ms"),
                     ("decode tok/s", "decode_throughput_tok_s"))  # fmt: skip
+
+
+def executor_lines(spec: SweepSpec, plan: SweepPlan) -> list[str]:
+    """What the executor will do that changes what is measured: threads per process, and a --parallel that
+    cannot apply (fewer load groups than slots) or a Ray thread count that differs from a local run's.
+    Raises ConfigError for a thread count the machine cannot give (refused before anything runs)."""
+    from tokbench.sweep.executors import planned_threads
+    from tokbench.sweep.grouping import load_groups
+    from tokbench.sweep.threads import local_plan
+
+    lines = []
+    units = len(load_groups(plan.configs, share=spec.share_load)) * spec.repeat
+    thread_plan, slots = planned_threads(spec, units)
+    if thread_plan is not None:
+        lines.append(thread_plan.line())
+        if thread_plan.warning:
+            lines.append(f"note: {thread_plan.warning}")
+    else:
+        lines.append("threads  configs run in this process (--launcher inline), with its torch threads")
+    if slots > 1 and units < slots:
+        hint = " (--no-share-load gives each config its own worker)" if spec.share_load else ""
+        lines.append(
+            f"note: --parallel {slots} cannot apply fully: this sweep has {units} load group(s), each run by one "
+            f"worker, so at most {units} run(s) at once{hint}"
+        )
+    if spec.executor == "ray" and thread_plan is not None:
+        local = local_plan(1)
+        if local.threads != thread_plan.threads:
+            lines.append(
+                f"note: ray runs torch on {thread_plan.threads} thread(s) per config, a local sweep here on "
+                f"{local.threads}: their figures differ by that, not by the executor (--cpus-per-config sets it)"
+            )
+    return lines
 
 
 def sweep_summary_table(outcome: SweepOutcome) -> Table:

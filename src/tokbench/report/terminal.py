@@ -423,6 +423,8 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
         parts.append(f"wall {_ms(launch.wall_ns)}")
     if launch.compile_cache:
         parts.append(f"compile cache {launch.compile_cache}")
+    if launch.threads is not None:
+        parts.append(f"torch threads {launch.threads}")
     lines = ["; ".join(parts)]
     lines.extend(_where_lines(launch))
     tail = str(launch.stderr_tail or "").rstrip()

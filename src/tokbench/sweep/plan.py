@@ -66,7 +66,9 @@ START_METHODS = ("forkserver", "spawn")  # of the process launcher; None: forkse
 _SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "start_method", "configs")
 # Where configs run (``tokbench.sweep.executors``); also sweep-file keys.
 EXECUTOR_NAMES = ("local", "ray")
-_EXECUTOR_KEYS = ("executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load")
+_EXECUTOR_KEYS = (
+    "executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load", "threads",
+)  # fmt: skip
 _SWEEP_KEYS = (*_SWEEP_KEYS, *_EXECUTOR_KEYS)
 DEFAULT_TIMEOUT_S = 1800.0
 
@@ -93,6 +95,7 @@ class SweepSpec:
     cpus_per_config: float | None = None  # ray: CPUs each task reserves (default 1)
     ray_address: str | None = None  # ray: "auto", an address, or None (a local cluster for this sweep)
     share_load: bool = True  # configs that need no reload share one model load (sweep.grouping)
+    threads: int | None = None  # torch threads per config process (default: sweep.threads' policy)
 
     def __post_init__(self) -> None:
         self._check_executor_options()
@@ -119,7 +122,7 @@ class SweepSpec:
             raise ConfigError(
                 "executor", f"unknown executor {self.executor!r}", f"use one of: {', '.join(EXECUTOR_NAMES)}"
             )
-        for name in ("parallel", "gpus_per_config"):
+        for name in ("parallel", "gpus_per_config", "threads"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 flag = "--" + name.replace("_", "-")
