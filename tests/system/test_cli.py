@@ -136,3 +136,21 @@ def test_iteration_flags_take_auto_or_a_count() -> None:
     assert (fixed.warmup_iterations, fixed.measurement_iterations) == (5, 20)
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--warmup-iterations", "many"])
+
+
+def test_tune_says_how_sure_each_pick_is_and_retune_is_offered(tmp_path: Path) -> None:
+    env_dir = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TOKBENCH_CACHE_DIR": str(env_dir)}
+    command = [sys.executable, "-m", "tokbench", "tune", "--sequence-length", "8", "--tune-budget-s", "0.02"]
+    tuned = subprocess.run([*command, "--retune"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "picks: " in tuned.stdout  # e.g. "picks: 6 clear, 2 noise": every pick says how sure it is
+    noise = tuned.stdout.count("NOISE: not cached")
+    cached = len(list((env_dir / "tuning").glob("*.json"))) if (env_dir / "tuning").exists() else 0
+    assert cached + noise == tuned.stdout.count("WINNER")  # a noise pick is never cached, every other one is
+    if noise:
+        assert "is used for this run but not cached" in tuned.stderr  # the tuner's warning reaches the terminal
+    both = subprocess.run([*command, "--retune", "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert both.returncode == 2
+    untuned = tokbench("run", *FAST, "--retune", cwd=tmp_path)
+    assert untuned.returncode == 2 and "--retune" in untuned.stderr and "--tune" in untuned.stderr

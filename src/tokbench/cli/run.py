@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, db_help
+from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, db_help, usage_error
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, StoreError
@@ -61,9 +63,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="where to write the result JSON (default: tokbench-results/NAME-TIME.json)",
     )
-    add("--db", default=None, help=db_help() + "; the result is stored there too, so history, show, compare "
-        "and regressions see it")
+    add(
+        "--db",
+        default=None,
+        help=db_help() + "; the result is stored there too, so history, show, compare and regressions see it",
+    )
     add("--no-store", action="store_true", help="write the result JSON only, not into the results store")
+    add(
+        "--retune",
+        action="store_true",
+        help="with --tune: time the int4 kernels again and replace their cached picks (also TOKBENCH_RETUNE=1)",
+    )
     add("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -71,7 +81,13 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
     add_config_flags(parser, (*_TUNE_FIELDS, "group_size", "tune_budget_s"), help_overrides=_TUNE_HELP)
-    add("--no-cache", action="store_true", help="time every candidate again; neither read nor write the cache")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="time every candidate; neither read nor write the cache")
+    cache.add_argument(
+        "--retune",
+        action="store_true",
+        help="time every candidate again and replace the cached picks (a pick not separated from noise is not kept)",
+    )
     add("--output", metavar="FILE.json", help="also write the tuning report as JSON")
 
 
@@ -86,9 +102,9 @@ def command_tune(args: argparse.Namespace) -> int:
 
     from tokbench.engine.loading import benchmark_mode, load
     from tokbench.fileio import atomic_write_text
-    from tokbench.quant.tune import tune_model
+    from tokbench.quant.tune import CACHE_OFF, CACHE_REFRESH, CACHE_USE, tune_model
     from tokbench.report.terminal import make_console
-    from tokbench.report.tuning import render_tuning_table
+    from tokbench.report.tuning import confidence_lines, render_tuning_table, tuner_warning_lines
 
     args.quantization = "int4"
     try:
@@ -98,17 +114,25 @@ def command_tune(args: argparse.Namespace) -> int:
         print(f"tokbench: invalid config: {error}", file=sys.stderr)
         return EXIT_USAGE
     loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
-    with benchmark_mode(loaded.model):
+    mode = CACHE_OFF if args.no_cache else CACHE_REFRESH if args.retune else CACHE_USE
+    with benchmark_mode(loaded.model), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         report = tune_model(
             loaded.model,
             config.batch_size,
             max(config.prompt_lengths),
             device=loaded.device,
             budget_s_per_shape=config.tune_budget_s,
-            use_cache=not args.no_cache,
+            cache_mode=mode,
             prefill_rows=config.prefill_rows,
         )
-    make_console().print(render_tuning_table(report))
+    console = make_console()
+    console.print(render_tuning_table(report))
+    for line in confidence_lines(report):
+        console.print(f"note: {line}")
+    # the tuner's own words, one line each (not Python's file:line warning format)
+    for line in tuner_warning_lines([str(warning.message) for warning in caught]):
+        print(terminal_safe(f"tokbench: tuner: {line}", newlines=False), file=sys.stderr)
     if args.output:
         atomic_write_text(args.output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
         print(f"tuning report written to {args.output}")
@@ -119,6 +143,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tokbench.engine.profiling import trace_path_for
     from tokbench.engine.runner import RunInterrupted, run
     from tokbench.interrupts import interruptible, signals_deferred
+    from tokbench.quant.tune import RETUNE_ENV
     from tokbench.report.progress import RichProgress
     from tokbench.report.terminal import make_console, print_result
     from tokbench.results.outputs import OutputLocationError, plan_result_target
@@ -128,6 +153,10 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    if args.retune:
+        if not config.tune:
+            return usage_error("--retune re-tunes the int4 kernels: it needs --quantization int4 --tune")
+        os.environ[RETUNE_ENV] = "1"  # read by the tuner when the loader tunes (quant.tune.default_cache_mode)
     try:
         target = plan_result_target(args.output, config.name)
     except OutputLocationError as error:

@@ -120,13 +120,17 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         return _thirdparty_lines(result, method)
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
     tuning = result.quantization.tuning
+    tuner_lines: list[str] = []
     if tuning is not None:
+        from tokbench.report.tuning import confidence_counts, tuner_warning_lines
+
         hits, total = tuning.cache_hits, len(tuning.entries)
-        text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache)"
-        noisy = len(result.quantization.tuning_warnings or ())
-        if noisy:
-            text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
-    lines = [text, *_fingerprint_lines(result)]
+        picks = confidence_counts(tuning)
+        picked = f"; picks {picks}" if picks else ""
+        text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache{picked})"
+        # The tuner's warnings (noise picks not cached, noisy timings, bad cache entries) reach the terminal too.
+        tuner_lines = [f"tuner: {line}" for line in tuner_warning_lines(result.quantization.tuning_warnings or ())]
+    lines = [text, *tuner_lines, *_fingerprint_lines(result)]
     settings = result.effective_settings.quantization
     kernels = settings.kernels if settings is not None else {}
     if kernels:
