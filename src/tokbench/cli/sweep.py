@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -150,7 +151,8 @@ def command_sweep(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid sweep: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print_plan(plan, console)
+    done = _already_stored(args.db, plan.sweep_id) if args.resume else set()
+    print_plan(plan, console, done=done, repeat=spec.repeat)
     print_load_groups(plan, console, share=spec.share_load)
     try:
         lines = executor_lines(spec, plan)
@@ -161,7 +163,12 @@ def command_sweep(args: argparse.Namespace) -> int:
         console.print(Text(terminal_safe(line), style="yellow" if line.startswith("note") else ""))
     if args.dry_run:
         for planned in plan.runnable:
-            console.print(f"run      {planned.config.name}  (config {planned.config.config_hash})")
+            left = [i for i in range(spec.repeat) if (planned.config.config_hash, i) not in done]
+            if not left:
+                continue  # stored before: --resume leaves it out, so the plan does not announce it
+            repeats = f" × {len(left)}" if spec.repeat > 1 else ""
+            console.print(Text(terminal_safe(f"run      {planned.config.name}{repeats}  (config "
+                                             f"{planned.config.config_hash})")))  # fmt: skip
         return EXIT_OK
     try:
         executor = open_executor(spec)
@@ -201,10 +208,27 @@ def command_sweep(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.count("failed") else EXIT_OK
 
 
-def print_plan(plan: SweepPlan, console: Console) -> None:
-    """The plan before anything runs: what will run, and what cannot (with the reason)."""
+def _already_stored(db: str, sweep_id: str) -> set[tuple[str, int]]:
+    """(config hash, repeat) of this sweep already stored ok or skipped: what --resume leaves out."""
+    from pathlib import Path
+
+    if not Path(db).is_file():
+        return set()
+    with open_store(db, must_exist=True) as store:
+        return set(store.completed(sweep_id))
+
+
+def print_plan(
+    plan: SweepPlan, console: Console, *, done: Collection[tuple[str, int]] = (), repeat: int = 1
+) -> None:
+    """The plan before anything runs: what will run (less what --resume leaves out), and what cannot (why)."""
+    total = len(plan.runnable) * repeat
+    stored = sum(1 for planned in plan.runnable for i in range(repeat) if (planned.config.config_hash, i) in done)
+    runs = f"{total - stored} run(s)" if repeat > 1 else f"{total - stored} config(s)"
     console.print(
-        f"sweep {plan.sweep_id}: {len(plan.runnable)} config(s) to run, {len(plan.skipped)} cannot run here"
+        f"sweep {plan.sweep_id}: {runs} to run"
+        + (f" ({stored} already stored: left out by --resume)" if stored else "")
+        + f", {len(plan.skipped)} cannot run here"
         + (f", {plan.duplicates} duplicate(s) collapsed" if plan.duplicates else "")
         + (f", {len(plan.invalid)} invalid combination(s)" if plan.invalid else "")
     )

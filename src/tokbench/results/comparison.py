@@ -16,8 +16,9 @@ from typing import Any
 
 from tokbench.analysis import compare as stats
 from tokbench.analysis.metrics import METRIC_UNITS
-from tokbench.config import BenchmarkConfig
+from tokbench.config import FIELD_SPECS, BenchmarkConfig
 from tokbench.errors import TokbenchError
+from tokbench.fields import identity_role
 from tokbench.results.selectors import SelectedRun, device_type_of, workload_key_of
 from tokbench.schema.comparison import (
     ComparisonReport,
@@ -115,15 +116,13 @@ def environment_differences(baseline: dict[str, Any], contender: dict[str, Any])
 
 
 def _config_differences(first: BenchmarkConfig, second: BenchmarkConfig, skip: Sequence[str] = ()) -> list[str]:
-    policy = {"name", "warmup_iterations", "measurement_iterations", "monitor", "monitor_interval_ms"}
+    """The workload fields that differ: what was measured. Policy fields (how: iterations, budgets, monitoring,
+    seed) and labels (name, profile_tokens, tune_budget_s) are never a difference, as in the workload key."""
     one, two = first.to_dict(), second.to_dict()
     return [
         f"{name} {one[name]!r} vs {two[name]!r}"
         for name in one
-        if name not in policy
-        and name not in skip
-        and one[name] != two[name]
-        and not name.startswith(("warmup_", "measurement_", "target_"))
+        if identity_role(FIELD_SPECS[name]) == "workload" and name not in skip and one[name] != two[name]
     ]
 
 

@@ -219,7 +219,12 @@ def level_combinations(
 
 
 def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombination], list[str]]:
-    """Every combination the spec describes, in file order (duplicates included)."""
+    """Every combination the spec describes, in file order (duplicates included).
+
+    With a level, a combination the level itself made invalid (a compile mode with continuous batching, say) is left
+    out with a note, never listed as the user's invalid input; a value the file lists for a level dimension that
+    no combination of the level has is kept, with a note, never dropped in silence.
+    """
     planned: list[PlannedConfig] = []
     invalid: list[InvalidCombination] = []
     notes: list[str] = []
@@ -227,6 +232,7 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
     combinations: list[dict[str, Any]] | None = None
     if spec.level is not None:
         combinations, notes = level_combinations(spec.level)
+    level_made: dict[str, int] = {}  # reason -> how many level combinations it made invalid
     for group in spec.groups or ({},):
         merged = {**spec.base, **group}
         timeout_s = merged.pop("timeout_s", spec.timeout_s)
@@ -241,22 +247,54 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
         values = {name: _as_values(name, value) for name, value in merged.items()}
         variants: list[dict[str, Any]] = [{}]
         if combinations is not None:
-            # The level restricts its dimensions: a value the user listed for one keeps only matching combinations.
-            variants = [
-                combination
-                for combination in combinations
-                if all(combination[name] in values[name] for name in combination if name in values)
-            ]
+            variants, kept_notes = _level_variants(spec.level or "", combinations, values)
+            notes.extend(note for note in kept_notes if note not in notes)
             values = {name: choices for name, choices in values.items() if name not in LEVEL_DIMENSIONS}
         names = list(values)
         for product in itertools.product(*(values[name] for name in names)):
+            own = dict(zip(names, product, strict=True))
             for variant in variants:
-                config_fields = {**dict(zip(names, product, strict=True)), **variant}
+                config_fields = {**own, **variant}
                 try:
                     planned.append(PlannedConfig(BenchmarkConfig.from_dict(config_fields), timeout_s))
                 except ConfigError as error:
-                    invalid.append(InvalidCombination(config_fields, str(error)))
+                    if variant and _valid(own):  # the level's combination made it invalid, not the file
+                        level_made[str(error)] = level_made.get(str(error), 0) + 1
+                    else:
+                        invalid.append(InvalidCombination(config_fields, str(error)))
+    if level_made:
+        count = sum(level_made.values())
+        first = next(iter(level_made))
+        notes.append(f"level {spec.level}: {count} of its combinations are not valid configs and were left out "
+                     f"(e.g. {first})")  # fmt: skip
     return planned, invalid, notes
+
+
+def _valid(config_fields: Mapping[str, Any]) -> bool:
+    try:
+        BenchmarkConfig.from_dict(dict(config_fields))
+    except ConfigError:
+        return False
+    return True
+
+
+def _level_variants(
+    level: str, combinations: list[dict[str, Any]], values: Mapping[str, list[Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The level's combinations restricted to the values the file lists for its dimensions, plus one for each
+    listed value no combination of the level has (kept as asked, the other dimensions at the file's values or
+    their defaults), with a note saying so."""
+    listed = {name: choices for name, choices in values.items() if name in LEVEL_DIMENSIONS}
+    variants = [c for c in combinations if all(c[name] in listed[name] for name in c if name in listed)]
+    notes = []
+    dimensions = list(combinations[0]) if combinations else [d for d in LEVEL_DIMENSIONS if d in listed]
+    for name, choices in listed.items():
+        missing = [value for value in choices if not any(variant.get(name) == value for variant in variants)]
+        for value in missing:
+            others = [listed.get(d, [_LEVEL_DEFAULTS.get(d)]) if d != name else [value] for d in dimensions]
+            variants.extend(dict(zip(dimensions, chosen, strict=True)) for chosen in itertools.product(*others))
+            notes.append(f"level {level} has no combination with {name} {value!r}; kept, as the sweep file asks")
+    return variants, notes
 
 
 def plan_sweep(spec: SweepSpec, check: Callable[[BenchmarkConfig], None] | None = None) -> SweepPlan:
