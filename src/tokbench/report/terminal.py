@@ -11,6 +11,7 @@ from rich.text import Text
 from tokbench.analysis import stats
 from tokbench.analysis.metrics import METRIC_LABELS, METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.analysis.stats import Summary
+from tokbench.report.wording import known_to, precision_text
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
 
@@ -23,8 +24,8 @@ _STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max"
 # Compact names of Summary.flags for the table's last column.
 FLAG_LABELS = {"high_dispersion": "disp", "trend": "trend", "outliers": "outl"}
 FLAGS_LEGEND = (
-    "±CI: 95% bootstrap CI half-width of the median; flags: disp = IQR/median > 10%, "
-    "trend = Mann-Kendall trend while measuring (p < 0.05), outl = N values beyond 3 IQR"
+    "±CI: 95% bootstrap CI half-width of the median ([low, high]: the interval, when wider than ±50%); flags: "
+    "disp = IQR/median > 10%, trend = Mann-Kendall trend while measuring (p < 0.05), outl = N values beyond 3 IQR"
 )
 
 
@@ -201,14 +202,15 @@ def policy_lines(result: BenchmarkResult) -> list[str]:
             f"{verdict}{shift}{compiled}"
         )
     if measurement is not None:
-        reached = "-" if measurement.relative_precision is None else f"±{measurement.relative_precision:.2%}"
+        e2e = result.summary.get("e2e_latency_ms")
+        reached = known_to(measurement.relative_precision, e2e.median_ci if e2e is not None else None)
         target = ""
         if measurement.target_relative_precision is not None:
             met = "met" if measurement.target_met else "NOT MET"
             target = f" (target ±{measurement.target_relative_precision:.2%}: {met})"
         lines.append(
             f"measurement {measurement.policy}: {measurement.iterations} iterations, stopped by "
-            f"{measurement.stop_reason}; median E2E known to {reached}{target} at 95% confidence"
+            f"{measurement.stop_reason}; {reached}{target} at 95% confidence"
         )
     if result.interference is not None:
         lines.append(result.interference.summary_line())
@@ -237,8 +239,7 @@ def _flags_cell(summary: Summary) -> str:
 
 
 def _ci_cell(summary: Summary) -> str:
-    precision = summary.median_relative_precision
-    return "-" if precision is None else f"±{precision:.1%}"
+    return precision_text(summary.median_relative_precision, summary.median_ci)
 
 
 def _bytes(value: float | None) -> str:
