@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from tokbench.cli.sweep import sweep_summary_table
@@ -66,3 +67,26 @@ def test_history_lists_run_flags_from_the_store(tmp_path: Path) -> None:
     assert "host_busy" in runs[0].flags and "host_busy" not in runs[1].flags
     assert runs[0].to_dict()["flags"].startswith("host_busy") or "host_busy" in runs[0].to_dict()["flags"]
     assert "HOST_BUSY" in render(history_table(runs))
+
+
+def test_csv_export_has_what_was_measured_and_intervals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+
+    from tokbench.cli import main
+
+    base = load_result(DATA / "result-v2.json")
+    hostile = dataclasses.replace(base, config=base.config.replace(name="=HYPERLINK(1)", dtype="float32"))
+    with ResultStore(tmp_path / "r.db") as store:
+        store.add(hostile)
+    assert main(["export", "--format", "csv", "--db", str(tmp_path / "r.db")]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    config = hostile.config
+    assert (row["batch_size"], row["prompt_tokens"], row["new_tokens"]) == (
+        str(config.batch_size), str(config.sequence_length), str(config.new_tokens))  # fmt: skip
+    assert (row["dtype"], row["attention"], row["compile"], row["quantization"]) == ("float32", "sdpa", "", "")
+    interval = hostile.summary["e2e_latency_ms"].median_ci
+    assert interval is not None
+    assert float(row["e2e_latency_ms_ci_low"]) == interval[0] and float(row["e2e_latency_ms_ci_high"]) == interval[1]
+    assert row["name"] == "'=HYPERLINK(1)"  # spreadsheet-safe, as every export cell
+    assert list(row).index("e2e_latency_ms_median") + 1 == list(row).index("e2e_latency_ms_ci_low")
