@@ -79,11 +79,13 @@ class InterferenceRecord(Record):
 
     def summary_line(self) -> str:
         """One line for a header: BUSY / quiet, why, and the figures behind it."""
-        figures = f"this run used {self.own_cpu:.2f} CPUs, other processes {self.other_cpu:.2f} of {self.cpus}"
+        figures = f"this run used {self.own_cpu:.2f} CPUs"
+        if not self.host_busy:  # a busy verdict's reasons already give the other processes' figures and the load
+            figures += f", other processes {self.other_cpu:.2f} of {self.cpus}"
+            if self.load_average_end is not None:
+                figures += f", load average {self.load_average_end:.1f}"
         if self.steal_cpu is not None:
             figures += f", steal {self.steal_cpu:.2f}"
-        if self.load_average_end is not None:
-            figures += f", load average {self.load_average_end:.1f}"
         verdict = "BUSY: " + "; ".join(self.host_busy_reasons) if self.host_busy else "quiet"
         text = f"machine while measuring: {verdict} ({figures})"
         if self.clock_reasons:
