@@ -328,7 +328,7 @@ def sweep_summary_table(outcome: SweepOutcome) -> Table:
             over = median_over_processes(ok, metric)
             text = cell_text(over.median if over else None)
             if over is not None and repeated and over.processes > 1:
-                text += f" [{cell_text(over.low)}–{cell_text(over.high)}]"
+                text += f"\n[{cell_text(over.low)}–{cell_text(over.high)}]"  # the range on its own line: never split
             cells.append(text)
         reasons = "; ".join(sorted({shorten(result.reason) for result in results if result.reason}))
         status = "/".join(statuses)
