@@ -87,8 +87,14 @@ def test_int4_tuned_run_records_both_load_phases_and_the_choices(tuning_cache: P
     second = tokbench.run(config, progress=False, device_warmup_s=0.01)
     assert second.status == "ok", second.reason
     second_tuning = second.quantization.tuning
-    assert second_tuning is not None and all(entry.from_cache for entry in second_tuning.entries)
-    assert second_tuning.warmup_ns == 0  # nothing was timed, so no device warmup either
+    assert second_tuning is not None
+    # A pick comes from the cache exactly when the first run could separate it from noise (issue 25: a noise pick,
+    # e.g. timed on a busy machine, is never cached); the same shapes are picked either way.
+    cacheable = {(e.in_features, e.out_features, e.m) for e in tuning.entries
+                 if e.confidence is not None and e.confidence.cacheable}  # fmt: skip
+    assert {(e.in_features, e.out_features, e.m) for e in second_tuning.entries if e.from_cache} == cacheable
+    if len(cacheable) == len(tuning.entries):
+        assert second_tuning.warmup_ns == 0  # nothing was timed, so no device warmup either
 
 
 def test_untuned_int4_runs_the_default_kernels_and_records_no_tuning(tuning_cache: Path) -> None:
