@@ -16,11 +16,17 @@ __all__ = ["BenchmarkConfig", "BenchmarkResult", "__version__", "load_result", "
 def run(config: BenchmarkConfig, model: Any = None, tokenizer: Any = None, **options: Any) -> BenchmarkResult:
     """Benchmark ``config``; pass an already-loaded ``model`` and ``tokenizer`` to skip loading.
 
-    Never raises for a bad or unsupported config: the result's ``status`` and ``reason`` say why.
+    Never raises for a bad or unsupported config: the result's ``status`` and ``reason`` say why. Shows each
+    stage's progress on stderr (bars on a terminal, a few lines otherwise) unless ``progress=False``; any
+    ``engine.progress.ProgressHook`` may be passed instead. Other options: ``tokbench.engine.runner.run``'s.
     """
     from tokbench.config import require_config
     from tokbench.engine.runner import run as run_config
 
+    if options.get("progress") is None:  # minutes of silence would look like a hang
+        from tokbench.report.progress import RichProgress
+
+        options["progress"] = RichProgress()
     return run_config(require_config(config, "tokbench.run"), model, tokenizer, **options)
 
 

@@ -30,6 +30,7 @@ from tokbench.fields import (
     spec_field,
     specs_of,
 )
+from tokbench.presets import PRESET_NAMES
 
 DTYPES = ("bfloat16", "float16", "float32")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -94,7 +95,7 @@ class BenchmarkConfig:
     model: str = spec_field(
         "tiny-llama",
         FieldSpec(
-            "preset (tiny-llama, small-llama), local folder, or Hub id",
+            f"preset ({', '.join(PRESET_NAMES)}), local folder, or Hub id",
             "custom",
             "tiny-llama",
             in_v1=True,

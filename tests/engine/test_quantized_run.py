@@ -87,8 +87,14 @@ def test_int4_tuned_run_records_both_load_phases_and_the_choices(tuning_cache: P
     second = tokbench.run(config, progress=False, device_warmup_s=0.01)
     assert second.status == "ok", second.reason
     second_tuning = second.quantization.tuning
-    assert second_tuning is not None and all(entry.from_cache for entry in second_tuning.entries)
-    assert second_tuning.warmup_ns == 0  # nothing was timed, so no device warmup either
+    assert second_tuning is not None
+    # A pick comes from the cache exactly when the first run could separate it from noise (issue 25: a noise pick,
+    # e.g. timed on a busy machine, is never cached); the same shapes are picked either way.
+    cacheable = {(e.in_features, e.out_features, e.m) for e in tuning.entries
+                 if e.confidence is not None and e.confidence.cacheable}  # fmt: skip
+    assert {(e.in_features, e.out_features, e.m) for e in second_tuning.entries if e.from_cache} == cacheable
+    if len(cacheable) == len(tuning.entries):
+        assert second_tuning.warmup_ns == 0  # nothing was timed, so no device warmup either
 
 
 def test_untuned_int4_runs_the_default_kernels_and_records_no_tuning(tuning_cache: Path) -> None:
@@ -149,7 +155,9 @@ def test_tune_command_prints_a_table_and_reuses_its_cache(tmp_path: Path) -> Non
     assert len(report["entries"]) == 8 and report["cache_dir"] == str(cache / "tuning")
     second = _tokbench(*args, cwd=tmp_path, cache=cache)
     assert second.returncode == 0, second.stderr
-    assert "8/8 from cache" in second.stdout
+    # every pick the first run separated from noise is reused; a noise pick (a busy machine) was never cached
+    cached = sum(1 for entry in report["entries"] if entry["confidence"]["level"] != "noise")
+    assert f"{cached}/8 from cache" in second.stdout
 
 
 def test_run_command_with_int4_and_tune_reports_the_phases(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from tokbench.config import BenchmarkConfig
 from tokbench.engine import compat
 from tokbench.engine.backends import open_backend
 from tokbench.engine.loading import benchmark_mode, load
-from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP
+from tokbench.engine.progress import STAGE_COLD_CALL, STAGE_LOAD, STAGE_MEASUREMENT, STAGE_WARMUP
 from tokbench.engine.recorder import STOP_INTERRUPTED
 from tokbench.engine.runner import RunInterrupted
 from tokbench.interrupts import Interrupted
@@ -112,6 +112,10 @@ def test_progress_reaches_the_hook_and_never_the_result(fast_config_fields: dict
     result = tokbench.run(BenchmarkConfig(**fast_config_fields), progress=hook, device_warmup_s=0.01)  # type: ignore[arg-type]
     assert result.ok, result.reason
     assert hook.events == [
+        ("started", STAGE_LOAD, None),  # stages without a count are shown too (issue 25)
+        ("finished", STAGE_LOAD, None),
+        ("started", STAGE_COLD_CALL, None),
+        ("finished", STAGE_COLD_CALL, None),
         ("started", STAGE_WARMUP, 1),
         ("advanced", STAGE_WARMUP, 1),
         ("finished", STAGE_WARMUP, None),

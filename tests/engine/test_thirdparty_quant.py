@@ -121,6 +121,17 @@ def test_bnb_nf4_runs_on_a_model_whose_layer_widths_its_cpu_kernel_takes() -> No
     assert "Linear4bit" in record["layer_types"]
 
 
+def test_bnb_nf4_on_a_model_whose_layer_widths_its_cpu_kernel_refuses_is_skipped_with_the_reason() -> None:
+    _needs("bitsandbytes")
+    result = tokbench.run(BenchmarkConfig(**FIELDS, quantization="bnb-nf4"), progress=False)  # tiny-llama: 688 wide
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA bitsandbytes' kernels take every width")
+    assert result.status == "skipped", result.reason  # the probe of the model's own shapes, not a failed call
+    assert "bnb-nf4 cannot run this model on cpu with bitsandbytes" in result.reason
+    assert "x688 linear layers fail" in result.reason and "AssertionError" in result.reason
+    assert not result.iterations
+
+
 def test_torchao_int4_is_skipped_on_cpu_with_torchaos_own_reason(tmp_path: Path) -> None:
     _needs("torchao")
     if torch.cuda.is_available():

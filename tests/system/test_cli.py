@@ -60,6 +60,27 @@ def test_default_output_goes_to_a_results_folder(tmp_path: Path) -> None:
     assert len(written) == 1
 
 
+def test_runs_go_into_the_store_so_history_and_show_see_them(tmp_path: Path) -> None:
+    completed = tokbench("run", *FAST, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "stored as run 1 in tokbench-results.db" in completed.stdout
+    history = tokbench("history", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    assert "tiny-llama" in history.stdout and " ok " in history.stdout
+    assert tokbench("show", "1", cwd=tmp_path).returncode == 0
+    elsewhere = tokbench("run", *FAST, "--no-store", "--db", "other.db", cwd=tmp_path)
+    assert elsewhere.returncode == 0 and "stored as" not in elsewhere.stdout
+    assert not (tmp_path / "other.db").exists()
+    (tmp_path / "foreign.db").write_bytes(b"")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "foreign.db") as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+    refused = tokbench("run", *FAST, "--db", "foreign.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "not a tokbench results store" in refused.stderr
+    assert len(list((tmp_path / "tokbench-results").glob("*.json"))) == 2  # the refused run measured nothing
+
+
 def test_config_file_with_flag_override(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("batch_size: 3\nattn_implementation: eager\nnew_tokens: 9\n")
@@ -115,3 +136,21 @@ def test_iteration_flags_take_auto_or_a_count() -> None:
     assert (fixed.warmup_iterations, fixed.measurement_iterations) == (5, 20)
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--warmup-iterations", "many"])
+
+
+def test_tune_says_how_sure_each_pick_is_and_retune_is_offered(tmp_path: Path) -> None:
+    env_dir = tmp_path / "cache"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TOKBENCH_CACHE_DIR": str(env_dir)}
+    command = [sys.executable, "-m", "tokbench", "tune", "--sequence-length", "8", "--tune-budget-s", "0.02"]
+    tuned = subprocess.run([*command, "--retune"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "picks: " in tuned.stdout  # e.g. "picks: 6 clear, 2 noise": every pick says how sure it is
+    noise = tuned.stdout.count("NOISE: not cached")
+    cached = len(list((env_dir / "tuning").glob("*.json"))) if (env_dir / "tuning").exists() else 0
+    assert cached + noise == tuned.stdout.count("WINNER")  # a noise pick is never cached, every other one is
+    if noise:
+        assert "is used for this run but not cached" in tuned.stderr  # the tuner's warning reaches the terminal
+    both = subprocess.run([*command, "--retune", "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert both.returncode == 2
+    untuned = tokbench("run", *FAST, "--retune", cwd=tmp_path)
+    assert untuned.returncode == 2 and "--retune" in untuned.stderr and "--tune" in untuned.stderr

@@ -121,6 +121,8 @@ def test_a_sweep_through_ray_survives_crashes_timeouts_and_a_killed_worker(ray_c
     assert after["ray"]["task_id"] != first["ray"]["task_id"]  # the rest of the group went on in a new task
     assert after["ray"]["worker_pid"] != killed["ray_worker_pid"]
     assert by_name[ok_names[0]][1]["phases"]["load"]["shared_by"] == 5
+    # the thread policy: torch ran on the CPU the task reserved (default --cpus-per-config 1), and said so
+    assert first["threads"] == 1 == by_name[ok_names[0]][1]["environment"]["torch_threads"]
 
     # The same sweep (less the kill) run locally gives the same statuses.
     local_spec = {**TINY, "configs": [entry for entry in configs if entry.get("name") != "killed"]}

@@ -143,10 +143,14 @@ def test_sweep_page_from_the_store_sorts_and_draws_folded_runs(browser, results_
 def test_sweep_plots_escape_hostile_names_in_svg(browser, results_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     store_results = [results_dir / "hostile.json"]
     second = load_result(store_results[0])
-    # another model name: the model becomes a series of the sweep plots, so it is drawn in their legends
+    # another model name: the model becomes a series of the sweep plots, so it is drawn in their legends (a series
+    # is drawn when it was run at two batch sizes: each model gets a second one)
     other = dataclasses.replace(second, config=second.config.replace(model=f"{HOSTILE}-2", name=f"{HOSTILE} b2"))
     save_result(other, tmp_path / "in" / "b.json")
     save_result(second, tmp_path / "in" / "a.json")
+    for index, result in enumerate((second, other)):
+        bigger = result.config.replace(batch_size=result.config.batch_size + 1, name=f"{result.config.name} x")
+        save_result(dataclasses.replace(result, config=bigger), tmp_path / "in" / f"c{index}.json")
     opened = browser.open(_report(tmp_path, str(tmp_path / "in")))
     _assert_clean(opened)
     texts = opened.page.evaluate("Array.from(document.querySelectorAll('svg text')).map(t => t.textContent)")

@@ -16,6 +16,7 @@ from support import TINY, descendants_with
 from tokbench.config import BenchmarkConfig
 from tokbench.sweep.launchers import InlineLauncher, ProcessLauncher
 from tokbench.sweep.runner import run_sweep
+from tokbench.sweep.threads import usable_cores
 
 ENDLESS = 1_000_000
 
@@ -69,6 +70,26 @@ def test_parallel_2_runs_cpu_configs_in_two_slots_each_result_stored_once(tmp_pa
     assert {launch["slot"] for launch in launches} == {0, 1}
     assert all(launch["executor"] == "local" and launch["parallel"] == 2 for launch in launches)
     assert len({launch["pid"] for launch in launches}) == 3
+    # one thread policy: the cores divided between the 2 configs at once, given to and applied in each child
+    expected = max(1, usable_cores() // 2)
+    assert all(launch["threads"] == expected for launch in launches)
+    assert all(result["environment"]["torch_threads"] == expected for result in results)
+
+
+@pytest.mark.slow
+def test_the_plan_says_threads_and_when_parallel_cannot_apply(tmp_path: Path) -> None:
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("model: tiny-llama\nsequence_length: 8\nnew_tokens: 4\nbatch_size: [1, 2]\n")
+    command = [sys.executable, "-m", "tokbench", "sweep", "--config", str(sweep_file), "--parallel", "2", "--dry-run"]
+    planned = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0, planned.stderr
+    assert "--parallel 2 cannot apply fully: this sweep has 1 load group(s)" in planned.stdout  # one shared load
+    assert f"threads  {usable_cores()} torch thread(s) per config process" in planned.stdout  # one at once: all cores
+    refused = subprocess.run(
+        [*command, "--no-share-load", "--threads", str(usable_cores())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--threads" in refused.stderr  # 2 at once x all the cores: refused
 
 
 @pytest.mark.parametrize("option", [{"launcher": "inline", "parallel": 2}, {"gpus_per_config": 1}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tokbench.analysis.stats import mean, sample_std
+from tokbench.analysis.stats import mean, median, sample_std
 from tokbench.schema.results import BenchmarkResult
 
 
@@ -39,3 +39,31 @@ def repeat_variation(results: Sequence[BenchmarkResult], metric: str = "e2e_late
         between_cv=sample_std(medians) / centre if centre else 0.0,
         within_cv=mean(within) if within else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class ProcessMedians:
+    """One metric over the ``ok`` processes (repeats) of a config: the median of their medians and their range."""
+
+    metric: str
+    processes: int
+    median: float
+    low: float  # the lowest per-process median
+    high: float  # the highest
+
+
+def median_over_processes(results: Sequence[BenchmarkResult], metric: str) -> ProcessMedians | None:
+    """The median over processes of each process's median (how a sweep with ``--repeat`` reports a config)."""
+    medians = sorted(result.summary[metric].median for result in results if result.ok and metric in result.summary)
+    if not medians:
+        return None
+    return ProcessMedians(metric, len(medians), median(medians), medians[0], medians[-1])
+
+
+def flag_counts(results: Sequence[BenchmarkResult]) -> dict[str, int]:
+    """How many of ``results`` carry each run-level flag (host_busy, precision_not_reached...), first seen first."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for flag in result.flags:
+            counts[flag] = counts.get(flag, 0) + 1
+    return counts

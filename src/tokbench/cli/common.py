@@ -34,6 +34,6 @@ def open_store(path: str, must_exist: bool) -> Any:
     from tokbench.results.store import ResultStore
 
     if must_exist and file_kind(path) == "missing":
-        raise StoreError(f"no results store at {path}; run `tokbench sweep` first or pass --db")
+        raise StoreError(f"no results store at {path}; `tokbench run` or `tokbench sweep` fill one, or pass --db")
     # Reading commands (must_exist) open it read-only: they never add tables, migrate or write anything.
     return ResultStore(path, read_only=must_exist)

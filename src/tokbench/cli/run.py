@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, usage_error
+from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, db_help, usage_error
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
-from tokbench.errors import ConfigError
+from tokbench.errors import ConfigError, StoreError
 from tokbench.text import terminal_safe
 
 # `tokbench tune` takes these config fields, with help that says what each means for tuning.
@@ -60,6 +63,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="where to write the result JSON (default: tokbench-results/NAME-TIME.json)",
     )
+    add(
+        "--db",
+        default=None,
+        help=db_help() + "; the result is stored there too, so history, show, compare and regressions see it",
+    )
+    add("--no-store", action="store_true", help="write the result JSON only, not into the results store")
+    add(
+        "--retune",
+        action="store_true",
+        help="with --tune: time the int4 kernels again and replace their cached picks (also TOKBENCH_RETUNE=1)",
+    )
     add("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -67,7 +81,13 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML or JSON file of config fields; flags given here override it")
     add_config_flags(parser, (*_TUNE_FIELDS, "group_size", "tune_budget_s"), help_overrides=_TUNE_HELP)
-    add("--no-cache", action="store_true", help="time every candidate again; neither read nor write the cache")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="time every candidate; neither read nor write the cache")
+    cache.add_argument(
+        "--retune",
+        action="store_true",
+        help="time every candidate again and replace the cached picks (a pick not separated from noise is not kept)",
+    )
     add("--output", metavar="FILE.json", help="also write the tuning report as JSON")
     add("--force", action="store_true", help="let --output replace an existing plain file")
 
@@ -82,9 +102,9 @@ def command_tune(args: argparse.Namespace) -> int:
     import json
 
     from tokbench.engine.loading import benchmark_mode, load
-    from tokbench.quant.tune import tune_model
+    from tokbench.quant.tune import CACHE_OFF, CACHE_REFRESH, CACHE_USE, tune_model
     from tokbench.report.terminal import make_console
-    from tokbench.report.tuning import render_tuning_table
+    from tokbench.report.tuning import confidence_lines, render_tuning_table, tuner_warning_lines
     from tokbench.results.outputs import OutputLocationError, check_output_file, write_output_text
 
     args.quantization = "int4"
@@ -101,17 +121,25 @@ def command_tune(args: argparse.Namespace) -> int:
         except OutputLocationError as error:
             return usage_error(error)
     loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
-    with benchmark_mode(loaded.model):
+    mode = CACHE_OFF if args.no_cache else CACHE_REFRESH if args.retune else CACHE_USE
+    with benchmark_mode(loaded.model), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         report = tune_model(
             loaded.model,
             config.batch_size,
             max(config.prompt_lengths),
             device=loaded.device,
             budget_s_per_shape=config.tune_budget_s,
-            use_cache=not args.no_cache,
+            cache_mode=mode,
             prefill_rows=config.prefill_rows,
         )
-    make_console().print(render_tuning_table(report))
+    console = make_console()
+    console.print(render_tuning_table(report))
+    for line in confidence_lines(report):
+        console.print(f"note: {line}")
+    # the tuner's own words, one line each (not Python's file:line warning format)
+    for line in tuner_warning_lines([str(warning.message) for warning in caught]):
+        print(terminal_safe(f"tokbench: tuner: {line}", newlines=False), file=sys.stderr)
     if output is not None:
         write_output_text(output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
         print(terminal_safe(f"tuning report written to {args.output}"))
@@ -122,6 +150,7 @@ def command_run(args: argparse.Namespace) -> int:
     from tokbench.engine.profiling import trace_path_for
     from tokbench.engine.runner import RunInterrupted, run
     from tokbench.interrupts import interruptible, signals_deferred
+    from tokbench.quant.tune import RETUNE_ENV
     from tokbench.report.progress import RichProgress
     from tokbench.report.terminal import make_console, print_result
     from tokbench.results.outputs import OutputLocationError, plan_result_target
@@ -131,22 +160,32 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    if args.retune:
+        if not config.tune:
+            return usage_error("--retune re-tunes the int4 kernels: it needs --quantization int4 --tune")
+        os.environ[RETUNE_ENV] = "1"  # read by the tuner when the loader tunes (quant.tune.default_cache_mode)
     try:
         target = plan_result_target(args.output, config.name)
     except OutputLocationError as error:
         print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    try:  # checked before anything is measured: a wrong --db never costs a run
+        store = None if args.no_store else _open_run_store(args.db)
+    except StoreError as error:
+        print(f"tokbench: {terminal_safe(error, newlines=False)}", file=sys.stderr)
+        return EXIT_USAGE
     hook = None if args.no_progress else RichProgress()
     interrupted: RunInterrupted | None = None
-    with interruptible():  # SIGTERM like Ctrl-C: the run stops and keeps what it measured
+    with interruptible(), store if store is not None else nullcontext():  # SIGTERM like Ctrl-C: keeps what it measured
         try:
             result = run(config, progress=hook, profile_path=trace_path_for(target.planned_path))
         except RunInterrupted as stop:
             interrupted, result = stop, stop.result
-        with signals_deferred():  # the table and the save are never cut in half by a signal
+        with signals_deferred():  # the table and the saves are never cut in half by a signal
             print_result(result, make_console())
             written = _keep_result(result, target)
-    if written is None:
+            stored = _store_result(result, store) if store is not None else True
+    if written is None or not stored:
         return EXIT_FAILED
     if interrupted is not None:
         reason = terminal_safe(result.reason, newlines=False)
@@ -156,6 +195,26 @@ def command_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"tokbench: {result.status}: {terminal_safe(result.reason, newlines=False)}", file=sys.stderr)
     return EXIT_SKIPPED if result.status == "skipped" else EXIT_FAILED
+
+
+def _open_run_store(db: str | None) -> Any:
+    from tokbench.results.store import DEFAULT_DB_PATH, ResultStore
+
+    return ResultStore(db if db is not None else DEFAULT_DB_PATH)
+
+
+def _store_result(result: Any, store: Any) -> bool:
+    """Add the result to the store (its JSON is already written, so a failure here loses nothing)."""
+    from tokbench.errors import StoreWriteError
+
+    try:
+        run_id = store.add(result)
+    except StoreWriteError as error:
+        print(f"tokbench: {terminal_safe(error, newlines=False)}; the result JSON above has it all", file=sys.stderr)
+        return False
+    print(terminal_safe(f"stored as run {run_id} in {store.path} (tokbench history / show {run_id} --db "
+                        f"{store.path}; --no-store leaves it out)", newlines=False))  # fmt: skip
+    return True
 
 
 def _keep_result(result: Any, target: Any) -> Path | None:

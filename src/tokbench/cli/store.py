@@ -28,7 +28,11 @@ def add_store_parsers(commands: Any) -> None:
         "--changes", action="store_true", help="find change points per workload (as `tokbench regressions`)"
     )
 
-    export = commands.add_parser("export", help="write stored runs out as JSON (full results) or CSV (columns)")
+    export = commands.add_parser(
+        "export",
+        help="write stored runs out as JSON (full results) or CSV (index, config and each metric's median with its "
+        "95%% interval)",
+    )
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--output", metavar="FILE", help="where to write (default: standard output)")
     export.add_argument("--force", action="store_true", help="let --output replace an existing plain file")
@@ -74,8 +78,11 @@ def command_export(args: argparse.Namespace) -> int:
         if args.format == "json":
             text = _json_export(store, runs)
         else:
+            from tokbench.results.export import csv_rows
+
             buffer = io.StringIO()
-            rows = [{key: spreadsheet_safe(value) for key, value in run.to_dict().items()} for run in runs]
+            rows = [{key: spreadsheet_safe(value) for key, value in row.items()}
+                    for row in csv_rows(runs, store.result_dicts(runs))]  # fmt: skip
             columns = list(rows[0]) if rows else []
             writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
             if rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -29,8 +30,7 @@ MAX_LISTED = 20  # skipped / invalid lines of a plan; the rest are counted
 MAX_LISTED_RUNS = 1_000  # `--dry-run` lines
 
 if TYPE_CHECKING:
-    from tokbench.schema.results import BenchmarkResult
-    from tokbench.sweep.plan import SweepPlan
+    from tokbench.sweep.plan import SweepPlan, SweepSpec
     from tokbench.sweep.runner import SweepEntry, SweepOutcome
 
 
@@ -100,7 +100,7 @@ def add_sweep_parser(commands: Any) -> None:
 
 
 def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
-    from tokbench.sweep.plan import EXECUTOR_NAMES, MAX_CPUS_PER_CONFIG, MAX_GPUS_PER_CONFIG, MAX_PARALLEL
+    from tokbench.sweep.plan import EXECUTOR_NAMES, MAX_CPUS_PER_CONFIG, MAX_GPUS_PER_CONFIG, MAX_PARALLEL, MAX_THREADS
 
     sweep.add_argument(
         "--executor",
@@ -111,7 +111,8 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
         "--parallel",
         type=options.integer(1, MAX_PARALLEL),
         metavar="N",
-        help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs)",
+        help="local: run N configs at once, each in its own process (with GPUs: each on its own GPUs); their torch "
+        "threads share the cores (see --threads), and a sweep of fewer load groups runs fewer at once",
     )
     sweep.add_argument(
         "--gpus-per-config",
@@ -125,6 +126,13 @@ def _add_executor_arguments(sweep: argparse.ArgumentParser) -> None:
         type=options.number(0, MAX_CPUS_PER_CONFIG),
         metavar="C",
         help="ray: CPUs each config's task reserves (default 1)",
+    )
+    sweep.add_argument(
+        "--threads",
+        type=options.integer(1, MAX_THREADS),
+        metavar="T",
+        help="torch threads per config process (default: local, the cores divided among the configs running at "
+        "once; ray, the CPUs each task reserves); more than the cores allow is refused",
     )
     sweep.add_argument(
         "--ray-address",
@@ -161,18 +169,26 @@ def command_sweep(args: argparse.Namespace) -> int:
             cpus_per_config=args.cpus_per_config,
             ray_address=args.ray_address,
             share_load=args.share_load,
+            threads=args.threads,
         )
         plan = plan_sweep(spec)
     except ConfigError as error:
         print(f"tokbench: invalid sweep: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
-    print_plan(plan, console)
+    done = _already_stored(args.db, plan.sweep_id) if args.resume else set()
+    print_plan(plan, console, done=done, repeat=spec.repeat)
     print_load_groups(plan, console, share=spec.share_load)
     if not plan.runnable and not plan.skipped:
         return usage_error(f"invalid sweep: every one of its {len(plan.invalid)} combination(s) is invalid (see "
                            "above); nothing was run or stored")  # fmt: skip
+    try:
+        lines = executor_lines(spec, plan)
+    except ConfigError as error:
+        return usage_error(f"invalid sweep: {error}")
+    for line in lines:
+        console.print(Text(terminal_safe(line), style="yellow" if line.startswith("note") else ""))
     if args.dry_run:
-        print_runnable(plan, console)
+        print_runnable(plan, console, done=done, repeat=spec.repeat)
         return EXIT_OK
     try:
         _check_before_running(args)
@@ -254,10 +270,27 @@ def _run_and_report(args: argparse.Namespace, spec: Any, plan: SweepPlan, execut
     return EXIT_FAILED if outcome.count("failed") else EXIT_OK
 
 
-def print_plan(plan: SweepPlan, console: Console) -> None:
-    """The plan before anything runs: what will run, and what cannot (with the reason)."""
+def _already_stored(db: str, sweep_id: str) -> set[tuple[str, int]]:
+    """(config hash, repeat) of this sweep already stored ok or skipped: what --resume leaves out."""
+    from pathlib import Path
+
+    if not Path(db).is_file():
+        return set()
+    with open_store(db, must_exist=True) as store:
+        return set(store.completed(sweep_id))
+
+
+def print_plan(
+    plan: SweepPlan, console: Console, *, done: Collection[tuple[str, int]] = (), repeat: int = 1
+) -> None:
+    """The plan before anything runs: what will run (less what --resume leaves out), and what cannot (why)."""
+    total = len(plan.runnable) * repeat
+    stored = sum(1 for planned in plan.runnable for i in range(repeat) if (planned.config.config_hash, i) in done)
+    runs = f"{total - stored} run(s)" if repeat > 1 else f"{total - stored} config(s)"
     console.print(
-        f"sweep {plan.sweep_id}: {len(plan.runnable)} config(s) to run, {len(plan.skipped)} cannot run here"
+        f"sweep {plan.sweep_id}: {runs} to run"
+        + (f" ({stored} already stored: left out by --resume)" if stored else "")
+        + f", {len(plan.skipped)} cannot run here"
         + (f", {plan.duplicates} duplicate(s) collapsed" if plan.duplicates else "")
         + (f", {len(plan.invalid)} invalid combination(s)" if plan.invalid else "")
     )
@@ -274,11 +307,21 @@ def print_plan(plan: SweepPlan, console: Console) -> None:
     _more(console, len(plan.invalid), "invalid combination(s)")
 
 
-def print_runnable(plan: SweepPlan, console: Console) -> None:
-    """``--dry-run``: the configs that would run, at most ``MAX_LISTED_RUNS`` lines."""
-    for planned in plan.runnable[:MAX_LISTED_RUNS]:
-        console.print(Text(terminal_safe(f"run      {planned.config.name}  (config {planned.config.config_hash})")))
-    _more(console, len(plan.runnable), "config(s) to run", MAX_LISTED_RUNS)
+def print_runnable(
+    plan: SweepPlan, console: Console, *, done: set[tuple[str, int]] = frozenset(), repeat: int = 1
+) -> None:
+    """``--dry-run``: the configs that would run (not those ``--resume`` leaves out: ``done``), at most
+    ``MAX_LISTED_RUNS`` lines."""
+    to_run = []
+    for planned in plan.runnable:
+        left = sum(1 for index in range(repeat) if (planned.config.config_hash, index) not in done)
+        if left:  # stored before: --resume leaves it out, so the plan does not announce it
+            to_run.append((planned, left))
+    for planned, left in to_run[:MAX_LISTED_RUNS]:
+        repeats = f" × {left}" if repeat > 1 else ""
+        line = f"run      {planned.config.name}{repeats}  (config {planned.config.config_hash})"
+        console.print(Text(terminal_safe(line)))
+    _more(console, len(to_run), "config(s) to run", MAX_LISTED_RUNS)
 
 
 def _more(console: Console, count: int, what: str, listed: int | None = None) -> None:
@@ -302,17 +345,66 @@ def print_load_groups(plan: SweepPlan, console: Console, *, share: bool = True) 
         console.print(Text(terminal_safe(line)))
 
 
-def sweep_summary_table(outcome: SweepOutcome) -> Table:
-    """One row per config of a finished (or interrupted) sweep; repeats add between/within-process CV."""
-    from tokbench.analysis.variation import repeat_variation
+_SUMMARY_METRICS = (("TTFT ms", "ttft_ms"), ("TPOT ms", "tpot_ms"), ("E2E ms", "e2e_latency_ms"),
+                    ("decode tok/s", "decode_throughput_tok_s"))  # fmt: skip
 
-    table = Table(header_style="bold")
-    for column in ("config", "status", "run ids", "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s"):
-        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
+
+def executor_lines(spec: SweepSpec, plan: SweepPlan) -> list[str]:
+    """What the executor will do that changes what is measured: threads per process, and a --parallel that
+    cannot apply (fewer load groups than slots) or a Ray thread count that differs from a local run's.
+    Raises ConfigError for a thread count the machine cannot give (refused before anything runs)."""
+    from tokbench.sweep.executors import planned_threads
+    from tokbench.sweep.grouping import load_groups
+    from tokbench.sweep.threads import local_plan
+
+    lines = []
+    units = len(load_groups(plan.configs, share=spec.share_load)) * spec.repeat
+    thread_plan, slots = planned_threads(spec, units)
+    if thread_plan is not None:
+        lines.append(thread_plan.line())
+        if thread_plan.warning:
+            lines.append(f"note: {thread_plan.warning}")
+    else:
+        lines.append("threads  configs run in this process (--launcher inline), with its torch threads")
+    if slots > 1 and units < slots:
+        hint = " (--no-share-load gives each config its own worker)" if spec.share_load else ""
+        lines.append(
+            f"note: --parallel {slots} cannot apply fully: this sweep has {units} load group(s), each run by one "
+            f"worker, so at most {units} run(s) at once{hint}"
+        )
+    if spec.executor == "ray" and thread_plan is not None:
+        local = local_plan(1)
+        if local.threads != thread_plan.threads:
+            lines.append(
+                f"note: ray runs torch on {thread_plan.threads} thread(s) per config, a local sweep here on "
+                f"{local.threads}: their figures differ by that, not by the executor (--cpus-per-config sets it)"
+            )
+    return lines
+
+
+def sweep_summary_table(outcome: SweepOutcome) -> Table:
+    """One row per config of a finished (or interrupted) sweep.
+
+    With ``--repeat`` each figure is the median over the config's processes of each process's median, with the
+    range of those per-process medians beside it, and the E2E CV between vs within processes (as the HTML report).
+    """
+    from tokbench.analysis.variation import flag_counts, median_over_processes, repeat_variation
+    from tokbench.report.terminal import busy_flags
+
     repeated = any(entry.repeat_index > 0 for entry in outcome.entries)
+    caption = (
+        "figures: median over processes of each process's median [lowest–highest process]; CV between = spread of "
+        "the per-process E2E medians, within = mean spread inside one process"
+        if repeated
+        else None
+    )
+    table = Table(header_style="bold", caption=caption, caption_justify="left")
+    for column in ("config", "status", "run ids", *(label for label, _ in _SUMMARY_METRICS)):
+        table.add_column(column, justify="left" if column in ("config", "status") else "right", overflow="fold")
     if repeated:
         table.add_column("E2E CV between proc", justify="right")
         table.add_column("E2E CV within proc", justify="right")
+    table.add_column("flags", overflow="fold")
     table.add_column("reason")
     grouped: dict[str, list[SweepEntry]] = {}
     for entry in outcome.entries:
@@ -321,28 +413,27 @@ def sweep_summary_table(outcome: SweepOutcome) -> Table:
         results = [entry.result for entry in entries if entry.result is not None]
         statuses = sorted({result.status for result in results}) or ["stored before (resumed)"]
         ok = [result for result in results if result.ok]
-        last = ok[-1] if ok else (results[-1] if results else None)
         run_ids = ",".join(str(entry.run_id) for entry in entries if entry.run_id is not None)
-
-        def median(metric: str, result: BenchmarkResult | None = last) -> str:
-            summary = result.summary.get(metric) if result is not None else None
-            return cell_text(summary.median if summary else None)
-
+        cells = []
+        for _, metric in _SUMMARY_METRICS:
+            over = median_over_processes(ok, metric)
+            text = cell_text(over.median if over else None)
+            if over is not None and repeated and over.processes > 1:
+                text += f"\n[{cell_text(over.low)}–{cell_text(over.high)}]"  # the range on its own line: never split
+            cells.append(text)
         reasons = "; ".join(sorted({shorten(result.reason) for result in results if result.reason}))
         status = "/".join(statuses)
-        row = [
-            entries[0].config.name,
-            Text(status, style=STATUS_STYLES.get(status, "")),
-            run_ids or "-",
-            median("ttft_ms"),
-            median("tpot_ms"),
-            median("e2e_latency_ms"),
-            median("decode_throughput_tok_s"),
-        ]
+        row = [entries[0].config.name, Text(status, style=STATUS_STYLES.get(status, "")), run_ids or "-", *cells]
         if repeated:
             variation = repeat_variation(ok)
             row += (
                 [f"{variation.between_cv:.1%}", f"{variation.within_cv:.1%}"] if variation is not None else ["-", "-"]
             )
-        table.add_row(*row, reasons)
+        counts = flag_counts(results)
+        loud = busy_flags(tuple(counts))
+        flags = " ".join(
+            (flag.upper() if flag in loud else flag) + (f" {count}/{len(results)}" if len(results) > 1 else "")
+            for flag, count in counts.items()
+        )  # fmt: skip
+        table.add_row(*row, Text(flags or "-", style="bold red" if loud else ""), reasons)
     return table

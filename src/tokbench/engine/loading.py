@@ -472,6 +472,9 @@ def _load_thirdparty(
     """
     from tokbench.quant import thirdparty
 
+    # The model's own layer shapes, probed before its weights are read again: a kernel that refuses one is skipped.
+    thirdparty.check_model_shapes(config.quantization or "", unquantized, device, torch_dtype(config.dtype),
+                                  config.group_size)  # fmt: skip
     folder = thirdparty.saved_for_loading(unquantized) if source.kind == "preset" else None
     location = folder.name if folder is not None else source.identifier
     del unquantized

@@ -22,7 +22,7 @@ from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, Stea
 from tokbench.analysis.summarize import median_precision
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import AUTO, field_default
-from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, stage
+from tokbench.engine.progress import STAGE_MEASUREMENT, STAGE_WARMUP, ProgressHook, as_hook, say, stage
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.records import GenerationTrace
 
@@ -112,7 +112,10 @@ def warm_up(
         while not fixed or len(curve) < plan.iterations:  # type: ignore[operator]
             graphs_before = graph_count() if graph_count else 0
             curve.append(generate_once().e2e_ns)
-            advance()
+            if len(curve) == 1 and not fixed:
+                _forecast(progress, "warmup", plan.min_iterations, "--warmup-min-iterations", curve[0], plan.budget_s,
+                          "--warmup-budget-s")  # fmt: skip
+            advance(**warmup_estimate(plan, len(curve), clock() - start_ns))
             if graph_count and graph_count() > graphs_before:
                 compiled_in.append(len(curve) - 1)
             if fixed:
@@ -161,19 +164,27 @@ def measure(
     clock: Clock = perf_counter_ns,
     into: list[GenerationTrace] | None = None,
     progress: ProgressHook | bool | None = None,
+    expected_call_ns: int | None = None,
 ) -> MeasurementRecord:
-    """Run measured generations as ``plan`` says; each trace is appended to ``into`` as it happens."""
+    """Run measured generations as ``plan`` says; each trace is appended to ``into`` as it happens.
+
+    ``expected_call_ns`` (the last warmup call's E2E): with it, an auto plan whose minimum iterations cannot fit
+    its budget is said up front (``progress``'s ``note``)."""
     traces = into if into is not None else []
     budget_ns = int(plan.budget_s * 1e9)
     fixed = plan.iterations is not None
     stop_reason = STOP_FIXED
     precision: float | None = None
     next_check = plan.min_iterations
+    if not fixed and expected_call_ns:
+        _forecast(progress, "measurement", plan.min_iterations, "--measurement-min-iterations", expected_call_ns,
+                  plan.budget_s, "--measurement-budget-s")  # fmt: skip
+    last_precision: float | None = None
     start_ns = clock()
     with stage(as_hook(progress), STAGE_MEASUREMENT, plan.iterations if fixed else plan.max_iterations) as advance:
         while not fixed or len(traces) < plan.iterations:  # type: ignore[operator]
             traces.append(generate_once())
-            advance()
+            advance(**measurement_estimate(plan, len(traces), clock() - start_ns, last_precision))
             precision = None
             if fixed:
                 continue
@@ -182,7 +193,7 @@ def measure(
                 continue
             at_bound = done >= plan.max_iterations or clock() - start_ns >= budget_ns
             if done >= next_check or at_bound:
-                precision = median_precision(traces)
+                precision = last_precision = median_precision(traces)
                 next_check = max(done + 1, math.ceil(done * _CHECK_GROWTH))
                 if precision <= plan.target_relative_precision:
                     stop_reason = STOP_PRECISION
@@ -200,4 +211,70 @@ def measure(
         relative_precision=precision,
         target_relative_precision=None if fixed else plan.target_relative_precision,
         elapsed_ns=elapsed_ns,
+    )
+
+
+# --- estimates for the person watching (never part of a result) ------------------------------------------------
+
+
+def _estimate(elapsed_ns: int, eta_ns: float, bound: bool, **extra: object) -> dict[str, object]:
+    eta_ns = max(0.0, eta_ns)
+    fraction = elapsed_ns / (elapsed_ns + eta_ns) if elapsed_ns + eta_ns > 0 else 1.0
+    return {"fraction": fraction, "eta_s": eta_ns / 1e9, "eta_is_bound": bound, **extra}
+
+
+def warmup_estimate(plan: WarmupPlan, done: int, elapsed_ns: int) -> dict[str, object]:
+    """Share done and time left: a fixed count's rest, or for auto at most the budget or the iteration cap
+    (never less than the minimum's rest), since the steady-state test can end it sooner."""
+    per_call = elapsed_ns / max(done, 1)
+    if plan.iterations is not None:
+        return _estimate(elapsed_ns, (plan.iterations - done) * per_call, bound=False)
+    at_least = (plan.min_iterations - done) * per_call
+    at_most = min((plan.max_iterations - done) * per_call, plan.budget_s * 1e9 - elapsed_ns)
+    return _estimate(elapsed_ns, max(at_least, at_most), bound=True)
+
+
+def measurement_estimate(
+    plan: MeasurementPlan, done: int, elapsed_ns: int, precision: float | None
+) -> dict[str, object]:
+    """As ``warmup_estimate``; with a precision reached, auto also expects the iterations its target needs (the
+    interval narrows as 1/sqrt(n)), and the estimate carries the precision and target."""
+    per_call = elapsed_ns / max(done, 1)
+    if plan.iterations is not None:
+        return _estimate(elapsed_ns, (plan.iterations - done) * per_call, bound=False, precision=precision)
+    at_least = (plan.min_iterations - done) * per_call
+    at_most = min((plan.max_iterations - done) * per_call, plan.budget_s * 1e9 - elapsed_ns)
+    target = plan.target_relative_precision
+    if precision is not None and precision > 0:
+        needed = math.ceil(done * (precision / target) ** 2)
+        expected = (needed - done) * per_call
+        if expected < at_most:
+            return _estimate(elapsed_ns, max(at_least, expected), bound=False, precision=precision, target=target)
+    return _estimate(elapsed_ns, max(at_least, at_most), bound=True, precision=precision, target=target)
+
+
+def _forecast(
+    progress: ProgressHook | bool | None,
+    what: str,
+    minimum: int,
+    minimum_flag: str,
+    call_ns: int,
+    budget_s: float,
+    budget_flag: str,
+) -> None:
+    """Say up front when an auto stage's minimum iterations cannot fit its budget at the calls' current speed."""
+    needed_s = minimum * call_ns / 1e9
+    if needed_s > budget_s:
+        say(progress, f"{what}: at least {minimum} iterations ({minimum_flag}) at ~{call_ns / 1e9:,.1f} s each take "
+                      f"~{needed_s:,.0f} s, beyond the {budget_s:g} s budget ({budget_flag}): the run will take "
+                      "longer than it says")  # fmt: skip
+
+
+def overrun_note(name: str, budget_s: float, elapsed_ns: int, iterations: int) -> str | None:
+    """A note for the result when an auto stage ran well past its budget (its minimum iterations were slow)."""
+    if elapsed_ns <= 1.25 * budget_s * 1e9:
+        return None
+    return (
+        f"{name}: took {elapsed_ns / 1e9:,.1f} s, beyond its {budget_s:g} s budget: its minimum iterations "
+        f"({iterations} at ~{elapsed_ns / max(iterations, 1) / 1e9:,.2f} s each) had to run"
     )

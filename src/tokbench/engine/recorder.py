@@ -18,6 +18,7 @@ from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import POLICY_AUTO, POLICY_FIXED, MeasurementPlan, WarmupPlan
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.interference import InterferenceRecord
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.quant import QuantizationRecord
@@ -72,6 +73,7 @@ class RunRecorder:
         self.profile: ProfileRecord | None = None
         self.monitor: MonitorRecord | None = None
         self.memory_peaks: tuple[MemoryPeak, ...] = ()
+        self.interference: InterferenceRecord | None = None
         self.notes: list[str] = []
         self.output_fingerprint: OutputFingerprint | None = None
         self._warmup_plan: WarmupPlan | None = None
@@ -185,6 +187,7 @@ class RunRecorder:
             monitor=self.monitor,
             memory_peaks=self.memory_peaks,
             efficiency=self.efficiency,
+            interference=self.interference,
             output_fingerprint=self.output_fingerprint,
         )
 

@@ -24,12 +24,13 @@ from tokbench.engine.backends import GenerationBackend, backend_name, open_backe
 from tokbench.engine.efficiency import measure_efficiency
 from tokbench.engine.gradmode import run_grad_mode
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load, quantization_fingerprint
-from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, warm_up
+from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, overrun_note, warm_up
 from tokbench.engine.preflight import check_runnable
-from tokbench.engine.progress import ProgressHook
+from tokbench.engine.progress import STAGE_COLD_CALL, STAGE_LOAD, ProgressHook, as_hook, stage
 from tokbench.engine.recorder import RunRecorder, describe
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
+from tokbench.hardware.interference import InterferenceWatch
 from tokbench.hardware.monitor import PeakMemoryTracker, Sampler
 from tokbench.hardware.warmup import device_warmup
 from tokbench.interrupts import Interrupted, signal_of
@@ -116,7 +117,8 @@ def _run(
         check_runnable(config)
         if config.compile_mode is not None:
             compat.reset_compiler()  # a cold compile every time, not graphs left by an earlier config
-        loaded = load(config, tokenizers, model, tokenizer, clock)
+        with stage(as_hook(progress), STAGE_LOAD, None):  # weights, quantization and tuning: can take minutes
+            loaded = load(config, tokenizers, model, tokenizer, clock)
     except (UnavailableFeatureError, KernelUnavailableError) as error:
         return recorder.finish(STATUS_SKIPPED, str(error))
     except ModelMismatchError as error:
@@ -163,9 +165,10 @@ def _measure(
         compat.forget_compiled_forward(loaded.model)  # observe this run's own compile
     graphs_before = compat.compiled_graph_count()
 
-    # Validation: one full generation that fails fast; it is also the cold-start record.
+    # Validation: one full generation that fails fast; it is also the cold-start record (a compile happens here).
     try:
-        recorder.cold_call = backend.generate_once(decode_sample=True)
+        with stage(as_hook(progress), STAGE_COLD_CALL, None):
+            recorder.cold_call = backend.generate_once(decode_sample=True)
     except Exception as error:
         return recorder.finish(STATUS_FAILED, f"validation call failed: {_describe(error)}")
     graphs_after_validation = compat.compiled_graph_count()
@@ -181,6 +184,7 @@ def _measure(
     # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
     sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
     tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
+    watch = InterferenceWatch()  # always on, monitor or not: a busy machine flags the result (host_busy)
     try:
         warmup_plan = WarmupPlan.from_config(config)
         recorder.warmup_started(warmup_plan)
@@ -193,20 +197,24 @@ def _measure(
             progress=progress,
         )
         graphs_after_warmup = compat.compiled_graph_count()
-        measured_once = tracker.wrap(generate_once) if tracker is not None else generate_once
+        measured_once = watch.wrap(tracker.wrap(generate_once) if tracker is not None else generate_once)
         plan = MeasurementPlan.from_config(config)
         recorder.measurement_started(plan)
+        last_call_ns = (recorder.warmup_curve_ns or [recorder.cold_call.e2e_ns])[-1]
         with sampler if sampler is not None else nullcontext():
-            record = measure(measured_once, plan, clock=clock, into=recorder.traces, progress=progress)
+            watch.start()
+            record = measure(measured_once, plan, clock=clock, into=recorder.traces, progress=progress,
+                             expected_call_ns=last_call_ns)  # fmt: skip
         recorder.measurement_finished(record)
+        recorder.note(*_overruns(recorder, warmup_plan, plan))
     except BaseException as error:  # a failure, or an interruption: the samples so far go with the result
-        _stop_monitoring(recorder, sampler, tracker)
+        _stop_monitoring(recorder, sampler, tracker, watch)
         if not isinstance(error, Exception):
             raise
         warmed, measured = len(recorder.warmup_curve_ns), len(recorder.traces)
         failure = f"generation failed after {warmed} warmup and {measured} measured iterations: "
         return recorder.finish(STATUS_FAILED, failure + _describe(error))
-    _stop_monitoring(recorder, sampler, tracker)
+    _stop_monitoring(recorder, sampler, tracker, watch)
 
     compile_record = CompileRecord(
         requested=config.compile_mode is not None,
@@ -225,6 +233,17 @@ def _measure(
     recorder.profile, profile_notes = _profile(config, loaded, clock, backend, profile_path)
     recorder.note(*profile_notes)
     return recorder.finish(STATUS_OK)
+
+
+def _overruns(recorder: RunRecorder, warmup_plan: WarmupPlan, plan: MeasurementPlan) -> tuple[str, ...]:
+    """Notes for auto stages that ran well past their budgets (their minimum iterations were slow)."""
+    notes = []
+    warmup, measurement = recorder.warmup, recorder.measurement
+    if warmup is not None and warmup_plan.iterations is None:
+        notes.append(overrun_note("warmup", warmup_plan.budget_s, warmup.elapsed_ns, warmup.iterations))
+    if measurement is not None and plan.iterations is None:
+        notes.append(overrun_note("measurement", plan.budget_s, measurement.elapsed_ns, measurement.iterations))
+    return tuple(note for note in notes if note)
 
 
 def _profile(
@@ -251,12 +270,18 @@ def _profile(
         return None, (f"profile_tokens: profiling failed, no trace was written: {_describe(error)}",)
 
 
-def _stop_monitoring(recorder: RunRecorder, sampler: Sampler | None, tracker: PeakMemoryTracker | None) -> None:
+def _stop_monitoring(
+    recorder: RunRecorder, sampler: Sampler | None, tracker: PeakMemoryTracker | None, watch: InterferenceWatch
+) -> None:
     if sampler is not None:
         sampler.close()  # idempotent; releases the vendor libraries if measurement never started
         recorder.monitor = sampler.record
     if tracker is not None:
         recorder.memory_peaks = tuple(tracker.peaks)
+    try:
+        recorder.interference = watch.record(recorder.monitor)
+    except Exception as error:  # the kernel's counters unreadable here: no verdict, and the result says so
+        recorder.note(f"interference: not assessed: {_describe(error)}")
 
 
 def _efficiency(

@@ -177,27 +177,64 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
-def _probe_linear(device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Linear, torch.Tensor]:
+def check_model_shapes(method: str, model: Any, device: torch.device, dtype: torch.dtype, group_size: int) -> None:
+    """Raise ``UnavailableFeatureError`` unless ``method`` runs every linear layer shape of ``model`` here.
+
+    ``check_available`` probes one square layer; some kernels refuse particular widths (bitsandbytes' CPU 4-bit
+    kernel asserts an output width that is a multiple of its block), which only the model's own shapes show. One
+    layer per distinct shape is quantized and run, before the weights are read again to be quantized.
+    """
+    spec = METHODS[method]
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    shapes = sorted({
+        (module.in_features, module.out_features)
+        for module in model.modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    })  # fmt: skip
+    for shape in shapes:
+        try:
+            _PROBES[spec.distribution](method, device, dtype, group_size, shape)
+        except Exception as error:
+            version = library_version(spec.distribution)
+            raise UnavailableFeatureError(
+                "quantization",
+                f"{method} cannot run this model on {device.type} with {spec.distribution} {version}: its "
+                f"{shape[0]}x{shape[1]} linear layers fail: {_first_line(error)}",
+                f"run {method} where {spec.distribution} supports these shapes (see the README), or use "
+                "quantization int4",
+            ) from error
+
+
+Shape = tuple[int, int]
+
+
+def _probe_linear(
+    device: torch.device, dtype: torch.dtype, shape: Shape = (_PROBE_FEATURES, _PROBE_FEATURES)
+) -> tuple[torch.nn.Linear, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        layer = torch.nn.Linear(_PROBE_FEATURES, _PROBE_FEATURES, bias=False, dtype=dtype, device=device)
-        sample = torch.randn(1, _PROBE_FEATURES, dtype=dtype, device=device)
+        layer = torch.nn.Linear(shape[0], shape[1], bias=False, dtype=dtype, device=device)
+        sample = torch.randn(1, shape[0], dtype=dtype, device=device)
     return layer, sample
 
 
-def _probe_torchao(method: str, device: torch.device, dtype: torch.dtype, group_size: int) -> None:
+def _probe_torchao(
+    method: str, device: torch.device, dtype: torch.dtype, group_size: int, shape: Shape = (_PROBE_FEATURES,) * 2
+) -> None:
     from torchao.quantization import quantize_
 
-    layer, sample = _probe_linear(device, dtype)
+    layer, sample = _probe_linear(device, dtype, shape)
     quantize_(layer, torchao_quant_type(method, group_size))
     with torch.no_grad():
         layer(sample)
 
 
-def _probe_quanto(method: str, device: torch.device, dtype: torch.dtype, group_size: int) -> None:
+def _probe_quanto(
+    method: str, device: torch.device, dtype: torch.dtype, group_size: int, shape: Shape = (_PROBE_FEATURES,) * 2
+) -> None:
     from optimum.quanto import freeze, qint4, qint8, quantize
 
-    linear, sample = _probe_linear(device, dtype)
+    linear, sample = _probe_linear(device, dtype, shape)
     layer = torch.nn.Sequential(linear)  # quanto replaces the children of the module it is given
     quantize(layer, weights=qint4 if method == "quanto-int4" else qint8)
     freeze(layer)
@@ -205,24 +242,26 @@ def _probe_quanto(method: str, device: torch.device, dtype: torch.dtype, group_s
         layer(sample)
 
 
-def _probe_bnb(method: str, device: torch.device, dtype: torch.dtype, group_size: int) -> None:
+def _probe_bnb(
+    method: str, device: torch.device, dtype: torch.dtype, group_size: int, shape: Shape = (_PROBE_FEATURES,) * 2
+) -> None:
     import bitsandbytes as bnb
 
-    plain, sample = _probe_linear(torch.device("cpu"), dtype)
+    plain, sample = _probe_linear(torch.device("cpu"), dtype, shape)
     if method == "bnb-nf4":
-        layer = bnb.nn.Linear4bit(
-            _PROBE_FEATURES, _PROBE_FEATURES, bias=False, compute_dtype=dtype, quant_type="nf4", device="cpu"
-        )
+        layer = bnb.nn.Linear4bit(shape[0], shape[1], bias=False, compute_dtype=dtype, quant_type="nf4", device="cpu")
         layer.weight = bnb.nn.Params4bit(plain.weight.data, requires_grad=False, quant_type="nf4")
     else:
-        layer = bnb.nn.Linear8bitLt(_PROBE_FEATURES, _PROBE_FEATURES, bias=False, has_fp16_weights=False)
+        layer = bnb.nn.Linear8bitLt(shape[0], shape[1], bias=False, has_fp16_weights=False)
         layer.weight = bnb.nn.Int8Params(plain.weight.data, requires_grad=False, has_fp16_weights=False)
-    layer = layer.to(device)  # bitsandbytes quantizes when the weight moves to the device
+    # bitsandbytes quantizes when the weight moves to the device; eval(), as the model runs (its CPU kernel repacks
+    # the weights only in eval mode, and that is where a width it cannot take shows)
+    layer = layer.to(device).eval()
     with torch.no_grad():
         layer(sample.to(device))
 
 
-_PROBES: dict[str, Callable[[str, torch.device, torch.dtype, int], None]] = {
+_PROBES: dict[str, Callable[[str, torch.device, torch.dtype, int, Shape], None]] = {
     "torchao": _probe_torchao,
     "optimum-quanto": _probe_quanto,
     "bitsandbytes": _probe_bnb,

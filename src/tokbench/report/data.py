@@ -30,6 +30,7 @@ from tokbench.analysis.metrics import (
 )
 from tokbench.analysis.samples import sample_values
 from tokbench.analysis.stats import mean, median, percentile, sample_std
+from tokbench.analysis.variation import flag_counts, median_over_processes
 from tokbench.errors import ResultFormatError, StoreError, TokbenchError
 from tokbench.fileio import file_kind
 from tokbench.results.selectors import SelectorError, time_filter
@@ -359,6 +360,7 @@ class RunData:
     flags: tuple[str, ...]
     notes: tuple[str, ...]
     summary: tuple[SummaryRow, ...]
+    machine: str  # the interference line (busy or quiet while measuring), "" when not assessed
     samples: dict[str, tuple[float, ...]]  # metric -> samples (TTFT, ITL, E2E distributions)
     positions: PositionLatency | None
     warmup: WarmupCurve | None
@@ -386,6 +388,7 @@ def run_data(item: ReportInput) -> RunData:
         flags=result.flags,
         notes=result.notes,
         summary=summary_rows(result),
+        machine=result.interference.summary_line() if result.interference is not None else "",
         samples={name: tuple(values) for name, values in samples.items() if name in ("ttft_ms", "itl_ms",
                                                                                      "e2e_latency_ms")},
         positions=position_latency(result),
@@ -602,17 +605,22 @@ class ConfigRow:
     between_cv: float | None  # E2E: CV of the per-process medians (--repeat)
     within_cv: float | None  # E2E: mean per-process CV
     config: dict[str, Any]
+    # E2E interval: one process, the 95% CI of its median; several, the range of their medians (see interval_kind)
+    e2e_interval: tuple[float, float] | None = None
+    interval_kind: str = ""  # "95% CI" | "process range"
+    flags: dict[str, int] = field(default_factory=dict)  # run-level flag -> how many of its results carry it
 
 
 @dataclass(frozen=True)
 class SweepData:
     rows: tuple[ConfigRow, ...]
     varying_fields: tuple[str, ...]
-    sweep_ids: tuple[str, ...]
+    sweep_ids: tuple[str, ...]  # the sweeps the results came from; one id for every result: a sweep
     pareto: tuple[str, ...]  # config hashes on the latency–throughput front (lower E2E, higher tok/s)
     environments: tuple[dict[str, Any], ...]  # each distinct environment, first seen first
     repeated: bool
     counts: dict[str, int] = field(default_factory=dict)
+    one_sweep: bool = False  # every result belongs to one sweep (else a collection of runs, titled so)
 
 
 def _series_value(config: dict[str, Any], name: str) -> Any:
@@ -643,6 +651,8 @@ def sweep_data(items: Sequence[ReportInput]) -> SweepData:
         environments=tuple(environments),
         repeated=any(row.processes > 1 for row in rows),
         counts=counts,
+        one_sweep=len(sweeps := {item.sweep_id or item.result.launch.sweep_id for item in items}) == 1
+        and None not in sweeps,
     )
 
 
@@ -665,6 +675,7 @@ def _config_row(group: list[ReportInput], config: dict[str, Any], varying: tuple
         centre = mean([s.median for s in e2e])
         between = sample_std([s.median for s in e2e]) / centre if centre else None
         within = mean([s.std / s.mean for s in e2e if s.mean])
+    interval, kind = _e2e_interval(ok)
     series_fields = [name for name in varying if name != "batch_size"]
     series = ", ".join(f"{_short_field(name)} {_series_value(config, name)}" for name in series_fields) or "all"
     shown = {name: _series_value(config, name) for name in (*series_fields, "batch_size")}
@@ -684,7 +695,19 @@ def _config_row(group: list[ReportInput], config: dict[str, Any], varying: tuple
         between_cv=between,
         within_cv=within,
         config=config,
+        e2e_interval=interval,
+        interval_kind=kind,
+        flags=flag_counts(results),
     )
+
+
+def _e2e_interval(ok: list[BenchmarkResult]) -> tuple[tuple[float, float] | None, str]:
+    """One process: its median E2E's 95% CI; several: the range of their medians (between-process spread)."""
+    if len(ok) == 1:
+        summary = ok[0].summary.get("e2e_latency_ms")
+        return (summary.median_ci if summary is not None else None), "95% CI"
+    over = median_over_processes(ok, "e2e_latency_ms")
+    return ((over.low, over.high) if over is not None else None), "process range"
 
 
 _FIELD_SHORT = {"attn_implementation": "attn", "compile_mode": "compile", "continuous_batching": "cb",
@@ -784,10 +807,22 @@ def comparison_data(data: dict[str, Any], source: str) -> ComparisonData:
             min_effect=_optional_float(data.get("min_effect")),
             alpha=_optional_float(data.get("alpha")),
             rows=tuple(rows),
-            warnings=tuple(str(w) for w in data.get("warnings", ())),
+            warnings=_comparison_warnings(data),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ResultFormatError(f"comparison record is missing or has a malformed field: {error}") from error
+
+
+def _comparison_warnings(data: dict[str, Any]) -> tuple[str, ...]:
+    """Every warning the terminal prints: the comparison's, then each workload's (named), then what was not
+    compared and why."""
+    warnings = [str(w) for w in data.get("warnings", ())]
+    for workload in data["workloads"]:
+        name = str(workload.get("name") or workload.get("workload_key", ""))
+        warnings.extend(f"{name}: {w}" for w in workload.get("warnings", ()))
+    for run in data.get("unmatched", ()):
+        warnings.append(f"not compared: {run.get('side', '')} {run.get('origin', '')}: {run.get('why', '')}")
+    return tuple(warnings)
 
 
 def _optional_float(value: Any) -> float | None:

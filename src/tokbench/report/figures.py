@@ -28,6 +28,7 @@ from tokbench.report.data import (
     RunData,
     SweepData,
 )
+from tokbench.report.wording import ordinal
 from tokbench.text import terminal_safe
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -35,6 +36,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 # Shading every measured call on the monitoring plot is useful for tens of calls, noise for hundreds.
 MAX_SHADED_SPANS = 120
 MAX_MONITOR_POINTS = 2000
+MAX_LEGEND_BELOW = 6  # more series than this: the legend goes beside the plot
 
 # series modes
 LINES = "lines"
@@ -88,6 +90,11 @@ class FigureSpec:
     x_ticks: tuple[float, ...] = ()  # label exactly these x values (batch sizes), not a linear scale's
     x_integer: bool = False  # x counts something (iterations, positions): no fractional ticks
     y_category: bool = False  # y holds labels (a forest plot), drawn top to bottom
+
+    @property
+    def legend_beside(self) -> bool:
+        """Many series: the legend goes to the right of the plot, where it never covers an axis."""
+        return len(self.series) > MAX_LEGEND_BELOW
 
 
 def _finite(values: Sequence[Any]) -> list[Any]:
@@ -211,7 +218,7 @@ def monitor_figures(monitor: MonitorData) -> dict[str, FigureSpec]:
         by_unit.setdefault(s.unit, []).append(
             Series(f"{s.backend} {s.column}", seconds, values, LINES, color=PALETTE[index % len(PALETTE)])
         )
-    thinned = f"; every {stride}th sample plotted" if stride > 1 else ""
+    thinned = f"; every {ordinal(stride)} sample plotted" if stride > 1 else ""
     spans = monitor.iteration_spans_s if len(monitor.iteration_spans_s) <= MAX_SHADED_SPANS else ()
     return {
         f"monitor_{_slug(unit)}": FigureSpec(
@@ -240,6 +247,9 @@ def sweep_figures(data: SweepData, throughput: str = "overall_throughput_tok_s")
         value = row.medians.get(throughput)
         if value is not None:
             by_series.setdefault(row.series, []).append((row.batch_size, value, row.name))
+    # A line needs two batch sizes: a series of one point says nothing about batching (the table and the Pareto
+    # plot show such configs), and sixteen of them make a plot that is all legend.
+    by_series = {name: points for name, points in by_series.items() if len({p[0] for p in points}) > 1}
     if by_series:
         figures["throughput_vs_batch"] = FigureSpec(
             key="throughput_vs_batch",
@@ -323,12 +333,13 @@ def comparison_figures(data: ComparisonData) -> dict[str, FigureSpec]:
         "forest": FigureSpec(
             key="forest",
             title="Contender ÷ baseline, median with its 95% CI",
-            x_title="ratio (1 = no change)",
+            x_title="ratio, log scale (1 = no change)",
             y_title="",
             series=tuple(series),
             markers=(Marker(1.0, "no change", "dash", "#555555"),),
             height=max(320, 60 + 28 * len(data.rows)),
             y_category=True,
+            x_log=True,  # ratios: ×0.03 and ×30 are as far from 1; a linear axis crushes everything below 1
         )
     }
 
@@ -411,7 +422,7 @@ def to_plotly(spec: FigureSpec) -> dict[str, Any]:
         "xaxis": {"title": {"text": plotly_text(spec.x_title)}, "type": "log" if spec.x_log else "-"},
         "yaxis": {"title": {"text": plotly_text(spec.y_title)}, "rangemode": "tozero"},
         "margin": {"l": 60, "r": 30 if not spec.y2_title else 70, "t": 60, "b": 60},
-        "legend": {"orientation": "h", "y": -0.3},
+        "legend": {"orientation": "v", "x": 1.02, "y": 1} if spec.legend_beside else {"orientation": "h", "y": -0.3},
         "barmode": spec.bar_mode,
         "shapes": shapes,
         "annotations": annotations,
@@ -533,6 +544,8 @@ def _draw(axis: Any, spec: FigureSpec) -> None:
     if right is not None:
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    if len(handles) > 1:
+    if len(handles) > 1 and spec.legend_beside:
+        axis.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif len(handles) > 1:
         axis.legend(handles, labels, fontsize=8, loc="best")
     axis.grid(alpha=0.3)

@@ -28,6 +28,7 @@ from typing import Any
 from tokbench.report.data import (
     METRIC_LABELS,
     ComparisonData,
+    ConfigRow,
     ReportError,
     ReportInput,
     RunData,
@@ -38,6 +39,7 @@ from tokbench.report.data import (
 from tokbench.report.figures import comparison_figures, run_figures, sweep_figures, to_plotly, write_pngs
 from tokbench.report.page_model import Cell, Page, Report, Section, Table, fmt, mib, num, pct, txt
 from tokbench.report.serving_page import serving_pages
+from tokbench.report.wording import known_to
 from tokbench.results.outputs import OutputLocationError, check_output_file, write_output_text
 from tokbench.text import terminal_safe
 
@@ -107,7 +109,7 @@ def run_page(data: RunData, page_id: str, open_: bool = True) -> Page:
         trend = it.e2e_trend_p_value
         lines = [
             f"measurement {it.policy or '?'}: {len(it.e2e_ms)} iterations, stopped by {it.stop_reason or '?'}"
-            + (f"; median E2E known to ±{it.relative_precision:.2%}" if it.relative_precision is not None else "")
+            + (f"; {known_to(it.relative_precision, _e2e_interval(data))}" if it.relative_precision is not None else "")
             + (f" (target ±{it.target_relative_precision:.2%})" if it.target_relative_precision is not None else ""),
             "E2E trend (Mann-Kendall): "
             + ("-" if trend is None else f"p = {trend:.3g}" + (" — TREND while measuring" if trend < 0.05 else
@@ -191,10 +193,17 @@ def _rate(value: float | None, unit: str) -> Cell:
     return Cell(f"{value:.4g} {unit}", value)
 
 
+def _e2e_interval(data: RunData) -> tuple[float, float] | None:
+    row = next((r for r in data.summary if r.metric == "e2e_latency_ms"), None)
+    return None if row is None or row.ci_low is None or row.ci_high is None else (row.ci_low, row.ci_high)
+
+
 def _run_lines(data: RunData) -> tuple[str, ...]:
     lines = [f"source: {data.source}"]
     if data.reason:
         lines.append(f"reason: {data.reason}")
+    if data.machine:
+        lines.append(data.machine)
     if data.flags:
         lines.append("run flags: " + ", ".join(data.flags))
     lines.extend(f"note: {note}" for note in data.notes)
@@ -264,8 +273,9 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
     figures = sweep_figures(data)
     sections = []
     field_columns = [name for name in data.varying_fields if name != "batch_size"] + ["batch_size"]
-    columns = ("config", "status", "runs", *field_columns, "TTFT ms", "TPOT ms", "E2E ms", "decode tok/s",
-               "overall tok/s", "processes", "E2E CV between", "E2E CV within", "config hash", "reason")  # fmt: skip
+    columns = ("config", "status", "runs", *field_columns, "TTFT ms", "TPOT ms", "E2E ms", "E2E interval",
+               "decode tok/s", "overall tok/s", "processes", "E2E CV between", "E2E CV within", "flags",
+               "config hash", "reason")  # fmt: skip
     rows = []
     # measured configs first (in plan order), then failed, then skipped
     status_order = {"ok": 0, "failed": 2, "skipped": 3}
@@ -277,15 +287,20 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
             Cell(",".join(map(str, row.run_ids)) or "-"),
             *(_field_cell(row.fields.get(name)) for name in field_columns),
             num(row.medians.get("ttft_ms")), num(row.medians.get("tpot_ms")), num(row.medians.get("e2e_latency_ms")),
-            num(row.medians.get("decode_throughput_tok_s")), num(row.medians.get("overall_throughput_tok_s")),
-            num(row.processes), pct(row.between_cv), pct(row.within_cv),
-            Cell(row.config_hash), Cell(row.reason),
+            _interval_cell(row), num(row.medians.get("decode_throughput_tok_s")),
+            num(row.medians.get("overall_throughput_tok_s")), num(row.processes), pct(row.between_cv),
+            pct(row.within_cv), _flags_cell(row), Cell(row.config_hash), Cell(row.reason),
         ))  # fmt: skip
     counts = ", ".join(f"{count} {status}" for status, count in sorted(data.counts.items()))
     lines = [f"{len(data.rows)} configs, {sum(data.counts.values())} results ({counts})"]
     if data.sweep_ids:
         lines.append("sweep " + ", ".join(data.sweep_ids))
-    lines.append("medians over processes of each process's median; click a column header to sort")
+    lines.append("medians over processes of each process's median; E2E interval: one process, the 95% CI of its "
+                 "median, several, the range of their medians; flags: run-level (HOST_BUSY: measured on a busy "
+                 "machine); click a column header to sort")  # fmt: skip
+    if not data.one_sweep:
+        lines.append("these results are not one sweep: rows compare runs made at different times, maybe on a "
+                     "different machine state (see Environment)")  # fmt: skip
     table_section = Section(
         "Every config",
         tables=(Table(columns, tuple(rows), sortable=True, table_id="configs", scroll=True),),
@@ -332,7 +347,23 @@ def sweep_page(data: SweepData, run_anchor: dict[str, str]) -> Page:
             )
         )
     sections.append(Section("Environment", tables=tuple(tables), open=False))
-    return Page("sweep", "Sweep", f"{len(data.rows)} configs", tuple(sections))
+    title = "Sweep" if data.one_sweep else "Runs"
+    subtitle = f"{len(data.rows)} configs" + ("" if data.one_sweep else f" from {len(data.sweep_ids) or 'no'} sweep(s)")
+    return Page("sweep", title, subtitle, tuple(sections))
+
+
+def _interval_cell(row: ConfigRow) -> Cell:
+    if row.e2e_interval is None:
+        return Cell("-")
+    low, high = row.e2e_interval
+    return Cell(f"{fmt(low)} – {fmt(high)} ({row.interval_kind})", low)
+
+
+def _flags_cell(row: ConfigRow) -> Cell:
+    loud = ("host_busy", "clocks_changed")
+    parts = [(flag.upper() if flag in loud else flag) + (f" {count}/{row.processes}" if row.processes > 1 else "")
+             for flag, count in row.flags.items()]  # fmt: skip
+    return Cell(" ".join(parts) or "-")
 
 
 # --- comparison page --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from rich.text import Text
 from tokbench.analysis import stats
 from tokbench.analysis.metrics import METRIC_LABELS, METRIC_UNITS, NS_PER_MS, per_request_samples
 from tokbench.analysis.stats import Summary
+from tokbench.report.wording import known_to, precision_text
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 from tokbench.text import terminal_safe
 
@@ -23,8 +24,8 @@ _STATISTIC_COLUMNS = ("median", "mean", "std", "min", "p90", "p95", "p99", "max"
 # Compact names of Summary.flags for the table's last column.
 FLAG_LABELS = {"high_dispersion": "disp", "trend": "trend", "outliers": "outl"}
 FLAGS_LEGEND = (
-    "±CI: 95% bootstrap CI half-width of the median; flags: disp = IQR/median > 10%, "
-    "trend = Mann-Kendall trend while measuring (p < 0.05), outl = N values beyond 3 IQR"
+    "±CI: 95% bootstrap CI half-width of the median ([low, high]: the interval, when wider than ±50%); flags: "
+    "disp = IQR/median > 10%, trend = Mann-Kendall trend while measuring (p < 0.05), outl = N values beyond 3 IQR"
 )
 
 
@@ -120,13 +121,17 @@ def _quantization_lines(result: BenchmarkResult) -> list[str]:
         return _thirdparty_lines(result, method)
     text = f"{config.quantization} weight-only, group {config.group_size}: quantize {_ms(load.quantize_ns)}"
     tuning = result.quantization.tuning
+    tuner_lines: list[str] = []
     if tuning is not None:
+        from tokbench.report.tuning import confidence_counts, tuner_warning_lines
+
         hits, total = tuning.cache_hits, len(tuning.entries)
-        text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache)"
-        noisy = len(result.quantization.tuning_warnings or ())
-        if noisy:
-            text += f"; {noisy} tuner warning(s) in the JSON (quantization.tuning_warnings)"
-    lines = [text, *_fingerprint_lines(result)]
+        picks = confidence_counts(tuning)
+        picked = f"; picks {picks}" if picks else ""
+        text += f", tune {_ms(load.tune_ns)} ({hits}/{total} shapes×M from cache{picked})"
+        # The tuner's warnings (noise picks not cached, noisy timings, bad cache entries) reach the terminal too.
+        tuner_lines = [f"tuner: {line}" for line in tuner_warning_lines(result.quantization.tuning_warnings or ())]
+    lines = [text, *tuner_lines, *_fingerprint_lines(result)]
     settings = result.effective_settings.quantization
     kernels = settings.kernels if settings is not None else {}
     if kernels:
@@ -197,18 +202,32 @@ def policy_lines(result: BenchmarkResult) -> list[str]:
             f"{verdict}{shift}{compiled}"
         )
     if measurement is not None:
-        reached = "-" if measurement.relative_precision is None else f"±{measurement.relative_precision:.2%}"
+        e2e = result.summary.get("e2e_latency_ms")
+        reached = known_to(measurement.relative_precision, e2e.median_ci if e2e is not None else None)
         target = ""
         if measurement.target_relative_precision is not None:
             met = "met" if measurement.target_met else "NOT MET"
             target = f" (target ±{measurement.target_relative_precision:.2%}: {met})"
         lines.append(
             f"measurement {measurement.policy}: {measurement.iterations} iterations, stopped by "
-            f"{measurement.stop_reason}; median E2E known to {reached}{target} at 95% confidence"
+            f"{measurement.stop_reason}; {reached}{target} at 95% confidence"
         )
+    if result.interference is not None:
+        lines.append(result.interference.summary_line())
     if result.flags:
         lines.append(f"flags: {', '.join(result.flags)}")
     return lines
+
+
+def busy_caption(result: BenchmarkResult) -> str | None:
+    """A warning for a table of figures measured while the machine was busy or its clocks changed."""
+    record = result.interference
+    if record is None or not record.flags:
+        return None
+    parts = (("on a BUSY machine", record.host_busy), ("while clocks changed", record.clocks_changed))
+    what = " and ".join(text for text, raised in parts if raised)
+    flags = ", ".join(record.flags)
+    return f"measured {what} ({flags}): these figures are not the machine's; see 'machine while measuring'"
 
 
 def _flags_cell(summary: Summary) -> str:
@@ -220,8 +239,7 @@ def _flags_cell(summary: Summary) -> str:
 
 
 def _ci_cell(summary: Summary) -> str:
-    precision = summary.median_relative_precision
-    return "-" if precision is None else f"±{precision:.1%}"
+    return precision_text(summary.median_relative_precision, summary.median_ci)
 
 
 def _bytes(value: float | None) -> str:
@@ -299,7 +317,8 @@ def monitoring_lines(result: BenchmarkResult) -> list[str]:
 
 
 def result_table(result: BenchmarkResult) -> Table:
-    table = Table(title=None, show_lines=False, header_style="bold")
+    caption = busy_caption(result)
+    table = Table(title=caption, title_style="bold red", show_lines=False, header_style="bold")
     table.add_column("metric", no_wrap=True)
     table.add_column("unit")
     table.add_column("n", justify="right")
@@ -409,6 +428,8 @@ def launch_lines(result: BenchmarkResult) -> list[str]:
         parts.append(f"wall {_ms(launch.wall_ns)}")
     if launch.compile_cache:
         parts.append(f"compile cache {launch.compile_cache}")
+    if launch.threads is not None:
+        parts.append(f"torch threads {launch.threads}")
     lines = ["; ".join(parts)]
     lines.extend(_where_lines(launch))
     tail = str(launch.stderr_tail or "").rstrip()
@@ -445,6 +466,7 @@ def history_table(runs: list[StoredRun]) -> Table:
             justify="right" if column in ("run", "TTFT ms", "TPOT ms", "decode tok/s") else "left",
             overflow="fold",
         )
+    table.add_column("flags", overflow="fold")
     table.add_column("reason")
     for run in runs:
         table.add_row(
@@ -457,6 +479,20 @@ def history_table(runs: list[StoredRun]) -> Table:
             cell_text(run.medians.get("ttft_ms")),
             cell_text(run.medians.get("tpot_ms")),
             cell_text(run.medians.get("decode_throughput_tok_s")),
+            Text(terminal_safe(run_flags_text(run.flags)), style="bold red" if busy_flags(run.flags) else ""),
             shorten(run.reason, 70),
         )
     return table
+
+
+def busy_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The flags that say the machine, not the config, shaped the figures (host_busy, clocks_changed)."""
+    from tokbench.schema.interference import FLAG_CLOCKS_CHANGED, FLAG_HOST_BUSY
+
+    return tuple(flag for flag in flags if flag in (FLAG_HOST_BUSY, FLAG_CLOCKS_CHANGED))
+
+
+def run_flags_text(flags: tuple[str, ...]) -> str:
+    """Run-level flags for a table cell, the machine's first (upper case: they concern every figure)."""
+    loud = busy_flags(flags)
+    return " ".join([*(flag.upper() for flag in loud), *(flag for flag in flags if flag not in loud)]) or "-"

@@ -26,8 +26,9 @@ import numpy as np
 
 from tokbench.analysis import compare as stats
 from tokbench.analysis.metrics import METRIC_UNITS
-from tokbench.config import BenchmarkConfig
+from tokbench.config import FIELD_SPECS, BenchmarkConfig
 from tokbench.errors import TokbenchError
+from tokbench.fields import identity_role
 from tokbench.results.repeats import machine_of, run_identity
 from tokbench.results.selectors import SelectedRun, device_type_of, distinct_sides, workload_key_of
 from tokbench.schema.comparison import (
@@ -42,6 +43,7 @@ from tokbench.schema.comparison import (
     UnmatchedRun,
     WorkloadComparison,
 )
+from tokbench.schema.interference import flag_detail
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
 # What a workload is: these never differ between compared runs, --ignore or not.
@@ -139,15 +141,13 @@ def environment_differences(baseline: dict[str, Any], contender: dict[str, Any])
 
 
 def _config_differences(first: BenchmarkConfig, second: BenchmarkConfig, skip: Sequence[str] = ()) -> list[str]:
-    policy = {"name", "warmup_iterations", "measurement_iterations", "monitor", "monitor_interval_ms"}
+    """The workload fields that differ: what was measured. Policy fields (how: iterations, budgets, monitoring,
+    seed) and labels (name, profile_tokens, tune_budget_s) are never a difference, as in the workload key."""
     one, two = first.to_dict(), second.to_dict()
     return [
         f"{name} {one[name]!r} vs {two[name]!r}"
         for name in one
-        if name not in policy
-        and name not in skip
-        and one[name] != two[name]
-        and not name.startswith(("warmup_", "measurement_", "target_"))
+        if identity_role(FIELD_SPECS[name]) == "workload" and name not in skip and one[name] != two[name]
     ]
 
 
@@ -236,7 +236,7 @@ def _run_warnings(side: str, runs: Sequence[SelectedRun]) -> list[str]:
     warnings = []
     for run in runs:
         for flag in run.result.flags:
-            warnings.append(f"{side} {run.origin}: {flag}")
+            warnings.append(f"{side} {run.origin}: {flag}{flag_detail(run.result.interference, flag)}")
     prints = {fp.sha256 for run in runs if (fp := fingerprint_of(run.result)) is not None}
     if len(prints) > 1:
         warnings.append(f"{side}: its {len(runs)} runs generated different outputs")

@@ -130,10 +130,13 @@ class StoredRun:
     launcher: str | None
     medians: dict[str, float | None]
     workload_key: str | None = None
+    # The result's run-level flags (no_steady_state, precision_not_reached, host_busy...), read from its JSON.
+    flags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         row = {column: getattr(self, column) for column in _ROW_COLUMNS if not column.endswith("_median")}
         row.update({f"{name}_median": value for name, value in self.medians.items()})
+        row["flags"] = " ".join(self.flags)
         return row
 
 
@@ -176,7 +179,9 @@ class ResultStore:
         if kind not in ("a file", "missing"):
             raise StoreError(f"{self.path} is {kind}, not a results store file; pass --db with a file path")
         if read_only and kind == "missing":
-            raise StoreError(f"no results store at {self.path}; run `tokbench sweep` first or pass --db")
+            raise StoreError(
+                f"no results store at {self.path}; `tokbench run` or `tokbench sweep` fill one, or pass --db"
+            )
         if not read_only and self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -207,6 +212,7 @@ class ResultStore:
         if "workload_key" not in columns:
             self._connection.create_function("tokbench_workload_key", 1, _workload_key_of, deterministic=True)
             self._workload_key_sql = "tokbench_workload_key(result_json)"
+        _ensure_json_extract(self._connection)
 
     def close(self) -> None:
         self._connection.close()
@@ -284,9 +290,10 @@ class ResultStore:
         return [_stored_run(row) for row in self._connection.execute(query, parameters)]
 
     def _select_list(self) -> str:
-        return ", ".join(
-            self._workload_key_sql + " AS workload_key" if c == "workload_key" else c for c in _ROW_COLUMNS
-        )
+        columns = (self._workload_key_sql + " AS workload_key" if c == "workload_key" else c for c in _ROW_COLUMNS)
+        # A damaged row has no flags (``show`` says why it cannot be read), never a failed listing.
+        flags = "CASE WHEN json_valid(result_json) THEN json_extract(result_json, '$.flags') END AS flags"
+        return ", ".join(columns) + ", " + flags
 
     def run(self, run_id: int) -> StoredRun:
         row = self._connection.execute(
@@ -449,8 +456,41 @@ def _median(result: BenchmarkResult, metric: str) -> float | None:
     return summary.median if summary is not None else None
 
 
+def _ensure_json_extract(connection: sqlite3.Connection) -> None:
+    """SQLite's json_valid / json_extract, or (an SQLite built without JSON, before 3.38) the same in Python."""
+    try:
+        connection.execute("SELECT json_valid('[]'), json_extract('[]', '$')").fetchone()
+    except sqlite3.OperationalError:
+        connection.create_function("json_valid", 1, _json_valid, deterministic=True)
+        connection.create_function("json_extract", 2, _json_extract_top, deterministic=True)
+
+
+def _json_valid(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return False
+    return True
+
+
+def _json_extract_top(text: str, path: str) -> str | None:
+    try:
+        value = json.loads(text).get(path.removeprefix("$."))
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return None if value is None else json.dumps(value)
+
+
+def _flags_of(text: str | None) -> tuple[str, ...]:
+    try:
+        flags = json.loads(text) if text else []
+    except json.JSONDecodeError:
+        return ()
+    return tuple(str(flag) for flag in flags) if isinstance(flags, list) else ()
+
+
 def _stored_run(row: Sequence[Any]) -> StoredRun:
-    values = dict(zip(_ROW_COLUMNS, row, strict=True))
+    values = dict(zip((*_ROW_COLUMNS, "flags"), row, strict=True))
     return StoredRun(
         run_id=values["run_id"],
         sweep_id=values["sweep_id"],
@@ -466,4 +506,5 @@ def _stored_run(row: Sequence[Any]) -> StoredRun:
         launcher=values["launcher"],
         medians={name: values[f"{name}_median"] for name in HEADLINE_METRICS},
         workload_key=values["workload_key"],
+        flags=_flags_of(values["flags"]),
     )

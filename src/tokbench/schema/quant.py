@@ -76,6 +76,31 @@ class CandidateTiming(Record):
         return MEDIAN_SE_PER_IQR * self.iqr_ns / math.sqrt(max(len(self.samples), 1))
 
 
+CONFIDENCE_CLEAR = "clear"  # the winner beat the runner-up beyond chance: cached
+CONFIDENCE_TIE = "tie"  # measured equal within a few percent: the simpler one is as good a pick; cached
+CONFIDENCE_NOISE = "noise"  # could not separate the candidates from the noise: used for this run, never cached
+
+
+@dataclass(frozen=True)
+class PickConfidence(Record):
+    """How sure the tuner is of one pick (``tokbench.quant.tune.selection.pick_confidence``), and why."""
+
+    OMIT_NONE = True
+
+    level: str  # CONFIDENCE_CLEAR | CONFIDENCE_TIE | CONFIDENCE_NOISE
+    reason: str
+    runner_up: str | None = None  # the fastest other candidate it was tested against
+    rounds_won: int | None = None  # paired rounds the winner was faster / slower in (ties left out)
+    rounds_lost: int | None = None
+    p_value: float | None = None  # exact two-sided sign test on those rounds
+    noise_band: float | None = None  # 2 standard errors of the difference of medians, relative to the winner's
+    clock_step: float | None = None  # the smallest step between distinct timings, relative to the winner's median
+
+    @property
+    def cacheable(self) -> bool:
+        return self.level != CONFIDENCE_NOISE
+
+
 @dataclass(frozen=True)
 class ShapeTuning(Record):
     """Tuning of one layer shape at one M."""
@@ -96,6 +121,7 @@ class ShapeTuning(Record):
     plan: MeasurePlan | None  # None when the entry came from the cache
     tuning_ns: int
     rejected: tuple[tuple[str, str], ...] = ()  # (label, reason) of candidates whose first call failed
+    confidence: PickConfidence | None = None  # absent in reports written before the tuner said it
 
     def timing_of(self, choice: KernelChoice) -> CandidateTiming | None:
         return next((t for t in self.candidates if t.choice == choice), None)

@@ -234,6 +234,7 @@ class LaunchRecord(Record):
     slot: int | None = None
     gpus: tuple[str, ...] | None = None  # the GPUs the child saw (CUDA_VISIBLE_DEVICES entries: index or UUID)
     child_environment: dict[str, str] | None = None
+    threads: int | None = None  # torch threads the executor's thread policy gave the child (sweep.threads)
     group: LaunchGroup | None = None
     ray: RayPlacement | None = None
 

@@ -18,6 +18,7 @@ from tokbench.fileio import UnsafeFileError, atomic_write_text, parse_json_text,
 from tokbench.schema.checks import check_numbers, check_traces
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.interference import InterferenceRecord
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.quant import QuantizationRecord
@@ -127,6 +128,8 @@ class BenchmarkResult(Record):
     launch: LaunchRecord = field(default_factory=LaunchRecord)
     # The validation call's generated token ids and their hash: `tokbench compare` flags changed outputs.
     output_fingerprint: OutputFingerprint | None = None
+    # What else the machine did while measuring (other processes' CPU, steal, load, clocks): host_busy etc.
+    interference: InterferenceRecord | None = None
     schema_version: int = SCHEMA_VERSION
     # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
     # history match runs on it. Left empty, it is computed from the config and the run's device.
@@ -172,7 +175,8 @@ class BenchmarkResult(Record):
 
     @property
     def flags(self) -> tuple[str, ...]:
-        """Run-level warnings: no steady state before measuring, precision target missed, recompiles."""
+        """Run-level warnings: no steady state before measuring, precision target missed, recompiles, a busy
+        machine or changed clocks while measuring (``interference``)."""
         flags = []
         warmup, measurement, compile_record = self.phases.warmup, self.phases.measurement, self.phases.compile
         if warmup is not None and warmup.policy == "auto" and not warmup.steady_state:
@@ -183,6 +187,8 @@ class BenchmarkResult(Record):
             flags.append(FLAG_RECOMPILED_WHILE_MEASURING)
         if self.serving is not None and not self.serving.valid:
             flags.append(FLAG_CLIENT_BEHIND_SCHEDULE)
+        if self.interference is not None:
+            flags.extend(self.interference.flags)
         return tuple(flags)
 
     @classmethod

@@ -37,6 +37,7 @@ from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.forkserver import ForkServer
+from tokbench.sweep.threads import THREADS_ENV
 from tokbench.sweep.worker import group_result_path
 
 STDERR_TAIL_CHARS = 4000
@@ -392,6 +393,8 @@ class ProcessLauncher:
             raise KeyboardInterrupt  # aborted from another thread: start nothing more
         if self.child_environment:
             launch["child_environment"] = dict(self.child_environment)
+            if self.child_environment.get(THREADS_ENV, "").isdigit():
+                launch["threads"] = int(self.child_environment[THREADS_ENV])
         if self.start_method == "forkserver":
             try:
                 server, started = self._fork_server()

@@ -68,13 +68,16 @@ START_METHODS = ("forkserver", "spawn")  # of the process launcher; None: forkse
 _SWEEP_KEYS = ("level", "timeout_s", "repeat", "compile_cache", "launcher", "start_method", "configs")
 # Where configs run (``tokbench.sweep.executors``); also sweep-file keys.
 EXECUTOR_NAMES = ("local", "ray")
-_EXECUTOR_KEYS = ("executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load")
+_EXECUTOR_KEYS = (
+    "executor", "parallel", "gpus_per_config", "cpus_per_config", "ray_address", "share_load", "threads",
+)  # fmt: skip
 _SWEEP_KEYS = (*_SWEEP_KEYS, *_EXECUTOR_KEYS)
 DEFAULT_TIMEOUT_S = 1800.0
 # Bounds of the sweep options, declared once: the sweep file's values and the command line's flags use them.
 MAX_REPEAT = 1_000
 MAX_PARALLEL = 1_024
 MAX_GPUS_PER_CONFIG = 1_024
+MAX_THREADS = 4_096  # torch threads per config process
 MAX_CPUS_PER_CONFIG = 4_096.0
 # A plan's size is known before it is built (the product of the value lists): beyond the limit it is refused
 # with its count (a YAML alias bomb, a typo'd range), beyond the warning it is run but said to be large.
@@ -104,6 +107,7 @@ class SweepSpec:
     cpus_per_config: float | None = None  # ray: CPUs each task reserves (default 1)
     ray_address: str | None = None  # ray: "auto", an address, or None (a local cluster for this sweep)
     share_load: bool = True  # configs that need no reload share one model load (sweep.grouping)
+    threads: int | None = None  # torch threads per config process (default: sweep.threads' policy)
 
     def __post_init__(self) -> None:
         self._check_executor_options()
@@ -129,7 +133,8 @@ class SweepSpec:
             raise ConfigError(
                 "executor", f"unknown executor {self.executor!r}", f"use one of: {', '.join(EXECUTOR_NAMES)}"
             )
-        for name, maximum in (("parallel", MAX_PARALLEL), ("gpus_per_config", MAX_GPUS_PER_CONFIG)):
+        bounded = (("parallel", MAX_PARALLEL), ("gpus_per_config", MAX_GPUS_PER_CONFIG), ("threads", MAX_THREADS))
+        for name, maximum in bounded:
             if getattr(self, name) is not None:
                 _check_count(getattr(self, name), name, maximum)
         cpus = self.cpus_per_config
@@ -266,12 +271,8 @@ def _group_plans(spec: SweepSpec) -> tuple[list[_GroupPlan], list[str]]:
         values = {name: _as_values(name, value) for name, value in merged.items()}
         variants: list[dict[str, Any]] = [{}]
         if combinations is not None:
-            # The level restricts its dimensions: a value the user listed for one keeps only matching combinations.
-            variants = [
-                combination
-                for combination in combinations
-                if all(combination[name] in values[name] for name in combination if name in values)
-            ]
+            variants, kept_notes = _level_variants(spec.level or "", combinations, values)
+            notes.extend(note for note in kept_notes if note not in notes)
             values = {name: choices for name, choices in values.items() if name not in LEVEL_DIMENSIONS}
         groups.append(_GroupPlan(tuple(values), tuple(values.values()), tuple(variants), timeout_s))
     return groups, notes
@@ -286,7 +287,10 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
     """Every combination the spec describes, in file order (duplicates included).
 
     The size is known first: a plan beyond ``MAX_PLAN_COMBINATIONS`` is refused with its count before one
-    config is built, and one beyond ``LARGE_PLAN_COMBINATIONS`` gets a note.
+    config is built, and one beyond ``LARGE_PLAN_COMBINATIONS`` gets a note. With a level, a combination the level
+    itself made invalid (a compile mode with continuous batching, say) is left out with a note, never listed as the
+    user's invalid input; a value the file lists for a level dimension that no combination of the level has is
+    kept, with a note, never dropped in silence.
     """
     groups, notes = _group_plans(spec)
     total = sum(group.size for group in groups)
@@ -304,15 +308,52 @@ def expand(spec: SweepSpec) -> tuple[list[PlannedConfig], list[InvalidCombinatio
         )
     planned: list[PlannedConfig] = []
     invalid: list[InvalidCombination] = []
+    level_made: dict[str, int] = {}  # reason -> how many level combinations it made invalid
     for group in groups:
         for product in itertools.product(*group.values):
+            own = dict(zip(group.names, product, strict=True))
             for variant in group.variants:
-                config_fields = {**dict(zip(group.names, product, strict=True)), **variant}
+                config_fields = {**own, **variant}
                 try:
                     planned.append(PlannedConfig(BenchmarkConfig.from_dict(config_fields), group.timeout_s))
                 except ConfigError as error:
-                    invalid.append(InvalidCombination(config_fields, str(error)))
+                    if variant and _valid(own):  # the level's combination made it invalid, not the file
+                        level_made[str(error)] = level_made.get(str(error), 0) + 1
+                    else:
+                        invalid.append(InvalidCombination(config_fields, str(error)))
+    if level_made:
+        count = sum(level_made.values())
+        first = next(iter(level_made))
+        notes.append(f"level {spec.level}: {count} of its combinations are not valid configs and were left out "
+                     f"(e.g. {first})")  # fmt: skip
     return planned, invalid, notes
+
+
+def _valid(config_fields: Mapping[str, Any]) -> bool:
+    try:
+        BenchmarkConfig.from_dict(dict(config_fields))
+    except ConfigError:
+        return False
+    return True
+
+
+def _level_variants(
+    level: str, combinations: list[dict[str, Any]], values: Mapping[str, list[Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The level's combinations restricted to the values the file lists for its dimensions, plus one for each
+    listed value no combination of the level has (kept as asked, the other dimensions at the file's values or
+    their defaults), with a note saying so."""
+    listed = {name: choices for name, choices in values.items() if name in LEVEL_DIMENSIONS}
+    variants = [c for c in combinations if all(c[name] in listed[name] for name in c if name in listed)]
+    notes = []
+    dimensions = list(combinations[0]) if combinations else [d for d in LEVEL_DIMENSIONS if d in listed]
+    for name, choices in listed.items():
+        missing = [value for value in choices if not any(variant.get(name) == value for variant in variants)]
+        for value in missing:
+            others = [listed.get(d, [_LEVEL_DEFAULTS.get(d)]) if d != name else [value] for d in dimensions]
+            variants.extend(dict(zip(dimensions, chosen, strict=True)) for chosen in itertools.product(*others))
+            notes.append(f"level {level} has no combination with {name} {value!r}; kept, as the sweep file asks")
+    return variants, notes
 
 
 def plan_sweep(spec: SweepSpec, check: Callable[[BenchmarkConfig], None] | None = None) -> SweepPlan:

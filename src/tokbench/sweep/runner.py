@@ -104,7 +104,8 @@ def execute_plan(
         outcome.entries.append(entry)
         if hook is not None:
             label = entry.config.name if repeat == 1 else f"{entry.config.name} #{entry.repeat_index + 1}"
-            hook.advanced(STAGE_SWEEP, len(outcome.entries), terminal_safe(f"last: {label}", newlines=False))
+            status = entry.result.status if entry.result is not None else "stored before"
+            hook.advanced(STAGE_SWEEP, len(outcome.entries), terminal_safe(f"last: {label} {status}", newlines=False))
         if on_result is not None:
             on_result(entry)
 

@@ -82,6 +82,7 @@ def run_config_file(config_path: str, result_path: str) -> int:
     from tokbench.config import BenchmarkConfig
     from tokbench.errors import ConfigError
 
+    _apply_thread_policy()
     try:
         with open(config_path, encoding="utf-8") as stream:
             data = json.load(stream)
@@ -99,6 +100,13 @@ def run_config_file(config_path: str, result_path: str) -> int:
     result = run(config, progress=False)
     save_result(result, result_path)
     return 0
+
+
+def _apply_thread_policy() -> None:
+    """The torch thread count the executor gave this child (sweep.threads), before anything is loaded."""
+    from tokbench.sweep.threads import apply_from_environment
+
+    apply_from_environment()
 
 
 def group_result_path(result_path: str, index: int) -> str:

@@ -24,11 +24,16 @@ How it times (the practice of Triton's do_bench, torch.utils.benchmark and pyper
   difference within ``max(1 % of the best median, 2 standard errors of the difference of medians)``,
   the standard error of a median estimated as ``0.93 * IQR / sqrt(n)`` (normal approximation:
   ``1.2533 * sigma / sqrt(n)`` with ``sigma = IQR / 1.349``). This is a noise-aware version of "within
-  the IQR" that still separates candidates whose medians are well measured.
+  the IQR" that still separates candidates whose medians are well measured;
+* every pick says how sure it is (``ShapeTuning.confidence``, :mod:`tokbench.analysis.picks`): clear (it beat
+  the runner-up in its paired rounds, exact sign test p < 0.01), a measured tie, or noise (including timings in
+  a busy CPU's time slices, or a machine found busy while timing by ``hardware.interference``).
 
 Winners are cached as JSON, one file per key, keyed by everything that changes the answer (the kernel
-code's :data:`tokbench.quant.kernels.KERNEL_REVISION` included); an entry whose winner cannot run the
-layer now, or whose candidates differ, is ignored with a TuningCacheWarning.
+code's :data:`tokbench.quant.kernels.KERNEL_REVISION` and the selection rule included); a noise pick is used
+for the run and never cached (PickNotCachedWarning). ``cache_mode="refresh"`` (``tokbench tune --retune``,
+``tokbench run --retune``, ``TOKBENCH_RETUNE=1``) times again and replaces the entries. An entry whose winner
+cannot run the layer now, or whose candidates differ, is ignored with a TuningCacheWarning.
 """
 
 from tokbench.quant.tune.cache import (
@@ -40,13 +45,26 @@ from tokbench.quant.tune.cache import (
     default_cache_dir,
     triton_version,
 )
-from tokbench.quant.tune.orchestration import CandidateRejectedWarning, time_layer, tune_model, tuned_ms
+from tokbench.quant.tune.orchestration import (
+    CACHE_MODES,
+    CACHE_OFF,
+    CACHE_REFRESH,
+    CACHE_USE,
+    RETUNE_ENV,
+    CandidateRejectedWarning,
+    PickNotCachedWarning,
+    default_cache_mode,
+    time_layer,
+    tune_model,
+    tuned_ms,
+)
 from tokbench.quant.tune.selection import (
     HIGH_DISPERSION,
     TIE_RELATIVE,
     HighDispersionWarning,
     candidate_timing,
     is_near_tie,
+    pick_confidence,
     pick_winner,
     warn_dispersion,
 )
@@ -63,13 +81,19 @@ from tokbench.quant.tune.timing import (
 
 __all__ = [
     "CACHE_ENV_VAR",
+    "CACHE_MODES",
+    "CACHE_OFF",
+    "CACHE_REFRESH",
     "CACHE_SCHEMA_VERSION",
+    "CACHE_USE",
     "HIGH_DISPERSION",
+    "RETUNE_ENV",
     "TIE_RELATIVE",
     "CandidateRejectedWarning",
     "ClockTimer",
     "CudaEventTimer",
     "HighDispersionWarning",
+    "PickNotCachedWarning",
     "RoundTimer",
     "TuningCache",
     "TuningCacheWarning",
@@ -77,9 +101,11 @@ __all__ = [
     "cache_key",
     "candidate_timing",
     "default_cache_dir",
+    "default_cache_mode",
     "default_timer",
     "is_near_tie",
     "measure_round_robin",
+    "pick_confidence",
     "pick_winner",
     "plan_rounds",
     "round_robin_order",

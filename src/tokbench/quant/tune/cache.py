@@ -20,6 +20,9 @@ from tokbench.quant import kernels as quant_kernels
 from tokbench.schema.quant import CandidateTiming, KernelChoice
 
 CACHE_SCHEMA_VERSION = 2  # 2: baseline and rejected candidates, kernel revision in the key
+# The rule that decides which picks are cached. 2: only picks separated from noise (analysis.picks), each with its
+# confidence. In the key, so picks cached under an earlier rule (noise included) are never read again.
+SELECTION_REVISION = 2
 
 
 class TuningCacheWarning(UserWarning):
@@ -111,6 +114,7 @@ def cache_key(
     return {
         # Read at call time (not imported by value) so a bump, or a test's monkeypatch, takes effect.
         "kernel_revision": quant_kernels.KERNEL_REVISION,
+        "selection": SELECTION_REVISION,
         "device_type": device.type,
         "device_name": device_name(device),
         # CPU kernels scale with the thread count, so a winner at 2 threads says nothing about 16.

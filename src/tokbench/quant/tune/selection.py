@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
+from tokbench.analysis.picks import TIE_RELATIVE, is_near_tie
+from tokbench.analysis.picks import pick_confidence as _pick_confidence
 from tokbench.analysis.stats import percentile
 from tokbench.quant.kernels import simplicity_rank
 from tokbench.quant.tune.timing import TuningError
-from tokbench.schema.quant import CandidateTiming, KernelChoice
+from tokbench.schema.quant import CandidateTiming, KernelChoice, PickConfidence
 from tokbench.schema.summary import HIGH_DISPERSION  # IQR / median above this is reported (as torch.utils.benchmark)
-
-TIE_RELATIVE = 0.01  # medians within 1 % are a tie whatever the noise estimate says
 
 
 class HighDispersionWarning(UserWarning):
@@ -25,12 +24,6 @@ def candidate_timing(choice: KernelChoice, samples: Sequence[int]) -> CandidateT
     median = percentile(values, 50.0)
     iqr = percentile(values, 75.0) - percentile(values, 25.0)
     return CandidateTiming(choice, round(median), round(iqr), tuple(int(s) for s in samples))
-
-
-def is_near_tie(best: CandidateTiming, other: CandidateTiming, tie_relative: float = TIE_RELATIVE) -> bool:
-    """Whether ``other``'s median is within the noise of ``best``'s (see the module doc)."""
-    noise = 2.0 * math.hypot(best.median_standard_error_ns, other.median_standard_error_ns)
-    return other.median_ns - best.median_ns <= max(tie_relative * best.median_ns, noise)
 
 
 def pick_winner(timings: Sequence[CandidateTiming], tie_relative: float = TIE_RELATIVE) -> tuple[KernelChoice, bool]:
@@ -55,3 +48,11 @@ def warn_dispersion(timings: Sequence[CandidateTiming], context: str) -> bool:
             stacklevel=3,
         )
     return bool(noisy)
+
+
+
+def pick_confidence(
+    contenders: Sequence[CandidateTiming], winner: KernelChoice, busy_reason: str = ""
+) -> PickConfidence:
+    """``analysis.picks.pick_confidence`` with the kernels' simplicity order for equal medians."""
+    return _pick_confidence(contenders, winner, busy_reason, rank=simplicity_rank)

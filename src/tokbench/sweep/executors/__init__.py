@@ -19,6 +19,7 @@ from tokbench.errors import ConfigError
 from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.grouping import load_groups
 from tokbench.sweep.plan import SweepPlan, SweepSpec
+from tokbench.sweep.threads import ThreadPlan, ray_plan
 
 EXECUTOR_NAMES = ("local", "ray")
 
@@ -94,7 +95,21 @@ def open_executor(spec: SweepSpec, **launcher_options: Any) -> Executor:
             start_method=spec.start_method,
             gpus_per_config=spec.gpus_per_config,
             cpus_per_config=spec.cpus_per_config,
+            threads=spec.threads,
         )
     from tokbench.sweep.executors.local import LocalExecutor
 
     return LocalExecutor.for_spec(spec, **launcher_options)
+
+
+def planned_threads(spec: SweepSpec, units: int | None = None) -> tuple[ThreadPlan | None, int]:
+    """The thread policy a sweep's executor will apply to ``units`` work units, and the slots it has (Ray: 1 per
+    task), without starting anything: for the plan, ``--dry-run`` included. Fewer units than slots run fewer at
+    once, and their processes get the cores of the idle slots too."""
+    if getattr(spec, "executor", "local") == "ray":
+        return ray_plan(1.0 if spec.cpus_per_config is None else float(spec.cpus_per_config), spec.threads), 1
+    from tokbench.sweep.executors.local import local_slots, local_thread_plan
+
+    slots = local_slots(spec)
+    at_once = slots if units is None else slots[: max(1, min(len(slots), units))]
+    return local_thread_plan(spec, at_once), len(slots)

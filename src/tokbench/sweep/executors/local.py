@@ -24,6 +24,7 @@ from tokbench.errors import ConfigError
 from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
 from tokbench.sweep.plan import SweepSpec
+from tokbench.sweep.threads import ThreadPlan, local_plan
 
 # How long the calling thread waits for a result before it looks again (keeps Ctrl-C responsive).
 _RESULT_POLL_S = 0.2
@@ -100,6 +101,32 @@ def gpu_slots(gpus: Sequence[str], *, parallel: int | None, gpus_per_config: int
     return [tuple(gpus[slot * per_config : (slot + 1) * per_config]) for slot in range(slots)]
 
 
+def local_slots(spec: SweepSpec, gpus: Sequence[str] | None = None) -> list[GpuSlot]:
+    """The slots a local sweep runs configs in (``gpus``: the visible GPUs, found here when None)."""
+    parallel = getattr(spec, "parallel", None)
+    gpus_per_config = getattr(spec, "gpus_per_config", None)
+    if spec.launcher == "inline" and (parallel not in (None, 1) or gpus_per_config is not None):
+        raise ConfigError(
+            "launcher", "the inline launcher runs one config at a time in this process", "drop --launcher inline"
+        )
+    needs_gpus = parallel not in (None, 1) or gpus_per_config is not None
+    return gpu_slots(
+        (visible_gpus() if gpus is None else gpus) if needs_gpus else [],
+        parallel=parallel,
+        gpus_per_config=gpus_per_config,
+    )
+
+
+def local_thread_plan(spec: SweepSpec, slots: Sequence[GpuSlot]) -> ThreadPlan | None:
+    """The thread policy's count for these slots; None for the inline launcher (this process's own threads)."""
+    threads = getattr(spec, "threads", None)
+    if spec.launcher == "process":
+        return local_plan(len(slots), threads, gpus=any(slots))
+    if threads is not None:
+        raise ConfigError("threads", "the inline launcher runs configs in this process", "drop --launcher inline")
+    return None
+
+
 def slot_environment(slot: GpuSlot) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": ",".join(slot)} if slot else {}
 
@@ -109,10 +136,20 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, make_launcher: Callable[[dict[str, str]], Any], slots: Sequence[GpuSlot] = ((),)) -> None:
+    def __init__(
+        self,
+        make_launcher: Callable[[dict[str, str]], Any],
+        slots: Sequence[GpuSlot] = ((),),
+        thread_plan: ThreadPlan | None = None,
+        threads: int | None = None,
+    ) -> None:
         if not slots:
             raise ConfigError("parallel", "no slot to run configs in", "use --parallel 1 or more")
         self.slots = list(slots)
+        # None: configs run in this process (inline), with its threads; else every child gets the plan's count,
+        # for the configs that really run at once (fewer units than slots leave slots idle: see ``execute``).
+        self.thread_plan = thread_plan
+        self._threads = threads
         self._make_launcher = make_launcher
         self._launchers: list[Any] = []
 
@@ -128,18 +165,8 @@ class LocalExecutor:
     ) -> LocalExecutor:
         from tokbench.sweep.launchers import make_launcher
 
-        parallel = getattr(spec, "parallel", None)
-        gpus_per_config = getattr(spec, "gpus_per_config", None)
-        if spec.launcher == "inline" and (parallel not in (None, 1) or gpus_per_config is not None):
-            raise ConfigError(
-                "launcher", "the inline launcher runs one config at a time in this process", "drop --launcher inline"
-            )
-        needs_gpus = parallel not in (None, 1) or gpus_per_config is not None
-        slots = gpu_slots(
-            (visible_gpus() if gpus is None else gpus) if needs_gpus else [],
-            parallel=parallel,
-            gpus_per_config=gpus_per_config,
-        )
+        slots = local_slots(spec, gpus)
+        thread_plan = local_thread_plan(spec, slots)
 
         def launcher_for(environment: dict[str, str]) -> Any:
             options = dict(launcher_options)
@@ -149,9 +176,12 @@ class LocalExecutor:
                 spec.launcher, compile_cache=spec.compile_cache, start_method=spec.start_method, **options
             )
 
-        return cls(launcher_for, slots)
+        return cls(launcher_for, slots, thread_plan, getattr(spec, "threads", None))
 
     def execute(self, units: Sequence[WorkUnit], deliver: Deliver) -> None:
+        if self.thread_plan is not None and not self._launchers:
+            at_once = max(1, min(len(self.slots), len(units)))
+            self.thread_plan = local_plan(at_once, self._threads, gpus=any(self.slots))
         if len(self.slots) == 1:
             launcher = self._launcher(0)
             for unit in units:
@@ -173,7 +203,10 @@ class LocalExecutor:
 
     def _launcher(self, slot: int) -> Any:
         while len(self._launchers) <= slot:
-            self._launchers.append(self._make_launcher(slot_environment(self.slots[len(self._launchers)])))
+            environment = slot_environment(self.slots[len(self._launchers)])
+            if self.thread_plan is not None:
+                environment.update(self.thread_plan.environment())
+            self._launchers.append(self._make_launcher(environment))
         return self._launchers[slot]
 
     def _annotate(self, result: BenchmarkResult, slot: int) -> BenchmarkResult:

@@ -32,6 +32,7 @@ from tokbench.errors import LaunchError, ResultFormatError
 from tokbench.schema.records import RayPlacement
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
+from tokbench.sweep.threads import ray_plan
 
 INSTALL_HINT = "install the extra: pip install 'tokbench[ray]' (Ray 2.60, pinned so it never replaces your torch)"
 # How long an address gets to answer before the sweep is refused (Ray itself retries for minutes, silently).
@@ -72,7 +73,10 @@ def run_unit_task(payload: str) -> Iterator[str]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     start_method = unit["start_method"] or "spawn"  # a fork server per task would cost what a spawn costs
-    with ProcessLauncher(compile_cache=unit["compile_cache"], start_method=start_method) as launcher:
+    threads = {key: str(value) for key, value in unit.get("thread_environment", {}).items()}
+    with ProcessLauncher(
+        compile_cache=unit["compile_cache"], start_method=start_method, child_environment=threads
+    ) as launcher:
         for result in launcher.launch_group(configs, unit["timeouts_s"]):
             launch = dataclasses.replace(result.launch, executor="ray", ray=RayPlacement.from_dict(where))
             yield json.dumps(dataclasses.replace(result, launch=launch).to_dict(), allow_nan=False)
@@ -98,9 +102,13 @@ class RayExecutor:
         start_method: str | None = None,
         gpus_per_config: int | None = None,
         cpus_per_config: float | None = None,
+        threads: int | None = None,
         init_options: dict[str, Any] | None = None,
         notify: Callable[[str], None] | None = None,
     ) -> None:
+        # The same policy as the local executor: a config's process runs on the CPUs reserved for it (checked
+        # before Ray starts, so a wrong --threads costs nothing).
+        self.thread_plan = ray_plan(1.0 if cpus_per_config is None else float(cpus_per_config), threads)
         ray = import_ray()
         self._ray = ray
         self._started_here = False
@@ -193,6 +201,7 @@ class RayExecutor:
                 "timeouts_s": list(unit.timeouts_s),
                 "compile_cache": self.compile_cache,
                 "start_method": self.start_method,
+                "thread_environment": self.thread_plan.environment(),
             }
         )
         options = {"num_cpus": self.cpus_per_config, "num_gpus": self.gpus_for(unit.configs[0])}
