@@ -60,7 +60,7 @@ def test_result_survives_a_json_round_trip(fast_config_fields: dict[str, object]
     path = save_result(result, tmp_path / "r.json")
     assert load_result(path) == result
     assert tokbench.load_result(path).summary == result.summary
-    assert result.environment["torch"] == torch.__version__
+    assert result.environment.torch == torch.__version__
     assert result.phases.device_warmup is not None and result.phases.device_warmup.matmuls > 0
     cold = result.phases.cold_call
     assert cold is not None and cold.generated_tokens == (result.config.new_tokens,)
@@ -106,7 +106,7 @@ def test_a_model_that_cannot_be_loaded_is_recorded_as_failed(fast_config_fields:
     result = tokbench.run(config, progress=False)  # offline (conftest): the Hub is never reached
     assert result.status == "failed"
     assert result.reason.startswith("loading failed: ModelSourceError: cannot load the tokenizer")
-    assert result.environment["torch"] == torch.__version__
+    assert result.environment.torch == torch.__version__
 
 
 def test_a_provided_model_is_measured_and_left_as_it_was(fast_config_fields: dict[str, object]) -> None:

@@ -36,6 +36,7 @@ from tokbench.interrupts import Interrupted, signal_of
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
     STATUS_FAILED,
@@ -59,15 +60,12 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def _environment() -> dict[str, Any]:
+def _environment() -> EnvironmentRecord:
     try:
         environment = capture_environment()
     except Exception as error:  # a broken driver must not cost the measurement its result
-        environment = {"capture_error": _describe(error)}
-    notes = compat.check_versions()
-    if notes:
-        environment["compat_warnings"] = notes
-    return environment
+        environment = EnvironmentRecord(capture_error=_describe(error))
+    return replace(environment, compat_warnings=tuple(compat.check_versions()))
 
 
 def run(

@@ -178,8 +178,7 @@ def select(spec: str, db: str | None = None) -> list[SelectedRun]:
 
 
 def _commit(result: BenchmarkResult) -> str | None:
-    git = result.environment.get("git") or {}
-    return git.get("commit") if isinstance(git, dict) else None
+    return result.environment.commit
 
 
 __all__ = ["SELECTOR_KEYS", "SelectedRun", "SelectorError", "StoreError", "parse_selector", "select"]

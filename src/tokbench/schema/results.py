@@ -17,6 +17,7 @@ from tokbench.errors import ResultFormatError
 from tokbench.fileio import atomic_write_text
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.quant import QuantizationRecord
@@ -105,7 +106,7 @@ class BenchmarkResult(Record):
     config: BenchmarkConfig
     status: str
     reason: str = ""
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: EnvironmentRecord = field(default_factory=EnvironmentRecord)
     phases: StageRecords = field(default_factory=StageRecords)
     iterations: tuple[GenerationTrace, ...] = ()
     summary: dict[str, Summary] = field(default_factory=dict)
@@ -142,6 +143,8 @@ class BenchmarkResult(Record):
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if isinstance(self.launch, Mapping):  # launchers build the record field by field as a child runs
             object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
+        if isinstance(self.environment, Mapping):  # as stored (a result built from parts of a stored one)
+            object.__setattr__(self, "environment", EnvironmentRecord.from_dict(self.environment))
         # Derived, always: a copy with another config or device (dataclasses.replace) never keeps a stale key.
         key = result_workload_key(self.config, self.effective_settings, self.environment)
         object.__setattr__(self, "workload_key", key)

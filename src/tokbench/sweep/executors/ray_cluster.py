@@ -27,6 +27,7 @@ from typing import Any
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import LaunchError, ResultFormatError
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import RayPlacement
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
@@ -114,7 +115,7 @@ class RayExecutor:
         self.cpus_per_config = 1.0 if cpus_per_config is None else float(cpus_per_config)
         self._task = ray.remote(max_retries=0)(run_unit_task)
         self._cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        self._environment: dict[str, Any] | None = None
+        self._environment: EnvironmentRecord | None = None
 
     def gpus_for(self, config: BenchmarkConfig) -> int:
         """GPUs a config's task reserves: none for a CPU config; ``gpus_per_config`` for a CUDA one, and for
@@ -200,7 +201,7 @@ class RayExecutor:
             launch=launch,
         )
 
-    def _driver_environment(self) -> dict[str, Any]:
+    def _driver_environment(self) -> EnvironmentRecord:
         if self._environment is None:
             from tokbench.hardware.environment import capture_environment_or_reason
 
