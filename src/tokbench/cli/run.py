@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError
 from tokbench.text import terminal_safe
+
+if TYPE_CHECKING:
+    from tokbench.engine.quiet import HeldBack
 
 # `tokbench tune` takes these config fields, with help that says what each means for tuning.
 _TUNE_FIELDS = ("model", "batch_size", "sequence_length", "dtype", "device", "seed", "trust_remote_code")
@@ -81,6 +84,7 @@ def command_tune(args: argparse.Namespace) -> int:
     import json
 
     from tokbench.engine.loading import benchmark_mode, load
+    from tokbench.engine.quiet import libraries_quiet
     from tokbench.fileio import atomic_write_text
     from tokbench.quant.tune import tune_model
     from tokbench.report.terminal import make_console
@@ -93,17 +97,18 @@ def command_tune(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"tokbench: invalid config: {error}", file=sys.stderr)
         return EXIT_USAGE
-    loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
-    with benchmark_mode(loaded.model):
-        report = tune_model(
-            loaded.model,
-            config.batch_size,
-            max(config.prompt_lengths),
-            device=loaded.device,
-            budget_s_per_shape=config.tune_budget_s,
-            use_cache=not args.no_cache,
-            prefill_rows=config.prefill_rows,
-        )
+    with libraries_quiet():  # tokbench's own warnings (the tuner's) still reach the terminal
+        loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
+        with benchmark_mode(loaded.model):
+            report = tune_model(
+                loaded.model,
+                config.batch_size,
+                max(config.prompt_lengths),
+                device=loaded.device,
+                budget_s_per_shape=config.tune_budget_s,
+                use_cache=not args.no_cache,
+                prefill_rows=config.prefill_rows,
+            )
     make_console().print(render_tuning_table(report))
     if args.output:
         atomic_write_text(args.output, json.dumps(report.to_dict(), indent=1, allow_nan=False))
@@ -112,18 +117,25 @@ def command_tune(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tokbench.engine.profiling import trace_path_for
-    from tokbench.engine.runner import RunInterrupted, run
-    from tokbench.interrupts import interruptible, signals_deferred
-    from tokbench.report.progress import RichProgress
-    from tokbench.report.terminal import make_console, print_result
-    from tokbench.results.outputs import OutputLocationError, plan_result_target
+    from tokbench.engine.quiet import libraries_quiet
 
     try:
         config = config_from_args(args)
     except ConfigError as error:
         print(f"tokbench: invalid config: {terminal_safe(error, newlines=False)}", file=sys.stderr)
         return EXIT_USAGE
+    with libraries_quiet() as held:  # what the libraries say while importing and running goes into the result
+        return _run_and_keep(args, config, held)
+
+
+def _run_and_keep(args: argparse.Namespace, config: BenchmarkConfig, held: HeldBack) -> int:
+    from tokbench.engine.profiling import trace_path_for
+    from tokbench.engine.runner import RunInterrupted, run, with_library_output
+    from tokbench.interrupts import interruptible, signals_deferred
+    from tokbench.report.progress import RichProgress
+    from tokbench.report.terminal import make_console, print_result
+    from tokbench.results.outputs import OutputLocationError, plan_result_target
+
     try:
         target = plan_result_target(args.output, config.name)
     except OutputLocationError as error:
@@ -136,6 +148,7 @@ def command_run(args: argparse.Namespace) -> int:
             result = run(config, progress=hook, profile_path=trace_path_for(target.planned_path))
         except RunInterrupted as stop:
             interrupted, result = stop, stop.result
+        result = with_library_output(result, held, notes=False)  # the imports' messages too
         with signals_deferred():  # the table and the save are never cut in half by a signal
             print_result(result, make_console())
             written = _keep_result(result, target)

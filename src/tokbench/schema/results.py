@@ -27,6 +27,7 @@ from tokbench.schema.records import (
     EffectiveSettings,
     GenerationTrace,
     LaunchRecord,
+    LibraryMessage,
     LoadTimings,
     ModelSource,
     ProfileRecord,
@@ -129,9 +130,13 @@ class BenchmarkResult(Record):
     # What was measured, without how (config.workload_key on the resolved device kind): comparisons and
     # history match runs on it. Left empty, it is computed from the config and the run's device.
     workload_key: str = ""
+    # What the libraries logged or warned while this result was made, held back from the terminal (engine.quiet);
+    # written only when there was something.
+    library_output: tuple[LibraryMessage, ...] = ()
 
     # derived; written for readers of the JSON, checked (config_hash) or ignored (flags) on load
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("config_hash", "flags")
+    SPARSE_FIELDS: ClassVar[tuple[str, ...]] = ("library_output",)
     # the order results have always been written in: identity and outcome first, bulky raw data last
     LEADING_KEYS: ClassVar[tuple[str, ...]] = (
         "schema_version", "config", "config_hash", "workload_key", "status", "reason", "started_at", "notes",

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.quiet import libraries_quiet, merged
 from tokbench.errors import LaunchError, ResultFormatError
 from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import RayPlacement
@@ -98,11 +99,16 @@ class RayExecutor:
         ray = import_ray()
         self._ray = ray
         self._started_here = False
+        # Ray's own warnings and info lines (token authentication, "Started a local Ray instance") are held back
+        # for the executor's lifetime, and kept in the results it delivers.
+        self._quiet = contextlib.ExitStack()
+        self._held = self._quiet.enter_context(libraries_quiet(engine=False))
         if not ray.is_initialized():
             try:
                 # log_to_driver off: the children's output stays in their launch records, never raw on a terminal.
                 ray.init(address=address, log_to_driver=False, include_dashboard=False, **(init_options or {}))
             except ConnectionError as error:
+                self._quiet.close()
                 raise LaunchError(
                     f"cannot connect to the Ray cluster at {address!r}: {error}; start one with `ray start --head` "
                     "(then use --ray-address auto) or pass its address"
@@ -169,7 +175,7 @@ class RayExecutor:
             return
         item = submitted.unit.items[submitted.delivered]
         submitted.delivered += 1
-        deliver(item, self._read(item, data))
+        deliver(item, self._with_driver_output(self._read(item, data)))
 
     def _task_died(self, submitted: _Submitted, why: str, outstanding: dict[Any, _Submitted], deliver: Deliver) -> None:
         items = submitted.unit.items
@@ -179,7 +185,12 @@ class RayExecutor:
         if rest:
             unit = WorkUnit(rest)
             outstanding[self._submit(unit)] = _Submitted(unit)
-        deliver(item, self._failed(item.config, reason, {"executor": self.name, "ray": {"error": why}}))
+        failed = self._failed(item.config, reason, {"executor": self.name, "ray": {"error": why}})
+        deliver(item, self._with_driver_output(failed))
+
+    def _with_driver_output(self, result: BenchmarkResult) -> BenchmarkResult:
+        """``result`` with what Ray said in this driver so far (held back from the terminal)."""
+        return dataclasses.replace(result, library_output=merged(result.library_output, self._held.messages()))
 
     def _read(self, item: WorkItem, data: str) -> BenchmarkResult:
         try:
@@ -230,9 +241,12 @@ class RayExecutor:
                 ray.cancel(generator, force=True)
 
     def close(self) -> None:
-        if self._started_here and self._ray.is_initialized():
-            self._ray.shutdown()
-            self._started_here = False
+        try:
+            if self._started_here and self._ray.is_initialized():
+                self._ray.shutdown()
+                self._started_here = False
+        finally:
+            self._quiet.close()  # Ray's logging is the library's own again
 
     def __enter__(self) -> RayExecutor:
         return self
