@@ -26,7 +26,9 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 
 ENDLESS = 1_000_000
 
-pytestmark = pytest.mark.slow
+# One Ray cluster at a time on this machine: every test that starts or joins one runs on the same pytest-xdist
+# worker (make test runs with --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,10 @@ def test_ctrl_c_cancels_the_ray_tasks_and_resume_reruns_nothing_stored(ray_clust
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr == ""  # Ray's own lines (connecting, token authentication) stay off the terminal
     assert "1 already stored (resumed)" in resumed.stdout
     stored = rows(db)
     assert [(name, status) for name, _, status, _ in stored] == [("first", "ok"), ("second", "ok")]
+    # what Ray said in the driver is kept with the result instead
+    assert any(message["origin"] == "ray" for message in stored[-1][-1].get("library_output", []))
     assert len({config_hash for _, config_hash, _, _ in stored}) == 2
