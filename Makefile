@@ -61,7 +61,7 @@ browser:
 		fi; }
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The quick tier: tests/unit (schema, analysis, config, results, report data, calibration), run with torch and the
 # other heavy libraries made unimportable, which proves the read side needs none of them. Under a minute.
