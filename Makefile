@@ -10,9 +10,9 @@ RUN_STAMP := $(VENV)/.tokbench-run-installed
 STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
-# Two pytest workers (pytest-xdist): the suite is mostly waiting on subprocesses and model loads, and tests that
-# need a machine-wide resource share one worker (xdist_group marks, see tests/conftest.py). PYTEST_WORKERS=0 runs
-# everything in this process.
+# Two pytest workers (pytest-xdist): the suite is mostly waiting on subprocesses and model loads; tests that need
+# a machine-wide resource share one worker (xdist_group marks), and tests that compare timings between runs
+# ("serial" mark, see tests/conftest.py) run alone afterwards. PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 # test: pytest, ruff and the test tools; ray: the Ray executor; quant: torchao, optimum-quanto, bitsandbytes
 # (third-party quantization): installed so their tests run for real (ray ~240 MB, quant ~200 MB more)
@@ -61,7 +61,8 @@ browser:
 		fi; }
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial --durations=5 $(PYTEST_ARGS)
 
 # The quick tier: tests/unit (schema, analysis, config, results, report data, calibration), run with torch and the
 # other heavy libraries made unimportable, which proves the read side needs none of them. Under a minute.

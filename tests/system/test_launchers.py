@@ -6,6 +6,7 @@ One launcher per start method serves the whole module, so the fork server starts
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -81,9 +82,9 @@ def test_a_child_past_its_timeout_is_ended_and_recorded_as_failed(launcher: Proc
 
 @pytest.mark.parametrize(
     ("signal_number", "expected_output"),
-    # faulthandler's first line: the stacks and module list after it depend on which thread the kernel handed the
-    # signal to (one of torch's own threads has no Python stack), which a busy machine changes
-    [(signal.SIGKILL, ""), (signal.SIGSEGV, "Fatal Python error: Segmentation fault")],
+    # faulthandler's stack lines: how many threads it dumps (so whether the tail still holds its first line, or
+    # its closing module list) depends on which thread the kernel handed the signal to
+    [(signal.SIGKILL, ""), (signal.SIGSEGV, r'File ".+", line \d+ in ')],
 )
 def test_a_killed_or_crashed_child_is_failed_with_its_signal_and_output_tail(
     launcher: ProcessLauncher, signal_number: int, expected_output: str
@@ -99,7 +100,7 @@ def test_a_killed_or_crashed_child_is_failed_with_its_signal_and_output_tail(
     assert f"(pid {found[0].pid}) was killed by {signal_name}" in result.reason
     assert result.launch.pid == found[0].pid and result.launch.signal == signal_name
     assert result.launch.exit_code == -signal_number
-    assert expected_output in result.launch.stderr_tail
+    assert re.search(expected_output, result.launch.stderr_tail or ""), result.launch.stderr_tail
     assert (result.environment.captured_by or "").startswith("parent process")
 
 

@@ -58,10 +58,16 @@ def rows(db: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 
 def worker_named(name: str) -> psutil.Process | None:
-    """A running ``tokbench.sweep.worker`` child whose (first) config is ``name``, found like ``ps`` would."""
-    for process in psutil.process_iter(["cmdline"]):
-        command = process.info["cmdline"] or []
-        if "tokbench.sweep.worker" in command and command[command.index("--name") + 1 :][:1] == [name]:
+    """A running ``tokbench.sweep.worker`` whose (first) config is ``name``, found like ``ps`` would, among this
+    test process's descendants (the cluster's raylet and its workers are): on a shared machine another test run
+    may have a worker of the same name, which is not this test's to kill."""
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = process.cmdline()
+        except psutil.Error:  # ended meanwhile
+            continue
+        named = "--name" in command and command[command.index("--name") + 1 :][:1] == [name]
+        if "tokbench.sweep.worker" in command and named:
             return process
     return None
 

@@ -34,6 +34,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from tokbench.schema.records import LibraryMessage
 
@@ -66,13 +67,18 @@ class HeldBack(logging.Handler):
     lines are added with ``add``. Several may be installed at once (a run inside a command): each collects.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, echo: TextIO | None = None) -> None:
         super().__init__(logging.DEBUG)
         self._counts: dict[tuple[str, str, str], int] = {}
         self._running: dict[tuple[str, str, str], int] = {}  # what came while no library was being imported
+        self._echo = echo
 
     def add(self, origin: str, level: str, text: str) -> None:
         key = (origin, level, " ".join(text.split()))
+        if key not in self._counts and self._echo is not None:
+            with contextlib.suppress(Exception):  # a closed log must not break the run
+                self._echo.write(f"{origin} {level}: {key[2]}\n")
+                self._echo.flush()
         self._counts[key] = self._counts.get(key, 0) + 1
         if not _importing():
             self._running[key] = self._running.get(key, 0) + 1
@@ -109,13 +115,15 @@ def showing_everything() -> bool:
 
 
 @contextlib.contextmanager
-def libraries_quiet(*, engine: bool = True) -> Iterator[HeldBack]:
+def libraries_quiet(*, engine: bool = True, echo: TextIO | None = None) -> Iterator[HeldBack]:
     """Hold the libraries' logging, warnings and progress bars back until the block ends (see the module).
 
     ``engine``: the block will load and run models, so torch is imported first (torch sets its logging up when it
     is imported: it must be there to be taken over); False for a process that never does (a sweep's parent).
+    ``echo``: a stream that no user reads as it happens (a sweep worker's log, whose tail a failed config keeps)
+    gets each distinct message once, as it first comes: what a library said before a crash is not lost with it.
     """
-    held = HeldBack()
+    held = HeldBack(echo)
     if showing_everything():
         yield held
         return

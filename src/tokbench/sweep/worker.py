@@ -97,15 +97,26 @@ def run_config_file(config_path: str, result_path: str) -> int:
     from tokbench.engine.runner import run, with_library_output
     from tokbench.schema.results import save_result
 
-    # The libraries' output goes into each result (not into the log whose tail a failed config keeps).
-    with libraries_quiet() as held:
+    # The libraries' output goes into each result, and each distinct message once into this worker's log (its
+    # stderr, which no terminal shows: a failed config keeps its tail, with what a library said before a crash).
+    with libraries_quiet(echo=sys.stderr) as held:
         if config is None:
             for index, result in enumerate(_run_group(configs, result_path)):
                 save_result(with_library_output(result, held, notes=False), group_result_path(result_path, index))
             return 0
+        _say_started(config, 0, 1)
         result = run(config, progress=False)
         save_result(with_library_output(result, held, notes=False), result_path)
     return 0
+
+
+def _say_started(config: Any, index: int, count: int) -> None:
+    """One line in the worker's log per config: the tail of a worker that died says which config it was on."""
+    from tokbench.text import terminal_safe
+
+    where = f" {index + 1}/{count}" if count > 1 else ""
+    print(terminal_safe(f"tokbench.sweep.worker: config{where} {config.name} started", newlines=False),
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def group_result_path(result_path: str, index: int) -> str:
@@ -123,6 +134,7 @@ def _run_group(configs: list[Any], result_path: str) -> Iterator[Any]:
     def started(index: int) -> None:
         with open(group_started_path(result_path, index), "w", encoding="utf-8"):
             pass
+        _say_started(configs[index], index, len(configs))
 
     return measure_group(configs, on_start=started, progress=False)
 
