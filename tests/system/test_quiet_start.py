@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tokbench.engine.quiet import fd_output_held, libraries_quiet, warning_origin
+from tokbench.engine.quiet import fd_output_held, libraries_quiet
 
 QUICK = [
     "--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "3", "--warmup-iterations", "1",
@@ -93,17 +93,6 @@ def test_third_party_quantization_keeps_the_library_spam_off_the_terminal(
         assert notes[0] in completed.stdout.replace("\n", " ") or notes[0][:60] in completed.stdout
         (message,) = [m for m in data["library_output"] if noise in m["text"]]
         assert message["origin"] == "bitsandbytes" and message["count"] > 1
-
-
-def test_warnings_are_held_by_where_they_come_from() -> None:
-    site = f"{os.sep}x{os.sep}site-packages{os.sep}"
-    own = str(Path(__import__("tokbench").__file__).parent / "engine" / "runner.py")
-    assert warning_origin(UserWarning, own) is None  # tokbench's own: shown
-    assert warning_origin(DeprecationWarning, own) is None
-    assert warning_origin(UserWarning, f"{site}transformers{os.sep}generation{os.sep}utils.py") is None  # the model's
-    assert warning_origin(FutureWarning, f"{site}transformers{os.sep}modeling_utils.py") == "transformers"
-    assert warning_origin(UserWarning, f"{site}torchao{os.sep}quantization{os.sep}x.py") == "torchao"
-    assert warning_origin(UserWarning, f"{os.sep}home{os.sep}me{os.sep}bench.py") is None  # the user's code
 
 
 def test_a_block_holds_library_logging_warnings_and_c_output_and_gives_it_all_back(

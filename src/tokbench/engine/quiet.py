@@ -55,6 +55,9 @@ HELD_LOGGERS = (
 )
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 _NOTE_TEXT_CHARS = 300
+# Distinct messages kept per block; later new ones are only counted (one line per origin and level).
+MAX_DISTINCT_MESSAGES = 500
+_OVERFLOW_TEXT = f"(further distinct messages after the first {MAX_DISTINCT_MESSAGES}, counted but not kept)"
 # The level of a line C or C++ code printed (``fd_output_held``): output, not a warning, so never a note.
 _PRINTED = "output"
 _PRINTED_MARK = "tokbench_printed"
@@ -74,14 +77,19 @@ class HeldBack(logging.Handler):
         self._echo = echo
 
     def add(self, origin: str, level: str, text: str) -> None:
+        """Count one message (from any thread: the continuous-batching and monitor threads log too)."""
         key = (origin, level, " ".join(text.split()))
-        if key not in self._counts and self._echo is not None:
-            with contextlib.suppress(Exception):  # a closed log must not break the run
-                self._echo.write(f"{origin} {level}: {key[2]}\n")
-                self._echo.flush()
-        self._counts[key] = self._counts.get(key, 0) + 1
-        if not _importing():
-            self._running[key] = self._running.get(key, 0) + 1
+        importing = _importing()
+        with self.lock:  # logging.Handler's own RLock, which ``handle`` already holds around ``emit``
+            if key not in self._counts and len(self._counts) >= MAX_DISTINCT_MESSAGES:
+                key = (origin, level, _OVERFLOW_TEXT)  # a library printing a new text every call: counted, not kept
+            if key not in self._counts and self._echo is not None:
+                with contextlib.suppress(Exception):  # a closed log must not break the run
+                    self._echo.write(f"{origin} {level}: {key[2]}\n")
+                    self._echo.flush()
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if not importing:
+                self._running[key] = self._running.get(key, 0) + 1
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
