@@ -36,8 +36,15 @@ def _few_threads() -> None:
 def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # Machine-local caches (the hardware probe) go to one folder per test session: probed once, not
     # once per run, and nothing is written to the user's ~/.cache.
+    # Under pytest-xdist the workers share the folder (the hardware probe once per test run, not per worker; the
+    # cache is written atomically).
     previous = os.environ.get("TOKBENCH_CACHE_DIR")
-    os.environ["TOKBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("tokbench-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "tokbench-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["TOKBENCH_CACHE_DIR"] = str(shared)
+    else:
+        os.environ["TOKBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("tokbench-cache"))
     yield
     if previous is None:
         os.environ.pop("TOKBENCH_CACHE_DIR", None)
