@@ -4,9 +4,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Two installs, one stamp each: what the default run needs (tokbench and its dependencies), and on top of it the
+# extras the tests need. `make run` never installs the test extras.
+RUN_STAMP := $(VENV)/.tokbench-run-installed
 STAMP := $(VENV)/.tokbench-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist): the suite is mostly waiting on subprocesses and model loads; tests that need
+# a machine-wide resource share one worker (xdist_group marks), and tests that compare timings between runs
+# ("serial" mark, see tests/conftest.py) run alone afterwards. PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 # test: pytest, ruff and the test tools; ray: the Ray executor; quant: torchao, optimum-quanto, bitsandbytes
 # (third-party quantization); serving: transformers serve's dependencies: installed so their tests run for real
 # (ray ~240 MB, quant ~200 MB, serving ~30 MB more)
@@ -24,14 +31,18 @@ $(PY):
 
 # The torch that is importable (the user's, or the pin just installed) becomes a constraint, so
 # resolving tokbench's dependencies can never replace it with another torch from the registry.
-$(STAMP): $(PY) pyproject.toml
+$(RUN_STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
 	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/tokbench run
 
 lint: $(STAMP)
@@ -51,7 +62,8 @@ browser:
 		fi; }
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not serial" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m serial --durations=5 $(PYTEST_ARGS)
 
 # The quick tier: tests/unit (schema, analysis, config, results, report data, calibration), run with torch and the
 # other heavy libraries made unimportable, which proves the read side needs none of them. Under a minute.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
+from tokbench.schema.environment import GitState
 from tokbench.schema.results import BenchmarkResult, load_result
 
 BASE_RESULT = Path(__file__).parent / "data" / "result-v2.json"
@@ -32,7 +33,7 @@ def history_result(base: BenchmarkResult, index: int, factor: float, *, model: s
         name: _scaled(value, 1 / factor if name.endswith("_tok_s") else factor) for name, value in base.summary.items()
     }
     config = base.config if model is None else base.config.replace(model=model)
-    environment = {**base.environment, "git": {"commit": f"{index:012x}" + "c" * 28, "dirty": False}}
+    environment = dataclasses.replace(base.environment, git=GitState(f"{index:012x}" + "c" * 28, False))
     return dataclasses.replace(
         base,
         config=config,

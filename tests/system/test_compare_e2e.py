@@ -264,7 +264,7 @@ def _shifted(result: BenchmarkResult, factor: float, index: int) -> BenchmarkRes
         )
 
     traces = tuple(stretch(trace) for trace in result.iterations)
-    environment = {**result.environment, "git": {"commit": f"{index:02d}" + "c" * 38, "dirty": False}}
+    environment = {**result.environment.to_dict(), "git": {"commit": f"{index:02d}" + "c" * 38, "dirty": False}}
     return dataclasses.replace(
         result,
         iterations=traces,

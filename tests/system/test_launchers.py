@@ -6,6 +6,7 @@ One launcher per start method serves the whole module, so the fork server starts
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -65,7 +66,7 @@ def test_an_ok_result_comes_back_with_its_launch_record_and_own_compile_cache(la
     assert launch.pid not in (os.getpid(), launch.forkserver_pid)
     assert launch.stderr_tail is None and "stderr_tail" not in launch.to_dict()
     # --compile-cache fresh: the child saw its own cache folders in its environment.
-    env = result.environment["env"]
+    env = result.environment.env
     assert "tokbench-child-" in env["TORCHINDUCTOR_CACHE_DIR"]
     assert not psutil.pid_exists(launch.pid) or psutil.Process(launch.pid).status() == psutil.STATUS_ZOMBIE
 
@@ -81,7 +82,9 @@ def test_a_child_past_its_timeout_is_ended_and_recorded_as_failed(launcher: Proc
 
 @pytest.mark.parametrize(
     ("signal_number", "expected_output"),
-    [(signal.SIGKILL, ""), (signal.SIGSEGV, "Extension modules:")],  # faulthandler: the stack, then modules
+    # faulthandler's stack lines: how many threads it dumps (so whether the tail still holds its first line, or
+    # its closing module list) depends on which thread the kernel handed the signal to
+    [(signal.SIGKILL, ""), (signal.SIGSEGV, r'File ".+", line \d+ in ')],
 )
 def test_a_killed_or_crashed_child_is_failed_with_its_signal_and_output_tail(
     launcher: ProcessLauncher, signal_number: int, expected_output: str
@@ -97,8 +100,8 @@ def test_a_killed_or_crashed_child_is_failed_with_its_signal_and_output_tail(
     assert f"(pid {found[0].pid}) was killed by {signal_name}" in result.reason
     assert result.launch.pid == found[0].pid and result.launch.signal == signal_name
     assert result.launch.exit_code == -signal_number
-    assert expected_output in result.launch.stderr_tail
-    assert result.environment["captured_by"].startswith("parent process")
+    assert re.search(expected_output, result.launch.stderr_tail or ""), result.launch.stderr_tail
+    assert (result.environment.captured_by or "").startswith("parent process")
 
 
 def test_a_dead_fork_server_fails_its_running_config_and_the_next_config_gets_a_new_one() -> None:
@@ -151,4 +154,4 @@ def test_a_changed_environment_restarts_the_fork_server(monkeypatch: pytest.Monk
     assert first.ok and second.ok, (first.reason, second.reason)
     assert second.launch.forkserver_pid != first.launch.forkserver_pid
     assert second.launch.forkserver_start_s is not None
-    assert second.environment["torch_threads"] == 1
+    assert second.environment.torch_threads == 1

@@ -26,7 +26,9 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 
 ENDLESS = 1_000_000
 
-pytestmark = pytest.mark.slow
+# One Ray cluster at a time on this machine: every test that starts or joins one runs on the same pytest-xdist
+# worker (make test runs with --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +58,16 @@ def rows(db: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 
 def worker_named(name: str) -> psutil.Process | None:
-    """A running ``tokbench.sweep.worker`` child whose (first) config is ``name``, found like ``ps`` would."""
-    for process in psutil.process_iter(["cmdline"]):
-        command = process.info["cmdline"] or []
-        if "tokbench.sweep.worker" in command and command[command.index("--name") + 1 :][:1] == [name]:
+    """A running ``tokbench.sweep.worker`` whose (first) config is ``name``, found like ``ps`` would, among this
+    test process's descendants (the cluster's raylet and its workers are): on a shared machine another test run
+    may have a worker of the same name, which is not this test's to kill."""
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = process.cmdline()
+        except psutil.Error:  # ended meanwhile
+            continue
+        named = "--name" in command and command[command.index("--name") + 1 :][:1] == [name]
+        if "tokbench.sweep.worker" in command and named:
             return process
     return None
 
@@ -161,7 +169,10 @@ def test_ctrl_c_cancels_the_ray_tasks_and_resume_reruns_nothing_stored(ray_clust
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr == ""  # Ray's own lines (connecting, token authentication) stay off the terminal
     assert "1 already stored (resumed)" in resumed.stdout
     stored = rows(db)
     assert [(name, status) for name, _, status, _ in stored] == [("first", "ok"), ("second", "ok")]
+    # what Ray said in the driver is kept with the result instead
+    assert any(message["origin"] == "ray" for message in stored[-1][-1].get("library_output", []))
     assert len({config_hash for _, config_hash, _, _ in stored}) == 2

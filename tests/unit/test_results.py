@@ -12,6 +12,7 @@ import pytest
 from tokbench.analysis.summarize import recompute_summary, summarize_traces
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ResultFormatError
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
 from tokbench.schema.quant import QuantizationRecord
 from tokbench.schema.records import DeviceWarmupReport, EffectiveSettings, GenerationTrace, LoadTimings, ModelSource
@@ -41,7 +42,7 @@ def _result() -> BenchmarkResult:
     return BenchmarkResult(
         config=BenchmarkConfig(new_tokens=3, sequence_length=16, compile_mode="default"),
         status="ok",
-        environment={"torch": "x", "gpus": []},
+        environment=EnvironmentRecord(torch="x"),
         phases=StageRecords(
             load=LoadTimings(tokenizer_ns=1, weights_ns=2, to_device_ns=3),
             device_warmup=DeviceWarmupReport("cpu", 512, 10, 123),

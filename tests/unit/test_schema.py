@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from tokbench.errors import ResultFormatError
+from tokbench.schema.environment import EnvironmentRecord, GitState, NvmlFacts
 from tokbench.schema.json_schema import result_json_schema, result_json_schema_text
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import BenchmarkResult, load_result, save_result
@@ -142,6 +143,27 @@ def test_the_int4_fixture_reads_back_as_typed_records() -> None:
     assert result.effective_settings.quantization is not None and result.effective_settings.quantization.kernels
     assert result.model_source.kind == "preset" and result.monitor is not None and result.efficiency is not None
     assert result.profile is not None and result.profile.tokens == 2
+
+
+def test_the_environment_is_a_typed_record_in_the_shape_results_always_had() -> None:
+    stored = json.loads((DATA / "result-v2.json").read_text())["environment"]
+    result = load_result(DATA / "result-v2.json")
+    environment = result.environment
+    assert isinstance(environment, EnvironmentRecord) and environment.cpu_count == 2 and environment.gpus == ()
+    assert environment.git == GitState("fa5497512496c9423df7b68bd74b584a961c1f1c", dirty=True)
+    assert environment.nvml == NvmlFacts(status=stored["nvml"]["status"])
+    assert environment.to_dict() == stored  # nulls kept, keys of things that did not happen left out
+    # a schema-1 result lacks later facts; a failed capture has nothing but its reason
+    assert load_result(DATA / "result-v1.json").environment.nvml is None
+    failed = EnvironmentRecord.from_dict({"capture_error": "RuntimeError: no driver", "captured_by": "parent"})
+    assert failed.python is None and failed.commit is None
+    assert {"capture_error", "captured_by"} <= set(failed.to_dict()) and "compat_warnings" not in failed.to_dict()
+    # built from stored data (a mapping), a result holds the typed record
+    rebuilt = dataclasses.replace(result, environment={**stored, "git": {"commit": "ab", "dirty": False}})
+    assert rebuilt.environment.commit == "ab"
+    tampered = {**json.loads((DATA / "result-v2.json").read_text()), "environment": {"cpu_count": "x"}}
+    with pytest.raises(ResultFormatError, match=r"environment\.cpu_count: expected an integer"):
+        BenchmarkResult.from_dict(tampered)
 
 
 def test_a_tampered_result_fails_with_a_clear_message(tmp_path: Path) -> None:

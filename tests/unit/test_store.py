@@ -17,6 +17,7 @@ import pytest
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import StoreError
 from tokbench.results.store import MIGRATIONS, SCHEMA_VERSION, ResultStore, migrate
+from tokbench.schema.environment import EnvironmentRecord, GitState
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import BenchmarkResult, load_result
 
@@ -35,7 +36,7 @@ def _skipped(model: str = "small-llama") -> BenchmarkResult:
         config=BenchmarkConfig(model=model, device="cpu"),
         status="skipped",
         reason="needs X",
-        environment={"git": {"commit": "abc123", "dirty": False}},
+        environment=EnvironmentRecord(git=GitState("abc123", dirty=False)),
     )
 
 

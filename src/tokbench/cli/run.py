@@ -8,13 +8,16 @@ import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, db_help, usage_error
 from tokbench.cli.flags import add_config_flags, config_overrides
 from tokbench.config import BenchmarkConfig, load_config_file
 from tokbench.errors import ConfigError, StoreError
 from tokbench.text import terminal_safe
+
+if TYPE_CHECKING:
+    from tokbench.engine.quiet import HeldBack
 
 # `tokbench tune` takes these config fields, with help that says what each means for tuning.
 _TUNE_FIELDS = ("model", "batch_size", "sequence_length", "dtype", "device", "seed", "trust_remote_code")
@@ -102,6 +105,7 @@ def command_tune(args: argparse.Namespace) -> int:
     import json
 
     from tokbench.engine.loading import benchmark_mode, load
+    from tokbench.engine.quiet import libraries_quiet
     from tokbench.quant.tune import CACHE_OFF, CACHE_REFRESH, CACHE_USE, tune_model
     from tokbench.report.terminal import make_console
     from tokbench.report.tuning import confidence_lines, render_tuning_table, tuner_warning_lines
@@ -120,19 +124,20 @@ def command_tune(args: argparse.Namespace) -> int:
             output = check_output_file(args.output, inputs=[args.config] if args.config else [], force=args.force)
         except OutputLocationError as error:
             return usage_error(error)
-    loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
     mode = CACHE_OFF if args.no_cache else CACHE_REFRESH if args.retune else CACHE_USE
-    with benchmark_mode(loaded.model), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report = tune_model(
-            loaded.model,
-            config.batch_size,
-            max(config.prompt_lengths),
-            device=loaded.device,
-            budget_s_per_shape=config.tune_budget_s,
-            cache_mode=mode,
-            prefill_rows=config.prefill_rows,
-        )
+    with libraries_quiet():  # tokbench's own warnings (the tuner's) are caught below and printed one line each
+        loaded = load(config, reference_output=False)  # quantized, untuned: tuned below, with the cache flag applied
+        with benchmark_mode(loaded.model), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = tune_model(
+                loaded.model,
+                config.batch_size,
+                max(config.prompt_lengths),
+                device=loaded.device,
+                budget_s_per_shape=config.tune_budget_s,
+                cache_mode=mode,
+                prefill_rows=config.prefill_rows,
+            )
     console = make_console()
     console.print(render_tuning_table(report))
     for line in confidence_lines(report):
@@ -147,13 +152,8 @@ def command_tune(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from tokbench.engine.profiling import trace_path_for
-    from tokbench.engine.runner import RunInterrupted, run
-    from tokbench.interrupts import interruptible, signals_deferred
+    from tokbench.engine.quiet import libraries_quiet
     from tokbench.quant.tune import RETUNE_ENV
-    from tokbench.report.progress import RichProgress
-    from tokbench.report.terminal import make_console, print_result
-    from tokbench.results.outputs import OutputLocationError, plan_result_target
 
     try:
         config = config_from_args(args)
@@ -164,6 +164,18 @@ def command_run(args: argparse.Namespace) -> int:
         if not config.tune:
             return usage_error("--retune re-tunes the int4 kernels: it needs --quantization int4 --tune")
         os.environ[RETUNE_ENV] = "1"  # read by the tuner when the loader tunes (quant.tune.default_cache_mode)
+    with libraries_quiet() as held:  # what the libraries say while importing and running goes into the result
+        return _run_and_keep(args, config, held)
+
+
+def _run_and_keep(args: argparse.Namespace, config: BenchmarkConfig, held: HeldBack) -> int:
+    from tokbench.engine.profiling import trace_path_for
+    from tokbench.engine.runner import RunInterrupted, run, with_library_output
+    from tokbench.interrupts import interruptible, signals_deferred
+    from tokbench.report.progress import RichProgress
+    from tokbench.report.terminal import make_console, print_result
+    from tokbench.results.outputs import OutputLocationError, plan_result_target
+
     try:
         target = plan_result_target(args.output, config.name)
     except OutputLocationError as error:
@@ -181,6 +193,7 @@ def command_run(args: argparse.Namespace) -> int:
             result = run(config, progress=hook, profile_path=trace_path_for(target.planned_path))
         except RunInterrupted as stop:
             interrupted, result = stop, stop.result
+        result = with_library_output(result, held, notes=False)  # the imports' messages too
         with signals_deferred():  # the table and the saves are never cut in half by a signal
             print_result(result, make_console())
             written = _keep_result(result, target)

@@ -6,29 +6,26 @@ nothing is silently swapped for something that happens to work.
 
 from __future__ import annotations
 
+import copy
 import json
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from tokbench import presets
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.engine import compat
 from tokbench.engine.gradmode import run_grad_mode
+from tokbench.engine.quantization import QuantizationMethod, method_for
 from tokbench.errors import InputShapeError, ModelMismatchError, ModelSourceError, UnavailableFeatureError
-from tokbench.hardware.devices import resolve_device, synchronize
-from tokbench.schema.quant import (
-    QuantizationFingerprint,
-    QuantizationMethodRecord,
-    QuantizationRecord,
-    QuantizationSettings,
-)
+from tokbench.hardware.devices import resolve_device, synchronize, torch_dtype
+from tokbench.schema.quant import QuantizationFingerprint, QuantizationRecord
 from tokbench.schema.records import EffectiveSettings, LoadTimings, ModelSource
 
 # How far apart (in tokens) consecutive batch rows start in the repeated prompt, so rows differ.
@@ -73,8 +70,6 @@ class TokenizerCache:
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
     location = str(presets.tokenizer_dir()) if source.kind == "preset" else source.identifier
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
@@ -233,28 +228,17 @@ class LoadedModel:
     reference_token_ids: tuple[int, ...] = ()
 
 
-_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return _TORCH_DTYPES[name]
-
-
 def _preset_model_config(source: ModelSource) -> Any:
     """The preset's transformers config, with its model code imported.
 
     Called before the weights timer starts: importing Python modules is not loading weights.
     """
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig
-
     model_config = AutoConfig.for_model(**presets.preset_config_dict(source.identifier))
     _ = MODEL_FOR_CAUSAL_LM_MAPPING[type(model_config)]  # imports modeling_<arch>
     return model_config
 
 
 def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: Any = None) -> Any:
-    from transformers import AutoModelForCausalLM
-
     dtype = torch_dtype(config.dtype)
     if source.kind == "preset":
         # Seeded so every run of a preset measures the very same weights; forked so the caller's
@@ -284,8 +268,6 @@ def _load_weights(config: BenchmarkConfig, source: ModelSource, model_config: An
 
 def make_generation_config(config: BenchmarkConfig, pad_token_id: int, device: torch.device) -> Any:
     """Greedy decoding of exactly ``new_tokens`` tokens: no EOS stop, optional static cache + compile."""
-    from transformers import GenerationConfig
-
     settings: dict[str, Any] = {
         "max_new_tokens": config.new_tokens,
         "do_sample": False,
@@ -310,8 +292,6 @@ def benchmark_mode(model: Any) -> Iterator[None]:
     (a Hub model's EOS, repetition penalty, cache implementation...). Swapping in a default
     ``GenerationConfig`` for the run means only what tokbench asks for reaches ``generate``.
     """
-    from transformers import GenerationConfig
-
     was_training = model.training
     own_generation_config = getattr(model, "generation_config", None)
     model.eval()
@@ -334,104 +314,73 @@ def load(
 ) -> LoadedModel:
     """Load (or adopt) tokenizer and model for ``config``; time each phase separately.
 
-    With ``reference_output`` (and a quantization), row 0's greedy tokens from the unquantized weights are
-    generated before quantizing, for the result's output fingerprint; ``tokbench tune`` needs none.
+    The config's quantization is one ``engine.quantization`` method: checked before any weight is read,
+    applied after loading. With ``reference_output`` (and a method that changes the weights), row 0's greedy
+    tokens from the unquantized weights are generated first, for the result's output fingerprint;
+    ``tokbench tune`` needs none.
     """
     device = resolve_device(config.device)
-    source = resolve_model_source(config.model) if model is None else ModelSource("provided", config.model)
-
-    tokenizer_ns: int | None = None
-    tokenizer_cached = False
-    if tokenizer is None:
-        if source.kind == "provided":
-            raise ModelSourceError("a model was passed in without its tokenizer; pass tokenizer= too")
-        start_ns = clock()
-        tokenizer, tokenizer_cached = (tokenizers or TokenizerCache()).get(source, config.trust_remote_code)
-        tokenizer_ns = clock() - start_ns
-
+    provided = model is not None
+    source = ModelSource("provided", config.model) if provided else resolve_model_source(config.model)
+    tokenizer, tokenizer_ns, tokenizer_cached = _tokenizer_for(config, source, tokenizers, tokenizer, clock)
+    method = method_for(config, source)
     weights_ns: int | None = None
     to_device_ns: int | None = None
-    folder_quantization = _check_quantization_source(config, source, device) if model is None else None
-    if model is None:
-        model_config = _preset_model_config(source) if source.kind == "preset" else None
-        start_ns = clock()
-        model = _load_weights(config, source, model_config)
-        model.eval()  # from_config builds in train mode; dropout and friends must be off
-        weights_ns = clock() - start_ns
-        start_ns = clock()
-        if folder_quantization is None:  # a pre-quantized model was placed by its quantizer
-            model.to(device)
-        synchronize(device)
-        to_device_ns = clock() - start_ns
+    if provided:
+        _check_provided_model(model, config, device, method)
     else:
-        _check_provided_model(model, config, device)
+        method.check(device)
+        model, weights_ns, to_device_ns = _load_model(config, source, device, method, clock)
     check_context_length(getattr(model, "config", None), config.prompt_lengths, config.new_tokens)
 
     inputs = build_inputs(tokenizer, config.batch_size, config.prompt_lengths, device)
     generation_config = make_generation_config(config, pad_token_id_for(tokenizer), device)
-    quantize = source.kind != "provided"
     reference_ids: tuple[int, ...] = ()
-    if quantize and reference_output and config.quantization is not None:
+    if not provided and reference_output and method.changes_weights:
         reference_ids = _reference_token_ids(model, config, inputs, generation_config)
-    if quantize and thirdparty_method(config.quantization):
-        model, quantize_ns, tune_ns, quantization = _load_thirdparty(model, config, source, device, clock)
-    else:
-        quantize_ns, tune_ns, quantization = _quantize_and_tune(model, config, device, quantize=quantize, clock=clock)
-    if folder_quantization is not None or _hub_quantization(model, config, source) is not None:
-        from tokbench.quant import thirdparty
-
-        found = folder_quantization or _hub_quantization(model, config, source) or {}
-        quantization = replace(quantization, method=thirdparty.prequantized_record(model, found))
-    effective = effective_settings(model, config, device, generation_config)
+    quantized = method.apply(model, device, clock, provided=provided)
+    model = quantized.model
+    effective = effective_settings(model, config, device, generation_config, method)
     timings = LoadTimings(
         tokenizer_ns=tokenizer_ns,
         weights_ns=weights_ns,
         to_device_ns=to_device_ns,
-        quantize_ns=quantize_ns,
-        tune_ns=tune_ns,
+        quantize_ns=quantized.quantize_ns,
+        tune_ns=quantized.tune_ns,
         tokenizer_cached=tokenizer_cached,
     )
     return LoadedModel(
-        model, tokenizer, inputs, generation_config, device, timings, source, effective, quantization, reference_ids
+        model, tokenizer, inputs, generation_config, device, timings, source, effective, quantized.record, reference_ids
     )
 
 
-def thirdparty_method(quantization: str | None) -> bool:
-    """Whether ``quantization`` is loaded through transformers' ``quantization_config`` (not tokbench's int4)."""
-    return quantization is not None and quantization != "int4"
+def _tokenizer_for(
+    config: BenchmarkConfig, source: ModelSource, tokenizers: TokenizerCache | None, tokenizer: Any, clock: Clock
+) -> tuple[Any, int | None, bool]:
+    """The tokenizer (passed in, or from the cache), the time it took and whether the cache had it."""
+    if tokenizer is not None:
+        return tokenizer, None, False
+    if source.kind == "provided":
+        raise ModelSourceError("a model was passed in without its tokenizer; pass tokenizer= too")
+    start_ns = clock()
+    tokenizer, cached = (tokenizers or TokenizerCache()).get(source, config.trust_remote_code)
+    return tokenizer, clock() - start_ns, cached
 
 
-def _check_quantization_source(config: BenchmarkConfig, source: ModelSource, device: torch.device) -> dict | None:
-    """Before any weight is read: can this quantization run here, and is the folder already quantized?
-
-    Returns the folder's own ``quantization_config`` (a pre-quantized model, loaded as it is), else None.
-    """
-    from tokbench.quant import thirdparty
-
-    if thirdparty.is_thirdparty(config.quantization):
-        thirdparty.check_available(config.quantization, device, torch_dtype(config.dtype), config.group_size)
-    found = thirdparty.folder_quantization_config(source.identifier) if source.kind == "local" else None
-    if found is None:
-        return None
-    if config.quantization is not None:
-        raise UnavailableFeatureError(
-            "quantization",
-            f"the model folder is already quantized ({thirdparty.prequantized_method(found)}); "
-            f"tokbench does not quantize it again with {config.quantization}",
-            "drop --quantization to measure the folder as it is",
-        )
-    thirdparty.check_prequantized_loadable(found)
-    return found
-
-
-def _hub_quantization(model: Any, config: BenchmarkConfig, source: ModelSource) -> dict | None:
-    """A Hub model that arrived quantized (its config names a quantization_config) when none was asked for."""
-    if source.kind != "hub" or config.quantization is not None:
-        return None
-    found = getattr(getattr(model, "config", None), "quantization_config", None)
-    if found is None:
-        return None
-    return found if isinstance(found, dict) else found.to_dict()
+def _load_model(
+    config: BenchmarkConfig, source: ModelSource, device: torch.device, method: QuantizationMethod, clock: Clock
+) -> tuple[Any, int, int]:
+    """The weights read (in eval mode) and placed on ``device``: the model and the two phases' times."""
+    model_config = _preset_model_config(source) if source.kind == "preset" else None
+    start_ns = clock()
+    model = _load_weights(config, source, model_config)
+    model.eval()  # from_config builds in train mode; dropout and friends must be off
+    weights_ns = clock() - start_ns
+    start_ns = clock()
+    if not method.places_weights:
+        model.to(device)
+    synchronize(device)
+    return model, weights_ns, clock() - start_ns
 
 
 def _reference_token_ids(
@@ -442,8 +391,6 @@ def _reference_token_ids(
     Dynamic cache and no compile, whatever the run uses: greedy tokens do not depend on either, and
     compiling the unquantized model would cost the run a compile it never measures.
     """
-    import copy
-
     reference_config = copy.deepcopy(generation_config)
     reference_config.cache_implementation = None
     reference_config.compile_config = None
@@ -462,95 +409,9 @@ def quantization_fingerprint(loaded: LoadedModel, quantized_token_ids: Sequence[
     return QuantizationFingerprint.compare(loaded.reference_token_ids, quantized_token_ids)
 
 
-def _load_thirdparty(
-    unquantized: Any, config: BenchmarkConfig, source: ModelSource, device: torch.device, clock: Clock
-) -> tuple[Any, int, None, QuantizationRecord]:
-    """Reload the weights through transformers with the method's ``quantization_config``, timed as "quantize".
-
-    transformers quantizes while it loads, so the quantize phase includes reading the weights again
-    (from a temporary save of the seeded weights for a preset). The unquantized model is dropped first.
-    """
-    from tokbench.quant import thirdparty
-
-    # The model's own layer shapes, probed before its weights are read again: a kernel that refuses one is skipped.
-    thirdparty.check_model_shapes(config.quantization or "", unquantized, device, torch_dtype(config.dtype),
-                                  config.group_size)  # fmt: skip
-    folder = thirdparty.saved_for_loading(unquantized) if source.kind == "preset" else None
-    location = folder.name if folder is not None else source.identifier
-    del unquantized
-    try:
-        start_ns = clock()
-        model = thirdparty.load_quantized(
-            config.quantization or "",
-            location,
-            dtype=torch_dtype(config.dtype),
-            group_size=config.group_size,
-            attn_implementation=config.attn_implementation,
-            device=device,
-            trust_remote_code=config.trust_remote_code,
-        )
-        synchronize(device)
-        quantize_ns = clock() - start_ns
-    finally:
-        if folder is not None:
-            folder.cleanup()
-    record = QuantizationRecord(method=thirdparty.method_record(config.quantization or "", model, config.group_size))
-    return model, quantize_ns, None, record
-
-
-def _quantize_and_tune(
-    model: Any, config: BenchmarkConfig, device: torch.device, *, quantize: bool, clock: Clock
-) -> tuple[int | None, int | None, QuantizationRecord]:
-    """The quantize and tune load phases, each timed on its own; a passed-in model is never re-quantized."""
-    if config.quantization is None:
-        return None, None, QuantizationRecord()
-    from tokbench.quant import quantize_model
-    from tokbench.quant.tune import tune_model
-
-    quantize_ns = tune_ns = None
-    record = QuantizationRecord()
-    if quantize:
-        start_ns = clock()
-        record = replace(record, report=quantize_model(model, config.group_size, config.quant_kernel))
-        synchronize(device)
-        quantize_ns = clock() - start_ns
-        record = replace(record, method=_int4_method_record(model, config))
-    if config.tune:
-        # The tuner's warnings (noisy timings, rejected candidates, bad cache entries) belong to the
-        # result, not to stderr in the middle of a progress bar.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            start_ns = clock()
-            tuning = tune_model(
-                model,
-                config.batch_size,
-                max(config.prompt_lengths),
-                device=device,
-                budget_s_per_shape=config.tune_budget_s,
-                clock=clock,
-                prefill_rows=config.prefill_rows,
-            )
-            tune_ns = clock() - start_ns
-        warned = tuple(f"{w.category.__name__}: {w.message}" for w in caught)
-        record = replace(record, tuning=tuning, tuning_warnings=warned)
-    return quantize_ns, tune_ns, record
-
-
-def _int4_method_record(model: Any, config: BenchmarkConfig) -> QuantizationMethodRecord:
-    from tokbench.engine.efficiency import weight_facts
-    from tokbench.version import __version__
-
-    return QuantizationMethodRecord(
-        method="int4",
-        library="tokbench",
-        library_version=__version__,
-        settings={"group_size": config.group_size, "quant_kernel": config.quant_kernel, "tune": config.tune},
-        quantized_weight_bytes=weight_facts(model).weight_bytes,
-        layer_types=("QuantizedLinear",),
-    )
-
-
-def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.device) -> None:
+def _check_provided_model(
+    model: Any, config: BenchmarkConfig, device: torch.device, method: QuantizationMethod
+) -> None:
     """A passed-in model must match the config that will label its result."""
     parameter = next(model.parameters())
     if parameter.dtype != torch_dtype(config.dtype):
@@ -565,24 +426,7 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
             f"the model passed in is on {parameter.device}, the config resolves to {device}",
             "move the model or set device in the config",
         )
-    from tokbench.quant import QuantizedLinear
-
-    if thirdparty_method(config.quantization):
-        if getattr(getattr(model, "config", None), "quantization_config", None) is None:
-            raise ModelMismatchError(
-                "quantization",
-                f"the model passed in has no quantization_config, the config says {config.quantization}",
-                "pass the model loaded with its quantization_config, or drop quantization",
-            )
-        return
-    quantized = any(isinstance(module, QuantizedLinear) for module in model.modules())
-    if quantized != (config.quantization is not None):
-        raise ModelMismatchError(
-            "quantization",
-            f"the model passed in is {'' if quantized else 'not '}int4-quantized, the config says "
-            f"{config.quantization or 'no quantization'}",
-            "pass a model quantized with tokbench.quant.quantize_model, or set quantization to match",
-        )
+    method.check_provided(model)
     actual_attention = compat.attention_implementation(model)
     if actual_attention not in ("unknown", config.attn_implementation):
         raise ModelMismatchError(
@@ -593,7 +437,7 @@ def _check_provided_model(model: Any, config: BenchmarkConfig, device: torch.dev
 
 
 def effective_settings(
-    model: Any, config: BenchmarkConfig, device: torch.device, generation_config: Any
+    model: Any, config: BenchmarkConfig, device: torch.device, generation_config: Any, method: QuantizationMethod
 ) -> EffectiveSettings:
     """What the loaded model really runs with, recorded next to what the config asked for.
 
@@ -608,7 +452,7 @@ def effective_settings(
         use_kernels=bool(getattr(model, "use_kernels", False)),
         parameters=sum(p.numel() for p in model.parameters()),
         generation_config=json.loads(generation_config.to_json_string(use_diff=True)),
-        quantization=_quantization_settings(model, config, device) if config.quantization is not None else None,
+        quantization=method.settings(model, device),
         grad_mode=run_grad_mode(config)[0],  # every call checks its forwards really ran under it (engine.gradmode)
     )
     if settings.attn_implementation not in ("unknown", config.attn_implementation):
@@ -618,28 +462,3 @@ def effective_settings(
             "pick an attention implementation this model supports",
         )
     return settings
-
-
-def _quantization_settings(model: Any, config: BenchmarkConfig, device: torch.device) -> QuantizationSettings:
-    """What the quantized layers will really run: per layer shape, the kernel for prefill M and decode M."""
-    from tokbench.quant import QuantizedLinear
-
-    if thirdparty_method(config.quantization):  # the library picks its own kernels; none is tokbench's to report
-        return QuantizationSettings(method=config.quantization, tuned=False, kernels={})
-    layers = [module for module in model.modules() if isinstance(module, QuantizedLinear)]
-    row_counts = {"decode": config.batch_size, "prefill": config.prefill_rows}
-    kernels: dict[str, dict[str, str]] = {}
-    for layer in layers:
-        label = f"{layer.in_features}x{layer.out_features}"
-        if label not in kernels:
-            kernels[label] = {
-                f"{phase} M={m}": layer.choice_for(m, device, layer.compute_dtype).label
-                for phase, m in row_counts.items()
-            }
-    return QuantizationSettings(
-        method=config.quantization,
-        group_size=layers[0].group_size if layers else None,
-        layers=len(layers),
-        tuned=any(layer.dispatch for layer in layers),
-        kernels=kernels,
-    )

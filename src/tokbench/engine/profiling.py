@@ -20,6 +20,7 @@ import torch
 
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.engine import compat
+from tokbench.engine.quiet import fd_output_held
 from tokbench.hardware.devices import synchronize
 from tokbench.schema.records import GenerationTrace, OperatorTime, ProfileRecord
 from tokbench.text import safe_filename
@@ -94,11 +95,17 @@ def profile_generation(
     synchronize(device)
     with forward_events(model) as forwards:
         start_ns = clock()
-        with profile(
+        profiler = profile(
             activities=activities, record_shapes=True, experimental_config=compat.profiler_all_threads_config()
-        ) as profiler:
+        )
+        with fd_output_held("torch.profiler"):  # kineto prints "USDT: ... profiler_start" from C++
+            profiler.__enter__()
+        try:
             generate()
             synchronize(device)
+        finally:
+            with fd_output_held("torch.profiler"):
+                profiler.__exit__(None, None, None)
         elapsed_ns = clock() - start_ns
     target = Path(trace_path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,14 +10,13 @@ A stage that never finished leaves a record saying so (the policy records get ``
 
 from __future__ import annotations
 
-from typing import Any
-
 from tokbench.analysis.summarize import summarize_traces
 from tokbench.clock import Clock
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.policy import POLICY_AUTO, POLICY_FIXED, MeasurementPlan, WarmupPlan
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.interference import InterferenceRecord
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
@@ -56,7 +55,7 @@ class RunRecorder:
         self.config = config
         self.started_at = started_at
         self._clock = clock
-        self.environment: dict[str, Any] = {}
+        self.environment = EnvironmentRecord()
         self.effective_settings = EffectiveSettings()
         self.model_source = ModelSource()
         self.quantization = QuantizationRecord()

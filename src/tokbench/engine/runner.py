@@ -27,6 +27,7 @@ from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode,
 from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, overrun_note, warm_up
 from tokbench.engine.preflight import check_runnable
 from tokbench.engine.progress import STAGE_COLD_CALL, STAGE_LOAD, ProgressHook, as_hook, stage
+from tokbench.engine.quiet import HeldBack, libraries_quiet, merged
 from tokbench.engine.recorder import RunRecorder, describe
 from tokbench.errors import ModelMismatchError, UnavailableFeatureError
 from tokbench.hardware.environment import capture_environment
@@ -37,6 +38,7 @@ from tokbench.interrupts import Interrupted, signal_of
 from tokbench.quant.kernels import KernelUnavailableError
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import GenerationTrace, ProfileRecord
 from tokbench.schema.results import (
     STATUS_FAILED,
@@ -60,15 +62,12 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def _environment() -> dict[str, Any]:
+def _environment() -> EnvironmentRecord:
     try:
         environment = capture_environment()
     except Exception as error:  # a broken driver must not cost the measurement its result
-        environment = {"capture_error": _describe(error)}
-    notes = compat.check_versions()
-    if notes:
-        environment["compat_warnings"] = notes
-    return environment
+        environment = EnvironmentRecord(capture_error=_describe(error))
+    return replace(environment, compat_warnings=tuple(compat.check_versions()))
 
 
 def run(
@@ -92,14 +91,28 @@ def run(
     """
     require_config(config, "tokbench.engine.runner.run")  # a wrong type is a programming error: raise, not a result
     recorder = RunRecorder(config, datetime.now(timezone.utc).isoformat(timespec="seconds"), clock)
-    try:
-        recorder.environment = _environment()
-        return _run(recorder, model, tokenizer, tokenizers, clock, progress, device_warmup_s, profile_path)
-    except KeyboardInterrupt as interrupt:
-        number = signal_of(interrupt)
-        stage = f"after {len(recorder.warmup_curve_ns)} warmup and {len(recorder.traces)} measured iterations"
-        result = recorder.finish(STATUS_INTERRUPTED, f"interrupted by {signal.Signals(number).name} {stage}")
-        raise RunInterrupted(result, number) from None
+    with libraries_quiet() as held:  # library output goes into the result, not onto the terminal
+        try:
+            recorder.environment = _environment()
+            result = _run(recorder, model, tokenizer, tokenizers, clock, progress, device_warmup_s, profile_path)
+        except KeyboardInterrupt as interrupt:
+            number = signal_of(interrupt)
+            stage = f"after {len(recorder.warmup_curve_ns)} warmup and {len(recorder.traces)} measured iterations"
+            result = recorder.finish(STATUS_INTERRUPTED, f"interrupted by {signal.Signals(number).name} {stage}")
+            raise RunInterrupted(with_library_output(result, held), number) from None
+    return with_library_output(result, held)
+
+
+def with_library_output(result: BenchmarkResult, held: HeldBack, *, notes: bool = True) -> BenchmarkResult:
+    """``result`` with what the libraries said while it was made (``engine.quiet``): every message in
+    ``library_output``, and (``notes``) the warnings that came while it ran as notes, since they may concern
+    the measurement."""
+    added = tuple(f"library {note}" for note in held.warning_notes()) if notes else ()
+    return replace(
+        result,
+        notes=(*result.notes, *added),
+        library_output=merged(result.library_output, held.messages()),
+    )
 
 
 def _run(

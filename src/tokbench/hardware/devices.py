@@ -38,6 +38,14 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a config's ``dtype`` name."""
+    return _TORCH_DTYPES[name]
+
+
 def synchronize(device: torch.device) -> None:
     """Wait until all work queued on ``device`` has finished (a no-op on CPU)."""
     if device.type == "cuda":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from tokbench.schema.environment import CpuFrequency, EnvironmentRecord, GitState, GpuInfo, NvmlFacts
 
 _RELEVANT_ENV_PREFIXES = (
     "CUDA_VISIBLE_DEVICES",
@@ -43,7 +45,7 @@ def total_memory_bytes() -> int | None:
         return None
 
 
-def git_state(directory: str | Path | None = None) -> dict[str, Any] | None:
+def git_state(directory: str | Path | None = None) -> GitState | None:
     """Commit and dirty flag of the git work tree at ``directory`` (cwd by default), or None."""
     cwd = str(directory) if directory is not None else os.getcwd()
     try:
@@ -60,7 +62,7 @@ def git_state(directory: str | Path | None = None) -> dict[str, Any] | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(status.strip())}
+    return GitState(commit, bool(status.strip()))
 
 
 def cpu_governors() -> dict[str, int] | None:
@@ -75,39 +77,39 @@ def cpu_governors() -> dict[str, int] | None:
     return counts or None
 
 
-def cpu_frequency_mhz() -> dict[str, float] | None:
+def cpu_frequency_mhz() -> CpuFrequency | None:
     try:
         import psutil
 
         frequency = psutil.cpu_freq()
     except Exception:  # psutil raises on some virtual machines where the files are missing
         return None
-    return None if frequency is None else {"current": frequency.current, "max": frequency.max}
+    return None if frequency is None else CpuFrequency(float(frequency.current), float(frequency.max))
 
 
-def tokbench_git_state() -> dict[str, Any] | None:
+def tokbench_git_state() -> GitState | None:
     """Commit and dirty flag of the tree tokbench's own code was imported from (None for an installed wheel)."""
     return git_state(Path(__file__).resolve().parent)
 
 
-def gpu_info() -> list[dict[str, Any]]:
+def gpu_info() -> tuple[GpuInfo, ...]:
     import torch
 
     if not torch.cuda.is_available():
-        return []
+        return ()
     devices = []
     for index in range(torch.cuda.device_count()):
         properties = torch.cuda.get_device_properties(index)
         devices.append(
-            {
-                "index": index,
-                "name": properties.name,
-                "total_memory_bytes": int(properties.total_memory),
-                "capability": f"{properties.major}.{properties.minor}",
-                "uuid": str(getattr(properties, "uuid", "")) or None,
-            }
+            GpuInfo(
+                index=index,
+                name=properties.name,
+                total_memory_bytes=int(properties.total_memory),
+                capability=f"{properties.major}.{properties.minor}",
+                uuid=str(getattr(properties, "uuid", "")) or None,
+            )
         )
-    return devices
+    return tuple(devices)
 
 
 def _nvidia_driver_version() -> str | None:
@@ -124,7 +126,7 @@ def _nvidia_driver_version() -> str | None:
     return output.strip().splitlines()[0] if output.strip() else None
 
 
-def capture_environment_or_reason(captured_by: str = "") -> dict[str, Any]:
+def capture_environment_or_reason(captured_by: str = "") -> EnvironmentRecord:
     """``capture_environment()``, or the reason it failed: a broken driver must never cost a result its record.
 
     ``captured_by`` says which process captured it when that is not the one that ran the config.
@@ -132,14 +134,12 @@ def capture_environment_or_reason(captured_by: str = "") -> dict[str, Any]:
     try:
         environment = capture_environment()
     except Exception as error:
-        environment = {"capture_error": f"{type(error).__name__}: {error}"}
-    if captured_by:
-        environment["captured_by"] = captured_by
-    return environment
+        environment = EnvironmentRecord(capture_error=f"{type(error).__name__}: {error}")
+    return dataclasses.replace(environment, captured_by=captured_by or None)
 
 
-def capture_environment() -> dict[str, Any]:
-    """A plain-dict snapshot of everything that can change a benchmark's numbers."""
+def capture_environment() -> EnvironmentRecord:
+    """A snapshot of everything that can change a benchmark's numbers."""
     import torch
     import transformers
 
@@ -147,28 +147,29 @@ def capture_environment() -> dict[str, Any]:
     from tokbench.version import __version__
 
     gpus = gpu_info()
-    nvml = nvml_environment([gpu["index"] for gpu in gpus])
-    return {
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "tokbench": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu_model_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_governors": cpu_governors(),
-        "cpu_frequency_mhz": cpu_frequency_mhz(),
-        "memory_bytes": total_memory_bytes(),
-        "cuda": torch.version.cuda,
-        "hip": getattr(torch.version, "hip", None),
-        "gpu_driver": nvml.get("driver_version") or (_nvidia_driver_version() if gpus else None),
-        "gpus": gpus,
-        "nvml": nvml,  # driver, CUDA driver version; per GPU clocks, power limit, persistence and MIG mode at start
-        "git": git_state(),
-        "tokbench_git": tokbench_git_state(),
-        "env": {key: value for key, value in sorted(os.environ.items()) if key.startswith(_RELEVANT_ENV_PREFIXES)},
-    }
+    # driver, CUDA driver version; per GPU clocks, power limit, persistence and MIG mode at start
+    nvml = NvmlFacts.from_dict(nvml_environment([gpu.index for gpu in gpus]))
+    return EnvironmentRecord(
+        python=sys.version.split()[0],
+        python_implementation=platform.python_implementation(),
+        tokbench=__version__,
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        os=platform.platform(),
+        machine=platform.machine(),
+        cpu=cpu_model_name(),
+        cpu_count=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch_interop_threads=torch.get_num_interop_threads(),
+        cpu_governors=cpu_governors(),
+        cpu_frequency_mhz=cpu_frequency_mhz(),
+        memory_bytes=total_memory_bytes(),
+        cuda=torch.version.cuda,
+        hip=getattr(torch.version, "hip", None),
+        gpu_driver=nvml.driver_version or (_nvidia_driver_version() if gpus else None),
+        gpus=gpus,
+        nvml=nvml,
+        git=git_state(),
+        tokbench_git=tokbench_git_state(),
+        env={key: value for key, value in sorted(os.environ.items()) if key.startswith(_RELEVANT_ENV_PREFIXES)},
+    )

@@ -384,7 +384,7 @@ def run_data(item: ReportInput) -> RunData:
         started_at=result.started_at,
         config=result.config.to_dict(),
         effective_settings=result.effective_settings.to_dict(),
-        environment=dict(result.environment),
+        environment=result.environment.to_dict(),
         flags=result.flags,
         notes=result.notes,
         summary=summary_rows(result),
@@ -637,7 +637,7 @@ def sweep_data(items: Sequence[ReportInput]) -> SweepData:
     rows = [_config_row(group, configs[key], varying) for key, group in grouped.items()]
     environments: list[dict[str, Any]] = []
     for item in items:
-        environment = _comparable_environment(item.result.environment)
+        environment = _comparable_environment(item.result.environment.to_dict())
         if environment not in environments:
             environments.append(environment)
     counts: dict[str, int] = {}

@@ -37,10 +37,8 @@ def selected_runs(items: Sequence[ReportInput]) -> list[SelectedRun]:
     """The report's inputs as the runs a history is made of (commit from each result's environment)."""
     runs = []
     for item in items:
-        git = item.result.environment.get("git") or {}
-        commit = git.get("commit") if isinstance(git, dict) else None
         runs.append(SelectedRun(item.result, item.source, item.run_id, item.result.started_at,
-                                commit if isinstance(commit, str) else None))  # fmt: skip
+                                item.result.environment.commit))  # fmt: skip
     return runs
 
 

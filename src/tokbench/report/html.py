@@ -36,7 +36,7 @@ from tokbench.report.data import (
     run_data,
     sweep_data,
 )
-from tokbench.report.figures import comparison_figures, run_figures, sweep_figures, to_plotly, write_pngs
+from tokbench.report.figures import FigureSpec, comparison_figures, run_figures, sweep_figures, to_plotly, write_pngs
 from tokbench.report.page_model import Cell, Page, Report, Section, Table, fmt, mib, num, pct, txt
 from tokbench.report.serving_page import serving_pages
 from tokbench.report.wording import known_to
@@ -56,132 +56,185 @@ CONTENT_SECURITY_POLICY = (
 
 
 def run_page(data: RunData, page_id: str, open_: bool = True) -> Page:
+    """One run's page: its summary, then a section per figure the run has data for, then its settings."""
     figures = run_figures(data)
     sections: list[Section] = [
         Section("Summary", tables=(summary_table(data, table_id=f"{page_id}-summary"),), lines=_run_lines(data)),
+        *_positions_sections(data, figures),
+        *_distribution_sections(data, figures),
+        *_warmup_sections(data, figures),
+        *_iterations_sections(data, figures, page_id),
+        *_monitor_sections(data, figures),
+        *_memory_sections(data, figures),
+        *_efficiency_sections(data, figures),
+        *_settings_sections(data),
     ]
-    if "positions" in figures and data.positions is not None:
-        p = data.positions
-        rows = tuple(
-            (num(pos), num(p.median_ms[i]), num(p.p10_ms[i]), num(p.p90_ms[i]), num(p.min_ms[i]), num(p.max_ms[i]))
-            for i, pos in enumerate(p.positions)
-        )
-        sections.append(Section(
-            "Per-token latency across generated positions", figures["positions"],
-            (Table(("position", "median ms", "p10 ms", "p90 ms", "min ms", "max ms"), rows, scroll=True),),
-            ("Does decode slow down as the KV cache grows? Each point: the gap to the previous token over every "
-             "measured request at that position.",),
-        ))  # fmt: skip
+    subtitle = f"{data.model} · {data.status} · config {data.config_hash} · started {data.started_at or '-'}"
+    return Page(page_id, data.title, subtitle, tuple(sections), open=open_, status=data.status)
+
+
+def _positions_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """Per-token latency by generated position (does decode slow down as the KV cache grows?)."""
+    if "positions" not in figures or data.positions is None:
+        return []
+    p = data.positions
+    rows = tuple(
+        (num(pos), num(p.median_ms[i]), num(p.p10_ms[i]), num(p.p90_ms[i]), num(p.min_ms[i]), num(p.max_ms[i]))
+        for i, pos in enumerate(p.positions)
+    )
+    return [Section(
+        "Per-token latency across generated positions", figures["positions"],
+        (Table(("position", "median ms", "p10 ms", "p90 ms", "min ms", "max ms"), rows, scroll=True),),
+        ("Does decode slow down as the KV cache grows? Each point: the gap to the previous token over every "
+         "measured request at that position.",),
+    )]  # fmt: skip
+
+
+def _distribution_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """TTFT, ITL and E2E distributions, each with its summary row."""
+    sections: list[Section] = []
     for metric in ("ttft_ms", "itl_ms", "e2e_latency_ms"):
         key = f"dist_{metric}"
         if key in figures:
             row = next((r for r in data.summary if r.metric == metric), None)
             tables = (summary_table(data, only=(metric,)),) if row else ()
             sections.append(Section(f"{METRIC_LABELS[metric]} distribution", figures[key], tables))
-    if "warmup" in figures and data.warmup is not None:
-        w = data.warmup
+    return sections
+
+
+def _warmup_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """The warmup curve and the warmup policy's verdict."""
+    if "warmup" not in figures or data.warmup is None:
+        return []
+    w = data.warmup
+    rows = []
+    if w.cold_call_ms is not None:
+        rows.append((num(0), num(w.cold_call_ms), txt("cold first call")))
+    for i, value in enumerate(w.e2e_ms, start=1):
+        notes = []
+        if i in w.compiled_in:
+            notes.append("dynamo compiled")
+        if w.steady_from == i:
+            notes.append("steady state from here")
+        rows.append((num(i), num(value), txt(", ".join(notes))))
+    verdict = "not tested" if w.steady_state is None else "reached" if w.steady_state else "NOT reached"
+    lines = (f"warmup {w.policy or '?'}: {len(w.e2e_ms)} iterations, stopped by {w.stop_reason or '?'}; "
+             f"steady state {verdict}"
+             + (f"; median shift {w.shift:.1%} (allowed {w.allowed_shift:.1%})"
+                if w.shift is not None and w.allowed_shift is not None else ""),)  # fmt: skip
+    return [
+        Section(
+            "Warmup", figures["warmup"], (Table(("iteration", "E2E ms", "note"), tuple(rows), scroll=True),), lines
+        )
+    ]
+
+
+def _iterations_sections(data: RunData, figures: dict[str, FigureSpec], page_id: str) -> list[Section]:
+    """The measured iterations in order, with the stopping rule and the trend test."""
+    if "iterations" not in figures or data.iterations is None:
+        return []
+    it = data.iterations
+    rows = tuple(
+        (num(i + 1), num(it.e2e_ms[i]), num(it.ttft_ms[i]), num(it.decode_tok_s[i]), num(it.overall_tok_s[i]))
+        for i in range(len(it.e2e_ms))
+    )
+    trend = it.e2e_trend_p_value
+    lines = [
+        f"measurement {it.policy or '?'}: {len(it.e2e_ms)} iterations, stopped by {it.stop_reason or '?'}"
+        + (f"; {known_to(it.relative_precision, _e2e_interval(data))}" if it.relative_precision is not None else "")
+        + (f" (target ±{it.target_relative_precision:.2%})" if it.target_relative_precision is not None else ""),
+        "E2E trend (Mann-Kendall): "
+        + ("-" if trend is None else f"p = {trend:.3g}" + (" — TREND while measuring" if trend < 0.05 else
+                                                            " — no trend")),
+    ]  # fmt: skip
+    if it.recompiles is not None:
+        lines.append(f"dynamo recompiles while measuring: {it.recompiles}")
+    return [Section(
+        "Measured iterations in order", figures["iterations"],
+        (Table(("iteration", "E2E ms", "TTFT ms (request 0)", "decode tok/s", "overall tok/s"), rows,
+               scroll=True, table_id=f"{page_id}-iterations"),), tuple(lines),
+    )]  # fmt: skip
+
+
+def _monitor_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """One section per monitored unit (or the monitors' statuses when none sampled)."""
+    if data.monitor is None:
+        return []
+    sections: list[Section] = []
+    monitor = data.monitor
+    statuses = tuple(f"{backend}: {status}" for backend, status in monitor.statuses)
+    monitor_keys = [k for k in figures if k.startswith("monitor_")]
+    for key in monitor_keys:
+        spec = figures[key]
+        unit = spec.y_title
         rows = []
-        if w.cold_call_ms is not None:
-            rows.append((num(0), num(w.cold_call_ms), txt("cold first call")))
-        for i, value in enumerate(w.e2e_ms, start=1):
-            notes = []
-            if i in w.compiled_in:
-                notes.append("dynamo compiled")
-            if w.steady_from == i:
-                notes.append("steady state from here")
-            rows.append((num(i), num(value), txt(", ".join(notes))))
-        verdict = "not tested" if w.steady_state is None else "reached" if w.steady_state else "NOT reached"
-        lines = (f"warmup {w.policy or '?'}: {len(w.e2e_ms)} iterations, stopped by {w.stop_reason or '?'}; "
-                 f"steady state {verdict}"
-                 + (f"; median shift {w.shift:.1%} (allowed {w.allowed_shift:.1%})"
-                    if w.shift is not None and w.allowed_shift is not None else ""),)  # fmt: skip
-        sections.append(
-            Section(
-                "Warmup", figures["warmup"], (Table(("iteration", "E2E ms", "note"), tuple(rows), scroll=True),), lines
-            )
+        for s in monitor.series:
+            if s.unit != unit:
+                continue
+            values = [v for v in s.values if v is not None]
+            rows.append((txt(f"{s.backend} {s.column}"), num(len(values)), num(min(values)),
+                         num(sum(values) / len(values)), num(max(values))))  # fmt: skip
+        sections.append(Section(spec.title, spec, (Table(("series", "samples", "min", "mean", "max"),
+                                                         tuple(rows)),), statuses))  # fmt: skip
+    if not monitor_keys:
+        sections.append(Section("Monitoring", lines=statuses))
+    return sections
+
+
+def _memory_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """Where the memory went: weights, KV cache, the rest, and the peak per iteration."""
+    if data.memory is None:
+        return []
+    m = data.memory
+    rows = [
+        (txt("weights"), mib(m.weight_bytes)),
+        (txt(f"KV cache at end ({m.kv_cache_positions} positions)"), mib(m.kv_cache_bytes)),
+        (txt("beyond weights and KV cache"), mib(m.beyond_bytes)),
+        (txt(f"peak ({m.peak_source or 'unknown'})"), mib(m.peak_bytes)),
+    ]
+    peaks = tuple((num(i + 1), mib(v)) for i, v in enumerate(m.peaks_per_iteration))
+    return [Section("Memory", figures.get("memory"), (
+        Table(("part", "size"), tuple(rows)),
+        Table(("measured iteration", "peak"), peaks, caption="peak per measured iteration", scroll=True),
+    ))]  # fmt: skip
+
+
+def _efficiency_sections(data: RunData, figures: dict[str, FigureSpec]) -> list[Section]:
+    """MBU / MFU against the device's limits, and energy per token."""
+    if data.efficiency is None:
+        return []
+    e = data.efficiency
+    rows = (
+        (
+            txt("decode MBU"),
+            pct(e.mbu),
+            _rate(e.decode_bandwidth_bytes_s, "B/s"),
+            _rate(e.peak_bandwidth_bytes_s, "B/s"),
+        ),
+        (txt("prefill MFU"), pct(e.mfu), _rate(e.prefill_flops_s, "FLOP/s"), _rate(e.peak_flops_s, "FLOP/s")),
+    )
+    lines = [f"peak: {e.peak_source}" if e.peak_source else f"no peak: {e.peak_unavailable}"]
+    lines.append("energy per token: " + (f"{e.energy_per_token_j:.4g} J" if e.energy_per_token_j is not None
+                                         else e.energy_status or "-"))  # fmt: skip
+    lines.extend(f"note: {note}" for note in e.notes)
+    return [
+        Section(
+            "Efficiency (MBU / MFU)",
+            figures.get("efficiency"),
+            (Table(("figure", "utilization", "achieved", "device limit"), rows),),
+            tuple(lines),
         )
-    if "iterations" in figures and data.iterations is not None:
-        it = data.iterations
-        rows = tuple(
-            (num(i + 1), num(it.e2e_ms[i]), num(it.ttft_ms[i]), num(it.decode_tok_s[i]), num(it.overall_tok_s[i]))
-            for i in range(len(it.e2e_ms))
-        )
-        trend = it.e2e_trend_p_value
-        lines = [
-            f"measurement {it.policy or '?'}: {len(it.e2e_ms)} iterations, stopped by {it.stop_reason or '?'}"
-            + (f"; {known_to(it.relative_precision, _e2e_interval(data))}" if it.relative_precision is not None else "")
-            + (f" (target ±{it.target_relative_precision:.2%})" if it.target_relative_precision is not None else ""),
-            "E2E trend (Mann-Kendall): "
-            + ("-" if trend is None else f"p = {trend:.3g}" + (" — TREND while measuring" if trend < 0.05 else
-                                                                " — no trend")),
-        ]  # fmt: skip
-        if it.recompiles is not None:
-            lines.append(f"dynamo recompiles while measuring: {it.recompiles}")
-        sections.append(Section(
-            "Measured iterations in order", figures["iterations"],
-            (Table(("iteration", "E2E ms", "TTFT ms (request 0)", "decode tok/s", "overall tok/s"), rows,
-                   scroll=True, table_id=f"{page_id}-iterations"),), tuple(lines),
-        ))  # fmt: skip
-    if data.monitor is not None:
-        monitor = data.monitor
-        statuses = tuple(f"{backend}: {status}" for backend, status in monitor.statuses)
-        monitor_keys = [k for k in figures if k.startswith("monitor_")]
-        for key in monitor_keys:
-            spec = figures[key]
-            unit = spec.y_title
-            rows = []
-            for s in monitor.series:
-                if s.unit != unit:
-                    continue
-                values = [v for v in s.values if v is not None]
-                rows.append((txt(f"{s.backend} {s.column}"), num(len(values)), num(min(values)),
-                             num(sum(values) / len(values)), num(max(values))))  # fmt: skip
-            sections.append(Section(spec.title, spec, (Table(("series", "samples", "min", "mean", "max"),
-                                                             tuple(rows)),), statuses))  # fmt: skip
-        if not monitor_keys:
-            sections.append(Section("Monitoring", lines=statuses))
-    if data.memory is not None:
-        m = data.memory
-        rows = [
-            (txt("weights"), mib(m.weight_bytes)),
-            (txt(f"KV cache at end ({m.kv_cache_positions} positions)"), mib(m.kv_cache_bytes)),
-            (txt("beyond weights and KV cache"), mib(m.beyond_bytes)),
-            (txt(f"peak ({m.peak_source or 'unknown'})"), mib(m.peak_bytes)),
-        ]
-        peaks = tuple((num(i + 1), mib(v)) for i, v in enumerate(m.peaks_per_iteration))
-        sections.append(Section("Memory", figures.get("memory"), (
-            Table(("part", "size"), tuple(rows)),
-            Table(("measured iteration", "peak"), peaks, caption="peak per measured iteration", scroll=True),
-        )))  # fmt: skip
-    if data.efficiency is not None:
-        e = data.efficiency
-        rows = (
-            (
-                txt("decode MBU"),
-                pct(e.mbu),
-                _rate(e.decode_bandwidth_bytes_s, "B/s"),
-                _rate(e.peak_bandwidth_bytes_s, "B/s"),
-            ),
-            (txt("prefill MFU"), pct(e.mfu), _rate(e.prefill_flops_s, "FLOP/s"), _rate(e.peak_flops_s, "FLOP/s")),
-        )
-        lines = [f"peak: {e.peak_source}" if e.peak_source else f"no peak: {e.peak_unavailable}"]
-        lines.append("energy per token: " + (f"{e.energy_per_token_j:.4g} J" if e.energy_per_token_j is not None
-                                             else e.energy_status or "-"))  # fmt: skip
-        lines.extend(f"note: {note}" for note in e.notes)
-        sections.append(
-            Section(
-                "Efficiency (MBU / MFU)",
-                figures.get("efficiency"),
-                (Table(("figure", "utilization", "achieved", "device limit"), rows),),
-                tuple(lines),
-            )
-        )
-    sections.append(Section("Exact config", tables=(key_value_table(data.config, "config"),
-                                                    key_value_table(data.effective_settings, "effective settings")),
-                            open=False))  # fmt: skip
-    sections.append(Section("Environment", tables=(key_value_table(data.environment, "environment"),), open=False))
-    subtitle = f"{data.model} · {data.status} · config {data.config_hash} · started {data.started_at or '-'}"
-    return Page(page_id, data.title, subtitle, tuple(sections), open=open_, status=data.status)
+    ]
+
+
+def _settings_sections(data: RunData) -> list[Section]:
+    """The exact config, the effective settings and the environment (closed by default)."""
+    return [
+        Section("Exact config", tables=(key_value_table(data.config, "config"),
+                                        key_value_table(data.effective_settings, "effective settings")),
+                open=False),
+        Section("Environment", tables=(key_value_table(data.environment, "environment"),), open=False),
+    ]  # fmt: skip
 
 
 def _rate(value: float | None, unit: str) -> Cell:

@@ -43,6 +43,7 @@ from tokbench.schema.comparison import (
     UnmatchedRun,
     WorkloadComparison,
 )
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.interference import flag_detail
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
@@ -110,8 +111,9 @@ def _flatten(prefix: str, value: Any, into: dict[str, str]) -> None:
         into[prefix] = str(value)
 
 
-def environment_facts(environment: dict[str, Any]) -> dict[str, str]:
+def environment_facts(record: EnvironmentRecord) -> dict[str, str]:
     """The environment fields that can change a measurement, flattened to ``name -> text``."""
+    environment = record.to_dict()
     facts: dict[str, str] = {}
     for key in _ENVIRONMENT_KEYS:
         _flatten(key, environment.get(key), facts)
@@ -128,7 +130,9 @@ def environment_facts(environment: dict[str, Any]) -> dict[str, str]:
     return facts
 
 
-def environment_differences(baseline: dict[str, Any], contender: dict[str, Any]) -> list[EnvironmentDifference]:
+def environment_differences(
+    baseline: EnvironmentRecord, contender: EnvironmentRecord
+) -> list[EnvironmentDifference]:
     before, after = environment_facts(baseline), environment_facts(contender)
     return [
         EnvironmentDifference(field=name, baseline=before.get(name, "-"), contender=after.get(name, "-"))
@@ -496,7 +500,7 @@ def _geometric_means(measured: Sequence[_Measured], alpha: float) -> list[Geomet
 
 def _gpu_warning(usable: dict[str, list[SelectedRun]]) -> list[str]:
     gpu_names = {
-        side: {str(gpu.get("name")) for run in usable[side] for gpu in run.result.environment.get("gpus") or []}
+        side: {gpu.name for run in usable[side] for gpu in run.result.environment.gpus}
         for side in usable
     }
     if gpu_names["baseline"] == gpu_names["contender"]:

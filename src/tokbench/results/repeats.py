@@ -8,10 +8,10 @@ K``) or one side of a ``tokbench ab``, the processes being compared left out (``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tokbench.analysis import compare as stats
 from tokbench.results.selectors import SelectedRun
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
 
 __all__ = ["StoredRepeats", "machine_of", "run_identity", "stored_repeats"]
@@ -24,10 +24,10 @@ def run_identity(result: BenchmarkResult) -> str:
     return f"{result.config_hash}:{result.started_at}:{first}"
 
 
-def machine_of(environment: dict[str, Any]) -> str:
+def machine_of(environment: EnvironmentRecord) -> str:
     """What identifies a machine in a result's environment: CPU model and count, memory, GPU names."""
-    gpus = ",".join(str(gpu.get("name")) for gpu in environment.get("gpus") or [] if isinstance(gpu, dict))
-    parts = (environment.get("cpu"), environment.get("cpu_count"), environment.get("memory_bytes"), gpus)
+    gpus = ",".join(gpu.name for gpu in environment.gpus)
+    parts = (environment.cpu, environment.cpu_count, environment.memory_bytes, gpus)
     return "|".join(str(part) for part in parts)
 
 

@@ -343,8 +343,7 @@ def store_path_of(spec: str) -> str | None:
 
 
 def _commit(result: BenchmarkResult) -> str | None:
-    git = result.environment.get("git") or {}
-    return git.get("commit") if isinstance(git, dict) else None
+    return result.environment.commit
 
 
 __all__ = [

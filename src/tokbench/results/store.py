@@ -226,7 +226,6 @@ class ResultStore:
     def add(self, result: BenchmarkResult, *, sweep_id: str | None = None, repeat_index: int = 0) -> int:
         """Store ``result`` in one transaction and return its run id."""
         data = result.to_dict()
-        git = result.environment.get("git") or {}
         values = {
             "sweep_id": sweep_id,
             "repeat_index": repeat_index,
@@ -237,7 +236,7 @@ class ResultStore:
             "reason": result.reason,
             "started_at": result.started_at,
             "stored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git.get("commit") if isinstance(git, dict) else None,
+            "git_commit": result.environment.commit,
             "launcher": result.launch.launcher,
             "workload_key": result.workload_key,
             **{column: _median(result, name) for name, column in zip(HEADLINE_METRICS, _METRIC_COLUMNS, strict=True)},

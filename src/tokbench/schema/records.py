@@ -240,3 +240,14 @@ class LaunchRecord(Record):
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class LibraryMessage(Record):
+    """One distinct message a library logged, warned or printed, held back from the terminal
+    (``engine.quiet``): who said it, at which level, and how often."""
+
+    origin: str  # the library ("torchao", "bitsandbytes", "torch"...)
+    level: str  # a logging level ("warning"...), or "output": a line C or C++ code printed
+    text: str
+    count: int = 1

@@ -18,6 +18,7 @@ from tokbench.fileio import UnsafeFileError, atomic_write_text, parse_json_text,
 from tokbench.schema.checks import check_numbers, check_traces
 from tokbench.schema.comparison import OutputFingerprint
 from tokbench.schema.efficiency import EfficiencyReport
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.interference import InterferenceRecord
 from tokbench.schema.monitor import MemoryPeak, MonitorRecord
 from tokbench.schema.policy import MeasurementRecord, WarmupRecord
@@ -28,6 +29,7 @@ from tokbench.schema.records import (
     EffectiveSettings,
     GenerationTrace,
     LaunchRecord,
+    LibraryMessage,
     LoadTimings,
     ModelSource,
     ProfileRecord,
@@ -109,7 +111,7 @@ class BenchmarkResult(Record):
     config: BenchmarkConfig
     status: str
     reason: str = ""
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: EnvironmentRecord = field(default_factory=EnvironmentRecord)
     phases: StageRecords = field(default_factory=StageRecords)
     iterations: tuple[GenerationTrace, ...] = ()
     summary: dict[str, Summary] = field(default_factory=dict)
@@ -137,9 +139,13 @@ class BenchmarkResult(Record):
     # A serving run (``tokbench serve-bench``): the load offered, the endpoint, every request's raw stamps. Its
     # iterations are blocks of requests; its config names the served model and the request shape.
     serving: ServingRecord | None = None
+    # What the libraries logged or warned while this result was made, held back from the terminal (engine.quiet);
+    # written only when there was something.
+    library_output: tuple[LibraryMessage, ...] = ()
 
     # derived; written for readers of the JSON, checked (config_hash) or ignored (flags) on load
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ("config_hash", "flags")
+    SPARSE_FIELDS: ClassVar[tuple[str, ...]] = ("library_output",)
     # the order results have always been written in: identity and outcome first, bulky raw data last
     LEADING_KEYS: ClassVar[tuple[str, ...]] = (
         "schema_version", "config", "config_hash", "workload_key", "status", "reason", "started_at", "notes",
@@ -152,6 +158,8 @@ class BenchmarkResult(Record):
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         if isinstance(self.launch, Mapping):  # launchers build the record field by field as a child runs
             object.__setattr__(self, "launch", LaunchRecord.from_dict(self.launch))
+        if isinstance(self.environment, Mapping):  # as stored (a result built from parts of a stored one)
+            object.__setattr__(self, "environment", EnvironmentRecord.from_dict(self.environment))
         # Derived, always: a copy with another config or device (dataclasses.replace) never keeps a stale key.
         key = result_workload_key(self.config, self.effective_settings, self.environment)
         if self.serving is not None:

@@ -11,7 +11,8 @@ bottleneck). Rules:
   ``SERIALIZED_PROPERTIES`` (derived values written for readers of the JSON and ignored on load),
   the keys named in ``LEADING_KEYS`` moved first;
   a record class with ``OMIT_NONE = True`` leaves out fields that are ``None`` (records whose keys are
-  each optional, e.g. the launch record, keep the shape they always had);
+  each optional, e.g. the launch record, keep the shape they always had); the fields it names in
+  ``SPARSE_FIELDS`` are left out when ``None`` or empty (keys that appear only when something happened);
 - tuple / list → array; dict → object; Enum → its value; ints stay ints; a non-finite float → ``null``
   (JSON has no NaN);
 - decoding checks every value against its hint (``int`` is never a bool, ``float`` takes an int) and
@@ -42,6 +43,7 @@ class Record:
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ()
     OMIT_NONE: ClassVar[bool] = False
     LEADING_KEYS: ClassVar[tuple[str, ...]] = ()  # written first, in this order (for a human reading the JSON)
+    SPARSE_FIELDS: ClassVar[tuple[str, ...]] = ()  # written only when set (not None, not empty)
 
     def to_dict(self) -> dict[str, Any]:
         return to_data(self)  # type: ignore[no-any-return]
@@ -66,10 +68,13 @@ def to_data(value: Any) -> Any:
         if not isinstance(value, Record) and hasattr(value, "to_dict"):
             return value.to_dict()  # a record below this layer with its own format (BenchmarkConfig)
         omit_none = getattr(value, "OMIT_NONE", False)
+        sparse = getattr(value, "SPARSE_FIELDS", ())
         data: dict[str, Any] = {}
         for spec in dataclasses.fields(value):
             item = getattr(value, spec.name)
             if item is None and omit_none:
+                continue
+            if spec.name in sparse and (item is None or item == () or item == {}):
                 continue
             data[spec.name] = to_data(item)
         for name in getattr(value, "SERIALIZED_PROPERTIES", ()):

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.serving import ServingSettings
 
 
 def run_device_type(
-    config: BenchmarkConfig, effective_settings: Any, environment: Mapping[str, Any]
+    config: BenchmarkConfig, effective_settings: Any, environment: EnvironmentRecord
 ) -> str:
     """The kind of device ("cpu", "cuda", ...) the run used, or would have used."""
     resolved = (
@@ -29,11 +30,11 @@ def run_device_type(
         return resolved.split(":")[0]
     if config.device != "auto":
         return config.device.split(":")[0]
-    return "cuda" if environment.get("gpus") else "cpu"
+    return "cuda" if environment.gpus else "cpu"
 
 
 def result_workload_key(
-    config: BenchmarkConfig, effective_settings: Any, environment: Mapping[str, Any]
+    config: BenchmarkConfig, effective_settings: Any, environment: EnvironmentRecord
 ) -> str:
     """``config.workload_key`` for the device kind the run resolved."""
     return config.workload_key(run_device_type(config, effective_settings, environment))

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ForkServerError, LaunchError, ResultFormatError
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.forkserver import ForkServer
@@ -76,7 +77,7 @@ class InlineLauncher:
 
     def launch_group(
         self, configs: Sequence[BenchmarkConfig], timeouts_s: Sequence[float | None]
-    ) -> Iterator[BenchmarkResult]:
+    ) -> Generator[BenchmarkResult, None, None]:
         """One result per config, in order, measured on one load (``engine.shared_load``); no timeout."""
         from tokbench.engine.shared_load import measure_group
 
@@ -123,7 +124,7 @@ class ProcessLauncher:
         compile_cache: str = "fresh",
         python: str = sys.executable,
         clock: Clock = perf_counter_ns,
-        environment: dict[str, Any] | None = None,
+        environment: EnvironmentRecord | None = None,
         start_method: str = DEFAULT_START_METHOD,
         child_environment: Mapping[str, str] | None = None,
         side_environment: Mapping[str, str] | None = None,
@@ -256,7 +257,7 @@ class ProcessLauncher:
 
     def launch_group(
         self, configs: Sequence[BenchmarkConfig], timeouts_s: Sequence[float | None]
-    ) -> Iterator[BenchmarkResult]:
+    ) -> Generator[BenchmarkResult, None, None]:
         """One result per config, in order, each as soon as it exists: the configs of one load group are
         measured by one worker that loads the model once. If the worker dies (crash, kill, a config past its
         timeout), the config it was on fails with the reason and the rest go on in a fresh worker."""
@@ -475,7 +476,7 @@ class ProcessLauncher:
             launch=LaunchRecord.from_dict(launch),
         )
 
-    def _parent_environment(self) -> dict[str, Any]:
+    def _parent_environment(self) -> EnvironmentRecord:
         if self._environment is None:
             from tokbench.hardware.environment import capture_environment_or_reason
 

@@ -16,27 +16,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from tokbench.config import BenchmarkConfig
 from tokbench.engine.progress import STAGE_SWEEP, ProgressHook, as_hook
 from tokbench.errors import StoreWriteError
 from tokbench.fileio import write_new_text
+from tokbench.hardware.environment import capture_environment_or_reason
 from tokbench.interrupts import signals_deferred
 from tokbench.results.store import DEFAULT_DB_PATH, ResultStore, sweep_lock
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import LaunchRecord
 from tokbench.schema.results import STATUS_SKIPPED, BenchmarkResult
+from tokbench.sweep.executors import Executor, Launcher, WorkItem, WorkUnit, work_units
+from tokbench.sweep.executors.local import LocalExecutor
 from tokbench.sweep.plan import SweepPlan, SweepSpec, load_sweep_file, plan_sweep
 from tokbench.text import safe_filename, terminal_safe
-
-if TYPE_CHECKING:
-    from tokbench.sweep.executors import Executor
-
-
-class Launcher(Protocol):
-    name: str
-
-    def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult: ...
 
 
 @dataclass(frozen=True)
@@ -81,72 +76,115 @@ def execute_plan(
 
     ``progress``: a ``ProgressHook`` told after each config (``cli`` passes the terminal's).
     """
-    from tokbench.sweep.executors import WorkItem, work_units
-    from tokbench.sweep.executors.local import LocalExecutor
+    session = SweepSession(
+        plan, executor, store, repeat=repeat, resume=resume, progress=progress, on_result=on_result
+    )
+    return session.run(share_load=share_load)
 
-    if not hasattr(executor, "execute"):
-        executor = LocalExecutor.for_launcher(executor)
-    outcome = SweepOutcome(plan)
-    done = store.completed(plan.sweep_id) if resume else set()
-    total = len(plan.skipped) + repeat * len(plan.runnable)
-    hook = as_hook(progress)
-    if hook is not None:
-        hook.stage_started(STAGE_SWEEP, total)
 
-    environment: list[dict[str, Any]] = []  # captured once, for the skipped results built here
+class SweepSession:
+    """One plan run into one store, step by step: the skipped configs stored, the resumed ones counted, the
+    rest executed; every result stored as it arrives (``deliver``), then told to the progress hook and
+    ``on_result``. Only this object, in the caller's thread, writes the store."""
 
-    def parent_environment() -> dict[str, Any]:
-        if not environment:
-            environment.append(_parent_environment())
-        return environment[0]
+    def __init__(
+        self,
+        plan: SweepPlan,
+        executor: Executor | Launcher,
+        store: ResultStore,
+        *,
+        repeat: int = 1,
+        resume: bool = False,
+        progress: ProgressHook | bool | None = None,
+        on_result: Callable[[SweepEntry], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.executor: Executor = executor if isinstance(executor, Executor) else LocalExecutor.for_launcher(executor)
+        self.store = store
+        self.repeat = repeat
+        self.outcome = SweepOutcome(plan)
+        self._done = store.completed(plan.sweep_id) if resume else set()
+        self._hook = as_hook(progress)
+        self._on_result = on_result
+        self._environment: EnvironmentRecord | None = None  # captured once, for the skipped results built here
 
-    def record(entry: SweepEntry) -> None:
-        outcome.entries.append(entry)
-        if hook is not None:
-            label = entry.config.name if repeat == 1 else f"{entry.config.name} #{entry.repeat_index + 1}"
-            status = entry.result.status if entry.result is not None else "stored before"
-            hook.advanced(STAGE_SWEEP, len(outcome.entries), terminal_safe(f"last: {label} {status}", newlines=False))
-        if on_result is not None:
-            on_result(entry)
+    @property
+    def total(self) -> int:
+        """How many config × repeat entries the sweep has (stored, resumed or still to run)."""
+        return len(self.plan.skipped) + self.repeat * len(self.plan.runnable)
 
-    def store_and_record(config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
+    def run(self, *, share_load: bool = True) -> SweepOutcome:
+        """Every step in order; a Ctrl-C or SIGTERM ends it early, the outcome marked ``interrupted``."""
+        if self._hook is not None:
+            self._hook.stage_started(STAGE_SWEEP, self.total)
+        try:
+            self.store_skipped()
+            self.execute(self.pending_units(share_load=share_load))
+        except KeyboardInterrupt:
+            self.outcome.interrupted = True
+        finally:
+            if self._hook is not None:
+                self._hook.stage_finished(STAGE_SWEEP)
+        return self.outcome
+
+    def store_skipped(self) -> None:
+        """The configs the plan found impossible, stored as ``skipped`` (unless a resumed sweep has them)."""
+        for skipped in self.plan.skipped:
+            if (skipped.config.config_hash, 0) in self._done:
+                self._record(SweepEntry(skipped.config, 0, None, None, resumed=True))
+                continue
+            result = _skipped_result(skipped.config, skipped.reason, self.executor.name, self._parent_environment())
+            self._store(skipped.config, 0, result)
+
+    def pending_units(self, *, share_load: bool = True) -> list[WorkUnit]:
+        """The work units still to run; what the store already holds is recorded as resumed."""
+        units, resumed = work_units(self.plan, repeat=self.repeat, done=self._done, share_load=share_load)
+        for item in resumed:
+            self._record(SweepEntry(item.config, item.repeat_index, None, None, resumed=True))
+        return units
+
+    def execute(self, units: list[WorkUnit]) -> None:
+        """Run ``units`` through the executor; an inline run stopped mid-way keeps what it measured."""
+        try:
+            self.executor.execute(units, self.deliver)
+        except KeyboardInterrupt as interrupt:
+            partial: BenchmarkResult | None = getattr(interrupt, "result", None)
+            if partial is not None and self.repeat == 1:
+                self._store(partial.config, 0, _with_sweep(partial, self.plan.sweep_id, 0))
+            raise
+
+    def deliver(self, item: WorkItem, result: BenchmarkResult) -> None:
+        """The executor's callback: one finished result, stored under this sweep and repeat."""
+        self._store(item.config, item.repeat_index, _with_sweep(result, self.plan.sweep_id, item.repeat_index))
+
+    def _store(self, config: BenchmarkConfig, repeat_index: int, result: BenchmarkResult) -> None:
         # A Ctrl-C or SIGTERM during the write would roll it back and lose a finished result: hold it until
         # the commit (and until the result is in the outcome), then stop.
         with signals_deferred():
             try:
-                run_id = store.add(result, sweep_id=plan.sweep_id, repeat_index=repeat_index)
+                run_id = self.store.add(result, sweep_id=self.plan.sweep_id, repeat_index=repeat_index)
             except StoreWriteError as error:
                 # Never lose a finished result: keep it as JSON beside the store, say where, stop the sweep.
-                kept = keep_beside_store(store.path, result)
+                kept = keep_beside_store(self.store.path, result)
                 raise StoreWriteError(f"{error}; the result of {config.name} is kept in {kept}") from error
-            record(SweepEntry(config, repeat_index, result, run_id))
+            self._record(SweepEntry(config, repeat_index, result, run_id))
 
-    def deliver(item: WorkItem, result: BenchmarkResult) -> None:
-        store_and_record(item.config, item.repeat_index, _with_sweep(result, plan.sweep_id, item.repeat_index))
+    def _record(self, entry: SweepEntry) -> None:
+        self.outcome.entries.append(entry)
+        if self._hook is not None:
+            name = entry.config.name
+            label = name if self.repeat == 1 else f"{name} #{entry.repeat_index + 1}"
+            status = entry.result.status if entry.result is not None else "stored before"
+            self._hook.advanced(
+                STAGE_SWEEP, len(self.outcome.entries), terminal_safe(f"last: {label} {status}", newlines=False)
+            )
+        if self._on_result is not None:
+            self._on_result(entry)
 
-    try:
-        for skipped in plan.skipped:
-            if (skipped.config.config_hash, 0) in done:
-                record(SweepEntry(skipped.config, 0, None, None, resumed=True))
-                continue
-            result = _skipped_result(skipped.config, skipped.reason, executor.name, parent_environment())
-            store_and_record(skipped.config, 0, result)
-        units, resumed = work_units(plan, repeat=repeat, done=done, share_load=share_load)
-        for item in resumed:
-            record(SweepEntry(item.config, item.repeat_index, None, None, resumed=True))
-        try:
-            executor.execute(units, deliver)
-        except KeyboardInterrupt as interrupt:  # an inline run keeps what it measured, as interrupted
-            partial: BenchmarkResult | None = getattr(interrupt, "result", None)
-            if partial is not None and repeat == 1:
-                store_and_record(partial.config, 0, _with_sweep(partial, plan.sweep_id, 0))
-            raise
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-    finally:
-        if hook is not None:
-            hook.stage_finished(STAGE_SWEEP)
-    return outcome
+    def _parent_environment(self) -> EnvironmentRecord:
+        if self._environment is None:
+            self._environment = capture_environment_or_reason()
+        return self._environment
 
 
 def keep_beside_store(db: Path, result: BenchmarkResult) -> str:
@@ -209,7 +247,7 @@ def _with_sweep(result: BenchmarkResult, sweep_id: str, repeat_index: int) -> Be
 
 
 def _skipped_result(
-    config: BenchmarkConfig, reason: str, launcher_name: str, environment: dict[str, Any]
+    config: BenchmarkConfig, reason: str, launcher_name: str, environment: EnvironmentRecord
 ) -> BenchmarkResult:
     return BenchmarkResult(
         config=config,
@@ -219,9 +257,3 @@ def _skipped_result(
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         launch=LaunchRecord(launcher="none (skipped before launching)", planned_launcher=launcher_name),
     )
-
-
-def _parent_environment() -> dict[str, Any]:
-    from tokbench.hardware.environment import capture_environment_or_reason
-
-    return capture_environment_or_reason()

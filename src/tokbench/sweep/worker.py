@@ -22,6 +22,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 _PARENT_POLL_S = 0.5
@@ -86,19 +87,27 @@ def run_config_file(config_path: str, result_path: str) -> int:
     try:
         with open(config_path, encoding="utf-8") as stream:
             data = json.load(stream)
-        if isinstance(data, dict) and "group" in data:
-            group = [BenchmarkConfig.from_dict(item) for item in data["group"]]
-            return _run_group(group, result_path)
-        config = BenchmarkConfig.from_dict(data)
+        is_group = isinstance(data, dict) and "group" in data
+        configs = [BenchmarkConfig.from_dict(item) for item in data["group"]] if is_group else []
+        config = None if is_group else BenchmarkConfig.from_dict(data)
     except (OSError, json.JSONDecodeError, ConfigError, TypeError) as error:
         print(f"tokbench.sweep.worker: cannot read the config {config_path}: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
-    from tokbench.engine.runner import run
+    from tokbench.engine.quiet import libraries_quiet
+    from tokbench.engine.runner import run, with_library_output
     from tokbench.schema.results import save_result
 
-    result = run(config, progress=False)
-    save_result(result, result_path)
+    # The libraries' output goes into each result, and each distinct message once into this worker's log (its
+    # stderr, which no terminal shows: a failed config keeps its tail, with what a library said before a crash).
+    with libraries_quiet(echo=sys.stderr) as held:
+        if config is None:
+            for index, result in enumerate(_run_group(configs, result_path)):
+                save_result(with_library_output(result, held, notes=False), group_result_path(result_path, index))
+            return 0
+        _say_started(config, 0, 1)
+        result = run(config, progress=False)
+        save_result(with_library_output(result, held, notes=False), result_path)
     return 0
 
 
@@ -107,6 +116,13 @@ def _apply_thread_policy() -> None:
     from tokbench.sweep.threads import apply_from_environment
 
     apply_from_environment()
+def _say_started(config: Any, index: int, count: int) -> None:
+    """One line in the worker's log per config: the tail of a worker that died says which config it was on."""
+    from tokbench.text import terminal_safe
+
+    where = f" {index + 1}/{count}" if count > 1 else ""
+    print(terminal_safe(f"tokbench.sweep.worker: config{where} {config.name} started", newlines=False),
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def group_result_path(result_path: str, index: int) -> str:
@@ -117,17 +133,16 @@ def group_started_path(result_path: str, index: int) -> str:
     return f"{result_path}.{index}.started"
 
 
-def _run_group(configs: list[Any], result_path: str) -> int:
+def _run_group(configs: list[Any], result_path: str) -> Iterator[Any]:
+    """The group's results in order, measured on one load; config i's start is marked before it starts."""
     from tokbench.engine.shared_load import measure_group
-    from tokbench.schema.results import save_result
 
     def started(index: int) -> None:
         with open(group_started_path(result_path, index), "w", encoding="utf-8"):
             pass
+        _say_started(configs[index], index, len(configs))
 
-    for index, result in enumerate(measure_group(configs, on_start=started, progress=False)):
-        save_result(result, group_result_path(result_path, index))
-    return 0
+    return measure_group(configs, on_start=started, progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,9 +10,9 @@ worker that loads the model once (a single config is a unit of one).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ConfigError
@@ -51,6 +51,36 @@ class WorkUnit:
 Deliver = Callable[[WorkItem, BenchmarkResult], None]
 
 
+class Launcher(Protocol):
+    """Where one config (or one load group's configs) runs: this process (``InlineLauncher``) or a fresh,
+    isolated process (``ProcessLauncher``), see ``sweep.launchers``. An executor owns one launcher per slot and
+    uses it from one thread at a time; ``abort`` alone may come from another thread."""
+
+    name: str
+
+    def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult:
+        """Run ``config``; whatever happens, a result comes back (a crash or timeout is a ``failed`` one)."""
+        ...
+
+    def launch_group(
+        self, configs: Sequence[BenchmarkConfig], timeouts_s: Sequence[float | None]
+    ) -> Generator[BenchmarkResult, None, None]:
+        """One result per config, in order, each as soon as it exists, measured on one model load; closing the
+        generator ends the worker."""
+        ...
+
+    def abort(self) -> None:
+        """From another thread: end what runs now and start nothing more."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# Builds the launcher of one slot from the environment its children get (CUDA_VISIBLE_DEVICES...).
+LauncherFactory = Callable[[dict[str, str]], Launcher]
+
+
+@runtime_checkable
 class Executor(Protocol):
     name: str
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tokbench.errors import ConfigError
 from tokbench.schema.results import BenchmarkResult
-from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
+from tokbench.sweep.executors import Deliver, Launcher, LauncherFactory, WorkItem, WorkUnit
 from tokbench.sweep.plan import SweepSpec
 from tokbench.sweep.threads import ThreadPlan, local_plan
 
@@ -138,7 +138,7 @@ class LocalExecutor:
 
     def __init__(
         self,
-        make_launcher: Callable[[dict[str, str]], Any],
+        make_launcher: LauncherFactory,
         slots: Sequence[GpuSlot] = ((),),
         thread_plan: ThreadPlan | None = None,
         threads: int | None = None,
@@ -151,10 +151,10 @@ class LocalExecutor:
         self.thread_plan = thread_plan
         self._threads = threads
         self._make_launcher = make_launcher
-        self._launchers: list[Any] = []
+        self._launchers: list[Launcher] = []
 
     @classmethod
-    def for_launcher(cls, launcher: Any) -> LocalExecutor:
+    def for_launcher(cls, launcher: Launcher) -> LocalExecutor:
         """Today's behaviour: this launcher, one unit at a time."""
         executor = cls(lambda environment: launcher)
         return executor
@@ -168,7 +168,7 @@ class LocalExecutor:
         slots = local_slots(spec, gpus)
         thread_plan = local_thread_plan(spec, slots)
 
-        def launcher_for(environment: dict[str, str]) -> Any:
+        def launcher_for(environment: dict[str, str]) -> Launcher:
             options = dict(launcher_options)
             if spec.launcher == "process":
                 options["child_environment"] = environment
@@ -201,7 +201,7 @@ class LocalExecutor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _launcher(self, slot: int) -> Any:
+    def _launcher(self, slot: int) -> Launcher:
         while len(self._launchers) <= slot:
             environment = slot_environment(self.slots[len(self._launchers)])
             if self.thread_plan is not None:
@@ -217,16 +217,16 @@ class LocalExecutor:
         return dataclasses.replace(result, launch=launch)
 
     @staticmethod
-    def _run_unit(launcher: Any, unit: WorkUnit) -> Iterator[tuple[WorkItem, BenchmarkResult]]:
-        if len(unit.items) > 1 and hasattr(launcher, "launch_group"):
-            results = launcher.launch_group(unit.configs, unit.timeouts_s)
-            try:
-                yield from zip(unit.items, results, strict=False)
-            finally:
-                results.close()  # an interrupted unit ends its worker now, not when collected
-            return
-        for item in unit.items:  # a launcher that only launches one config at a time
+    def _run_unit(launcher: Launcher, unit: WorkUnit) -> Iterator[tuple[WorkItem, BenchmarkResult]]:
+        if len(unit.items) == 1:
+            item = unit.items[0]
             yield item, launcher.launch(item.config, item.timeout_s)
+            return
+        results = launcher.launch_group(unit.configs, unit.timeouts_s)
+        try:
+            yield from zip(unit.items, results, strict=False)
+        finally:
+            results.close()  # an interrupted unit ends its worker now, not when collected
 
     def _execute_parallel(self, units: Sequence[WorkUnit], deliver: Deliver) -> None:
         todo: queue.Queue[WorkUnit] = queue.Queue()
@@ -275,9 +275,7 @@ class LocalExecutor:
         except BaseException:
             stop.set()
             for launcher in launchers:
-                abort = getattr(launcher, "abort", None)
-                if abort is not None:
-                    abort()
+                launcher.abort()
             for thread in threads:
                 thread.join(_JOIN_S)
             raise

@@ -28,7 +28,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tokbench.config import BenchmarkConfig
+from tokbench.engine.quiet import libraries_quiet, merged
 from tokbench.errors import LaunchError, ResultFormatError
+from tokbench.schema.environment import EnvironmentRecord
 from tokbench.schema.records import RayPlacement
 from tokbench.schema.results import STATUS_FAILED, BenchmarkResult
 from tokbench.sweep.executors import Deliver, WorkItem, WorkUnit
@@ -113,6 +115,10 @@ class RayExecutor:
         self._ray = ray
         self._started_here = False
         self._notify = notify or _print_status
+        # Ray's own warnings and info lines (token authentication, "Started a local Ray instance") are held back
+        # for the executor's lifetime, and kept in the results it delivers.
+        self._quiet = contextlib.ExitStack()
+        self._held = self._quiet.enter_context(libraries_quiet(engine=False))
         if not ray.is_initialized():
             if address not in (None, "auto"):
                 check_reachable(address)
@@ -120,6 +126,7 @@ class RayExecutor:
                 # log_to_driver off: the children's output stays in their launch records, never raw on a terminal.
                 ray.init(address=address, log_to_driver=False, include_dashboard=False, **(init_options or {}))
             except ConnectionError as error:
+                self._quiet.close()
                 raise LaunchError(
                     f"cannot connect to the Ray cluster at {address!r}: {error}; start one with `ray start --head` "
                     "(then use --ray-address auto) or pass its address"
@@ -132,7 +139,7 @@ class RayExecutor:
         self.cpus_per_config = 1.0 if cpus_per_config is None else float(cpus_per_config)
         self._task = ray.remote(max_retries=0)(run_unit_task)
         self._cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
-        self._environment: dict[str, Any] | None = None
+        self._environment: EnvironmentRecord | None = None
 
     def gpus_for(self, config: BenchmarkConfig) -> int:
         """GPUs a config's task reserves: none for a CPU config; ``gpus_per_config`` for a CUDA one, and for
@@ -225,7 +232,7 @@ class RayExecutor:
             return
         item = submitted.unit.items[submitted.delivered]
         submitted.delivered += 1
-        deliver(item, self._read(item, data))
+        deliver(item, self._with_driver_output(self._read(item, data)))
 
     def _task_died(self, submitted: _Submitted, why: str, outstanding: dict[Any, _Submitted], deliver: Deliver) -> None:
         items = submitted.unit.items
@@ -235,7 +242,12 @@ class RayExecutor:
         if rest:
             unit = WorkUnit(rest)
             outstanding[self._submit(unit)] = _Submitted(unit)
-        deliver(item, self._failed(item.config, reason, {"executor": self.name, "ray": {"error": why}}))
+        failed = self._failed(item.config, reason, {"executor": self.name, "ray": {"error": why}})
+        deliver(item, self._with_driver_output(failed))
+
+    def _with_driver_output(self, result: BenchmarkResult) -> BenchmarkResult:
+        """``result`` with what Ray said in this driver so far (held back from the terminal)."""
+        return dataclasses.replace(result, library_output=merged(result.library_output, self._held.messages()))
 
     def _read(self, item: WorkItem, data: str) -> BenchmarkResult:
         try:
@@ -257,7 +269,7 @@ class RayExecutor:
             launch=launch,
         )
 
-    def _driver_environment(self) -> dict[str, Any]:
+    def _driver_environment(self) -> EnvironmentRecord:
         if self._environment is None:
             from tokbench.hardware.environment import capture_environment_or_reason
 
@@ -286,9 +298,12 @@ class RayExecutor:
                 ray.cancel(generator, force=True)
 
     def close(self) -> None:
-        if self._started_here and self._ray.is_initialized():
-            self._ray.shutdown()
-            self._started_here = False
+        try:
+            if self._started_here and self._ray.is_initialized():
+                self._ray.shutdown()
+                self._started_here = False
+        finally:
+            self._quiet.close()  # Ray's logging is the library's own again
 
     def __enter__(self) -> RayExecutor:
         return self
