@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import mock_server_process
 
 from tokbench.results.store import ResultStore
-from tokbench.serving.launch import free_loopback_port
 from tokbench.serving.mock import MockScript
 
 VENV_BIN = Path(sys.executable).parent
@@ -67,15 +67,9 @@ def test_a_slower_launched_server_version_comes_out_slower_and_trips_the_gate(tm
 
 
 @pytest.fixture
-def one_mock(tmp_path: Path) -> Iterator[str]:
-    port = free_loopback_port()
-    script = MockScript(ttft_us=2_000, tpot_us=1_000).to_json()
-    process = subprocess.Popen([sys.executable, "-m", "tokbench.serving.mock", "--port", str(port), "--script", script],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    assert process.stdout is not None and b"listening" in process.stdout.readline()
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
+def one_mock() -> Iterator[str]:
+    with mock_server_process(MockScript(ttft_us=2_000, tpot_us=1_000).to_json()) as url:
+        yield url
 
 
 def test_an_a_a_of_one_running_server_does_not_trip_the_gate(one_mock: str, tmp_path: Path) -> None:

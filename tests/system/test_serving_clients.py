@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import mock_server_process
 
 from tokbench.schema.serving import LengthSpec, ServingSettings
 from tokbench.serving.client import RequestSpec
 from tokbench.serving.clients import run_in_clients
 from tokbench.serving.http import Endpoint
-from tokbench.serving.launch import free_loopback_port
 from tokbench.serving.load import LoadPlan, arrival_offsets_ns
 from tokbench.serving.mock import MockScript
 from tokbench.serving.runner import MOCK_TOKENIZER, ServingRun, run_serving
@@ -42,14 +42,9 @@ def test_every_process_reads_one_monotonic_clock() -> None:
 @pytest.fixture
 def mock_process() -> Iterator[str]:
     """The mock in its own process, so clients, parent and server are three processes reading one clock."""
-    port = free_loopback_port()
-    script = MockScript(ttft_us=1_000, tpot_us=500, tokens_per_event=2, usage="final").to_json()
-    process = subprocess.Popen([sys.executable, "-m", "tokbench.serving.mock", "--port", str(port), "--script", script],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    assert process.stdout is not None and b"listening" in process.stdout.readline()
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
+    script = MockScript(ttft_us=1_000, tpot_us=500, tokens_per_event=2, usage="final")
+    with mock_server_process(script.to_json()) as url:
+        yield url
 
 
 def _settings(**changes: object) -> ServingSettings:

@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from typing import IO, Any
 from tokbench.clock import perf_counter_ns
 from tokbench.serving.client import RequestSpec, StreamOutcome
 from tokbench.serving.http import Endpoint
+from tokbench.serving.launch import stop
 from tokbench.serving.load import LoadPlan, LoadRunner, arrival_offsets_ns
 
 CLIENT_MODULE = "tokbench.serving.clients"
@@ -192,15 +191,7 @@ def _send_line(stream: IO[bytes] | None, line: str) -> None:
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(TERMINATE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop(process, TERMINATE_GRACE_S)  # its process group: SIGTERM, then SIGKILL
     for stream in (process.stdin, process.stdout):
         with contextlib.suppress(OSError):
             if stream is not None:
