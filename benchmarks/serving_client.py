@@ -2,10 +2,12 @@
 
 Prints, for tokbench's raw-asyncio client and (when installed) aiohttp and httpx streaming the same requests:
 client CPU per request and per SSE event (a linear fit of client CPU time over answers of 1 and 64 events), and
-then the highest open-loop rate one tokbench client process sustains with p99 send lag under 1 ms (rates doubled
-until the lag passes the budget or errors appear). The mock runs in ``--mock-workers`` processes sharing a port.
+then the highest open-loop rate one tokbench client process sustains with p99 send lag under 1 ms, and the same
+with ``--clients N`` processes splitting the schedule (``serving.clients``; each one's p99 lag is printed): rates
+doubled from 250 req/s until the lag passes the budget or errors appear (halved when 250 already does), then
+bisected. The mock runs in ``--mock-workers`` processes sharing a port.
 
-    .venv/bin/python benchmarks/serving_client.py [--requests 2000] [--mock-workers 2] [--max-rate 16000]
+    .venv/bin/python benchmarks/serving_client.py [--requests 2000] [--mock-workers 2] [--clients 2] [--max-rate 16000]
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tokbench.schema.serving import LengthSpec, ServingSettings
 from tokbench.serving.client import RequestSpec
+from tokbench.serving.clients import run_in_clients
 from tokbench.serving.http import Endpoint
 from tokbench.serving.launch import free_loopback_port
 from tokbench.serving.load import LoadPlan, LoadRunner
 from tokbench.serving.mock import MockScript
 
 Client = Callable[[str, bytes, int], Awaitable[int]]
+MIN_RATE = 15.0  # the rate search's floor (req/s)
 
 
 def start_mock(workers: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -130,18 +134,63 @@ def cost(name: str, client: Callable[..., Awaitable[float]], url: str, requests:
           f"({requests} 1-event and {requests // 4} 64-event answers, best of 3)")  # fmt: skip
 
 
-def lag_at(url: str, rate: float, requests: int) -> tuple[float, float, int]:
-    settings = ServingSettings(api="completions", model="mock-model", load="rate", rate=rate, arrival="poisson",
-                               requests=requests, input_tokens=LengthSpec("fixed", value=2),
-                               output_tokens=LengthSpec("fixed", value=4))  # fmt: skip
-    plan = LoadPlan(Endpoint.parse(url), "completions", "mock-model", "rate", rate=rate, arrival=settings.arrival)
+@dataclass(frozen=True)
+class LagFigures:
+    p50_ms: float
+    p99_ms: float
+    failed: int
+    per_client_p99_ms: tuple[float, ...] = ()
+
+
+def lag_at(url: str, rate: float, requests: int, clients: int) -> LagFigures:
+    """Send lag of ``requests`` Poisson arrivals at ``rate`` (after 50 warmup requests), from this process
+    (``clients`` 0) or from ``clients`` fresh client processes."""
+    plan = LoadPlan(Endpoint.parse(url), "completions", "mock-model", "rate", rate=rate, arrival="poisson")
     specs = [RequestSpec(i, "tok tok", 2, 4, warmup=i < 50) for i in range(requests + 50)]
-    runner = LoadRunner(plan)
-    outcomes = asyncio.run(runner.run(specs))
-    measured = [outcomes[s.index] for s in specs if not s.warmup]
-    lags = np.array([o.sent_ns - o.intended_ns for o in measured]) / 1e6
-    failed = sum(o.status != "ok" for o in measured)
-    return float(np.percentile(lags, 50)), float(np.percentile(lags, 99)), failed
+    client_of: dict[int, int] = {}
+    if clients:
+        driven = run_in_clients(plan, specs, clients)
+        outcomes, client_of = driven.outcomes, driven.client_of
+    else:
+        outcomes = asyncio.run(LoadRunner(plan).run(specs))
+    measured = [s.index for s in specs if not s.warmup]
+    lags = np.array([outcomes[i].sent_ns - outcomes[i].intended_ns for i in measured]) / 1e6
+    failed = sum(outcomes[i].status != "ok" for i in measured)
+    per_client = tuple(
+        float(np.percentile([lag for i, lag in zip(measured, lags, strict=True) if client_of[i] == c], 99))
+        for c in sorted(set(client_of.values()))
+    )
+    return LagFigures(float(np.percentile(lags, 50)), float(np.percentile(lags, 99)), failed, per_client)
+
+
+def highest_rate(url: str, clients: int, max_rate: float, bisections: int = 3) -> float | None:
+    """The highest rate whose p99 send lag stays under 1 ms without errors: doubled from 250 req/s, then bisected."""
+    who = f"{clients} client processes" if clients else "one client process (this one)"
+
+    def keeps_up(rate: float) -> bool:
+        figures = lag_at(url, rate, max(500, int(rate * 2)), clients)
+        each = f" (per client p99 {', '.join(f'{v:.3f}' for v in figures.per_client_p99_ms)})" if clients else ""
+        print(f"  {who}, open loop {rate:8.0f} req/s: send lag p50 {figures.p50_ms:.3f} ms, p99 "
+              f"{figures.p99_ms:.3f} ms{each}, failed {figures.failed}")  # fmt: skip
+        return figures.p99_ms < 1.0 and not figures.failed
+
+    rate, best, worst = 250.0, None, None
+    while rate <= max_rate:
+        if not keeps_up(rate):
+            worst = rate
+            break
+        best, rate = rate, rate * 2
+    while best is None and worst is not None and worst > MIN_RATE:  # not even 250 req/s: halve down to one that is
+        if keeps_up(worst / 2):
+            best = worst / 2
+        else:
+            worst /= 2
+    for _ in range(bisections if best is not None and worst is not None else 0):
+        middle = (best + worst) / 2  # type: ignore[operator]
+        best, worst = (middle, worst) if keeps_up(middle) else (best, middle)
+    found = f"{best:.0f} req/s" if best else f"none down to {MIN_RATE:g} req/s"
+    print(f"highest rate with p99 send lag < 1 ms, {who}: {found}")
+    return best
 
 
 def main() -> int:
@@ -149,22 +198,20 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--mock-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--max-rate", type=float, default=16000.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes for the second rate search")
+    parser.add_argument("--skip-cost", action="store_true", help="only the rate searches")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}, {os.cpu_count()} CPUs, mock workers "
           f"{args.mock_workers}")  # fmt: skip
     process, url = start_mock(args.mock_workers)
     try:
         for name, client in (("tokbench", tokbench_closed), ("aiohttp", aiohttp_closed), ("httpx", httpx_closed)):
-            cost(name, client, url, args.requests)
-        rate, best = 250.0, None
-        while rate <= args.max_rate:
-            p50, p99, failed = lag_at(url, rate, max(500, int(rate * 2)))
-            print(f"open loop {rate:8.0f} req/s: send lag p50 {p50:.3f} ms, p99 {p99:.3f} ms, failed {failed}")
-            if p99 >= 1.0 or failed:
-                break
-            best = rate
-            rate *= 2
-        print(f"highest rate with p99 send lag < 1 ms (one client process): {best or 0:.0f} req/s")
+            if not args.skip_cost:
+                cost(name, client, url, args.requests)
+        highest_rate(url, 0, args.max_rate)
+        if args.clients > 1:
+            highest_rate(url, args.clients, args.max_rate)
+        print(f"load average after {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
     finally:
         process.terminate()
         process.wait(10)

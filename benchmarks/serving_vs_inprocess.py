@@ -62,6 +62,7 @@ def main() -> int:
     token = statistics.median(b - a for a, b in zip(base["tpot_ms"], other["tpot_ms"], strict=True))
     print(f"{served_name} adds {first:.2f} ms to the first token and {token:.3f} ms per later token "
           "(median of the per-round differences)")
+    print(f"load average after {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
     return 0
 
 

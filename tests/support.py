@@ -1,8 +1,12 @@
-"""Helpers shared by test modules (pytest puts tests/ on the path): one fast tiny-llama config, and a
-finder for the real child processes a sweep or run starts."""
+"""Helpers shared by test modules (pytest puts tests/ on the path): one fast tiny-llama config, a finder for the
+real child processes a sweep or run starts, and the serving mock in its own process."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -34,3 +38,19 @@ def descendants_with(parent_pid: int, text: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+@contextlib.contextmanager
+def mock_server_process(script_json: str) -> Iterator[str]:
+    """``python -m tokbench.serving.mock`` with this script on a free loopback port, for the block; its URL."""
+    from tokbench.serving.launch import free_loopback_port
+
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "tokbench.serving.mock", "--port", str(port), "--script", script_json]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert process.stdout is not None and b"listening" in process.stdout.readline()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)

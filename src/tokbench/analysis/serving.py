@@ -22,7 +22,7 @@ import numpy as np
 from tokbench.analysis.metrics import NS_PER_MS, NS_PER_S, time_per_output_token_ns
 from tokbench.analysis.stationarity import mann_kendall
 from tokbench.schema.records import GenerationTrace
-from tokbench.schema.serving import RequestRecord, ServingSettings, ServingSummary, SloSpec
+from tokbench.schema.serving import ClientLag, RequestRecord, ServingSettings, ServingSummary, SloSpec
 
 CONFIDENCE = 0.95
 # A run's queue is growing when the TTFT of its requests (from the intended send) trends up this clearly.
@@ -204,6 +204,26 @@ def run_window_ns(requests: Sequence[RequestRecord]) -> int:
     return max(r.end_ns for r in requests) - min(r.intended_ns for r in requests)
 
 
+def lag_percentiles_ms(requests: Sequence[RequestRecord]) -> tuple[float, float, float]:
+    """Send lag p50, p99 and max (ms) of ``requests`` (zeros for none)."""
+    lags = np.asarray([r.send_lag_ns for r in requests], dtype=np.float64) / NS_PER_MS
+    if not lags.size:
+        return 0.0, 0.0, 0.0
+    return float(np.percentile(lags, 50)), float(np.percentile(lags, 99)), float(lags.max())
+
+
+def client_lags(requests: Sequence[RequestRecord]) -> tuple[ClientLag, ...] | None:
+    """Each client process's send lag, when the requests name their client (``--clients``); else None."""
+    clients = sorted({r.client for r in requests if r.client is not None})
+    if not clients:
+        return None
+    lags = []
+    for client in clients:
+        p50, p99, most = lag_percentiles_ms([r for r in requests if r.client == client])
+        lags.append(ClientLag(client, sum(1 for r in requests if r.client == client), p50, p99, most))
+    return tuple(lags)
+
+
 def serving_summary(
     requests: Sequence[RequestRecord], settings: ServingSettings, slo: SloSpec | None = None
 ) -> ServingSummary:
@@ -216,7 +236,7 @@ def serving_summary(
     for r in runs:
         if not r.ok:
             errors[r.status] = errors.get(r.status, 0) + 1
-    lags = np.asarray([r.send_lag_ns for r in runs], dtype=np.float64) / NS_PER_MS
+    lag_p50, lag_p99, lag_max = lag_percentiles_ms(runs)
     events = [t for r in ok for t in r.event_tokens]
     reads = [r.reads for r in ok if r.reads]
     offered = None
@@ -233,9 +253,9 @@ def serving_summary(
         output_throughput_tok_s=sum(r.output_tokens for r in ok) / duration_s,
         input_throughput_tok_s=sum(r.usage_prompt_tokens or r.prompt_tokens for r in ok) / duration_s,
         offered_rate=offered,
-        send_lag_p50_ms=float(np.percentile(lags, 50)) if lags.size else 0.0,
-        send_lag_p99_ms=float(np.percentile(lags, 99)) if lags.size else 0.0,
-        send_lag_max_ms=float(lags.max()) if lags.size else 0.0,
+        send_lag_p50_ms=lag_p50,
+        send_lag_p99_ms=lag_p99,
+        send_lag_max_ms=lag_max,
         mean_concurrency=sum(r.end_ns - r.sent_ns for r in runs) / duration_ns,
         peak_concurrency=max(counts, default=0),
         events=len(events),
@@ -245,6 +265,7 @@ def serving_summary(
         output_tokens_mismatch=sum(
             1 for r in ok if r.usage_completion_tokens is not None and r.usage_completion_tokens != r.output_tokens
         ),
+        client_lags=client_lags(runs),
     )
     if slo is None:
         return summary

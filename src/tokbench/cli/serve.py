@@ -23,6 +23,7 @@ from tokbench.errors import ConfigError, TokbenchError
 from tokbench.text import terminal_safe
 
 DEFAULT_PRESET = "tiny-llama"
+MAX_CLIENTS = 256
 
 
 def add_serve_parser(commands: Any) -> None:
@@ -39,21 +40,48 @@ def add_serve_parser(commands: Any) -> None:
     )
     add = parser.add_argument
     add("url", nargs="?", help="the server's base URL (http://host:port); none: launch transformers serve")
-    add("--api", choices=("completions", "chat"), default="completions", help="endpoint (default completions)")
     add("--model", help="model name to send (default: the first the server lists)")
-    add("--tokenizer", help="preset / folder / Hub id of the served model's tokenizer: exact prompt lengths and "
-        "token counts (default: the launched preset's; without one, prompts are words and counts the server's)")
     add("--preset", default=DEFAULT_PRESET, help=f"with no URL: the preset to serve (default {DEFAULT_PRESET})")
     add("--continuous-batching", action="store_true", help="with no URL: transformers serve --continuous-batching")
     add("--launch", metavar="CMD", help='start this server command first ("{port}" becomes a free loopback port '
         "and the URL), wait for /health, stop it after")
-    add("--launch-timeout", type=options.number(1, 3600), default=300.0, help="seconds to wait for health")
     load = parser.add_mutually_exclusive_group()
     load.add_argument("--concurrency", metavar="N[,N...]", help="closed loop: N requests in flight (a list sweeps)")
     load.add_argument("--rate", metavar="R[,R...]", help="open loop: R requests/s (a list sweeps)")
     load.add_argument("--auto-sweep", type=options.integer(1, 50), metavar="K",
                       help="synchronous, then max throughput, then K rates between")  # fmt: skip
     load.add_argument("--slo-search", metavar="LOW:HIGH", help="highest rate in [LOW, HIGH] req/s meeting --slo")
+    add_workload_flags(parser, "--timeout")
+    add("--clients", type=options.integer(1, MAX_CLIENTS), metavar="N",
+        help="offer the load from N fresh client processes, the schedule split between them (default: this "
+        "process); each one's send lag is reported")  # fmt: skip
+    add("--slo", metavar="SPEC", help="e.g. ttft=200ms,tpot=50ms,e2e=5s: goodput and an SLO verdict")
+    add("--slo-percentile", type=options.number(1, 99.99), default=99.0, help="the SLO percentile (default 99)")
+    add("--max-concurrency", type=options.integer(1, 100_000), default=64, help="--auto-sweep's saturating load")
+    add("--seed", type=options.integer(0, 2**31 - 1), default=0)
+    add("--label", default="", help="which server this is (kept in the result, not in the workload)")
+    add("--versus", metavar="URL", help="A/B: run the same workload against this second server too, interleaved "
+        "(ABBA) for --rounds pairs, and print compare's verdict (the URL's server is the contender; `tokbench ab "
+        "--a-url --b-url` runs the sequential, randomized A/B)")  # fmt: skip
+    add("--versus-label", default="contender", help="the second server's label (default contender)")
+    add("--rounds", type=options.integer(1, 1000), default=2, help="--versus: pairs of runs (default 2)")
+    add("--db", metavar="STORE.db", help="also store every result in this results store")
+    add("--output-dir", metavar="DIR", default="tokbench-results", help="where result JSON files go")
+    parser.set_defaults(handler=command_serve_bench)
+
+
+def add_workload_flags(parser: Any, timeout_flag: str) -> list[argparse.Action]:
+    """The request shape, arrivals, limits and API key of a serving run: ``serve-bench``'s and ``ab``'s serving
+    sides' (the request timeout is ``timeout_flag``: ``ab`` has its own --timeout per process); the actions added."""
+    actions: list[argparse.Action] = []
+
+    def add(*names: str, **options: Any) -> None:
+        actions.append(parser.add_argument(*names, **options))
+
+    add("--api", choices=("completions", "chat"), default="completions", help="endpoint (default completions)")
+    add("--tokenizer", help="preset / folder / Hub id of the served model's tokenizer: exact prompt lengths and "
+        "token counts (default: the launched preset's; without one, prompts are words and counts the server's)")
+    add("--launch-timeout", type=options.number(1, 3600), default=300.0, help="seconds to wait for health")
     add("--arrival", choices=("constant", "poisson", "gamma"), default="poisson", help="open-loop arrivals")
     add("--burstiness", type=options.number(0.01, 100), default=1.0, help="gamma shape (1 = Poisson, <1 burstier)")
     add("--requests", type=options.integer(1, 1_000_000), default=64, help="measured requests per run (default 64)")
@@ -64,24 +92,14 @@ def add_serve_parser(commands: Any) -> None:
     add("--dataset", metavar="FILE", help="ShareGPT-style JSON or JSONL prompts (output lengths from the answers "
         "unless --output-tokens is given)")
     add("--allow-early-stop", action="store_true", help="run even if the server cannot fix output lengths")
-    add("--slo", metavar="SPEC", help="e.g. ttft=200ms,tpot=50ms,e2e=5s: goodput and an SLO verdict")
-    add("--slo-percentile", type=options.number(1, 99.99), default=99.0, help="the SLO percentile (default 99)")
     add("--lag-budget-ms", type=options.number(0.001, 60_000), default=1.0,
         help="open loop: p99 send lag above this marks the run invalid (default 1 ms)")
-    add("--max-concurrency", type=options.integer(1, 100_000), default=64, help="--auto-sweep's saturating load")
-    add("--timeout", type=options.number(0.1, 86_400), default=120.0, help="seconds per request (default 120)")
+    add(timeout_flag, dest="request_timeout", type=options.number(0.1, 86_400), default=120.0,
+        help="seconds per request (default 120)")
     add("--stall-timeout", type=options.number(0.1, 86_400), default=30.0, help="seconds without a byte mid-stream")
-    add("--seed", type=options.integer(0, 2**31 - 1), default=0)
-    add("--label", default="", help="which server this is (kept in the result, not in the workload)")
     add("--api-key-env", metavar="VAR", help="read the API key from this environment variable")
     add("--api-key-file", metavar="FILE", help="read the API key from this file")
-    add("--versus", metavar="URL", help="A/B: run the same workload against this second server too, interleaved "
-        "(ABBA) for --rounds pairs, and print compare's verdict (the URL's server is the contender)")
-    add("--versus-label", default="contender", help="the second server's label (default contender)")
-    add("--rounds", type=options.integer(1, 1000), default=2, help="--versus: pairs of runs (default 2)")
-    add("--db", metavar="STORE.db", help="also store every result in this results store")
-    add("--output-dir", metavar="DIR", default="tokbench-results", help="where result JSON files go")
-    parser.set_defaults(handler=command_serve_bench)
+    return actions
 
 
 def _numbers(text: str, what: str, integer: bool) -> list[float]:
@@ -95,6 +113,11 @@ def _numbers(text: str, what: str, integer: bool) -> list[float]:
             raise ConfigError(what, f"{part!r} is out of range", "use a positive number")
         values.append(value)
     return values
+
+
+def _first(value: str | float, what: str, integer: bool) -> float:
+    """A load value: a number (``ab``'s options), or the first of a list (``serve-bench``'s, a list sweeps)."""
+    return value if isinstance(value, (int, float)) else _numbers(value, what, integer)[0]
 
 
 def api_key_from(args: argparse.Namespace) -> str | None:
@@ -115,7 +138,7 @@ def api_key_from(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _settings(args: argparse.Namespace, model_label: str) -> Any:
+def serving_settings(args: argparse.Namespace, model_label: str) -> Any:
     from tokbench.schema.serving import LengthSpec, ServingSettings
     from tokbench.serving.workload import parse_length
 
@@ -128,15 +151,15 @@ def _settings(args: argparse.Namespace, model_label: str) -> Any:
         inputs = LengthSpec("dataset")
     load, concurrency, rate = "concurrency", 1, None
     if args.rate:
-        load, rate = "rate", _numbers(args.rate, "--rate", False)[0]
+        load, rate = "rate", _first(args.rate, "--rate", False)
     elif args.concurrency:
-        concurrency = int(_numbers(args.concurrency, "--concurrency", True)[0])
+        concurrency = int(_first(args.concurrency, "--concurrency", True))
     return ServingSettings(
         api=args.api, model=model_label, load=load, concurrency=concurrency if load == "concurrency" else None,
         rate=rate, arrival=args.arrival, burstiness=args.burstiness, requests=args.requests,
-        warmup_requests=args.warmup, input_tokens=inputs, output_tokens=outputs, seed=args.seed,
-        lag_budget_ms=args.lag_budget_ms, timeout_s=args.timeout, stall_timeout_s=args.stall_timeout,
-        label=args.label,
+        warmup_requests=args.warmup, input_tokens=inputs, output_tokens=outputs, seed=args.seed or 0,
+        lag_budget_ms=args.lag_budget_ms, timeout_s=args.request_timeout, stall_timeout_s=args.stall_timeout,
+        label=getattr(args, "label", ""),
     )  # fmt: skip
 
 
@@ -207,9 +230,10 @@ def _run(args: argparse.Namespace, api_key: str | None) -> int:
     try:
         with _server(args) as (url, server, tokenizer, served_model, label):
             record = server.record() if hasattr(server, "record") else server
-            settings = _settings(args, label)
+            settings = serving_settings(args, label)
             run = ServingRun(url=url, settings=settings, served_model=served_model, tokenizer=tokenizer, slo=slo,
-                             dataset=args.dataset, allow_early_stop=args.allow_early_stop, server=record)  # fmt: skip
+                             dataset=args.dataset, allow_early_stop=args.allow_early_stop, server=record,
+                             clients=args.clients or 0)  # fmt: skip
             outcome = None
             if args.versus:
                 return _versus(args, run, api_key, deliver, console)

@@ -214,9 +214,10 @@ def _legend(report: ComparisonReport) -> str:
 def ab_side_lines(
     ab_id: str, a: dict[str, Any], b: dict[str, Any], compared_fields: tuple[str, ...] = ()
 ) -> list[str]:
-    """What differs between the sides of a ``tokbench ab`` as it was asked for: interpreter, variables, folder."""
+    """What differs between the sides of a ``tokbench ab`` as it was asked for: interpreter, variables, folder;
+    a serving side's URL or launch command, label and client processes."""
     lines = [f"A/B {neutral(ab_id)}: config fields compared: {neutral(', '.join(compared_fields) or 'none')}"]
-    for key in ("python", "cwd"):
+    for key in ("python", "cwd", "url", "launch", "label", "clients"):
         if a.get(key) != b.get(key):
             lines.append(f"  {key}: A {neutral(a.get(key) or '-', 100)} | B {neutral(b.get(key) or '-', 100)}")
     variables = sorted(set(a.get("environment") or {}) | set(b.get("environment") or {}))

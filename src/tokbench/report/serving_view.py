@@ -10,6 +10,7 @@ from rich.text import Text
 
 from tokbench.report.terminal import FLAGS_LEGEND, format_figure, result_table
 from tokbench.schema.results import STATUS_OK, BenchmarkResult
+from tokbench.schema.serving import ServingRecord
 from tokbench.text import terminal_safe
 
 # Each tokbench metric (defined once, analysis/metrics.py) under the names the other tools give the same number;
@@ -80,6 +81,7 @@ def serving_lines(result: BenchmarkResult) -> list[str]:
             f"send lag p50 {summary.send_lag_p50_ms:.3f} ms, p99 {summary.send_lag_p99_ms:.3f} ms, max "
             f"{summary.send_lag_max_ms:.3f} ms (budget {settings.lag_budget_ms:g} ms"
             + (", open loop)" if settings.load == "rate" else ", closed loop: informative)"),
+            *_client_lines(serving),
             f"tokens: {summary.events} events, {summary.multi_token_events} carried several tokens (max "
             f"{summary.max_tokens_per_event}); counted from {serving.token_source}; each token stamped at its "
             f"event's arrival" + (f"; {summary.output_tokens_mismatch} requests' counts differ from the server's "
@@ -99,6 +101,16 @@ def serving_lines(result: BenchmarkResult) -> list[str]:
     if not serving.valid:
         lines.append(f"INVALID: {serving.invalid_reason}")
     return lines + [f"note: {note}" for note in result.notes]
+
+
+def _client_lines(serving: ServingRecord) -> list[str]:
+    """How many client processes offered the load, and each one's send lag (one that fell behind shows)."""
+    summary = serving.summary
+    if serving.client_processes is None or summary is None:
+        return []
+    lags = "; ".join(f"#{lag.client + 1} ({lag.requests} requests) p50 {lag.send_lag_p50_ms:.3f}, p99 "
+                     f"{lag.send_lag_p99_ms:.3f}, max {lag.send_lag_max_ms:.3f}" for lag in summary.client_lags or ())
+    return [f"client processes: {serving.client_processes}" + (f"; send lag ms per client: {lags}" if lags else "")]
 
 
 def render_serving(result: BenchmarkResult) -> Group:

@@ -35,6 +35,7 @@ REQUEST_OK = "ok"
 ERROR_KINDS = (
     "http_4xx", "http_429", "http_5xx", "timeout", "connection_refused", "connection_error", "disconnected",
     "malformed_stream", "line_too_long", "stalled", "stream_error", "no_tokens", "redirect_refused",
+    "client_failed",  # the client process that owned the request ended without its results (``serving.clients``)
 )  # fmt: skip
 
 _WORKLOAD_VERSION = "tokbench-serving-workload-v1"
@@ -157,6 +158,7 @@ class RequestRecord(Record):
     reads: int | None = None  # socket reads that delivered the stream (events per read = coalescing)
     iteration: int | None = None  # where its stamps are in the result's iterations (block, row)
     row: int | None = None
+    client: int | None = None  # which client process sent it, when several offered the load (``--clients``)
 
     SERIALIZED_PROPERTIES: ClassVar[tuple[str, ...]] = ()
 
@@ -243,6 +245,17 @@ class SloSpec(Record):
 
 
 @dataclass(frozen=True)
+class ClientLag(Record):
+    """One client process's send lag (``--clients N``): a process that fell behind shows here by itself."""
+
+    client: int
+    requests: int
+    send_lag_p50_ms: float
+    send_lag_p99_ms: float
+    send_lag_max_ms: float
+
+
+@dataclass(frozen=True)
 class ServingSummary(Record):
     """Run-level figures of a serving run (``analysis.serving.serving_summary``), recomputable from requests."""
 
@@ -271,6 +284,7 @@ class ServingSummary(Record):
     slo_met: bool | None = None  # each objective's percentile within it, with 95% confidence
     slo_detail: dict[str, Any] = field(default_factory=dict)
     output_tokens_mismatch: int = 0  # requests whose usage.completion_tokens differ from the counted tokens
+    client_lags: tuple[ClientLag, ...] | None = None  # per client process, when separate processes offered the load
 
 
 @dataclass(frozen=True)
@@ -292,5 +306,6 @@ class ServingRecord(Record):
     summary: ServingSummary | None = None
     valid: bool = True
     invalid_reason: str = ""
+    client_processes: int | None = None  # fresh client processes that offered the load; None: the tokbench process
     client_cost: ClientCost | None = None
     sweep_point: int | None = None  # position in a sweep over rates / concurrencies

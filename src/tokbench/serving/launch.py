@@ -104,9 +104,10 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> int | None:
 @contextlib.contextmanager
 def launched(
     command: Sequence[str], url: str, *, kind: str = "launched", timeout_s: float = 300.0,
-    env: dict[str, str] | None = None, log_dir: Path | None = None,
+    env: dict[str, str] | None = None, log_dir: Path | None = None, cwd: str | None = None,
 ) -> Iterator[RunningServer]:  # fmt: skip
-    """Run ``command`` until the block ends; it must serve ``url`` within ``timeout_s``."""
+    """Run ``command`` (in ``cwd``, with ``env`` added) until the block ends; it must serve ``url`` within
+    ``timeout_s``."""
     folder = Path(log_dir or tempfile.mkdtemp(prefix="tokbench-server-"))
     log_path = folder / "server.log"
     started = time.perf_counter_ns()
@@ -114,7 +115,7 @@ def launched(
         try:
             process = subprocess.Popen(
                 list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env={**os.environ, **(env or {})},
+                start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
             )  # fmt: skip
         except OSError as error:
             raise LaunchError(f"cannot start {shlex.join(command)}: {error.strerror or error}") from error

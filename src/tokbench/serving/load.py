@@ -11,8 +11,9 @@ open loop sleeps until ``SPIN_WINDOW_NS`` before each send and then yields to th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,16 +155,27 @@ class LoadRunner:
     async def open_loop(self, specs: Sequence[RequestSpec]) -> None:
         plan = self.plan
         offsets = arrival_offsets_ns(len(specs), plan.rate, plan.arrival, plan.burstiness, plan.seed)
-        payloads = [self._payload(spec) for spec in specs]
         start = self.clock() + START_LEAD_NS
+        await self.send_at(specs, [start + offset for offset in offsets])
+
+    async def send_at(self, specs: Sequence[RequestSpec], instants_ns: Sequence[int]) -> None:
+        """Send each request at its absolute instant (the open loop's schedule, or a client process's share)."""
+        payloads = [self._payload(spec) for spec in specs]
         tasks = []
-        for spec, offset, payload in zip(specs, offsets, payloads, strict=True):
-            intended = start + offset
-            await self._wait_until(intended)
+        for spec, intended, payload in zip(specs, instants_ns, payloads, strict=True):
+            await self.wait_until(intended)
             tasks.append(asyncio.ensure_future(self.one(spec, payload, intended)))
         await asyncio.gather(*tasks)
 
-    async def _wait_until(self, instant_ns: int) -> None:
+    async def preconnect(self) -> None:
+        """Hold one open connection (a client process whose share had no warmup request must not pay the
+        connect inside its first measured request; a refused connection is that request's error, not this)."""
+        if self.pool.idle:
+            return
+        with contextlib.suppress(RequestFailed, OSError):
+            self.pool.give(await Connection.open(self.plan.endpoint, self.plan.timeout_s))
+
+    async def wait_until(self, instant_ns: int) -> None:
         remaining = instant_ns - self.clock()
         if remaining > SPIN_WINDOW_NS:
             await asyncio.sleep((remaining - SPIN_WINDOW_NS) / 1e9)
@@ -199,16 +211,19 @@ def run_requests(
 
 
 def to_records(
-    specs: Sequence[RequestSpec], outcomes: dict[int, StreamOutcome], counter: EventTokenCounter | None
+    specs: Sequence[RequestSpec], outcomes: dict[int, StreamOutcome], counter: EventTokenCounter | None,
+    client_of: Mapping[int, int] | None = None,
 ) -> tuple[list[RequestRecord], str]:
     """Every request as a ``RequestRecord`` (tokens per event counted now, off the timed path), and the token
-    source used (``mixed`` when requests differ)."""
+    source used (``mixed`` when requests differ); ``client_of`` names the client process of each request when
+    several offered the load."""
     records, sources = [], set()
     for spec in specs:
         outcome = outcomes.get(spec.index)
         if outcome is None:  # never started (the run was stopped): recorded, not dropped
             records.append(RequestRecord(spec.index, 0, 0, 0, status="connection_error", error="never sent",
-                                         warmup=spec.warmup, prompt_tokens=spec.prompt_tokens))  # fmt: skip
+                                         warmup=spec.warmup, prompt_tokens=spec.prompt_tokens,
+                                         client=client_of.get(spec.index) if client_of else None))  # fmt: skip
             continue
         counts, source = count_event_tokens(outcome, counter) if outcome.texts else ([], "")
         if source:
@@ -226,6 +241,7 @@ def to_records(
                 event_ns=tuple(outcome.event_ns), event_tokens=tuple(counts),
                 first_byte_ns=outcome.first_byte_ns, role_only_first_chunk=outcome.role_only_first_chunk,
                 saw_done=outcome.saw_done, finish_reason=outcome.finish_reason, reads=outcome.reads or None,
+                client=client_of.get(spec.index) if client_of else None,
             )
         )  # fmt: skip
     source = sources.pop() if len(sources) == 1 else ("mixed" if sources else "none")

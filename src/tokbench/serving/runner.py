@@ -33,7 +33,6 @@ from tokbench.analysis.serving import (
 from tokbench.analysis.summarize import summarize_traces
 from tokbench.clock import Clock, perf_counter_ns
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.loading import load_tokenizer, resolve_model_source
 from tokbench.errors import InputShapeError, TokbenchError
 from tokbench.hardware.environment import capture_environment_or_reason
 from tokbench.schema.records import EffectiveSettings, ModelSource
@@ -47,6 +46,7 @@ from tokbench.schema.serving import (
     SloSpec,
 )
 from tokbench.serving.client import EventTokenCounter, RequestSpec, tokenizer_counter, word_counter
+from tokbench.serving.clients import run_in_clients
 from tokbench.serving.http import Endpoint, RequestFailed
 from tokbench.serving.load import LoadPlan, run_requests, to_records
 from tokbench.serving.preflight import PROBE_TOKENS, STREAM_OPTIONS, ProbeNeeds, check_endpoint
@@ -70,11 +70,15 @@ class ServingRun:
     server: ServerRecord = field(default_factory=ServerRecord)
     sweep_point: int | None = None
     notes: tuple[str, ...] = ()
+    clients: int = 0  # fresh client processes that offer the load (``serving.clients``); 0: this process
+    deadline_s: float | None = None  # with clients: end them this many seconds after they started
 
 
 def _counter_and_builder(run: ServingRun) -> tuple[EventTokenCounter | None, PromptBuilder]:
     if run.tokenizer in (None, MOCK_TOKENIZER):
         return (word_counter if run.tokenizer == MOCK_TOKENIZER else None), PromptBuilder(None, run.settings.api)
+    from tokbench.engine.loading import load_tokenizer, resolve_model_source  # transformers: only with a tokenizer
+
     tokenizer = load_tokenizer(resolve_model_source(run.tokenizer))
     return tokenizer_counter(tokenizer), PromptBuilder(tokenizer, run.settings.api)
 
@@ -116,7 +120,7 @@ def _config(settings: ServingSettings, specs: Sequence[RequestSpec], iterations:
 def _result(
     run: ServingRun, specs: Sequence[RequestSpec], status: str, reason: str, started_at: str,
     capabilities: EndpointCapabilities | None, requests: Sequence[RequestRecord] = (), token_source: str = "none",
-    served_model: str = "", notes: Sequence[str] = (),
+    served_model: str = "", notes: Sequence[str] = (), client_processes: int | None = None,
 ) -> BenchmarkResult:  # fmt: skip
     settings = run.settings
     concurrency_hint = settings.concurrency or 1
@@ -133,6 +137,7 @@ def _result(
         settings=settings, endpoint=Endpoint.parse(run.url).url(""), served_model=served_model or None,
         server=run.server, capabilities=capabilities, requests=placed, token_source=token_source, block_size=block,
         slo=run.slo, summary=summary, valid=not why_invalid, invalid_reason=why_invalid, sweep_point=run.sweep_point,
+        client_processes=client_processes,
     )  # fmt: skip
     all_notes = [*run.notes, *notes]
     if settings.input_tokens.kind not in ("fixed", "uniform") or settings.output_tokens.kind != "fixed":
@@ -182,15 +187,39 @@ def run_serving(run: ServingRun, api_key: str | None = None, clock: Clock = perf
         burstiness=settings.burstiness, seed=settings.seed, timeout_s=settings.timeout_s,
         stall_s=settings.stall_timeout_s, fixed_field=capabilities.fixed_output_field, stream_options=options,
     )  # fmt: skip
-    outcomes = run_requests(plan, specs, api_key, clock)
-    records, source = to_records(specs, outcomes, counter)
+    client_of: dict[int, int] | None = None
+    processes, notes = None, []
+    if run.clients:
+        driven = run_in_clients(plan, specs, run.clients, api_key, run.deadline_s)
+        outcomes, client_of, processes = driven.outcomes, driven.client_of, driven.processes
+        notes = driven.failures
+        if processes < run.clients:
+            notes.append(f"{processes} client processes, not {run.clients}: no more than the measured requests "
+                         "(closed loop: the concurrency) can keep one busy")  # fmt: skip
+    else:
+        outcomes = run_requests(plan, specs, api_key, clock)
+    records, source = to_records(specs, outcomes, counter, client_of)
     measured = [r for r in records if not r.warmup]
     completed = sum(1 for r in measured if r.ok)
     status, reason = STATUS_OK, ""
     if completed == 0:
         kinds = sorted({r.status for r in measured})
         status, reason = STATUS_FAILED, f"no measured request succeeded ({', '.join(kinds)})"
-    return _result(run, specs, status, reason, started_at, capabilities, records, source, served)
+    return _result(run, specs, status, reason, started_at, capabilities, records, source, served, notes, processes)
+
+
+def failed_run(run: ServingRun, reason: str) -> BenchmarkResult:
+    """A failed result for a run that could not start (its server did not come up): nothing was sent."""
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _, builder = _counter_and_builder(run)
+    return _result(run, build_specs(run, builder), STATUS_FAILED, reason, started_at, None)
+
+
+def check_run(run: ServingRun) -> None:
+    """Build the run's requests once, so a tokenizer or dataset that cannot be read is refused before any server
+    starts (raises ``TokbenchError``)."""
+    _, builder = _counter_and_builder(run)
+    build_specs(run, builder)
 
 
 # --- sweeps, the automatic sweep, the SLO search ------------------------------------------------------------

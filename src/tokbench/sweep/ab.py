@@ -7,6 +7,12 @@ an order drawn at random per pair (seeded, recorded), each process a fresh isola
 Machine drift over minutes then hits both members of a pair alike, and the comparison analyses the pairs as
 pairs (``results.comparison``: a paired t on the per-pair differences of the log process medians).
 
+What runs one process of a side is a ``SideRunner`` (a protocol: ``run_once(timeout_s)`` returns one result,
+``close()`` releases what it holds). A config side's is ``ProcessSideRunner``; the CLI hands the runner others,
+e.g. serving sides (``serving.sides``: a server by URL, or a command launched fresh for each run), which ``sweep``
+cannot import (sibling layers), so the pairs, the order, the store and the one paired sequential analysis below
+serve every kind of side.
+
 Sequential: the runner looks at planned pair counts (``analysis.sequential``), each look with its own share of
 alpha, and stops at the first look where every hypothesis is decided (slower / faster beyond --min-effect, or
 an interval inside ±min-effect: no change beyond it), or when --max-pairs or --budget ends. Every result is
@@ -25,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from tokbench.analysis import compare as stats
 from tokbench.analysis.sequential import LookPlan, plan_looks
@@ -37,6 +43,7 @@ from tokbench.results.comparison import AB_PREFIX, ComparisonRefused, compare
 from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, SequentialLook
+from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.launchers import DEFAULT_START_METHOD, ProcessLauncher
 
 STAGE_AB = "ab"
@@ -55,16 +62,49 @@ class AbRefused(TokbenchError):
 
 @dataclass(frozen=True)
 class AbSide:
-    """One side: what to run (config) and where (interpreter, extra environment variables, working directory)."""
+    """One side: what to run (config) and where (interpreter, extra environment variables, working directory);
+    or, with no config, a side whose runner brings its own work, described by ``details`` (a serving side)."""
 
     name: str
-    config: BenchmarkConfig
+    config: BenchmarkConfig | None
     python: str = sys.executable
     environment: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {"python": self.python, "environment": dict(self.environment), "cwd": self.cwd}
+        if self.config is None:
+            return dict(self.details)
+        return {"python": self.python, "environment": dict(self.environment), "cwd": self.cwd, **self.details}
+
+
+class SideRunner(Protocol):
+    """Runs one process of one side: a result per call (a failure is a failed result, not an exception)."""
+
+    def run_once(self, timeout_s: float | None) -> BenchmarkResult: ...
+
+    def close(self) -> None: ...
+
+
+SideRunners = Callable[[AbSide], SideRunner]
+
+
+class ProcessSideRunner:
+    """A config side: every run a fresh isolated worker (``launchers.ProcessLauncher``) under the side's
+    interpreter, environment and folder."""
+
+    def __init__(self, side: AbSide, start_method: str = DEFAULT_START_METHOD) -> None:
+        if side.config is None:
+            raise AbRefused(f"side {side.name} has no config to run")
+        self.config = side.config
+        self.launcher = ProcessLauncher(python=side.python, side_environment=side.environment, cwd=side.cwd,
+                                        start_method=start_method)  # fmt: skip
+
+    def run_once(self, timeout_s: float | None) -> BenchmarkResult:
+        return self.launcher.launch(self.config, timeout_s)
+
+    def close(self) -> None:
+        self.launcher.close()
 
 
 @dataclass(frozen=True)
@@ -101,12 +141,23 @@ class AbOutcome:
 
     @property
     def complete_pairs(self) -> int:
-        ok = {(pair, side) for pair, side, run in self.stored if run.result.ok}
+        ok = {(pair, side) for pair, side, run in self.stored if usable(run.result)}
         return sum(1 for pair in {pair for pair, _ in ok} if all((pair, side) in ok for side in SIDES))
 
     @property
     def failed(self) -> int:
-        return sum(1 for _, _, run in self.stored if not run.result.ok)
+        return sum(1 for _, _, run in self.stored if not usable(run.result))
+
+
+def usable(result: BenchmarkResult) -> bool:
+    """An ok result that ``compare`` will use: a serving run whose client fell behind its schedule is not."""
+    return result.ok and (result.serving is None or result.serving.valid)
+
+
+def why_unusable(result: BenchmarkResult) -> str:
+    if not result.ok or result.serving is None:
+        return result.reason
+    return f"invalid serving run: {result.serving.invalid_reason}"
 
 
 def differing_fields(a: BenchmarkConfig, b: BenchmarkConfig) -> tuple[str, ...]:
@@ -123,6 +174,14 @@ def differing_fields(a: BenchmarkConfig, b: BenchmarkConfig) -> tuple[str, ...]:
         detail = "; ".join(f"{name} {first[name]!r} vs {second[name]!r}" for name in changed)
         raise AbRefused(f"the sides measure different workloads ({detail}); an A/B compares one workload")
     return names
+
+
+def compared_fields(a: AbSide, b: AbSide) -> tuple[str, ...]:
+    """``differing_fields`` of two config sides; sides that bring their own work compare no config field (a
+    serving side's workload is its request shape and load, the same on both sides by construction)."""
+    if a.config is None or b.config is None:
+        return ()
+    return differing_fields(a.config, b.config)
 
 
 def new_ab_id() -> str:
@@ -169,19 +228,21 @@ class AbRunner:
         progress: ProgressHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         ab_id: str | None = None,
+        runners: SideRunners | None = None,
     ) -> None:
         self.spec = spec
+        self.runners = runners or (lambda side: ProcessSideRunner(side, spec.start_method))
         self.store = store
         self.progress = progress
         self.clock = clock
         self.looks = spec.looks()
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
-        self.outcome = AbOutcome(ab_id or new_ab_id(), spec, seed, differing_fields(spec.a.config, spec.b.config))
+        self.outcome = AbOutcome(ab_id or new_ab_id(), spec, seed, compared_fields(spec.a, spec.b))
         self._order = random.Random(seed)
 
     def _compare(self, look: int, stopped_because: str = "") -> ComparisonReport | None:
         a, b = self.outcome.runs("a"), self.outcome.runs("b")
-        if not any(run.result.ok for run in a) or not any(run.result.ok for run in b):
+        if not any(usable(run.result) for run in a) or not any(usable(run.result) for run in b):
             return None
         sequential = SequentialLook(
             look=look + 1,
@@ -208,8 +269,8 @@ class AbRunner:
                         "looks": list(self.looks.pairs), "alphas": list(self.looks.alphas)}}  # fmt: skip
         return dataclasses.replace(report, extra=extra)
 
-    def _run_one(self, launcher: ProcessLauncher, side: AbSide, pair: int) -> SelectedRun:
-        result = launcher.launch(side.config, self.spec.timeout_s)
+    def _run_one(self, runner: SideRunner, side: AbSide, pair: int) -> SelectedRun:
+        result = runner.run_once(self.spec.timeout_s)
         note = f"tokbench ab {self.outcome.ab_id} side {side.name}, pair {pair + 1}"
         launch = dataclasses.replace(result.launch, sweep_id=sweep_id_of(self.outcome.ab_id, side.name),
                                      repeat_index=pair)  # fmt: skip
@@ -223,16 +284,16 @@ class AbRunner:
     def _failing_side(self) -> str | None:
         for name in SIDES:
             recent = [run for _, side, run in self.outcome.stored if side == name][-MAX_FAILURES_IN_A_ROW:]
-            if len(recent) == MAX_FAILURES_IN_A_ROW and not any(run.result.ok for run in recent):
-                return f"side {name} failed {MAX_FAILURES_IN_A_ROW} times in a row: {recent[-1].result.reason}"
+            if len(recent) == MAX_FAILURES_IN_A_ROW and not any(usable(run.result) for run in recent):
+                return f"side {name} failed {MAX_FAILURES_IN_A_ROW} times in a row: {why_unusable(recent[-1].result)}"
         return None
 
-    def _pair(self, launchers: dict[str, ProcessLauncher], pair: int) -> None:
+    def _pair(self, runners: dict[str, SideRunner], pair: int) -> None:
         order = list(SIDES)
         self._order.shuffle(order)
         sides = {"a": self.spec.a, "b": self.spec.b}
         for name in order:
-            self._run_one(launchers[name], sides[name], pair)
+            self._run_one(runners[name], sides[name], pair)
 
     def _look(self, pair_count: int) -> bool:
         """Show the interval; at a planned look, decide whether to stop."""
@@ -250,21 +311,19 @@ class AbRunner:
 
     def run(self) -> AbOutcome:
         start = self.clock()
-        launchers = {
-            side.name: ProcessLauncher(python=side.python, side_environment=side.environment, cwd=side.cwd,
-                                       start_method=self.spec.start_method)
-            for side in (self.spec.a, self.spec.b)
-        }  # fmt: skip
+        runners: dict[str, SideRunner] = {}
         if self.progress is not None:
             self.progress.stage_started(STAGE_AB, self.spec.max_pairs)
         try:
-            self._loop(launchers, start)
+            for side in (self.spec.a, self.spec.b):
+                runners[side.name] = self.runners(side)
+            self._loop(runners, start)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
             self.outcome.stopped_because = "interrupted"
         finally:
-            for launcher in launchers.values():
-                launcher.close()
+            for runner in runners.values():
+                runner.close()
             if self.progress is not None:
                 self.progress.stage_finished(STAGE_AB)
         self.outcome.elapsed_s = self.clock() - start
@@ -273,12 +332,12 @@ class AbRunner:
             self.outcome.report = self._compare(look, self.outcome.stopped_because)
         return self.outcome
 
-    def _loop(self, launchers: dict[str, ProcessLauncher], start: float) -> None:
+    def _loop(self, runners: dict[str, SideRunner], start: float) -> None:
         for pair in range(self.spec.max_pairs):
             if self.spec.budget_s is not None and self.clock() - start >= self.spec.budget_s:
                 self.outcome.stopped_because = f"budget of {self.spec.budget_s:g} s spent"
                 return
-            self._pair(launchers, pair)
+            self._pair(runners, pair)
             failing = self._failing_side()
             if failing is not None:
                 self.outcome.stopped_because = failing
@@ -288,10 +347,13 @@ class AbRunner:
         self.outcome.stopped_because = f"--max-pairs {self.spec.max_pairs} reached"
 
 
-def run_ab(spec: AbSpec, store: ResultStore, *, progress: ProgressHook | None = None) -> AbOutcome:
+def run_ab(
+    spec: AbSpec, store: ResultStore, *, progress: ProgressHook | None = None, runners: SideRunners | None = None
+) -> AbOutcome:
     """The Python API of ``tokbench ab``: run the pairs into ``store`` and return the outcome (its report is
-    ``compare``'s, paired, at the alpha of the look where it stopped)."""
+    ``compare``'s, paired, at the alpha of the look where it stopped); ``runners`` makes each side's runner
+    (default: ``ProcessSideRunner``)."""
     try:
-        return AbRunner(spec, store, progress=progress).run()
+        return AbRunner(spec, store, progress=progress, runners=runners).run()
     except ComparisonRefused as error:
         raise AbRefused(str(error)) from error
