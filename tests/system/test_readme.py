@@ -82,7 +82,9 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def flags_of(parser: argparse.ArgumentParser) -> set[str]:
-    return {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
+    """The flags a command documents (one hidden from --help, kept so old scripts still run, is not listed)."""
+    return {option for action in parser._actions if action.help != argparse.SUPPRESS
+            for option in action.option_strings if option.startswith("--")}  # fmt: skip
 
 
 def test_every_fenced_block_says_how_it_is_tested() -> None:
