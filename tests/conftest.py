@@ -16,10 +16,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SERIAL_MODULES = ("test_compare_e2e.py",)
 
 
+# Tests that take minutes go first: pytest-xdist hands tests out in collection order, and one started last would
+# leave the other worker idle while it runs (the README runner executes every README command, ~5 minutes).
+LONGEST_FIRST = ("test_readme.py::test_the_readme_runs_top_to_bottom_in_a_fresh_folder",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+    first = [item for item in items if item.nodeid.endswith(LONGEST_FIRST)]
+    items[:] = first + [item for item in items if item not in first]
 
 
 @pytest.fixture(scope="session", autouse=True)
