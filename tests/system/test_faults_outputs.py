@@ -1,5 +1,5 @@
 """Fault injection, the writing commands (issue 24): one output rule for every ``--output`` (run, tune, compare,
-export, report), PNGs whose names look like math, and a crash that is never exit 1.
+export, report, regressions), PNGs whose names look like math, and a crash that is never exit 1.
 
 Real faults: a results store, the command's own input, device nodes (/dev/null, /dev/full), a symlink to
 /dev/stdout, a read-only mount, a full tmpfs, a real result measured on the tiny model.
@@ -37,7 +37,7 @@ def _check_refused(code: int, err: str, *expected: str) -> None:
     assert any(text in line for text in expected), line
 
 
-@pytest.mark.parametrize("command", ["compare", "export", "report"])
+@pytest.mark.parametrize("command", ["compare", "export", "report", "regressions"])
 def test_no_output_replaces_a_store_a_device_a_link_or_a_folder(
     command: str, real_results: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,6 +49,7 @@ def test_no_output_replaces_a_store_a_device_a_link_or_a_folder(
             "compare": ["compare", base, cont, "--output", str(path), "--force"],
             "export": ["export", "--db", str(protected["store"]), "--output", str(path), "--force"],
             "report": ["report", base, "--output", str(path), "--force"],
+            "regressions": ["regressions", "--db", str(protected["store"]), "--output", str(path), "--force"],
         }[command]
         _check_refused(
             main(args), capsys.readouterr().err, "is a database", "is a device", "is a symbolic link", "is a folder"
@@ -93,6 +94,10 @@ def test_an_existing_plain_file_is_replaced_only_with_force(
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "--db", str(db), "--output", str(notes), "--force"]) == 0
     assert len(json.loads(notes.read_text())) == 2
+    assert main(["regressions", "--db", str(db), "--output", str(notes)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["regressions", "--db", str(db), "--output", str(notes), "--force", "--format", "json"]) == 0
+    assert "workloads" in json.loads(notes.read_text())
     # an earlier report may be replaced without --force (it is the report's own output); nothing else may
     page = tmp_path / "r.html"
     assert main(["report", base, "--output", str(page)]) == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tokbench.text import terminal_safe
@@ -37,3 +39,25 @@ def open_store(path: str, must_exist: bool) -> Any:
         raise StoreError(f"no results store at {path}; `tokbench run` or `tokbench sweep` fill one, or pass --db")
     # Reading commands (must_exist) open it read-only: they never add tables, migrate or write anything.
     return ResultStore(path, read_only=must_exist)
+
+
+def emit_rendered(
+    form: str,
+    output: Path | None,
+    *,
+    json_text: Callable[[], str],
+    markdown_text: Callable[[], str],
+    draw_terminal: Callable[[], None],
+) -> None:
+    """A report on stdout in ``form`` (terminal, markdown, json) and, if ``output`` is given (already checked by
+    the one output rule, before the work), in that file: in that format, Markdown for terminal. ``compare``,
+    ``ab`` and ``regressions`` print this way; a write that fails now raises ``OutputLocationError``."""
+    from tokbench.results.outputs import write_output_text
+
+    text = json_text() if form == "json" else markdown_text() if form == "markdown" else None
+    if text is None:
+        draw_terminal()
+    else:
+        sys.stdout.write(text)
+    if output is not None:
+        write_output_text(output, text if text is not None else markdown_text())

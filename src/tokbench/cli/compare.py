@@ -9,7 +9,7 @@ from typing import Any
 
 from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 from tokbench.cli import options
-from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, usage_error
+from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, emit_rendered, usage_error
 from tokbench.errors import TokbenchError
 from tokbench.results.outputs import OutputLocationError
 
@@ -128,24 +128,17 @@ def _check_output(args: argparse.Namespace, runs: list[Any]) -> Path | None:
 
 
 def emit_report(report: Any, output_format: str, output: Path | None) -> None:
-    """A comparison on stdout in ``output_format`` (terminal, markdown, json), and in ``output`` (checked by the
-    one output rule before the work) if given: in that format, Markdown for terminal. ``compare`` and ``ab`` print
-    the same way; a write that fails now raises ``OutputLocationError``."""
+    """A comparison on stdout and in ``output`` (``cli.common.emit_rendered``); ``compare`` and ``ab`` share it."""
     from tokbench.report.compare_view import render_json, render_markdown, render_terminal
     from tokbench.report.terminal import make_console
-    from tokbench.results.outputs import write_output_text
 
-    text = None
-    if output_format == "json":
-        text = render_json(report)
-        sys.stdout.write(text)
-    elif output_format == "markdown":
-        text = render_markdown(report)
-        sys.stdout.write(text)
-    else:
-        make_console().print(render_terminal(report), highlight=False)
-    if output is not None:
-        write_output_text(output, text if text is not None else render_markdown(report))
+    emit_rendered(
+        output_format,
+        output,
+        json_text=lambda: render_json(report),
+        markdown_text=lambda: render_markdown(report),
+        draw_terminal=lambda: make_console().print(render_terminal(report), highlight=False),
+    )
 
 
 def print_sweep_comparison(baseline_spec: str, db: str, sweep_id: str) -> int:

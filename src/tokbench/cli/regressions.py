@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.cli import options
-from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, usage_error
+from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, emit_rendered, usage_error
 from tokbench.errors import TokbenchError
 from tokbench.text import terminal_safe
 
@@ -51,6 +51,7 @@ def add_regressions_arguments(parser: argparse.ArgumentParser, db_default: str) 
     add("--seed", type=options.integer(0), default=0, help="permutation seed (0): same store, same answer")
     add("--format", dest="changes_format", choices=("terminal", "markdown", "json"), default=None)
     add("--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)")
+    add("--force", action="store_true", help="let --output replace an existing plain file")
     add("--fail-on", choices=("never", "regression"), default="never",
         help=f"regression: exit {EXIT_REGRESSION} when the newest level of some series is slower than the one "
         "before it (the CI gate)")  # fmt: skip
@@ -70,9 +71,13 @@ def _metrics(args: argparse.Namespace, runs: list[Any]) -> tuple[str, ...]:
 def command_regressions(args: argparse.Namespace) -> int:
     from tokbench.analysis.changepoints import DEFAULT_MIN_SIZE, DEFAULT_SIGNIFICANCE
     from tokbench.results.history import find_history_changes
+    from tokbench.results.outputs import OutputLocationError, check_output_file
     from tokbench.results.selectors import parse_selector, select_from_store
 
     try:
+        output = None  # checked before the work, under the one output rule (never the store, a folder, a device)
+        if getattr(args, "output", None):
+            output = check_output_file(args.output, inputs=[args.db], force=getattr(args, "force", False))
         selector = {"model": args.model} if getattr(args, "model", None) else {}
         if getattr(args, "select", None):
             selector.update(parse_selector(args.select))
@@ -92,7 +97,10 @@ def command_regressions(args: argparse.Namespace) -> int:
         return usage_error(str(error))
     for line in unreadable:
         print(f"tokbench: {terminal_safe(line, newlines=False)}", file=sys.stderr)
-    _print(report, getattr(args, "changes_format", None) or "terminal", getattr(args, "output", None))
+    try:
+        _print(report, getattr(args, "changes_format", None) or "terminal", output)
+    except OutputLocationError as error:
+        return usage_error(error)
     if getattr(args, "fail_on", "never") == "regression" and newest_level_slower(report):
         print("tokbench: regression: the newest level of a series is slower than the one before it", file=sys.stderr)
         return EXIT_REGRESSION
@@ -104,23 +112,19 @@ def newest_level_slower(report: Any) -> bool:
     return any(workload.changes and workload.changes[-1].direction == "slower" for workload in report.workloads)
 
 
-def _print(report: Any, form: str, output: str | None) -> None:
+def _print(report: Any, form: str, output: Path | None) -> None:
     from tokbench.report.history_view import history_changes_table, render_json, render_markdown
+    from tokbench.report.terminal import make_console
 
-    text = None
-    if form == "json":
-        text = render_json(report)
-        sys.stdout.write(text)
-    elif form == "markdown":
-        text = render_markdown(report)
-        sys.stdout.write(text)
-    else:
-        from tokbench.report.terminal import make_console
-
+    def draw_terminal() -> None:
         console = make_console()
         for renderable in history_changes_table(report):
             console.print(renderable, highlight=False)
-    if output:
-        from tokbench.fileio import atomic_write_text
 
-        atomic_write_text(output, text if text is not None else render_markdown(report))
+    emit_rendered(
+        form,
+        output,
+        json_text=lambda: render_json(report),
+        markdown_text=lambda: render_markdown(report),
+        draw_terminal=draw_terminal,
+    )
