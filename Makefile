@@ -30,11 +30,12 @@ $(PY):
 	fi
 
 # The torch that is importable (the user's, or the pin just installed) becomes a constraint, so
-# resolving tokbench's dependencies can never replace it with another torch from the registry.
+# resolving tokbench's dependencies can never replace it with another torch from the registry. (-W ignore: a
+# fresh torch warns that NumPy is missing, which tokbench's install brings next; a first run starts quietly.)
 $(RUN_STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -c "import torch" >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	@$(PY) -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c $(VENV)/torch-constraint.txt -e .
 	@touch $(RUN_STAMP)
 
