@@ -4,9 +4,11 @@ real child processes a sweep or run starts, and the serving mock in its own proc
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -54,3 +56,17 @@ def mock_server_process(script_json: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def stored_rows(db: Path, columns: str) -> list[tuple[Any, ...]]:
+    """``columns`` of every stored result in run order, read with plain sqlite3 (not tokbench's store code). Polled
+    while a sweep starts: a store file not there yet, or there without its tables yet, holds no rows."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=30) as connection:
+        try:
+            return connection.execute(f"SELECT {columns} FROM results ORDER BY run_id").fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return []
+            raise

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from support import TINY, descendants_with
+from support import TINY, descendants_with, stored_rows
 
 RUN = [
     "--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "4", "--device", "cpu",
@@ -82,11 +81,8 @@ def test_a_signal_during_measurement_keeps_an_interrupted_result(
     assert leftovers(tmp_path / "tmp") == []
 
 
-def stored(db: Path) -> list[tuple[str, str]]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=30) as connection:
-        return connection.execute("SELECT name, status FROM results ORDER BY run_id").fetchall()
+def stored(db: Path) -> list[tuple[Any, ...]]:
+    return stored_rows(db, "name, status")
 
 
 def config_children(parent_pid: int) -> list[psutil.Process]:

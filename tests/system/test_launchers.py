@@ -48,7 +48,7 @@ def signal_when_running(name: str, signal_number: int, found: list[psutil.Proces
     def send() -> None:
         child = find_child(name)
         found.append(child)
-        time.sleep(1.0)  # well inside the measurement loop
+        time.sleep(1.0)  # usually measuring by now; under load maybe still importing (a stack either way)
         child.send_signal(signal_number)
 
     thread = threading.Thread(target=send, daemon=True)

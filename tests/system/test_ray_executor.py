@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from support import TINY
+from support import TINY, stored_rows
 
 from tokbench.sweep.runner import run_sweep
 
@@ -50,11 +49,8 @@ def ray_cluster() -> Iterator[str]:
 
 
 def rows(db: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=30) as connection:
-        found = connection.execute("SELECT name, config_hash, status, result_json FROM results ORDER BY run_id")
-        return [(name, config_hash, status, json.loads(data)) for name, config_hash, status, data in found]
+    found = stored_rows(db, "name, config_hash, status, result_json")
+    return [(name, config_hash, status, json.loads(data)) for name, config_hash, status, data in found]
 
 
 def worker_named(name: str) -> psutil.Process | None:

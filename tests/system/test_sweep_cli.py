@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from support import TINY, descendants_with
+from support import TINY, descendants_with, stored_rows
 
 # Effectively endless: a config that runs until something ends it.
 ENDLESS = 1_000_000
@@ -44,12 +44,7 @@ def write_sweep(path: Path, data: dict[str, Any]) -> Path:
 
 def rows(db: Path) -> list[tuple[Any, ...]]:
     """Every stored row, read with plain sqlite3 (not tokbench's store code)."""
-    if not db.exists():
-        return []
-    with sqlite3.connect(db, timeout=30) as connection:
-        return connection.execute(
-            "SELECT run_id, name, config_hash, status, reason, result_json FROM results ORDER BY run_id"
-        ).fetchall()
+    return stored_rows(db, "run_id, name, config_hash, status, reason, result_json")
 
 
 def wait_for(condition: Any, timeout_s: float, what: str, sweep: subprocess.Popen[str]) -> Any:

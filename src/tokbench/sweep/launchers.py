@@ -420,9 +420,11 @@ class ProcessLauncher:
                 launch["forkserver_error"] = str(error)
                 launch["fallback"] = "spawn (the fork server could not start the child)"
         launch["start_method"] = "spawn"
+        # -X faulthandler: a crash while the child still imports torch prints its stack too (the worker's own
+        # faulthandler.enable() comes after the imports)
         command = [
-            self._python, "-m", "tokbench.sweep.worker", "--config", str(config_path), "--result", str(result_path),
-            "--parent-pid", str(os.getpid()), "--name", config.name,
+            self._python, "-X", "faulthandler", "-m", "tokbench.sweep.worker", "--config", str(config_path),
+            "--result", str(result_path), "--parent-pid", str(os.getpid()), "--name", config.name,
         ]  # fmt: skip
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
