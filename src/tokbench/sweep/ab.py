@@ -44,6 +44,7 @@ from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, SequentialLook
 from tokbench.schema.results import BenchmarkResult
+from tokbench.sweep.duet import DuetPairRunner
 from tokbench.sweep.launchers import DEFAULT_START_METHOD, ProcessLauncher
 
 STAGE_AB = "ab"
@@ -89,6 +90,21 @@ class SideRunner(Protocol):
 SideRunners = Callable[[AbSide], SideRunner]
 
 
+def duet_pair_runner(spec: AbSpec) -> DuetPairRunner:
+    """Both config sides' processes as duet pairs (``sweep.duet``): one launcher per side, as in
+    ``ProcessSideRunner``."""
+    sides = (spec.a, spec.b)
+    if any(side.config is None for side in sides):
+        raise AbRefused("--duet needs two config sides (a serving side brings its own processes)")
+    configs = {side.name: side.config for side in sides}
+    launchers = {
+        side.name: ProcessLauncher(python=side.python, side_environment=side.environment, cwd=side.cwd,
+                                   start_method=spec.start_method)
+        for side in sides
+    }  # fmt: skip
+    return DuetPairRunner(configs, launchers)  # type: ignore[arg-type]
+
+
 class ProcessSideRunner:
     """A config side: every run a fresh isolated worker (``launchers.ProcessLauncher``) under the side's
     interpreter, environment and folder."""
@@ -119,6 +135,7 @@ class AbSpec:
     seed: int | None = None  # of the order within each pair; drawn (and recorded) when None
     timeout_s: float | None = 1800.0
     start_method: str = DEFAULT_START_METHOD
+    duet: bool = False  # each pair's two processes alive at once, their measured calls in turns (``sweep.duet``)
 
     def looks(self) -> LookPlan:
         return plan_looks(self.min_pairs, self.max_pairs, self.alpha)
@@ -239,6 +256,7 @@ class AbRunner:
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
         self.outcome = AbOutcome(ab_id or new_ab_id(), spec, seed, compared_fields(spec.a, spec.b))
         self._order = random.Random(seed)
+        self._duet: DuetPairRunner | None = None
 
     def _compare(self, look: int, stopped_because: str = "") -> ComparisonReport | None:
         a, b = self.outcome.runs("a"), self.outcome.runs("b")
@@ -270,7 +288,9 @@ class AbRunner:
         return dataclasses.replace(report, extra=extra)
 
     def _run_one(self, runner: SideRunner, side: AbSide, pair: int) -> SelectedRun:
-        result = runner.run_once(self.spec.timeout_s)
+        return self._store(runner.run_once(self.spec.timeout_s), side, pair)
+
+    def _store(self, result: BenchmarkResult, side: AbSide, pair: int) -> SelectedRun:
         note = f"tokbench ab {self.outcome.ab_id} side {side.name}, pair {pair + 1}"
         launch = dataclasses.replace(result.launch, sweep_id=sweep_id_of(self.outcome.ab_id, side.name),
                                      repeat_index=pair)  # fmt: skip
@@ -289,9 +309,14 @@ class AbRunner:
         return None
 
     def _pair(self, runners: dict[str, SideRunner], pair: int) -> None:
+        sides = {"a": self.spec.a, "b": self.spec.b}
+        if self._duet is not None:  # both at once, in turns: stored once both are back
+            results = self._duet.run_pair(self._order, self.spec.timeout_s)
+            for name in SIDES:
+                self._store(results[name], sides[name], pair)
+            return
         order = list(SIDES)
         self._order.shuffle(order)
-        sides = {"a": self.spec.a, "b": self.spec.b}
         for name in order:
             self._run_one(runners[name], sides[name], pair)
 
@@ -315,8 +340,11 @@ class AbRunner:
         if self.progress is not None:
             self.progress.stage_started(STAGE_AB, self.spec.max_pairs)
         try:
-            for side in (self.spec.a, self.spec.b):
-                runners[side.name] = self.runners(side)
+            if self.spec.duet:
+                self._duet = duet_pair_runner(self.spec)
+            else:
+                for side in (self.spec.a, self.spec.b):
+                    runners[side.name] = self.runners(side)
             self._loop(runners, start)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
@@ -324,6 +352,8 @@ class AbRunner:
         finally:
             for runner in runners.values():
                 runner.close()
+            if self._duet is not None:
+                self._duet.close()
             if self.progress is not None:
                 self.progress.stage_finished(STAGE_AB)
         self.outcome.elapsed_s = self.clock() - start
