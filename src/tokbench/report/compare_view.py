@@ -96,8 +96,8 @@ def _method_text(metric: MetricComparison) -> str:
     test = metric.test
     if test is None:
         return "v1"
-    if test.method == "paired":
-        return f"paired {test.baseline_processes}"
+    if test.method in ("paired", "duet"):  # pairs: one count
+        return f"{test.method} {test.baseline_processes}"
     return f"{test.method.split()[0]} {test.baseline_processes}+{test.contender_processes}"
 
 
