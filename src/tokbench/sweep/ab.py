@@ -44,7 +44,7 @@ from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, SequentialLook
 from tokbench.schema.results import BenchmarkResult
-from tokbench.sweep.duet import DuetPairRunner
+from tokbench.sweep.duet import STOP_PARTNER_ENDED, DuetPairRunner
 from tokbench.sweep.launchers import DEFAULT_START_METHOD, ProcessLauncher
 
 STAGE_AB = "ab"
@@ -169,6 +169,14 @@ class AbOutcome:
 def usable(result: BenchmarkResult) -> bool:
     """An ok result that ``compare`` will use: a serving run whose client fell behind its schedule is not."""
     return result.ok and (result.serving is None or result.serving.valid)
+
+
+def failed_by_itself(result: BenchmarkResult) -> bool:
+    """Unusable for a reason of its own: not a duet process stopped because its partner ended (that failure is the
+    partner's, and counts on the partner's side)."""
+    measurement = result.phases.measurement
+    stopped_by_partner = measurement is not None and measurement.stop_reason.startswith(STOP_PARTNER_ENDED)
+    return not usable(result) and not stopped_by_partner
 
 
 def why_unusable(result: BenchmarkResult) -> str:
@@ -304,7 +312,7 @@ class AbRunner:
     def _failing_side(self) -> str | None:
         for name in SIDES:
             recent = [run for _, side, run in self.outcome.stored if side == name][-MAX_FAILURES_IN_A_ROW:]
-            if len(recent) == MAX_FAILURES_IN_A_ROW and not any(usable(run.result) for run in recent):
+            if len(recent) == MAX_FAILURES_IN_A_ROW and all(failed_by_itself(run.result) for run in recent):
                 return f"side {name} failed {MAX_FAILURES_IN_A_ROW} times in a row: {why_unusable(recent[-1].result)}"
         return None
 

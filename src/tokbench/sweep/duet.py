@@ -46,8 +46,9 @@ from tokbench.sweep.launchers import ProcessLauncher, RunningConfig
 DUET_SOCKET_ENV = "TOKBENCH_DUET_SOCKET"
 # How often the parent looks whether a child that has not connected yet is still alive.
 _CONNECT_POLL_S = 0.5
-# A side told to stop because its partner failed gets this long past its own timeout to write its result.
-STOP_GRACE_S = 60.0
+# A side told to stop because its partner failed gets this long past its own timeout to reach its next turn (its
+# warmup may still run) and write its result.
+STOP_GRACE_S = 30.0
 STOP_PARTNER_ENDED = "duet: the paired process ended"
 STOP_PAIR = "duet: the pair stopped"
 
@@ -297,8 +298,8 @@ class DuetPairRunner:
             results = {}
             for name in sorted(running, key=lambda name: name not in log.timed_out):  # the late one first
                 run = running.pop(name)
-                if name not in log.timed_out and run.timeout_s is not None:  # told to stop: time to write its result
-                    run.timeout_s = max(run.timeout_s, (self.clock() - run.start_ns) / 1e9 + STOP_GRACE_S)
+                if name not in log.timed_out:  # told to stop when its partner failed: time to write its result
+                    run.grace_s = STOP_GRACE_S
                 results[name] = self.launchers[name].collect(run)
         finally:
             for name, run in running.items():  # not collected (Ctrl-C, a launcher error): never left running

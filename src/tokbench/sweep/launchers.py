@@ -222,7 +222,8 @@ class ProcessLauncher:
         timed_out = False
         server_died: str | None = None
         try:
-            remaining_s = None if timeout_s is None else max(0.0, timeout_s - (self._clock() - running.start_ns) / 1e9)
+            seconds_left = running.seconds_left(self._clock())
+            remaining_s = None if seconds_left is None else max(0.0, seconds_left + running.grace_s)
             returncode = running._exit if running._exit is not None else child.wait(remaining_s)
             if returncode is None:
                 timed_out = True
@@ -546,6 +547,7 @@ class RunningConfig:
     launch: dict[str, Any]
     child: _Child
     start_ns: int
+    grace_s: float = 0.0  # waited for beyond the timeout (a duet process told to stop because its partner failed)
     _exit: int | None = None
 
     @property
