@@ -135,7 +135,9 @@ class AbSpec:
     seed: int | None = None  # of the order within each pair; drawn (and recorded) when None
     timeout_s: float | None = 1800.0
     start_method: str = DEFAULT_START_METHOD
-    duet: bool = False  # each pair's two processes alive at once, their measured calls in turns (``sweep.duet``)
+    # Each pair's two processes alive at once, their measured calls in turns (``sweep.duet``); None: duet for two
+    # config sides run by the default runners, one after the other otherwise (a serving side brings its own).
+    duet: bool | None = None
 
     def looks(self) -> LookPlan:
         return plan_looks(self.min_pairs, self.max_pairs, self.alpha)
@@ -265,6 +267,8 @@ class AbRunner:
         self.outcome = AbOutcome(ab_id or new_ab_id(), spec, seed, compared_fields(spec.a, spec.b))
         self._order = random.Random(seed)
         self._duet: DuetPairRunner | None = None
+        configs = spec.a.config is not None and spec.b.config is not None
+        self.duet = spec.duet if spec.duet is not None else configs and runners is None
 
     def _compare(self, look: int, stopped_because: str = "") -> ComparisonReport | None:
         a, b = self.outcome.runs("a"), self.outcome.runs("b")
@@ -291,7 +295,7 @@ class AbRunner:
         )
         extra = {"ab": {"id": self.outcome.ab_id, "order_seed": self.outcome.seed,
                         "sides": {side.name: side.describe() for side in (self.spec.a, self.spec.b)},
-                        "compared_fields": list(self.outcome.ignored),
+                        "compared_fields": list(self.outcome.ignored), "duet": self.duet,
                         "looks": list(self.looks.pairs), "alphas": list(self.looks.alphas)}}  # fmt: skip
         return dataclasses.replace(report, extra=extra)
 
@@ -348,7 +352,7 @@ class AbRunner:
         if self.progress is not None:
             self.progress.stage_started(STAGE_AB, self.spec.max_pairs)
         try:
-            if self.spec.duet:
+            if self.duet:
                 self._duet = duet_pair_runner(self.spec)
             else:
                 for side in (self.spec.a, self.spec.b):
