@@ -16,8 +16,9 @@ from pathlib import Path
 from tokbench.engine.policy import STOP_FIXED, MeasurementPlan, measure
 from tokbench.schema.policy import MeasurementRecord
 from tokbench.schema.records import GenerationTrace
-from tokbench.sweep.duet import STOP_PAIR, STOP_PARTNER_ENDED, DuetLog, TurnGate, conduct
+from tokbench.sweep.duet import DuetLog, conduct
 from tokbench.sweep.launchers import RunningConfig
+from tokbench.sweep.turns import STOP_PAIR, STOP_PARTNER_ENDED, TurnGate
 
 
 @dataclass

@@ -44,8 +44,9 @@ from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, SequentialLook
 from tokbench.schema.results import BenchmarkResult
-from tokbench.sweep.duet import STOP_PARTNER_ENDED, DuetPairRunner
+from tokbench.sweep.duet import DuetPairRunner
 from tokbench.sweep.launchers import DEFAULT_START_METHOD, ProcessLauncher
+from tokbench.sweep.turns import STOP_PARTNER_ENDED
 
 STAGE_AB = "ab"
 SIDES = ("a", "b")

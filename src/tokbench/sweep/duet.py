@@ -7,7 +7,7 @@ seeded), so both see the load of the same seconds; the one not measuring waits b
 spinning), so the two never measure at the same time on the machine's few cores.
 
 How: each side's child is a fresh worker started by its side's ``ProcessLauncher`` (same isolation, timeout and
-crash handling as any run), told through ``DUET_SOCKET_ENV`` where to connect. In the child, ``TurnGate`` is the
+crash handling as any run), told through ``DUET_SOCKET_ENV`` where to connect. In the child, ``turns.TurnGate`` is the
 measuring loop's ``policy.MeasurementGate``: before each measured call it says ``ready`` and blocks until the
 parent says ``go`` (or ``stop``); after the call it says ``done`` with its policy's own wish to stop (a target
 met, or a bound: fixed count, max iterations, budget). Warmup runs in each child as always, before its first
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
 import selectors
 import shutil
@@ -38,63 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokbench.config import BenchmarkConfig
-from tokbench.engine.policy import OwnStop
-from tokbench.schema.records import DuetRecord, GenerationTrace
+from tokbench.schema.records import DuetRecord
 from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.launchers import ProcessLauncher, RunningConfig
+from tokbench.sweep.turns import DUET_SOCKET_ENV, STOP_PAIR, STOP_PARTNER_ENDED
 
-DUET_SOCKET_ENV = "TOKBENCH_DUET_SOCKET"
 # How often the parent looks whether a child that has not connected yet is still alive.
 _CONNECT_POLL_S = 0.5
 # A side told to stop because its partner failed gets this long past its own timeout to reach its next turn (its
 # warmup may still run) and write its result.
 STOP_GRACE_S = 30.0
-STOP_PARTNER_ENDED = "duet: the paired process ended"
-STOP_PAIR = "duet: the pair stopped"
-
-
-# --- the child's side -------------------------------------------------------------------------------------
-
-
-class TurnGate:
-    """The measuring loop's gate in a duet child: blocks before each call until the parent gives the turn."""
-
-    def __init__(self, path: str) -> None:
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.connect(path)
-        self._reader = self._socket.makefile("r", encoding="utf-8")
-
-    def _say(self, line: str) -> bool:
-        try:
-            self._socket.sendall(f"{line}\n".encode())
-        except OSError:
-            return False
-        return True
-
-    def before_call(self, index: int) -> str | None:
-        if not self._say(f"ready {index}"):
-            return STOP_PAIR + " (the parent closed the channel)"
-        answer = self._reader.readline().strip()  # blocks: the other side is measuring
-        if answer == "go":
-            return None
-        return answer.removeprefix("stop ").strip() or STOP_PAIR + " (the parent closed the channel)"
-
-    def after_call(self, trace: GenerationTrace, own: OwnStop | None) -> str | None:
-        wish = "-" if own is None else f"{'bound' if own.bound else 'met'} {own.reason}"
-        self._say(f"done {trace.t0_ns} {trace.end_ns} {wish}")
-        return None  # the parent decides at the next turn: both sides measure the same number of calls
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._reader.close()
-            self._socket.close()
-
-
-def gate_from_environment() -> TurnGate | None:
-    """The duet gate when the parent asked for one (``DUET_SOCKET_ENV``); connects at once, so a child that dies
-    before measuring is seen by the parent as a closed channel."""
-    path = os.environ.get(DUET_SOCKET_ENV)
-    return TurnGate(path) if path else None
 
 
 # --- the parent's side ------------------------------------------------------------------------------------

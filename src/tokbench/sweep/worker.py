@@ -106,7 +106,7 @@ def run_config_file(config_path: str, result_path: str) -> int:
                 save_result(with_library_output(result, held, notes=False), group_result_path(result_path, index))
             return 0
         _say_started(config, 0, 1)
-        from tokbench.sweep.duet import gate_from_environment
+        from tokbench.sweep.turns import gate_from_environment
 
         gate = gate_from_environment()  # a duet pair's child (``tokbench ab --duet``): its calls take turns
         try:
