@@ -10,7 +10,7 @@ log(B call ÷ A call), a t over pairs) → ``holm_over_hypotheses`` → ``analys
 looks of ``analysis.sequential`` with each look's alpha, as ``sweep.ab`` runs them.
 
 Monte-Carlo error: a rate near 5% from R replications has a standard error √(0.05·0.95/R) (1.5 points at 200,
-0.7 at 1,000); a power near 90% √(0.09/R) (2.1 points at 200). Every figure is seeded.
+0.7 at 1,000); a power near 90% √(0.09/R) (2.7 points at 120). Every figure is seeded.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def false_rate(seed: int, reps: int, process_sd: float) -> float:
 
 @pytest.mark.parametrize(("process_sd", "seed"), [(0.02, 2), (0.05, 3)])
 def test_duet_aa_false_verdicts_at_most_five_percent(process_sd: float, seed: int) -> None:
-    """A/A duet pairs through every planned look: any faster / slower is a false verdict; ≤ 5% over 200 reps
-    (±1.5 points) with a per-process effect, a time-varying shared load and call bursts."""
-    rate = false_rate(seed, 200, process_sd)
+    """A/A duet pairs through every planned look: any faster / slower is a false verdict; ≤ 5% over 160 reps
+    (±1.7 points) with a per-process effect, a time-varying shared load and call bursts."""
+    rate = false_rate(seed, 160, process_sd)
     assert rate <= 0.05, rate
 
 
@@ -122,12 +122,12 @@ def test_duet_interval_coverage(process_sd: float, slowdown: float, seed: int) -
 
 
 def test_duet_detects_five_percent_and_beats_process_medians() -> None:
-    """A 5% slowdown (process sd 2%): the duet statistic detects it (slower, never faster) in ≥ 90% of 200 reps
+    """A 5% slowdown (process sd 2%): the duet statistic detects it (slower, never faster) in ≥ 90% of 120 reps
     within 20 pairs, and more often than the paired test on process medians of the same pairs, which does not
     cancel the load that changes within a pair and the bursts that hit one call (why duet pairs use rounds)."""
     rng = np.random.default_rng(7)
     plan = plan_looks(4, PAIRS, 0.05)
-    runs = [duet_sides(rng, PAIRS, 0.02, 1.05) for _ in range(200)]
+    runs = [duet_sides(rng, PAIRS, 0.02, 1.05) for _ in range(120)]
     by_rounds = [run_looks(first, second, plan, duet=True) for first, second in runs]
     by_medians = [run_looks(first, second, plan, duet=False) for first, second in runs]
     detected = sum(stats.VERDICT_SLOWER in v for v, _ in by_rounds) / len(runs)
