@@ -95,22 +95,24 @@ def false_rate(seed: int, reps: int, process_sd: float) -> float:
     return sum(stats.VERDICT_SLOWER in v or stats.VERDICT_FASTER in v for v in outcomes) / reps
 
 
-@pytest.mark.parametrize(("process_sd", "seed"), [(0.02, 2), (0.05, 3)])
-def test_duet_aa_false_verdicts_at_most_five_percent(process_sd: float, seed: int) -> None:
-    """A/A duet pairs through every planned look: any faster / slower is a false verdict; ≤ 5% over 160 reps
-    (±1.7 points) with a per-process effect, a time-varying shared load and call bursts."""
-    rate = false_rate(seed, 160, process_sd)
+@pytest.mark.parametrize(("process_sd", "seed", "reps"), [(0.02, 2, 160), (0.05, 3, 240)])
+def test_duet_aa_false_verdicts_at_most_five_percent(process_sd: float, seed: int, reps: int) -> None:
+    """A/A duet pairs through every planned look: any faster / slower is a false verdict; ≤ 5% over 160-240 reps
+    (±1.7 / ±1.4 points) with a per-process effect, a time-varying shared load and call bursts. (At 600 reps the
+    rate is 2.5%, 2.0%, 2.2% for process sd 0, 5%, 10%: Bonferroni over looks and Holm within one are
+    conservative.)"""
+    rate = false_rate(seed, reps, process_sd)
     assert rate <= 0.05, rate
 
 
 @pytest.mark.parametrize(("process_sd", "slowdown", "seed"), [(0.02, 1.0, 4), (0.05, 1.05, 6)])
 def test_duet_interval_coverage(process_sd: float, slowdown: float, seed: int) -> None:
-    """The 95% interval of the duet ratio at 10 pairs covers the true ratio in 93-97% of 1,000 reps (±0.7 points),
+    """The 95% interval of the duet ratio at 10 pairs covers the true ratio in 93-97% of 800 reps (±0.8 points),
     for E2E and TTFT: the median over rounds of log(B/A) is centred on the true log ratio (A's and B's noise are
     alike, so its difference is symmetric) and the t over pairs carries the per-process effect."""
     rng = np.random.default_rng(seed)
     covered = {"e2e_latency_ms": 0, "ttft_ms": 0}
-    reps = 1000
+    reps = 800
     for _ in range(reps):
         first, second = duet_sides(rng, 10, process_sd, slowdown)
         for name in covered:
