@@ -5,7 +5,10 @@ or torch), extra environment variables and a working directory. Each pair runs o
 an order drawn at random per pair (seeded, recorded), each process a fresh isolated worker as in a sweep
 (``launchers.ProcessLauncher``, one per side, so a side's fork server imports under that side's environment).
 Machine drift over minutes then hits both members of a pair alike, and the comparison analyses the pairs as
-pairs (``results.comparison``: a paired t on the per-pair differences of the log process medians).
+pairs (``results.comparison``: a paired t on the per-pair differences of the log process medians). By default
+(config sides) a pair is a duet (``sweep.duet``): both processes alive at once, their measured calls in turns,
+so load that changes within seconds hits both alike too, and each pair's value is the median over its rounds of
+log(B call ÷ A call).
 
 What runs one process of a side is a ``SideRunner`` (a protocol: ``run_once(timeout_s)`` returns one result,
 ``close()`` releases what it holds). A config side's is ``ProcessSideRunner``; the CLI hands the runner others,
