@@ -107,3 +107,39 @@ def test_duet_side_past_its_timeout_is_ended_and_the_other_stops(tmp_path: Path)
     assert len(b_side) == 3 and all(result.reason.startswith("timed out after 30 s") for result in b_side)
     stopped = [r.phases.measurement.stop_reason for r in results if r.phases.measurement is not None]
     assert stopped and all("side b ran past its timeout" in reason for reason in stopped)  # A was told why
+
+
+def test_duet_ctrl_c_ends_both_processes_and_keeps_the_stored_pairs(tmp_path: Path) -> None:
+    """Ctrl-C while a duet pair runs: exit 130, both of the pair's processes (and the fork servers' children) are
+    gone, the pairs finished before are stored (two results a pair: a duet pair is stored once both are back)."""
+    import signal
+    import uuid
+
+    name = f"duet-int-{uuid.uuid4().hex[:8]}"
+    workload = [flag if flag != "5" else "60" for flag in WORKLOAD]  # 60 measured calls: a pair lasts a while
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "tokbench", "ab", *workload, "--name", name, "--duet",
+                                "--max-pairs", "20", "--db", "ab.db", "--no-progress"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if (tmp_path / "ab.db").exists():
+                with ResultStore(tmp_path / "ab.db") as store:
+                    if store.count() >= 2:
+                        break
+            time.sleep(0.5)
+        time.sleep(2.0)  # into the next pair
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
+    time.sleep(1.0)
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert name not in listing  # no worker of this run is left
+    with ResultStore(tmp_path / "ab.db") as store:
+        count = store.count()
+    assert count >= 2 and count % 2 == 0
