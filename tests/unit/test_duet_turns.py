@@ -142,3 +142,30 @@ def test_a_side_past_its_timeout_ends_the_pair(tmp_path: Path) -> None:
     assert log.timed_out == {"b"} and log.rounds == 0
     assert log.ended == f"{STOP_PARTNER_ENDED} (side b ran past its timeout)"
     assert sides["a"].record is not None and sides["a"].record.iterations == 0
+
+
+def test_the_partners_cpu_is_no_interference() -> None:
+    """A duet process's partner works between its calls by design: its CPU counts with the process's own in the
+    busy-machine accounting (``hardware.interference``), and an ended partner keeps its last reading."""
+    import os
+    import subprocess
+    import sys
+
+    from tokbench.hardware.interference import CompanionCpu, read_host
+
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                             "while time.process_time() < end: pass\ntime.sleep(30)"])  # fmt: skip
+    try:
+        partner = CompanionCpu((busy.pid,))
+        deadline = time.monotonic() + 20
+        while partner.seconds() < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert partner.seconds() >= 0.25
+        own = read_host().own_s
+        assert read_host(partner).own_s >= own + 0.25  # the partner's CPU is counted as ours
+        busy.kill()
+        busy.wait(10)
+        assert partner.seconds() >= 0.25  # the last reading stays once it is gone
+        assert CompanionCpu((os.getpid(),)).seconds() > 0
+    finally:
+        busy.kill()

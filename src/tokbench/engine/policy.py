@@ -172,6 +172,11 @@ class MeasurementGate(Protocol):
     paces it (as ``torch.utils.benchmark`` takes its measuring callback). ``SoloGate`` follows the policy's own
     rule; ``sweep.duet``'s gate takes turns with another process (duet benchmarking)."""
 
+    @property
+    def companion_pids(self) -> tuple[int, ...]:
+        """Processes that work between this process's calls by design (their CPU is no interference)."""
+        ...
+
     def before_call(self, index: int) -> str | None:
         """Wait (blocked, not spinning) until measured call ``index`` may start; a reason to stop instead."""
         ...
@@ -183,6 +188,8 @@ class MeasurementGate(Protocol):
 
 class SoloGate:
     """The policy alone: every call may start, and measurement stops when the policy's own rule says so."""
+
+    companion_pids: tuple[int, ...] = ()
 
     def before_call(self, index: int) -> str | None:
         return None

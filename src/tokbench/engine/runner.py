@@ -201,7 +201,9 @@ def _measure(
     # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
     sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
     tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
-    watch = InterferenceWatch()  # always on, monitor or not: a busy machine flags the result (host_busy)
+    # Always on, monitor or not: a busy machine flags the result (host_busy); a duet partner's calls are no
+    # interference (they run between ours by design).
+    watch = InterferenceWatch(companion_pids=gate.companion_pids if gate is not None else ())
     try:
         warmup_plan = WarmupPlan.from_config(config)
         recorder.warmup_started(warmup_plan)

@@ -124,6 +124,8 @@ class _Conductor:
             talker: _Channel = key.data
             if key.fileobj is talker.listener:
                 talker.connection, _ = talker.listener.accept()
+                partner = next(other.running.pid for other in self.channels.values() if other is not talker)
+                talker.send(f"partner {partner}")
                 self.selector.unregister(talker.listener)
                 self.selector.register(talker.connection, selectors.EVENT_READ, talker)
                 continue

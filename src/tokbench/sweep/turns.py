@@ -4,7 +4,9 @@
 each measured call it says ``ready`` and blocks (not spinning) until the parent says ``go`` or ``stop REASON``;
 after the call it says ``done T0 END WISH``, WISH being ``-``, ``met REASON`` (its policy's target reached) or
 ``bound REASON`` (a fixed count, max iterations, budget). The parent decides when the pair stops; a closed
-channel stops the measurement. Kept apart from ``sweep.duet`` so the worker imports no launcher.
+channel stops the measurement. On connecting, the parent's first line is ``partner PID`` (the other process, whose
+CPU between our calls is no interference: ``hardware.interference``). Kept apart from ``sweep.duet`` so the
+worker imports no launcher.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class TurnGate:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.connect(path)
         self._reader = self._socket.makefile("r", encoding="utf-8")
+        # The parent's first line names the partner process: its CPU between our calls is by design.
+        first = self._reader.readline().split()
+        self.companion_pids: tuple[int, ...] = (int(first[1]),) if first[:1] == ["partner"] and first[1:2] else ()
 
     def _say(self, line: str) -> bool:
         try:
