@@ -143,3 +143,15 @@ def test_duet_ctrl_c_ends_both_processes_and_keeps_the_stored_pairs(tmp_path: Pa
     with ResultStore(tmp_path / "ab.db") as store:
         count = store.count()
     assert count >= 2 and count % 2 == 0
+
+
+def test_duet_with_a_worker_that_does_not_take_turns_is_refused(tmp_path: Path) -> None:
+    """Side B's interpreter runs a worker that never connects (as a tokbench from before duet pairs would, in
+    another virtualenv): a clear usage error naming the side and --no-duet, not pairs that never complete."""
+    wrapper = tmp_path / "old-python"
+    wrapper.write_text(f"#!/bin/sh\nunset TOKBENCH_DUET_SOCKET\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    flags = ["--duet", "--b-python", str(wrapper), "--start-method", "spawn", "--min-pairs", "2", "--max-pairs", "3"]
+    done = tokbench_cli("ab", *WORKLOAD, *flags, "--db", "ab.db", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "side b's worker measured without taking duet turns" in done.stderr and "--no-duet" in done.stderr

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokbench.config import BenchmarkConfig
+from tokbench.errors import LaunchError
 from tokbench.schema.records import DuetRecord
 from tokbench.schema.results import BenchmarkResult
 from tokbench.sweep.launchers import ProcessLauncher, RunningConfig
@@ -264,6 +265,12 @@ class DuetPairRunner:
                 with contextlib.suppress(OSError):
                     listener.close()
             shutil.rmtree(folder, ignore_errors=True)
+        silent = [channel.name for channel in channels if channel.connection is None and results[channel.name].ok]
+        if silent:  # it measured on its own: a worker that does not know the duet protocol
+            raise LaunchError(
+                f"side {silent[0]}'s worker measured without taking duet turns (its tokbench predates duet pairs?): "
+                "install this tokbench in that environment, or run with --no-duet"
+            )
         return {name: _with_duet(results[name], name, log, pids) for name in self.configs}
 
     def close(self) -> None:
