@@ -9,6 +9,9 @@ the same against the real model and against a fake series in tests; the runner o
 - ``measure``: a fixed count, or ``auto``: until the bootstrap CI of the median E2E latency is
   within the target relative precision, bounded the same way; the record gives the precision reached.
   The precision is ``analysis.summarize.median_precision``: the very interval the summary stores.
+  A ``MeasurementGate`` paces the measured calls and ends the measurement: ``SoloGate`` (the default) follows the
+  plan's own rule; a duet child's gate (``sweep.turns``) waits for its turn before each call and lets the pair's
+  conductor decide the stop from both sides' wishes (``OwnStop``: a target met, or a bound).
 """
 
 from __future__ import annotations
