@@ -11,9 +11,13 @@ calls ``engine.delay.delay_from_environment``); both sides carry the hooks (side
 on both sides, and the injected amount is measured (spun CPU ÷ forward CPU, from the hooks' logs).
 
     python benchmarks/compare_honesty.py --aa 20 --ab 20 --slowdown 0.05 --log honesty.jsonl
+    python benchmarks/compare_honesty.py --mode both --aa 10 --ab 10 --log honesty.jsonl  # duet vs sequential
     python benchmarks/compare_honesty.py --summarize honesty.jsonl   # the figures of what has finished so far
 
-A/A and A/B comparisons alternate, so a partial run still has both. Each line of --log is one comparison.
+--mode: ``duet`` (`tokbench ab --duet`: a pair's processes at once, calls in turns), ``sequential`` (--no-duet: a
+pair's processes one after the other) or ``both`` (alternating, so both see the same hours of the machine).
+A/A and A/B comparisons alternate, so a partial run still has both. Each line of --log is one comparison;
+--keep DIR keeps each comparison's store (DIR/MODE-KIND-INDEX/ab.db) for a later look.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ def environment() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path) -> dict[str, Any]:
-    work = folder / f"{kind}-{index}"
+def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path, mode: str) -> dict[str, Any]:
+    work = (Path(args.keep) if args.keep else folder) / f"{mode}-{kind}-{index}"
     logs = {side: work / f"waits-{side}" for side in "ab"}
     for path in logs.values():
         path.mkdir(parents=True)
@@ -63,12 +67,13 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path
     command = [
         sys.executable, "-m", "tokbench", "ab", *workload_flags(args), *side_flags, "--db", str(work / "ab.db"),
         "--max-pairs", str(args.max_pairs), "--format", "json", "--no-progress", "--order-seed", str(index),
+        "--duet" if mode == "duet" else "--no-duet",
     ]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=6 * 3600)
     elapsed = time.monotonic() - started
     if done.returncode != 0:
-        return {"kind": kind, "index": index, "error": done.stderr[-800:], "elapsed_s": elapsed}
+        return {"kind": kind, "mode": mode, "index": index, "error": done.stderr[-800:], "elapsed_s": elapsed}
     report = json.loads(done.stdout)
     metrics = {m["metric"]: m for w in report["workloads"] for m in w["metrics"]}
     tpot = metrics["tpot_ms"]["median"]
@@ -79,8 +84,10 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path
         covered = tpot["ci_low"] <= expected <= tpot["ci_high"]
     return {
         "kind": kind,
+        "mode": mode,
         "index": index,
         "elapsed_s": elapsed,
+        "design": report["workloads"][0]["design"],
         "pairs": report["sequential"]["pairs"],
         "stopped_because": report["sequential"]["stopped_because"],
         "verdicts": {name: m["verdict"] for name, m in metrics.items()},
@@ -95,6 +102,13 @@ def one_comparison(args: argparse.Namespace, kind: str, index: int, folder: Path
 
 
 def summarize(rows: list[dict[str, Any]]) -> None:
+    """The figures of each mode in ``rows`` (rows written before modes existed are sequential)."""
+    for mode in sorted({row.get("mode", "sequential") for row in rows}):
+        print(f"--- {mode} pairs (tokbench ab {'--duet' if mode == 'duet' else '--no-duet'})")
+        summarize_mode([row for row in rows if row.get("mode", "sequential") == mode])
+
+
+def summarize_mode(rows: list[dict[str, Any]]) -> None:
     aa = [row for row in rows if row["kind"] == "aa" and "error" not in row]
     ab = [row for row in rows if row["kind"] == "ab" and "error" not in row]
     errors = [row for row in rows if "error" in row]
@@ -138,6 +152,9 @@ def main() -> int:
     parser.add_argument("--measurement-iterations", type=int, default=10)
     parser.add_argument("--log", default="compare-honesty.jsonl", help="one JSON line per comparison (appended)")
     parser.add_argument("--summarize", metavar="LOG", help="only print the figures of LOG")
+    parser.add_argument("--mode", choices=("duet", "sequential", "both"), default="duet",
+                        help="how a pair's two processes run (default duet)")  # fmt: skip
+    parser.add_argument("--keep", metavar="DIR", help="keep each comparison's store under DIR")
     args = parser.parse_args()
     if args.summarize:
         summarize([json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()])
@@ -147,11 +164,14 @@ def main() -> int:
         (folder / "inject").mkdir()
         (folder / "inject" / "sitecustomize.py").write_text(SITECUSTOMIZE)
         print(f"side B spins {args.slowdown:.1%} of each forward's CPU time before the next one", flush=True)
-        plan = [("aa", i) for i in range(args.aa)] + [("ab", i) for i in range(args.ab)]
-        plan.sort(key=lambda item: (item[1], item[0]))  # alternate A/A and A/B
+        modes = ("duet", "sequential") if args.mode == "both" else (args.mode,)
+        plan = [(kind, i, mode) for mode in modes for kind, count in (("aa", args.aa), ("ab", args.ab))
+                for i in range(count)]  # fmt: skip
+        plan.sort(key=lambda item: (item[1], item[0], item[2]))  # alternate A/A and A/B, and the modes
+        print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
         rows = []
-        for kind, index in plan:
-            row = one_comparison(args, kind, index, folder)
+        for kind, index, mode in plan:
+            row = one_comparison(args, kind, index, folder, mode)
             rows.append(row)
             with open(args.log, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(row) + "\n")

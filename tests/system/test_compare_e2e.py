@@ -216,7 +216,7 @@ def test_ab_detects_a_large_injected_slowdown_and_stores_every_run(tmp_path: Pat
             flags += [f"--{side}-env", variable]
     workload = ["--model", "tiny-llama", "--sequence-length", "16", "--new-tokens", "8", "--warmup-iterations",
                 "1", "--measurement-iterations", "5", "--device", "cpu", "--no-monitor"]  # fmt: skip
-    done = tokbench_cli("ab", *workload, *flags, "--min-pairs", "5", "--max-pairs", "5", "--db", "ab.db",
+    done = tokbench_cli("ab", *workload, *flags, "--no-duet", "--min-pairs", "5", "--max-pairs", "5", "--db", "ab.db",
                         "--format", "json", "--fail-on", "regression", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 1, done.stderr  # the gate trips
     report = ComparisonReport.from_dict(json.loads(done.stdout))

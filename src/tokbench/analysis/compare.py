@@ -9,6 +9,9 @@ calls, every process with equal weight, and the ratio, its interval and the test
 - ``welch``: Welch's t on the log process values of the two sides (Welch-Satterthwaite degrees of freedom);
 - ``paired``: a paired t on the per-pair differences when the design pairs processes (``tokbench ab`` runs one
   A and one B process next to each other, so slow machine drift cancels);
+- ``duet``: a paired t over duet pairs (``tokbench ab --duet``: a pair's two processes ran at once, their
+  measured calls in turns), each pair's value the median over its rounds of log(contender call ÷ baseline call):
+  load that changes within a pair's minute cancels call by call, not only on average;
 - ``stored variance``: a side of one process has no spread of its own; when the machine's between-process
   variance of this workload is known from stored repeats (``sweep --repeat K``, an earlier ``ab``), it enters
   the standard error with its degrees of freedom; without it there is no test and no verdict.
@@ -47,6 +50,7 @@ TAIL_QUANTILES = (("p90", 0.90), ("p99", 0.99))
 
 METHOD_WELCH = "welch"
 METHOD_PAIRED = "paired"
+METHOD_DUET = "duet"
 METHOD_STORED = "stored variance"
 METHOD_NONE = "none"
 
@@ -216,10 +220,37 @@ def paired_test(baseline: Sequence[ProcessValue], contender: Sequence[ProcessVal
     if len(baseline) != len(contender) or len(baseline) < 2:
         raise ValueError("a paired test needs two or more pairs")
     differences = [b.log_median - a.log_median for a, b in zip(baseline, contender, strict=True)]
+    return _t_on_differences(METHOD_PAIRED, differences)
+
+
+def _t_on_differences(method: str, differences: Sequence[float]) -> ProcessTest:
+    """One-sample t on per-pair log differences: the pair is the unit (n − 1 degrees of freedom)."""
     se = math.sqrt(_variance(differences) / len(differences))
     df = float(len(differences) - 1)
     estimate = sum(differences) / len(differences)
-    return ProcessTest(METHOD_PAIRED, estimate, se, df, _p_value(estimate, se, df), len(baseline), len(contender))
+    count = len(differences)
+    return ProcessTest(method, estimate, se, df, _p_value(estimate, se, df), count, count)
+
+
+def round_log_ratio(baseline_calls: Sequence[np.ndarray], contender_calls: Sequence[np.ndarray]) -> float:
+    """One duet pair's value of one metric: the median over its rounds of log(contender call ÷ baseline call),
+    call i of each side being round i (measured back to back); a call's value as in ``call_values``."""
+    before, after = call_values(baseline_calls), call_values(contender_calls)
+    if len(before) != len(after) or not before:
+        raise ValueError(f"a duet pair needs the same calls on both sides ({len(before)} vs {len(after)})")
+    if not min(before) > 0 or not min(after) > 0 or not math.isfinite(max(before) + max(after)):
+        raise ValueError("a duet pair needs positive, finite call values")
+    ratios = sorted(math.log(b) - math.log(a) for a, b in zip(before, after, strict=True))
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+
+
+def duet_test(pair_values: Sequence[float]) -> ProcessTest:
+    """Paired t over duet pairs (two or more), each pair's ``round_log_ratio``: the process stays the unit
+    between pairs (a pair's two processes keep their own draws), the round the unit within a pair."""
+    if len(pair_values) < 2:
+        raise ValueError("a duet test needs two or more pairs")
+    return _t_on_differences(METHOD_DUET, pair_values)
 
 
 def stored_variance_test(
@@ -257,8 +288,12 @@ def process_test(
     *,
     paired: bool = False,
     stored: StoredVariance | None = None,
+    duet: Sequence[float] | None = None,
 ) -> ProcessTest:
-    """The test the design allows: paired, Welch, the stored variance for a one-process side, or none."""
+    """The test the design allows: duet (``duet``: each duet pair's ``round_log_ratio``), paired, Welch, the
+    stored variance for a one-process side, or none."""
+    if duet is not None and len(duet) >= 2:
+        return duet_test(duet)
     estimate = sum(v.log_median for v in contender) / len(contender) - sum(v.log_median for v in baseline) / len(
         baseline
     )
@@ -408,7 +443,7 @@ def spread_of(test: ProcessTest) -> ProcessSpread | None:
     """The per-process (per-pair) variance behind ``test``'s standard error."""
     if not (test.tested and test.se > 0):
         return None
-    if test.method == METHOD_PAIRED:
+    if test.method in (METHOD_PAIRED, METHOD_DUET):
         return ProcessSpread(test.se**2 * test.baseline_processes, paired=True)
     harmonic = 1 / test.baseline_processes + 1 / test.contender_processes
     return ProcessSpread(test.se**2 / harmonic, paired=False)

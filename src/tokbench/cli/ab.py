@@ -65,6 +65,10 @@ def add_ab_parser(commands: Any) -> None:
     add("--timeout", dest="timeout_s", type=options.number(1, 7 * 86400), default=1800.0, metavar="S",
         help="seconds per process before it is ended as failed (default 1800)")  # fmt: skip
     add("--start-method", choices=("forkserver", "spawn"), help="how each side's processes start (as in sweep)")
+    add("--duet", action=argparse.BooleanOptionalAction, default=None,
+        help="duet pairs (the default for config sides): a pair's A and B processes run at the same time and take "
+             "turns call by call (A's call i and B's call i back to back, order drawn per round), so both see the "
+             "machine's load of the same seconds; --no-duet: one after the other (serving sides always)")  # fmt: skip
     add("--db", default=str(DEFAULT_DB_PATH), help=db_help())
     add("--format", choices=("terminal", "markdown", "json"), default="terminal")
     add("--output", metavar="FILE", help="also write the report to FILE (in --format; Markdown for terminal)")
@@ -210,6 +214,8 @@ def spec_from_args(args: argparse.Namespace, served: dict[str, Any] | None = Non
         sides = [AbSide(name, None, details=side.describe()) for name, side in served.items()]
     else:
         sides = _config_sides(args)
+    if args.duet is True and served is not None:
+        raise ConfigError("--duet", "a serving side brings its own processes", "drop --duet for serving sides")
     if args.min_pairs > args.max_pairs:
         raise ConfigError("--min-pairs", f"{args.min_pairs} is more than --max-pairs {args.max_pairs}", "lower it")
     return AbSpec(
@@ -223,6 +229,7 @@ def spec_from_args(args: argparse.Namespace, served: dict[str, Any] | None = Non
         seed=args.order_seed,
         timeout_s=args.timeout_s,
         start_method=args.start_method or DEFAULT_START_METHOD,
+        duet=args.duet,
     )
 
 
@@ -260,7 +267,8 @@ def command_ab(args: argparse.Namespace) -> int:
     try:
         with interruptible() as stopped_by, open_store(args.db, must_exist=False) as store:
             runner = AbRunner(spec, store, progress=None if args.no_progress else RichProgress(), runners=runners)
-            print(f"tokbench ab {runner.outcome.ab_id}: pairs at looks {list(runner.looks.pairs)}, order seed "
+            mode = "duet pairs (calls in turns)" if runner.duet else "sequential pairs"
+            print(f"tokbench ab {runner.outcome.ab_id}: {mode}, pairs at looks {list(runner.looks.pairs)}, order seed "
                   f"{runner.outcome.seed}; results in {args.db}", file=sys.stderr)  # fmt: skip
             outcome = runner.run()
     except AbRefused as error:

@@ -9,6 +9,9 @@ the same against the real model and against a fake series in tests; the runner o
 - ``measure``: a fixed count, or ``auto``: until the bootstrap CI of the median E2E latency is
   within the target relative precision, bounded the same way; the record gives the precision reached.
   The precision is ``analysis.summarize.median_precision``: the very interval the summary stores.
+  A ``MeasurementGate`` paces the measured calls and ends the measurement: ``SoloGate`` (the default) follows the
+  plan's own rule; a duet child's gate (``sweep.turns``) waits for its turn before each call and lets the pair's
+  conductor decide the stop from both sides' wishes (``OwnStop``: a target met, or a bound).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tokbench.analysis.stationarity import STEADY_TOLERANCE, STEADY_WINDOW, SteadyStateTest, steady_state_test
 from tokbench.analysis.summarize import median_precision
@@ -157,6 +160,77 @@ def _test_since_compile(curve: list[int], compiled_in: list[int], plan: WarmupPl
     return steady_state_test([float(v) for v in series], window=plan.window, tolerance=plan.tolerance)
 
 
+@dataclass(frozen=True)
+class OwnStop:
+    """The measurement policy's own wish to stop after a call: ``reason`` (a STOP_ constant) and whether it is a
+    bound (fixed count, max iterations, budget: no call beyond it) or a target met (precision: more calls would
+    do no harm)."""
+
+    reason: str
+    bound: bool
+
+
+class MeasurementGate(Protocol):
+    """Who lets each measured call start and ends the measurement: the seam between the measuring loop and what
+    paces it (as ``torch.utils.benchmark`` takes its measuring callback). ``SoloGate`` follows the policy's own
+    rule; ``sweep.duet``'s gate takes turns with another process (duet benchmarking)."""
+
+    @property
+    def companion_pids(self) -> tuple[int, ...]:
+        """Processes that work between this process's calls by design (their CPU is no interference)."""
+        ...
+
+    def before_call(self, index: int) -> str | None:
+        """Wait (blocked, not spinning) until measured call ``index`` may start; a reason to stop instead."""
+        ...
+
+    def after_call(self, trace: GenerationTrace, own: OwnStop | None) -> str | None:
+        """Report the call that just ended and the policy's own wish to stop; the reason to stop now, or None."""
+        ...
+
+
+class SoloGate:
+    """The policy alone: every call may start, and measurement stops when the policy's own rule says so."""
+
+    companion_pids: tuple[int, ...] = ()
+
+    def before_call(self, index: int) -> str | None:
+        return None
+
+    def after_call(self, trace: GenerationTrace, own: OwnStop | None) -> str | None:
+        return None if own is None else own.reason
+
+
+@dataclass
+class _AutoState:
+    """What the auto rule carries from call to call: when to look again, and the last precision computed."""
+
+    next_check: int
+    precision: float | None = None
+    last_precision: float | None = None
+
+
+def _own_stop(
+    plan: MeasurementPlan, traces: list[GenerationTrace], elapsed_ns: int, state: _AutoState
+) -> OwnStop | None:
+    """The policy's own stopping rule after a call: the fixed count, or auto's precision / max / budget."""
+    done = len(traces)
+    state.precision = None
+    if plan.iterations is not None:
+        return OwnStop(STOP_FIXED, bound=True) if done >= plan.iterations else None
+    if done < plan.min_iterations:
+        return None
+    at_bound = done >= plan.max_iterations or elapsed_ns >= int(plan.budget_s * 1e9)
+    if done >= state.next_check or at_bound:
+        state.precision = state.last_precision = median_precision(traces)
+        state.next_check = max(done + 1, math.ceil(done * _CHECK_GROWTH))
+        if state.precision <= plan.target_relative_precision:
+            return OwnStop(STOP_PRECISION, bound=at_bound)
+    if at_bound:
+        return OwnStop(STOP_MAX if done >= plan.max_iterations else STOP_BUDGET, bound=True)
+    return None
+
+
 def measure(
     generate_once: GenerateOnce,
     plan: MeasurementPlan,
@@ -165,43 +239,36 @@ def measure(
     into: list[GenerationTrace] | None = None,
     progress: ProgressHook | bool | None = None,
     expected_call_ns: int | None = None,
+    gate: MeasurementGate | None = None,
 ) -> MeasurementRecord:
     """Run measured generations as ``plan`` says; each trace is appended to ``into`` as it happens.
 
     ``expected_call_ns`` (the last warmup call's E2E): with it, an auto plan whose minimum iterations cannot fit
-    its budget is said up front (``progress``'s ``note``)."""
+    its budget is said up front (``progress``'s ``note``). ``gate`` paces the calls and may end the measurement
+    (default ``SoloGate``: the plan's own rule)."""
     traces = into if into is not None else []
-    budget_ns = int(plan.budget_s * 1e9)
+    gate = gate if gate is not None else SoloGate()
     fixed = plan.iterations is not None
     stop_reason = STOP_FIXED
-    precision: float | None = None
-    next_check = plan.min_iterations
+    state = _AutoState(next_check=plan.min_iterations)
     if not fixed and expected_call_ns:
         _forecast(progress, "measurement", plan.min_iterations, "--measurement-min-iterations", expected_call_ns,
                   plan.budget_s, "--measurement-budget-s")  # fmt: skip
-    last_precision: float | None = None
     start_ns = clock()
     with stage(as_hook(progress), STAGE_MEASUREMENT, plan.iterations if fixed else plan.max_iterations) as advance:
-        while not fixed or len(traces) < plan.iterations:  # type: ignore[operator]
+        while True:
+            halt = gate.before_call(len(traces))
+            if halt is not None:
+                stop_reason = halt
+                break
             traces.append(generate_once())
-            advance(**measurement_estimate(plan, len(traces), clock() - start_ns, last_precision))
-            precision = None
-            if fixed:
-                continue
-            done = len(traces)
-            if done < plan.min_iterations:
-                continue
-            at_bound = done >= plan.max_iterations or clock() - start_ns >= budget_ns
-            if done >= next_check or at_bound:
-                precision = last_precision = median_precision(traces)
-                next_check = max(done + 1, math.ceil(done * _CHECK_GROWTH))
-                if precision <= plan.target_relative_precision:
-                    stop_reason = STOP_PRECISION
-                    break
-            if at_bound:
-                stop_reason = STOP_MAX if done >= plan.max_iterations else STOP_BUDGET
+            advance(**measurement_estimate(plan, len(traces), clock() - start_ns, state.last_precision))
+            halt = gate.after_call(traces[-1], _own_stop(plan, traces, clock() - start_ns, state))
+            if halt is not None:
+                stop_reason = halt
                 break
     elapsed_ns = clock() - start_ns
+    precision = state.precision
     if precision is None and traces:
         precision = median_precision(traces)
     return MeasurementRecord(

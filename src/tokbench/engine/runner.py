@@ -24,7 +24,7 @@ from tokbench.engine.backends import GenerationBackend, backend_name, open_backe
 from tokbench.engine.efficiency import measure_efficiency
 from tokbench.engine.gradmode import run_grad_mode
 from tokbench.engine.loading import LoadedModel, TokenizerCache, benchmark_mode, load, quantization_fingerprint
-from tokbench.engine.policy import MeasurementPlan, WarmupPlan, measure, overrun_note, warm_up
+from tokbench.engine.policy import MeasurementGate, MeasurementPlan, WarmupPlan, measure, overrun_note, warm_up
 from tokbench.engine.preflight import check_runnable
 from tokbench.engine.progress import STAGE_COLD_CALL, STAGE_LOAD, ProgressHook, as_hook, stage
 from tokbench.engine.quiet import HeldBack, libraries_quiet, merged
@@ -80,6 +80,7 @@ def run(
     progress: ProgressHook | bool | None = None,
     device_warmup_s: float = DEFAULT_DEVICE_WARMUP_S,
     profile_path: str | Path | None = None,
+    gate: MeasurementGate | None = None,
 ) -> BenchmarkResult:
     """Benchmark ``config`` and return its result; a model and tokenizer may be passed in ready-made.
 
@@ -87,14 +88,15 @@ def run(
     ``profile_tokens`` set, the profiler trace goes to ``profile_path`` (default: tokbench-results/).
     ``progress``: a ``ProgressHook`` told of every warmup / measured iteration (the engine draws nothing;
     booleans are accepted and mean no hook). Raises ``RunInterrupted`` (a ``KeyboardInterrupt``) with the
-    ``interrupted`` result on Ctrl-C, or on SIGTERM inside ``interrupts.interruptible()``.
+    ``interrupted`` result on Ctrl-C, or on SIGTERM inside ``interrupts.interruptible()``. ``gate`` paces the
+    measured calls (``policy.MeasurementGate``; default: the measurement policy alone).
     """
     require_config(config, "tokbench.engine.runner.run")  # a wrong type is a programming error: raise, not a result
     recorder = RunRecorder(config, datetime.now(timezone.utc).isoformat(timespec="seconds"), clock)
     with libraries_quiet() as held:  # library output goes into the result, not onto the terminal
         try:
             recorder.environment = _environment()
-            result = _run(recorder, model, tokenizer, tokenizers, clock, progress, device_warmup_s, profile_path)
+            result = _run(recorder, model, tokenizer, tokenizers, clock, progress, device_warmup_s, profile_path, gate)
         except KeyboardInterrupt as interrupt:
             number = signal_of(interrupt)
             stage = f"after {len(recorder.warmup_curve_ns)} warmup and {len(recorder.traces)} measured iterations"
@@ -124,6 +126,7 @@ def _run(
     progress: ProgressHook | bool | None,
     device_warmup_s: float,
     profile_path: str | Path | None,
+    gate: MeasurementGate | None = None,
 ) -> BenchmarkResult:
     config = recorder.config
     try:
@@ -148,7 +151,7 @@ def _run(
     profile_target = Path(profile_path) if profile_path else profiling.default_trace_path(config.name)
     try:
         with benchmark_mode(loaded.model), ExitStack() as resources:
-            return _measure(recorder, loaded, clock, progress, device_warmup_s, resources, profile_target)
+            return _measure(recorder, loaded, clock, progress, device_warmup_s, resources, profile_target, gate)
     except Exception as error:  # anything _measure did not classify itself: what was measured stays
         return recorder.finish(STATUS_FAILED, f"measurement failed: {_describe(error)}")
 
@@ -161,6 +164,7 @@ def _measure(
     device_warmup_s: float,
     resources: ExitStack,
     profile_path: Path,
+    gate: MeasurementGate | None = None,
 ) -> BenchmarkResult:
     config = recorder.config
     try:
@@ -197,7 +201,9 @@ def _measure(
     # Monitoring: backends opened here (outside the measurement), sampling only around the measured loop.
     sampler = Sampler.for_device(loaded.device, config.monitor_interval_ms, clock) if config.monitor else None
     tracker = PeakMemoryTracker(loaded.device) if config.monitor else None
-    watch = InterferenceWatch()  # always on, monitor or not: a busy machine flags the result (host_busy)
+    # Always on, monitor or not: a busy machine flags the result (host_busy); a duet partner's calls are no
+    # interference (they run between ours by design).
+    watch = InterferenceWatch(companion_pids=gate.companion_pids if gate is not None else ())
     try:
         warmup_plan = WarmupPlan.from_config(config)
         recorder.warmup_started(warmup_plan)
@@ -217,7 +223,7 @@ def _measure(
         with sampler if sampler is not None else nullcontext():
             watch.start()
             record = measure(measured_once, plan, clock=clock, into=recorder.traces, progress=progress,
-                             expected_call_ns=last_call_ns)  # fmt: skip
+                             expected_call_ns=last_call_ns, gate=gate)  # fmt: skip
         recorder.measurement_finished(record)
         recorder.note(*_overruns(recorder, warmup_plan, plan))
     except BaseException as error:  # a failure, or an interruption: the samples so far go with the result

@@ -67,8 +67,9 @@ class HostReading:
     throttle_events: int | None = None
 
 
-def read_host() -> HostReading:
-    """The counters now (psutil; the kernel's accounting)."""
+def read_host(companions: CompanionCpu | None = None) -> HostReading:
+    """The counters now (psutil; the kernel's accounting); ``companions``' CPU time counts as this process's own
+    (work that runs beside the measurement by design, e.g. a duet partner's calls between ours)."""
     import psutil
 
     times = psutil.cpu_times()
@@ -82,10 +83,29 @@ def read_host() -> HostReading:
         wall_ns=time.monotonic_ns(),
         machine_busy_s=total - idle - (steal or 0.0),
         steal_s=steal,
-        own_s=own.user + own.system,
+        own_s=own.user + own.system + (companions.seconds() if companions is not None else 0.0),
         cpu_mhz=_cpu_mhz(),
         throttle_events=_throttle_events(),
     )
+
+
+class CompanionCpu:
+    """The CPU time (user + system, seconds) of processes that run beside the measurement by design; a process
+    that has ended keeps the last time read (the kernel forgets it)."""
+
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self._last = dict.fromkeys(pids, 0.0)
+
+    def seconds(self) -> float:
+        import psutil
+
+        for pid in self._last:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            self._last[pid] = times.user + times.system
+        return sum(self._last.values())
 
 
 def _cpu_mhz() -> float | None:
@@ -127,15 +147,18 @@ class InterferenceWatch:
     """Readings around the measured calls: ``start()``, ``wrap(call)`` for every call, ``record(monitor)``.
 
     ``read`` and ``now`` (the clock readings are stamped with) replace the host's (tests give synthetic counters).
+    ``companion_pids``: processes whose CPU is part of the design, not interference (a duet partner, ``sweep.duet``).
     """
 
     def __init__(
         self,
-        read: Callable[[], HostReading] = read_host,
+        read: Callable[[], HostReading] | None = None,
         window_ns: int = WINDOW_NS,
         now: Callable[[], int] = time.monotonic_ns,
+        companion_pids: tuple[int, ...] = (),
     ) -> None:
-        self._read = read
+        companions = CompanionCpu(companion_pids) if companion_pids else None
+        self._read = read if read is not None else lambda: read_host(companions)
         self._now = now
         self._window_ns = window_ns
         self.readings: list[HostReading] = []

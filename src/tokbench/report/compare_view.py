@@ -96,8 +96,8 @@ def _method_text(metric: MetricComparison) -> str:
     test = metric.test
     if test is None:
         return "v1"
-    if test.method == "paired":
-        return f"paired {test.baseline_processes}"
+    if test.method in ("paired", "duet"):  # pairs: one count
+        return f"{test.method} {test.baseline_processes}"
     return f"{test.method.split()[0]} {test.baseline_processes}+{test.contender_processes}"
 
 
@@ -191,7 +191,8 @@ def summary_lines(report: ComparisonReport) -> list[str]:
 LEGEND = (
     "each result is one process and gives one value per metric (log of its median over its calls); ratio = "
     "contender ÷ baseline of their geometric means (latency: >1 slower; throughput: >1 faster) with a t interval "
-    "on those values (test: welch, paired for tokbench ab pairs, or a stored between-process variance); p is "
+    "on those values (test: welch, paired for tokbench ab pairs, duet for duet pairs: each pair's median over its "
+    "rounds of log(B call ÷ A call), or a stored between-process variance); p is "
     "Holm-adjusted over {tests} hypotheses (a latency and its reciprocal throughput are one); a verdict needs "
     "adjusted p < {alpha:.3g} and a change ≥ {min_effect:.1%} ('below min-effect': significant but smaller); "
     "one process a side gets no verdict without a stored between-process variance; p90/p99: quantiles of the "

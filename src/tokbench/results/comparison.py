@@ -3,8 +3,10 @@
 Each result is one process. Statistics (``analysis.compare``): every process contributes one value per metric
 (the log of its median over its calls), with equal weight; contender ÷ baseline is the ratio of the sides'
 geometric means, with a t interval and test on those values (paired for the pairs of one ``tokbench ab``,
-Welch otherwise); Holm's correction over every (workload, hypothesis) of the comparison, a latency and its
-reciprocal throughput being one hypothesis; a verdict needs significance AND a change beyond ``min_effect``.
+Welch otherwise; for duet pairs, whose rounds the stored call timestamps confirm, each pair's median over
+its rounds of log(B call ÷ A call)); Holm's correction over every (workload, hypothesis) of the comparison, a
+latency and its reciprocal throughput being one hypothesis; a verdict needs significance AND a change beyond
+``min_effect``.
 A side of one process has no spread of its own: no verdict, unless the machine's between-process variance
 of the workload is known from stored repeats (``results.repeats.StoredRepeats``). Comparisons that mean nothing
 (different shapes or devices, a failed or skipped side) are refused with ``ComparisonRefused``.
@@ -17,6 +19,7 @@ metric of every workload (``_measure_workload``, ``measure_metric``), correct ov
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -53,6 +56,7 @@ NEVER_IGNORED = (*SHAPE_FIELDS, "device")
 # The sweep ids of a ``tokbench ab`` run's two sides: AB_PREFIX + id + "-a" / "-b"; the pair is the repeat index.
 AB_PREFIX = "ab-"
 DESIGN_PAIRED = "paired"
+DESIGN_DUET = "duet pairs"  # pairs of ``tokbench ab --duet``: their rounds rebuilt from the stored call timestamps
 DESIGN_INDEPENDENT = "independent"
 ONE_PROCESS_WARNING = (
     "a side is one process: two processes of one workload differ by more than calls within one can show, so "
@@ -324,6 +328,47 @@ def ab_pairs(baseline: Sequence[SelectedRun], contender: Sequence[SelectedRun]) 
     return [(first[1][pair], second[1][pair]) for pair in common]
 
 
+def duet_problem(baseline: SelectedRun, contender: SelectedRun) -> str | None:
+    """None when the two results are one duet pair whose rounds the stored calls confirm: partners of each other,
+    the same number of measured calls, and in time order, round by round, the recorded first side's call ended
+    before the other's began, which ended before the next round began (the rounds are causal); else why not."""
+    first, second = baseline.result, contender.result
+    turns_a, turns_b = first.launch.duet, second.launch.duet
+    if turns_a is None or turns_b is None:
+        return "not a duet pair"
+    if turns_a.partner_pid != second.launch.pid or turns_b.partner_pid != first.launch.pid:
+        return "the two processes were not each other's partners"
+    calls_a, calls_b = first.iterations, second.iterations
+    rounds = len(turns_a.first)
+    if not calls_a or not len(calls_a) == len(calls_b) == rounds or turns_a.first != turns_b.first:
+        return f"{len(calls_a)} vs {len(calls_b)} measured calls for {rounds} recorded rounds"
+    timeline = []
+    for call_a, call_b, went_first in zip(calls_a, calls_b, turns_a.first, strict=True):
+        timeline.extend((call_a, call_b) if went_first == "a" else (call_b, call_a))
+    if any(earlier.end_ns > later.t0_ns for earlier, later in itertools.pairwise(timeline)):
+        return "the calls' timestamps do not take turns as recorded"
+    return None
+
+
+def _design(
+    base_runs: list[SelectedRun], cont_runs: list[SelectedRun], pairs: list[tuple[int, int]] | None
+) -> tuple[str, list[SelectedRun], list[SelectedRun], list[str]]:
+    """Duet pairs (every pair's rounds confirmed), pairs of one ``tokbench ab``, or independent processes; the
+    runs in pair order when paired; a note when duet pairs fall back to process medians."""
+    if pairs is None or len(pairs) < 2:
+        return DESIGN_INDEPENDENT, base_runs, cont_runs, []
+    base_runs = [base_runs[first] for first, _ in pairs]
+    cont_runs = [cont_runs[second] for _, second in pairs]
+    problems = [duet_problem(first, second) for first, second in zip(base_runs, cont_runs, strict=True)]
+    if all(problem is None for problem in problems):
+        return DESIGN_DUET, base_runs, cont_runs, []
+    duets = sum(run.result.launch.duet is not None for run in base_runs)
+    if not duets:
+        return DESIGN_PAIRED, base_runs, cont_runs, []
+    why = next(problem for problem in problems if problem is not None)
+    return DESIGN_PAIRED, base_runs, cont_runs, [f"duet rounds not used ({why}): paired on process medians"]
+
+
 class VarianceLookup(Protocol):
     """Where a side of one process finds the machine's between-process variance (``StoredRepeats``)."""
 
@@ -333,14 +378,27 @@ class VarianceLookup(Protocol):
 
 
 def measure_metric(
-    key: str, metric: str, base: Side, cont: Side, *, paired: bool, stored: VarianceLookup | None, tails: bool = True
+    key: str,
+    metric: str,
+    base: Side,
+    cont: Side,
+    *,
+    paired: bool,
+    stored: VarianceLookup | None,
+    tails: bool = True,
+    duet: bool = False,
 ) -> _Measured:
-    """One metric of one workload: its process-level test and, with ``tails``, the p90 / p99 ratios."""
+    """One metric of one workload: its process-level test and, with ``tails``, the p90 / p99 ratios. ``duet``:
+    the sides' processes are duet pairs, in pair order (``round_log_ratio`` of each)."""
     before, after = base.values(metric), cont.values(metric)
     known = None
     if not paired and min(len(before), len(after)) < 2 and stored is not None:
         known = stored.variance(key, base.machine, metric, {*base.identities, *cont.identities})
-    test = stats.process_test(before, after, paired=paired, stored=known)
+    rounds = None
+    if duet:
+        rounds = [stats.round_log_ratio(first[metric], second[metric])
+                  for first, second in zip(base.calls, cont.calls, strict=True)]  # fmt: skip
+    test = stats.process_test(before, after, paired=paired, stored=known, duet=rounds)
     independent = metric not in stats.CLUSTERED_METRICS
     pick = (lambda side: side.pooled_call_values(metric)) if independent else (
         lambda side: side.pooled_values(metric))  # fmt: skip
@@ -363,18 +421,17 @@ def measure_metric(
 def _measure_workload(
     key: str, base_runs: Sequence[SelectedRun], cont_runs: Sequence[SelectedRun], stored: VarianceLookup | None
 ) -> tuple[list[_Measured], str, list[SelectedRun], list[SelectedRun], list[str]]:
-    """Every metric of one workload; paired when the sides are the pairs of one ``tokbench ab``."""
+    """Every metric of one workload; paired when the sides are the pairs of one ``tokbench ab`` (duet pairs when
+    their rounds are confirmed)."""
     pairs = ab_pairs(base_runs, cont_runs)
-    if pairs is not None and len(pairs) >= 2:
-        base_runs = [base_runs[first] for first, _ in pairs]
-        cont_runs = [cont_runs[second] for _, second in pairs]
-    design = DESIGN_PAIRED if pairs is not None and len(pairs) >= 2 else DESIGN_INDEPENDENT
+    design, base_runs, cont_runs, not_compared = _design(list(base_runs), list(cont_runs), pairs)
     base, cont = Side.of(base_runs), Side.of(cont_runs)
-    measured, not_compared = [], []
+    measured = []
+    paired, duet = design in (DESIGN_PAIRED, DESIGN_DUET), design == DESIGN_DUET
     for metric in METRIC_UNITS:
         try:
             if base.values(metric) and cont.values(metric):
-                measured.append(measure_metric(key, metric, base, cont, paired=design == DESIGN_PAIRED, stored=stored))
+                measured.append(measure_metric(key, metric, base, cont, paired=paired, stored=stored, duet=duet))
         except ValueError as error:  # a zero timing (a served ITL when one SSE event carries several tokens)
             not_compared.append(f"{metric} not compared: {error}")
     if not measured and not_compared:

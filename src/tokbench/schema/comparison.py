@@ -51,7 +51,7 @@ class StatisticRatio(Record):
 class ProcessTestRecord(Record):
     """How a metric's ratio, interval and p-value were computed: the process is the unit between sides."""
 
-    method: str  # "welch" | "paired" | "stored variance" | "none"
+    method: str  # "welch" | "paired" | "duet" | "stored variance" | "none"
     baseline_processes: int
     contender_processes: int
     df: float | None = None  # degrees of freedom of the t distribution
@@ -100,7 +100,8 @@ class WorkloadComparison(Record):
     environment_differences: tuple[EnvironmentDifference, ...]
     warnings: tuple[str, ...] = ()
     ignored_fields: tuple[str, ...] = ()  # config fields that differ and were ignored for matching (--ignore)
-    design: str = ""  # "paired" (adjacent A/B pairs of tokbench ab) or "independent" (version 1: pooled calls)
+    # "paired" (adjacent A/B pairs of tokbench ab), "duet pairs" (ab --duet) or "independent" (version 1: pooled calls)
+    design: str = ""
 
     @property
     def verdict(self) -> str:

@@ -189,6 +189,18 @@ class LaunchGroup(Record):
 
 
 @dataclass(frozen=True)
+class DuetRecord(Record):
+    """A process of a duet pair (``tokbench ab --duet``, ``sweep.duet``): its measured calls took turns, one each
+    round, with its partner's (the other side's process of the same pair), which ran at the same time."""
+
+    side: str  # this process's side: "a" | "b"
+    rounds: int  # rounds measured: this process's measured calls
+    first: str  # per round, the side that measured first ("abba..."): with the call timestamps, the rounds
+    ended: str  # why the pair stopped measuring
+    partner_pid: int | None = None
+
+
+@dataclass(frozen=True)
 class RayPlacement(Record):
     """Where a Ray task ran a config, or why it never returned one (``error``)."""
 
@@ -237,6 +249,7 @@ class LaunchRecord(Record):
     threads: int | None = None  # torch threads the executor's thread policy gave the child (sweep.threads)
     group: LaunchGroup | None = None
     ray: RayPlacement | None = None
+    duet: DuetRecord | None = None  # a duet pair's process (``tokbench ab --duet``)
 
     def __bool__(self) -> bool:
         return any(getattr(self, name) is not None for name in self.__dataclass_fields__)

@@ -5,7 +5,10 @@ or torch), extra environment variables and a working directory. Each pair runs o
 an order drawn at random per pair (seeded, recorded), each process a fresh isolated worker as in a sweep
 (``launchers.ProcessLauncher``, one per side, so a side's fork server imports under that side's environment).
 Machine drift over minutes then hits both members of a pair alike, and the comparison analyses the pairs as
-pairs (``results.comparison``: a paired t on the per-pair differences of the log process medians).
+pairs (``results.comparison``: a paired t on the per-pair differences of the log process medians). By default
+(config sides) a pair is a duet (``sweep.duet``): both processes alive at once, their measured calls in turns,
+so load that changes within seconds hits both alike too, and each pair's value is the median over its rounds of
+log(B call ÷ A call).
 
 What runs one process of a side is a ``SideRunner`` (a protocol: ``run_once(timeout_s)`` returns one result,
 ``close()`` releases what it holds). A config side's is ``ProcessSideRunner``; the CLI hands the runner others,
@@ -44,7 +47,9 @@ from tokbench.results.selectors import SelectedRun
 from tokbench.results.store import ResultStore
 from tokbench.schema.comparison import ComparisonReport, MetricComparison, SequentialLook
 from tokbench.schema.results import BenchmarkResult
+from tokbench.sweep.duet import DuetPairRunner
 from tokbench.sweep.launchers import DEFAULT_START_METHOD, ProcessLauncher
+from tokbench.sweep.turns import STOP_PARTNER_ENDED
 
 STAGE_AB = "ab"
 SIDES = ("a", "b")
@@ -89,6 +94,21 @@ class SideRunner(Protocol):
 SideRunners = Callable[[AbSide], SideRunner]
 
 
+def duet_pair_runner(spec: AbSpec) -> DuetPairRunner:
+    """Both config sides' processes as duet pairs (``sweep.duet``): one launcher per side, as in
+    ``ProcessSideRunner``."""
+    sides = (spec.a, spec.b)
+    if any(side.config is None for side in sides):
+        raise AbRefused("--duet needs two config sides (a serving side brings its own processes)")
+    configs = {side.name: side.config for side in sides}
+    launchers = {
+        side.name: ProcessLauncher(python=side.python, side_environment=side.environment, cwd=side.cwd,
+                                   start_method=spec.start_method)
+        for side in sides
+    }  # fmt: skip
+    return DuetPairRunner(configs, launchers)  # type: ignore[arg-type]
+
+
 class ProcessSideRunner:
     """A config side: every run a fresh isolated worker (``launchers.ProcessLauncher``) under the side's
     interpreter, environment and folder."""
@@ -119,6 +139,9 @@ class AbSpec:
     seed: int | None = None  # of the order within each pair; drawn (and recorded) when None
     timeout_s: float | None = 1800.0
     start_method: str = DEFAULT_START_METHOD
+    # Each pair's two processes alive at once, their measured calls in turns (``sweep.duet``); None: duet for two
+    # config sides run by the default runners, one after the other otherwise (a serving side brings its own).
+    duet: bool | None = None
 
     def looks(self) -> LookPlan:
         return plan_looks(self.min_pairs, self.max_pairs, self.alpha)
@@ -152,6 +175,14 @@ class AbOutcome:
 def usable(result: BenchmarkResult) -> bool:
     """An ok result that ``compare`` will use: a serving run whose client fell behind its schedule is not."""
     return result.ok and (result.serving is None or result.serving.valid)
+
+
+def failed_by_itself(result: BenchmarkResult) -> bool:
+    """Unusable for a reason of its own: not a duet process stopped because its partner ended (that failure is the
+    partner's, and counts on the partner's side)."""
+    measurement = result.phases.measurement
+    stopped_by_partner = measurement is not None and measurement.stop_reason.startswith(STOP_PARTNER_ENDED)
+    return not usable(result) and not stopped_by_partner
 
 
 def why_unusable(result: BenchmarkResult) -> str:
@@ -239,6 +270,9 @@ class AbRunner:
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
         self.outcome = AbOutcome(ab_id or new_ab_id(), spec, seed, compared_fields(spec.a, spec.b))
         self._order = random.Random(seed)
+        self._duet: DuetPairRunner | None = None
+        configs = spec.a.config is not None and spec.b.config is not None
+        self.duet = spec.duet if spec.duet is not None else configs and runners is None
 
     def _compare(self, look: int, stopped_because: str = "") -> ComparisonReport | None:
         a, b = self.outcome.runs("a"), self.outcome.runs("b")
@@ -265,12 +299,14 @@ class AbRunner:
         )
         extra = {"ab": {"id": self.outcome.ab_id, "order_seed": self.outcome.seed,
                         "sides": {side.name: side.describe() for side in (self.spec.a, self.spec.b)},
-                        "compared_fields": list(self.outcome.ignored),
+                        "compared_fields": list(self.outcome.ignored), "duet": self.duet,
                         "looks": list(self.looks.pairs), "alphas": list(self.looks.alphas)}}  # fmt: skip
         return dataclasses.replace(report, extra=extra)
 
     def _run_one(self, runner: SideRunner, side: AbSide, pair: int) -> SelectedRun:
-        result = runner.run_once(self.spec.timeout_s)
+        return self._store(runner.run_once(self.spec.timeout_s), side, pair)
+
+    def _store(self, result: BenchmarkResult, side: AbSide, pair: int) -> SelectedRun:
         note = f"tokbench ab {self.outcome.ab_id} side {side.name}, pair {pair + 1}"
         launch = dataclasses.replace(result.launch, sweep_id=sweep_id_of(self.outcome.ab_id, side.name),
                                      repeat_index=pair)  # fmt: skip
@@ -284,14 +320,19 @@ class AbRunner:
     def _failing_side(self) -> str | None:
         for name in SIDES:
             recent = [run for _, side, run in self.outcome.stored if side == name][-MAX_FAILURES_IN_A_ROW:]
-            if len(recent) == MAX_FAILURES_IN_A_ROW and not any(usable(run.result) for run in recent):
+            if len(recent) == MAX_FAILURES_IN_A_ROW and all(failed_by_itself(run.result) for run in recent):
                 return f"side {name} failed {MAX_FAILURES_IN_A_ROW} times in a row: {why_unusable(recent[-1].result)}"
         return None
 
     def _pair(self, runners: dict[str, SideRunner], pair: int) -> None:
+        sides = {"a": self.spec.a, "b": self.spec.b}
+        if self._duet is not None:  # both at once, in turns: stored once both are back
+            results = self._duet.run_pair(self._order, self.spec.timeout_s)
+            for name in SIDES:
+                self._store(results[name], sides[name], pair)
+            return
         order = list(SIDES)
         self._order.shuffle(order)
-        sides = {"a": self.spec.a, "b": self.spec.b}
         for name in order:
             self._run_one(runners[name], sides[name], pair)
 
@@ -315,8 +356,11 @@ class AbRunner:
         if self.progress is not None:
             self.progress.stage_started(STAGE_AB, self.spec.max_pairs)
         try:
-            for side in (self.spec.a, self.spec.b):
-                runners[side.name] = self.runners(side)
+            if self.duet:
+                self._duet = duet_pair_runner(self.spec)
+            else:
+                for side in (self.spec.a, self.spec.b):
+                    runners[side.name] = self.runners(side)
             self._loop(runners, start)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
@@ -324,6 +368,8 @@ class AbRunner:
         finally:
             for runner in runners.values():
                 runner.close()
+            if self._duet is not None:
+                self._duet.close()
             if self.progress is not None:
                 self.progress.stage_finished(STAGE_AB)
         self.outcome.elapsed_s = self.clock() - start

@@ -174,29 +174,57 @@ class ProcessLauncher:
         return self._shared_cache
 
     def launch(self, config: BenchmarkConfig, timeout_s: float | None = None) -> BenchmarkResult:
+        return self.collect(self.start(config, timeout_s))
+
+    def start(
+        self, config: BenchmarkConfig, timeout_s: float | None = None, environment: Mapping[str, str] | None = None
+    ) -> RunningConfig:
+        """Start one config's child and return at once (``collect`` waits for its result); ``environment``: extra
+        variables of this child alone (``sweep.duet``: where its turns are given)."""
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         work = Path(tempfile.mkdtemp(prefix="tokbench-child-"))
         try:
-            return self._launch(config, timeout_s, work, started_at)
-        finally:
+            config_path = work / "config.json"
+            config_path.write_text(json.dumps(config.to_dict()), encoding="utf-8")
+            launch: dict[str, Any] = {"launcher": self.name, "compile_cache": self.compile_cache,
+                                      "timeout_s": timeout_s}  # fmt: skip
+            start_ns = self._clock()
+            child = self._start_child(config, config_path, work / "result.json", work / "output.log",
+                                      self._cache_root(work), launch, environment)  # fmt: skip
+        except BaseException:
             shutil.rmtree(work, ignore_errors=True)
-
-    def _launch(self, config: BenchmarkConfig, timeout_s: float | None, work: Path, started_at: str) -> BenchmarkResult:
-        config_path, result_path, log_path = work / "config.json", work / "result.json", work / "output.log"
-        config_path.write_text(json.dumps(config.to_dict()), encoding="utf-8")
-        cache_root = self._cache_root(work)
-        launch: dict[str, Any] = {
-            "launcher": self.name,
-            "compile_cache": self.compile_cache,
-            "timeout_s": timeout_s,
-        }
-        start_ns = self._clock()
-        child = self._start_child(config, config_path, result_path, log_path, cache_root, launch)
+            raise
         launch["pid"] = child.pid
+        return RunningConfig(config, timeout_s, work, started_at, launch, child, start_ns)
+
+    def collect(self, running: RunningConfig) -> BenchmarkResult:
+        """Wait for a started child until its timeout (counted from its start) and build its result."""
+        try:
+            return self._collect(running)
+        finally:
+            shutil.rmtree(running.work, ignore_errors=True)
+
+    def abandon(self, running: RunningConfig) -> None:
+        """End a started child that will not be collected (an interrupted duet pair) and remove its folder."""
+        try:
+            _signal_group(running.pid, signal.SIGKILL)
+            if not running.exited():
+                with contextlib.suppress(ForkServerError):
+                    running.child.wait(TERMINATE_GRACE_S)
+            _kill_leftovers(running.pid)
+        finally:
+            shutil.rmtree(running.work, ignore_errors=True)
+
+    def _collect(self, running: RunningConfig) -> BenchmarkResult:
+        config, timeout_s, child, launch = running.config, running.timeout_s, running.child, running.launch
+        result_path, log_path = running.work / "result.json", running.work / "output.log"
+        started_at = running.started_at
         timed_out = False
         server_died: str | None = None
         try:
-            returncode = child.wait(timeout_s)
+            seconds_left = running.seconds_left(self._clock())
+            remaining_s = None if seconds_left is None else max(0.0, seconds_left + running.grace_s)
+            returncode = running._exit if running._exit is not None else child.wait(remaining_s)
             if returncode is None:
                 timed_out = True
                 returncode = _end_process_group(child)
@@ -213,7 +241,7 @@ class ProcessLauncher:
             raise
         finally:
             _kill_leftovers(child.pid)
-        launch["wall_ns"] = self._clock() - start_ns
+        launch["wall_ns"] = self._clock() - running.start_ns
         launch["exit_code"] = returncode
         tail = _tail(log_path)
         launch["stderr_tail"] = tail
@@ -384,9 +412,11 @@ class ProcessLauncher:
         log_path: Path,
         cache_root: Path,
         launch: dict[str, Any],
+        environment: Mapping[str, str] | None = None,
     ) -> _Child:
         cache_env = {
             **self.child_environment,
+            **(environment or {}),
             "TORCHINDUCTOR_CACHE_DIR": str(cache_root / "inductor"),
             "TRITON_CACHE_DIR": str(cache_root / "triton"),
         }
@@ -506,6 +536,35 @@ class _Child:
     def wait(self, timeout_s: float | None) -> int | None:
         """The return code (negative: killed by that signal), or None if it still runs after ``timeout_s``."""
         raise NotImplementedError
+
+
+@dataclasses.dataclass
+class RunningConfig:
+    """One config's child, started by ``ProcessLauncher.start`` and not yet collected."""
+
+    config: BenchmarkConfig
+    timeout_s: float | None
+    work: Path
+    started_at: str
+    launch: dict[str, Any]
+    child: _Child
+    start_ns: int
+    grace_s: float = 0.0  # waited for beyond the timeout (a duet process told to stop because its partner failed)
+    _exit: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def exited(self) -> bool:
+        """Whether the child has ended (asked without waiting; its code is kept for ``collect``)."""
+        if self._exit is None:
+            with contextlib.suppress(ForkServerError):
+                self._exit = self.child.wait(0)
+        return self._exit is not None
+
+    def seconds_left(self, now_ns: int) -> float | None:
+        return None if self.timeout_s is None else self.timeout_s - (now_ns - self.start_ns) / 1e9
 
 
 class _SpawnedChild(_Child):

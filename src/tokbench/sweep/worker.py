@@ -106,7 +106,14 @@ def run_config_file(config_path: str, result_path: str) -> int:
                 save_result(with_library_output(result, held, notes=False), group_result_path(result_path, index))
             return 0
         _say_started(config, 0, 1)
-        result = run(config, progress=False)
+        from tokbench.sweep.turns import gate_from_environment
+
+        gate = gate_from_environment()  # a duet pair's child (``tokbench ab --duet``): its calls take turns
+        try:
+            result = run(config, progress=False, gate=gate)
+        finally:
+            if gate is not None:
+                gate.close()
         save_result(with_library_output(result, held, notes=False), result_path)
     return 0
 
