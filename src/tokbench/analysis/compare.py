@@ -34,6 +34,7 @@ from scipy import special
 from scipy import stats as distributions
 
 from tokbench.analysis.samples import metric_samples
+from tokbench.analysis.thresholds import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT, DEFAULT_POWER
 from tokbench.schema.records import GenerationTrace
 
 VERDICT_FASTER = "faster"
@@ -43,9 +44,6 @@ VERDICT_BELOW_MIN_EFFECT = "below min-effect"  # significant, but smaller than -
 VERDICT_INCONCLUSIVE = "inconclusive"
 VERDICTS = (VERDICT_FASTER, VERDICT_SLOWER, VERDICT_NO_CHANGE, VERDICT_BELOW_MIN_EFFECT, VERDICT_INCONCLUSIVE)
 
-DEFAULT_MIN_EFFECT = 0.02
-DEFAULT_ALPHA = 0.05
-DEFAULT_POWER = 0.80
 TAIL_QUANTILES = (("p90", 0.90), ("p99", 0.99))
 
 METHOD_WELCH = "welch"

@@ -17,8 +17,8 @@ _SIDE_HELP = "FIELD=VALUE: a config field of side {side} (repeatable; VALUE read
 
 
 def add_ab_parser(commands: Any) -> None:
-    from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
     from tokbench.analysis.sequential import DEFAULT_MAX_PAIRS, DEFAULT_MIN_PAIRS
+    from tokbench.analysis.thresholds import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
     from tokbench.results.store import DEFAULT_DB_PATH
 
     ab = commands.add_parser(

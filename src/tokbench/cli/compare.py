@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokbench.analysis.compare import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
+from tokbench.analysis.thresholds import DEFAULT_ALPHA, DEFAULT_MIN_EFFECT
 from tokbench.cli import options
 from tokbench.cli.common import EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, emit_rendered, usage_error
 from tokbench.errors import TokbenchError
