@@ -10,21 +10,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Modules whose tests compare the timings of runs (compare's verdicts end to end): a second pytest-xdist worker
-# on the same cores would be part of what they measure, so they carry the "serial" mark and `make test` runs them
-# alone, after the parallel part. A new test of that kind takes @pytest.mark.serial (or its module goes here).
-SERIAL_MODULES = ("test_compare_e2e.py",)
-
-
+# Tests that compare the timings of runs and must find an injected effect (the A/B verdicts end to end): a second
+# pytest-xdist worker on the same cores would be part of what they measure, so they carry @pytest.mark.serial and
+# `make test` runs them alone, after the parallel part.
+#
 # Tests that take minutes go first: pytest-xdist hands tests out in collection order, and one started last would
 # leave the other worker idle while it runs (the README runner executes every README command, ~5 minutes).
 LONGEST_FIRST = ("test_readme.py::test_the_readme_runs_top_to_bottom_in_a_fresh_folder",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.name in SERIAL_MODULES:
-            item.add_marker(pytest.mark.serial)
     first = [item for item in items if item.nodeid.endswith(LONGEST_FIRST)]
     items[:] = first + [item for item in items if item not in first]
 

@@ -19,6 +19,10 @@ from tokbench.schema.comparison import ComparisonReport, OutputFingerprint
 from tokbench.schema.records import GenerationTrace
 from tokbench.schema.results import BenchmarkResult, load_result, save_result
 
+# The tests on the A/A store are plumbing whatever the load (they share one module fixture, so one worker runs
+# them); only the A/B that must find an injected slowdown runs alone (serial), after the parallel part.
+pytestmark = pytest.mark.xdist_group("compare_e2e")
+
 WORKLOAD = {
     "model": "tiny-llama",
     "sequence_length": 16,
@@ -201,6 +205,7 @@ def test_untrusted_names_are_neutralized(aa_store: tuple[Path, str], tmp_path: P
 SITECUSTOMIZE = "from tokbench.engine.delay import delay_from_environment\n\ndelay_from_environment()\n"
 
 
+@pytest.mark.serial
 def test_ab_detects_a_large_injected_slowdown_and_stores_every_run(tmp_path: Path) -> None:
     """`tokbench ab` end to end with a large effect only (robust to load): side B's every forward spins 40 ms
     (tiny-llama's forward takes 5-40 ms here), injected through B's own environment (PYTHONPATH with a
