@@ -1,5 +1,6 @@
-"""What the fault-injection suites (tests/system/test_faults*.py) share: real results measured once, real mounts,
-and the CLI in a child process for faults that could hang or kill the caller."""
+"""What the fault-injection suites (tests/system/test_faults*.py) share: real mounts and the CLI in a child process
+for faults that could hang or kill the caller. Their fixtures (real results measured once, the mounts) are in
+tests/system/conftest.py."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tokbench.config import BenchmarkConfig
 
 FAST = ["--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "3", "--warmup-iterations", "1",
         "--measurement-iterations", "3", "--no-monitor", "--no-progress", "--device", "cpu"]  # fmt: skip
@@ -70,33 +69,6 @@ def tmpfs(path: Path, options: str, why: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-@pytest.fixture
-def readonly_dir(tmp_path: Path) -> Iterator[Path]:
-    """A real read-only filesystem (chmod does not stop root: a mount does)."""
-    yield from tmpfs(tmp_path / "readonly", "size=64k,ro", "a read-only filesystem")
-
-
-@pytest.fixture
-def full_dir(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 KiB filesystem: a write check fits, a report does not."""
-    yield from tmpfs(tmp_path / "full", "size=8k", "a full filesystem")
-
-
-@pytest.fixture(scope="session")
-def real_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two real results of one workload (tiny-llama on the CPU), measured once for every fault test."""
-    import tokbench
-    from tokbench.schema.results import save_result
-
-    folder = tmp_path_factory.mktemp("real-results")
-    paths = []
-    for name in ("base", "cont"):
-        result = tokbench.run(BenchmarkConfig(**TINY_FIELDS))
-        assert result.status == "ok", result.reason
-        paths.append(save_result(result, folder / f"{name}.json"))
-    return paths[0], paths[1]
 
 
 def result_data(path: Path) -> dict[str, Any]:

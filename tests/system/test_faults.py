@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults_support import readonly_dir, tmpfs
+from faults_support import tmpfs
 
 from tokbench.cli import main
 from tokbench.config import BenchmarkConfig
@@ -39,7 +39,6 @@ from tokbench.text import safe_filename, spreadsheet_safe, terminal_safe
 
 FAST = ["--model", "tiny-llama", "--sequence-length", "8", "--new-tokens", "3", "--warmup-iterations", "1",
         "--measurement-iterations", "2", "--no-monitor", "--no-progress", "--device", "cpu"]  # fmt: skip
-__all__ = ["readonly_dir"]  # a fixture, used by name
 EVIL = "\x1b]0;pwned\x07\x1b[2J=HYPERLINK(\"http://x\")\u202e"
 
 

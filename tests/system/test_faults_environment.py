@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_support import TINY_FIELDS, readonly_dir
+from faults_support import TINY_FIELDS
 
 from tokbench.config import BenchmarkConfig
 from tokbench.errors import ConfigError
-
-__all__ = ["readonly_dir"]
 
 
 def test_an_empty_home_never_puts_the_cache_under_the_root(tmp_path: Path) -> None:

@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults_support import EVIL, real_results, result_data, write_json
+from faults_support import EVIL, result_data, write_json
 
 from tokbench.cli import main
 from tokbench.config import BenchmarkConfig
 from tokbench.results.store import ResultStore
 from tokbench.sweep.runner import _skipped_result
-
-__all__ = ["real_results"]
 
 RAW = ("\x1b", "\x07", "\u202e")
 

@@ -18,7 +18,6 @@ import pytest
 from faults_support import (
     TINY_FIELDS,
     one_line,
-    real_results,
     result_data,
     stderr_line,
     store_of,
@@ -27,9 +26,6 @@ from faults_support import (
 )
 
 from tokbench.cli import main
-
-__all__ = ["real_results"]
-
 
 BIG = "__a 5000-digit integer__"
 

@@ -8,11 +8,9 @@ import argparse
 from pathlib import Path
 
 import pytest
-from faults_support import one_line, real_results, store_of, write_json
+from faults_support import one_line, store_of, write_json
 
 from tokbench.cli import build_parser, main
-
-__all__ = ["real_results"]
 
 
 def _numeric_actions(parser: argparse.ArgumentParser, path: str = "tokbench") -> list[tuple[str, argparse.Action]]:

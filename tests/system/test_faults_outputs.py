@@ -12,11 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
-from faults_support import full_dir, one_line, readonly_dir, real_results, result_data, sha, store_of, write_json
+from faults_support import one_line, result_data, sha, store_of, write_json
 
 from tokbench.cli import main
-
-__all__ = ["full_dir", "readonly_dir", "real_results"]  # fixtures, used by name
 
 
 def _protected(tmp_path: Path, real_results: tuple[Path, Path]) -> dict[str, Path]:

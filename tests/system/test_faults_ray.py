@@ -15,11 +15,9 @@ import pytest
 from faults_support import TINY_FIELDS, stderr_line, tokbench, write_json
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
-from test_ray_executor import ray_cluster  # noqa: E402 (the one-node loopback cluster of the Ray suite)
 
-__all__ = ["ray_cluster"]
-
-pytestmark = pytest.mark.slow
+# the ray_cluster fixture (tests/system/conftest.py): one Ray cluster at a time, so the Ray suites share a worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 def _closed_port() -> int:

@@ -11,14 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from faults_support import one_line, real_results
+from faults_support import one_line
 
 from tokbench.cli import main
 from tokbench.results.selectors import select
 from tokbench.results.store import ResultStore
 from tokbench.schema.results import load_result
-
-__all__ = ["real_results"]
 
 STARTS = ("2026-12-02T23:58:00+00:00", "2026-12-02T23:59:30+00:00", "2026-12-03T00:00:10+00:00",
           "2026-12-03T12:00:40+00:00")  # fmt: skip

@@ -16,13 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_support import TINY_FIELDS, one_line, real_results, stderr_line, store_of, tokbench, write_json
+from faults_support import TINY_FIELDS, one_line, stderr_line, store_of, tokbench, write_json
 
 from tokbench.cli import main
 from tokbench.results.store import ResultStore, sweep_lock
 from tokbench.sweep.plan import load_sweep_file, plan_sweep
-
-__all__ = ["real_results"]
 
 NINE = "[1, 2, 3, 4, 5, 6, 7, 8, 9]"
 LIST_BOMB = f"""model: tiny-llama

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +27,6 @@ ENDLESS = 1_000_000
 # One Ray cluster at a time on this machine: every test that starts or joins one runs on the same pytest-xdist
 # worker (make test runs with --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """A one-node cluster owned by this test process (``ray.shutdown`` ends every process it started);
-    its address lets other drivers (the CLI) connect to it."""
-    ray.init(
-        num_cpus=2,
-        num_gpus=0,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=100 * 1024 * 1024,
-        _node_ip_address="127.0.0.1",  # Ray binds the node's own address instead; nothing outside can reach it
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 def rows(db: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
