@@ -87,6 +87,25 @@ def test_markdown_for_ci_and_the_gate(store: Path, tmp_path: Path, capsys: pytes
     assert main(["regressions", "--db", str(store), "--select", "model=fixed", "--fail-on", "regression", *QUICK]) == 0
 
 
+def test_history_changes_takes_every_flag_of_regressions_and_gives_its_report(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture  # type: ignore[type-arg]
+) -> None:
+    flags = ["--db", str(store), "--select", "model=step", "--metric", "tpot_ms", "--min-size", "3", "--seed", "4",
+             "--format", "json", *QUICK]  # fmt: skip
+    assert main(["regressions", *flags]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    output = tmp_path / "changes.json"
+    assert main(["history", "--changes", *flags, "--output", str(output), "--fail-on", "regression"]) == 1
+    assert json.loads(capsys.readouterr().out) == expected == json.loads(output.read_text(encoding="utf-8"))
+    assert expected["workloads"][0]["metric"] == "tpot_ms" and len(expected["workloads"]) == 1
+    # a search flag without --changes, or a listing flag with it: refused, saying which and what to do
+    assert main(["history", "--db", str(store), "--metric", "tpot_ms", "--seed", "2"]) == 2
+    assert "--metric, --seed: flags of the change-point search; add --changes" in capsys.readouterr().err
+    assert main(["history", "--db", str(store), "--changes", "--limit", "3"]) == 2
+    assert "--limit: only for the listing" in capsys.readouterr().err
+    assert not output.with_name("tokbench-results.db").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

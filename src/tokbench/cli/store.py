@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tokbench.cli import options
-from tokbench.cli.common import EXIT_OK, db_help, open_store
+from tokbench.cli.common import EXIT_OK, db_help, open_store, usage_error
 from tokbench.text import spreadsheet_safe, terminal_safe
 
 MAX_RUN_ID = 2**63 - 1  # SQLite's rowid range
@@ -27,6 +27,9 @@ def add_store_parsers(commands: Any) -> None:
     history.add_argument(
         "--changes", action="store_true", help="find change points per workload (as `tokbench regressions`)"
     )
+    from tokbench.cli.regressions import add_regressions_arguments
+
+    add_regressions_arguments(history.add_argument_group("with --changes, as `tokbench regressions`"), None)
 
     export = commands.add_parser(
         "export",
@@ -56,12 +59,19 @@ def add_store_parsers(commands: Any) -> None:
 
 
 def command_history(args: argparse.Namespace) -> int:
+    from tokbench.cli.regressions import command_regressions, search_flags_given
     from tokbench.report.terminal import history_table, make_console
 
     if args.changes:
-        from tokbench.cli.regressions import command_regressions
-
+        listing_only = [flag for flag, value in (("--status", args.status), ("--limit", args.limit)) if value]
+        if listing_only:  # the search reads every ok run of each workload: a status or a count would change that
+            return usage_error(f"{', '.join(listing_only)}: only for the listing (the search reads every ok run of "
+                               "each workload); with --changes, pick runs with --model or --select")  # fmt: skip
         return command_regressions(args)
+    searching = search_flags_given(args)
+    if searching:
+        what = "a flag" if len(searching) == 1 else "flags"
+        return usage_error(f"{', '.join(searching)}: {what} of the change-point search; add --changes")
     with open_store(args.db, must_exist=True) as store:
         runs = store.runs(model=args.model, status=args.status, limit=args.limit)
     make_console().print(history_table(runs))
