@@ -3,8 +3,11 @@ once per pytest worker (one imported into several test modules is a separate fix
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faults_support import TINY_FIELDS, tmpfs
@@ -42,9 +45,16 @@ def real_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A one-node cluster owned by this test process (``ray.shutdown`` ends every process it started);
-    its address lets other drivers (the CLI) connect to it. Tests that use it carry xdist_group("ray"): one
-    cluster at a time on this machine."""
+    its address lets other drivers (the CLI) connect to it. One cluster at a time on this machine: the tests that
+    use it share a pytest-xdist worker (xdist_group "ray"), and a machine-wide lock holds even where that grouping
+    does not (pytest-xdist#1386) or another test run is at it too."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    with open(Path(tempfile.gettempdir()) / "tokbench-tests-ray-cluster.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, after the cluster is shut down
+        yield from _one_node_cluster(ray)
+
+
+def _one_node_cluster(ray: Any) -> Iterator[str]:
     ray.init(
         num_cpus=2,
         num_gpus=0,

@@ -246,25 +246,13 @@ class ProcessLauncher:
         tail = _tail(log_path)
         launch["stderr_tail"] = tail
 
-        if server_died is not None:
-            reason = f"the fork server died while the child process (pid {child.pid}) ran; it was ended"
-            launch["forkserver_error"] = server_died
-            return self._failed(config, reason, tail, launch, started_at)
-        if timed_out:
-            reason = f"timed out after {timeout_s:g} s; the child process (pid {child.pid}) was ended"
-            return self._failed(config, reason, tail, launch, started_at)
-        assert returncode is not None
-        if returncode < 0:
-            signal_name = _signal_name(-returncode)
-            launch["signal"] = signal_name
-            cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
-            reason = f"the child process (pid {child.pid}) was killed by {signal_name}{cause}"
-            return self._failed(config, reason, tail, launch, started_at)
+        ended = _ended_reason(child.pid, returncode, launch, timeout_s if timed_out else None, server_died)
+        if ended is not None:
+            return self._failed(config, ended, tail, launch, started_at)
         try:
             result = BenchmarkResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
         except FileNotFoundError:
-            reason = f"the child process (pid {child.pid}) exited with code {returncode} and wrote no result"
-            return self._failed(config, reason, tail, launch, started_at)
+            return self._failed(config, _no_result(child.pid, returncode), tail, launch, started_at)
         except (json.JSONDecodeError, ResultFormatError, ValueError) as error:
             reason = f"the child process (pid {child.pid}) wrote an unreadable result: {error}"
             return self._failed(config, reason, tail, launch, started_at)
@@ -375,19 +363,9 @@ class ProcessLauncher:
         launch["exit_code"] = returncode
         tail = _tail(log_path)
         launch["stderr_tail"] = tail
-        timeout_s = timeouts_s[indexes[position]]
-        if server_died is not None:
-            launch["forkserver_error"] = server_died
-            reason = f"the fork server died while the child process (pid {child.pid}) ran; it was ended"
-        elif timed_out:
-            reason = f"timed out after {timeout_s:g} s; the child process (pid {child.pid}) was ended"
-        elif returncode is not None and returncode < 0:
-            signal_name = _signal_name(-returncode)
-            launch["signal"] = signal_name
-            cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
-            reason = f"the child process (pid {child.pid}) was killed by {signal_name}{cause}"
-        else:
-            reason = f"the child process (pid {child.pid}) exited with code {returncode} and wrote no result"
+        timed_out_after_s = timeouts_s[indexes[position]] if timed_out else None
+        ended = _ended_reason(child.pid, returncode, launch, timed_out_after_s, server_died)
+        reason = ended or _no_result(child.pid, returncode)
         yield indexes[position], self._failed(group[position], reason, tail, launch, started_at)
 
     def _read_result(
@@ -615,6 +593,29 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+
+def _ended_reason(
+    pid: int, returncode: int | None, launch: dict[str, Any], timed_out_after_s: float | None, server_died: str | None
+) -> str | None:
+    """Why a child ended before it could finish (a dead fork server, its timeout, a signal), recorded on
+    ``launch``; None when it exited by itself (its result, if it wrote one, says the rest)."""
+    if server_died is not None:
+        launch["forkserver_error"] = server_died
+        return f"the fork server died while the child process (pid {pid}) ran; it was ended"
+    if timed_out_after_s is not None:
+        return f"timed out after {timed_out_after_s:g} s; the child process (pid {pid}) was ended"
+    if returncode is not None and returncode < 0:
+        signal_name = _signal_name(-returncode)
+        launch["signal"] = signal_name
+        cause = " (an out-of-memory kill or an external kill)" if signal_name == "SIGKILL" else ""
+        return f"the child process (pid {pid}) was killed by {signal_name}{cause}"
+    return None
+
+
+def _no_result(pid: int, returncode: int | None) -> str:
+    return f"the child process (pid {pid}) exited with code {returncode} and wrote no result"
 
 
 def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
