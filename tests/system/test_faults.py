@@ -43,12 +43,6 @@ EVIL = "\x1b]0;pwned\x07\x1b[2J=HYPERLINK(\"http://x\")\u202e"
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 8 KiB filesystem: a write-check file fits, a result does not."""
-    yield from tmpfs(tmp_path / "tmpfs-8k", "size=8k", "the fault needs a real full filesystem")
-
-
-@pytest.fixture
 def store_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 256 KiB filesystem: room for a new store, then filled up."""
     yield from tmpfs(tmp_path / "tmpfs-256k", "size=256k", "the fault needs a real full filesystem")
@@ -95,10 +89,10 @@ def test_output_on_a_read_only_filesystem_is_refused_before_running(
 
 
 def test_full_disk_after_the_run_prints_the_table_and_keeps_the_result(
-    small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    full_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TOKBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    assert main(["run", *FAST, "--output", str(small_tmpfs / "r.json")]) == 4
+    assert main(["run", *FAST, "--output", str(full_dir / "r.json")]) == 4
     captured = capsys.readouterr()
     assert "TTFT" in captured.out  # the table is printed whatever happens to the file
     kept = list((tmp_path / "cache" / "unsaved-results").glob("*.json"))

@@ -33,14 +33,19 @@ def add_regressions_parser(commands: Any, db_default: str) -> None:
     regressions.set_defaults(handler=command_regressions)
 
 
-def add_regressions_arguments(parser: Any, db_default: str | None) -> None:
+def add_regressions_arguments(parser: Any, db_default: str | None) -> list[argparse.Action]:
     """The flags of a change-point search on ``parser`` (a parser or an argument group): ``regressions``'s, and
-    ``history --changes``'s (which has its own ``--db``: ``db_default`` None)."""
+    ``history --changes``'s (which has its own ``--db``: ``db_default`` None). Returns the search's own flags
+    (not ``--db``), so ``history`` can tell when one is given without ``--changes``."""
     from tokbench.analysis.metrics import METRIC_UNITS
 
-    add = parser.add_argument
     if db_default is not None:
-        add("--db", default=db_default, help="results store")
+        parser.add_argument("--db", default=db_default, help="results store")
+    actions: list[argparse.Action] = []
+
+    def add(*flags: str, **settings: Any) -> None:
+        actions.append(parser.add_argument(*flags, **settings))
+
     add("--metric", action="append", choices=(*METRIC_UNITS, METRIC_ALL), default=None,
         help="metric whose per-run median is searched (repeatable; 'all': every metric the store holds a median "
         "for; default e2e_latency_ms)")  # fmt: skip
@@ -58,17 +63,12 @@ def add_regressions_arguments(parser: Any, db_default: str | None) -> None:
     add("--fail-on", choices=("never", "regression"), default="never",
         help=f"regression: exit {EXIT_REGRESSION} when the newest level of some series is slower than the one "
         "before it (the CI gate)")  # fmt: skip
+    return actions
 
 
-# Each flag of the search and its default: ``history`` refuses one given without ``--changes``.
-SEARCH_DEFAULTS = {"metric": None, "select": None, "significance": None, "permutations": None, "min_size": None,
-                   "seed": 0, "changes_format": None, "output": None, "force": False, "fail_on": "never"}  # fmt: skip
-
-
-def search_flags_given(args: argparse.Namespace) -> list[str]:
-    """The change-point search's flags set on this command line, as typed (``--min-size``)."""
-    return [f"--{name.replace('_', '-')}" if name != "changes_format" else "--format"
-            for name, default in SEARCH_DEFAULTS.items() if getattr(args, name, default) != default]  # fmt: skip
+def search_flags_given(args: argparse.Namespace, actions: list[argparse.Action]) -> list[str]:
+    """Which of the search's flags (``actions``) this command line set, as typed (``--min-size``)."""
+    return [action.option_strings[0] for action in actions if getattr(args, action.dest) != action.default]
 
 
 def _metrics(args: argparse.Namespace, runs: list[Any]) -> tuple[str, ...]:

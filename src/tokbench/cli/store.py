@@ -29,7 +29,8 @@ def add_store_parsers(commands: Any) -> None:
     )
     from tokbench.cli.regressions import add_regressions_arguments
 
-    add_regressions_arguments(history.add_argument_group("with --changes, as `tokbench regressions`"), None)
+    search = add_regressions_arguments(history.add_argument_group("with --changes, as `tokbench regressions`"), None)
+    history.set_defaults(search_actions=search)
 
     export = commands.add_parser(
         "export",
@@ -68,7 +69,7 @@ def command_history(args: argparse.Namespace) -> int:
             return usage_error(f"{', '.join(listing_only)}: only for the listing (the search reads every ok run of "
                                "each workload); with --changes, pick runs with --model or --select")  # fmt: skip
         return command_regressions(args)
-    searching = search_flags_given(args)
+    searching = search_flags_given(args, args.search_actions)
     if searching:
         what = "a flag" if len(searching) == 1 else "flags"
         return usage_error(f"{', '.join(searching)}: {what} of the change-point search; add --changes")

@@ -595,7 +595,6 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-
 def _ended_reason(
     pid: int, returncode: int | None, launch: dict[str, Any], timed_out_after_s: float | None, server_died: str | None
 ) -> str | None:
